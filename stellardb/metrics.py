@@ -1,0 +1,131 @@
+"""Residual statistics and the seed's comparison table.
+
+Definitions (CATALOGUES.md): residual ``r = predicted - reference``; ``sigma`` is
+the standard deviation of r; ``MAD = median(|r - median(r)|)`` (unscaled); we also
+report ``1.4826 * MAD`` (the Gaussian-equivalent sigma) and the RMSE.  The error
+calibration is the fraction of stars with ``|r| < error``; a well-calibrated
+1-sigma error gives about 0.683.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .mlp import PARAMETERS, UNITS
+
+STAT_NAMES = ("n", "mean", "median", "sigma", "mad", "mad_scaled", "rmse", "calibration_68")
+GAUSS_MAD = 1.4826
+ONE_SIGMA_FRACTION = 0.6827
+
+LABELS = {"teff": "Teff (K)", "logg": "log g (dex)", "feh": "[Fe/H] (dex)"}
+
+
+def residual_stats(predicted, reference, error=None) -> dict:
+    """Statistics of ``predicted - reference`` over the stars where both are finite.
+
+    Parameters
+    ----------
+    predicted, reference : array-like
+        Same units (K or dex).
+    error : array-like or None
+        Per-star 1-sigma error of ``predicted``; gives ``calibration_68``.
+
+    Returns
+    -------
+    dict
+        ``n, mean, median, sigma, mad, mad_scaled, rmse, calibration_68`` (None
+        where undefined).
+    """
+    predicted = np.asarray(predicted, dtype=float)
+    reference = np.asarray(reference, dtype=float)
+    ok = np.isfinite(predicted) & np.isfinite(reference)
+    if error is not None:
+        error = np.asarray(error, dtype=float)
+        ok &= np.isfinite(error)
+    r = predicted[ok] - reference[ok]
+    if r.size == 0:
+        return {name: (0 if name == "n" else None) for name in STAT_NAMES}
+    median = float(np.median(r))
+    mad = float(np.median(np.abs(r - median)))
+    return {
+        "n": int(r.size),
+        "mean": float(np.mean(r)),
+        "median": median,
+        "sigma": float(np.std(r)),
+        "mad": mad,
+        "mad_scaled": GAUSS_MAD * mad,
+        "rmse": float(np.sqrt(np.mean(r * r))),
+        "calibration_68": None if error is None else float(np.mean(np.abs(r) < error[ok])),
+    }
+
+
+def calibration_factor(predicted, reference, error) -> float:
+    """Factor k such that ``|r| < k * error`` for 68.27 per cent of the stars.
+
+    Fitted on the validation split, it corrects a sigma head that is over- or
+    under-confident on average (a one-parameter recalibration, Kuleshov et al. 2018).
+    """
+    predicted, reference, error = (np.asarray(a, dtype=float) for a in (predicted, reference, error))
+    ok = np.isfinite(predicted) & np.isfinite(reference) & np.isfinite(error) & (error > 0)
+    if not ok.any():
+        return 1.0
+    return float(np.quantile(np.abs(predicted[ok] - reference[ok]) / error[ok], ONE_SIGMA_FRACTION))
+
+
+def _fmt(value, parameter: str) -> str:
+    if value is None:
+        return "-"
+    if parameter == "teff":
+        return f"{value:.1f}"
+    return f"{value:.4f}" if abs(value) < 0.1 else f"{value:.3f}"
+
+
+def comparison_table(metrics: dict, title: str = "Test split, predicted - reference"):
+    """A rich Table in the seed's layout: rows are statistics, columns are ML and GSP-Phot per parameter.
+
+    Parameters
+    ----------
+    metrics : dict
+        ``metrics[parameter][method]`` -> :func:`residual_stats` dict, with
+        methods ``"mlp"`` and ``"gspphot"`` computed on the same stars.
+    """
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("statistic")
+    params = [p for p in PARAMETERS if p in metrics]
+    for p in params:
+        table.add_column(f"ML {LABELS[p]}", justify="right")
+        table.add_column(f"GSP-Phot {LABELS[p]}", justify="right")
+    rows = [
+        ("stars", "n"),
+        ("mean", "mean"),
+        ("median", "median"),
+        ("sigma", "sigma"),
+        ("MAD", "mad"),
+        ("1.4826 MAD", "mad_scaled"),
+        ("RMSE", "rmse"),
+        ("frac |r| < err", "calibration_68"),
+    ]
+    for label, key in rows:
+        cells = []
+        for p in params:
+            for method in ("mlp", "gspphot"):
+                value = metrics[p].get(method, {}).get(key)
+                if key == "n":
+                    cells.append("-" if value is None else f"{value:,}")
+                elif key == "calibration_68":
+                    cells.append("-" if value is None else f"{value:.3f}")
+                else:
+                    cells.append(_fmt(value, p))
+        table.add_row(label, *cells)
+    ratio = []
+    for p in params:
+        ml, gsp = metrics[p].get("mlp", {}).get("mad"), metrics[p].get("gspphot", {}).get("mad")
+        ratio.extend([f"{ml / gsp:.2f}" if ml is not None and gsp else "-", ""])
+    table.add_row("MAD ML / GSP-Phot", *ratio)
+    table.caption = (
+        "r = predicted - reference; MAD = median(|r - median(r)|); frac |r| < err should be about 0.68. "
+        f"Units: {', '.join(f'{p} {UNITS[p]}' for p in params)}."
+    )
+    return table

@@ -1,0 +1,225 @@
+"""The per-parameter network: a Keras 3 MLP that takes raw feature columns.
+
+One model per stellar parameter (Teff, log g, [Fe/H]), as in the seed work:
+Dense layers, each followed by BatchNormalization, ReLU and Dropout 0.02.  The
+scaling lives inside the model (STYLE.md section 7), so a saved ``.keras`` file
+maps the raw database columns straight to physical units:
+
+* :class:`MissingAwareScaling` standardises the inputs with the training-split
+  mean and standard deviation, replaces missing (non-finite) values by 0 *after*
+  standardising, and appends one is-missing flag per input ("real params are
+  doubled": 27 inputs become 54);
+* the head is a Dense layer with two units in standardised target units: the
+  prediction and the log of its 1-sigma uncertainty (a heteroscedastic output,
+  Nix & Weigend 1994; Kendall & Gal 2017);
+* :class:`TargetScaling` turns them into ``[value, error]`` in physical units,
+  with the validation-split calibration factor of the error built in.
+
+Only ``keras.ops`` is used, so the model runs on any Keras 3 backend.  Importing
+this module trains and loads nothing.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+# The seed's 27 real inputs, in this order.  `train` and `score` check them against
+# the columns of the `features` view, and every model records them in card.json.
+FEATURES = (
+    "r_med_geo",
+    "phot_bp_mean_mag",
+    "phot_rp_mean_mag",
+    "uabs",
+    "vabs",
+    "gabs",
+    "rabs",
+    "iabs",
+    "zabs",
+    "uabs_nored",
+    "vabs_nored",
+    "gabs_nored",
+    "rabs_nored",
+    "iabs_nored",
+    "zabs_nored",
+    "e_u_psf",
+    "e_v_psf",
+    "e_g_psf",
+    "e_r_psf",
+    "e_i_psf",
+    "e_z_psf",
+    "teff_gspphot",
+    "logg_gspphot",
+    "mh_gspphot",
+    "teff_gspphot_err",
+    "logg_gspphot_err",
+    "mh_gspphot_err",
+)
+
+# Target columns of `training_set`, with units, and the GSP-Phot column that is the
+# baseline for each.
+PARAMETERS = ("teff", "logg", "feh")
+UNITS = {"teff": "K", "logg": "dex", "feh": "dex"}
+GSPPHOT = {"teff": "teff_gspphot", "logg": "logg_gspphot", "feh": "mh_gspphot"}
+
+# The predicted log sigma (standardised units) is clipped to this range, so one bad
+# batch cannot drive exp() to 0 or infinity.  exp(-7) of a 1000 K spread is 1 K.
+LOG_SIGMA_MIN = -7.0
+LOG_SIGMA_MAX = 3.0
+
+
+@keras.saving.register_keras_serializable(package="stellardb")
+class MissingAwareScaling(keras.layers.Layer):
+    """Standardise raw inputs, zero the missing ones, append is-missing flags.
+
+    Parameters
+    ----------
+    mean, scale : sequence of float
+        Per-feature mean and standard deviation of the training split.
+    """
+
+    def __init__(self, mean, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(v) for v in mean]
+        self.scale = [float(v) for v in scale]
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        mean = ops.convert_to_tensor(np.asarray(self.mean, dtype=self.compute_dtype))
+        scale = ops.convert_to_tensor(np.asarray(self.scale, dtype=self.compute_dtype))
+        missing = ops.logical_not(ops.isfinite(x))
+        # Fill before standardising so NaN never enters the arithmetic (its gradient
+        # would be NaN even through the unselected branch of `where`).
+        filled = ops.where(missing, mean, x)
+        z = (filled - mean) / scale
+        return ops.concatenate([z, ops.cast(missing, self.compute_dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="stellardb")
+class TargetScaling(keras.layers.Layer):
+    """``(mu, log_sigma)`` in standardised target units -> ``[value, error]`` in physical units.
+
+    Parameters
+    ----------
+    mean, scale : float
+        Mean and standard deviation of the target on the training split.
+    error_factor : float
+        Calibration of the error estimate: multiplies sigma so that about 68 per
+        cent of validation stars have ``|residual| < error``.
+    """
+
+    def __init__(self, mean, scale, error_factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = float(mean)
+        self.scale = float(scale)
+        self.error_factor = float(error_factor)
+
+    def call(self, head):
+        mu = head[:, 0:1]
+        log_sigma = ops.clip(head[:, 1:2], LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        value = mu * self.scale + self.mean
+        error = ops.exp(log_sigma) * (self.scale * self.error_factor)
+        return ops.concatenate([value, error], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "scale": self.scale, "error_factor": self.error_factor}
+
+
+def build_mlp(
+    n_features: int = len(FEATURES),
+    hidden_units=(64, 64),
+    dropout: float = 0.02,
+    feature_mean=None,
+    feature_scale=None,
+    target_mean: float = 0.0,
+    target_scale: float = 1.0,
+    name: str = "mlp",
+) -> keras.Model:
+    """Build the inference model: raw features -> ``[value, error]`` (physical units).
+
+    Parameters
+    ----------
+    n_features : int
+        Number of raw inputs (27 for the seed's feature set).
+    hidden_units : sequence of int
+        Width of each hidden Dense layer.
+    dropout : float
+        Dropout rate after each hidden layer (the seed used 0.02).
+    feature_mean, feature_scale : array-like of shape (n_features,) or None
+        Input standardisation; default 0 and 1.
+    target_mean, target_scale : float
+        Target standardisation; the head predicts ``(y - target_mean) / target_scale``.
+    name : str
+        Model name (the parameter, e.g. ``"teff"``).
+
+    Returns
+    -------
+    keras.Model
+        Output of shape (n, 2): column 0 the prediction, column 1 its 1-sigma error.
+        :func:`training_head` gives the standardised-unit head used for the loss.
+    """
+    mean = np.zeros(n_features) if feature_mean is None else np.asarray(feature_mean, dtype=float)
+    scale = np.ones(n_features) if feature_scale is None else np.asarray(feature_scale, dtype=float)
+    if mean.shape != (n_features,) or scale.shape != (n_features,):
+        raise ValueError(f"feature_mean and feature_scale must have shape ({n_features},)")
+    inputs = keras.Input(shape=(n_features,), name="features")
+    x = MissingAwareScaling(mean, scale, name="scaling")(inputs)
+    for i, units in enumerate(hidden_units):
+        # No bias: BatchNormalization's beta takes its place, and the scorer folds
+        # the normalisation into this layer's weights.
+        x = keras.layers.Dense(units, use_bias=False, name=f"dense_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"batchnorm_{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu_{i}")(x)
+        x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    head = keras.layers.Dense(2, name="head")(x)
+    outputs = TargetScaling(target_mean, target_scale, name="target_scaling")(head)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def training_head(model: keras.Model) -> keras.Model:
+    """The same network up to the head (standardised units, shares weights with ``model``)."""
+    return keras.Model(model.inputs, model.get_layer("head").output, name=f"{model.name}_head")
+
+
+def heteroscedastic_loss(huber_delta: float = 0.3):
+    """Loss on the head ``(mu, log_sigma)`` in standardised target units.
+
+    The prediction is fitted with a Huber loss (robust to the outliers of
+    reference catalogues; the report's headline metric is the MAD), and sigma by
+    the Gaussian negative log-likelihood of the residual with the prediction held
+    fixed (``stop_gradient``), so learning the error bar never pulls on the value.
+    """
+
+    def loss(y_true, head):
+        y = ops.reshape(ops.cast(y_true, head.dtype), (-1,))
+        mu = head[:, 0]
+        log_sigma = ops.clip(head[:, 1], LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        r = y - mu
+        abs_r = ops.abs(r)
+        huber = ops.where(abs_r <= huber_delta, 0.5 * r * r, huber_delta * (abs_r - 0.5 * huber_delta))
+        r_fixed = y - ops.stop_gradient(mu)
+        nll = log_sigma + 0.5 * ops.square(r_fixed / ops.exp(log_sigma))
+        return huber + nll
+
+    return loss
+
+
+def value_loss(huber_delta: float = 0.3):
+    """Metric: the Huber part of :func:`heteroscedastic_loss` alone (early stopping watches it)."""
+
+    def huber(y_true, head):
+        y = ops.reshape(ops.cast(y_true, head.dtype), (-1,))
+        abs_r = ops.abs(y - head[:, 0])
+        return ops.where(abs_r <= huber_delta, 0.5 * abs_r * abs_r, huber_delta * (abs_r - 0.5 * huber_delta))
+
+    return huber

@@ -1,0 +1,143 @@
+"""The Keras network, its missing-value handling, the NumPy scorer and the split rule."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from stellardb.mlp import FEATURES, MissingAwareScaling, build_mlp, heteroscedastic_loss, training_head  # noqa: E402
+from stellardb.score import NumpyScorer, fold_model  # noqa: E402
+from stellardb.train import SPLIT_RULE, assign_split, split_bucket  # noqa: E402
+
+N_FEATURES = len(FEATURES)
+
+
+def _inputs(n, seed=0, missing_fraction=0.1):
+    """Raw-unit inputs (means and spreads far from 0/1) with some NaN and inf."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(50.0, 20.0, (n, N_FEATURES)).astype(np.float32)
+    x[rng.random(x.shape) < missing_fraction] = np.nan
+    x[0, 3] = np.inf
+    x[1, :] = np.nan
+    return x
+
+
+def _trained_model(seed=1, n=512, hidden_units=(16, 8), epochs=2):
+    """A small model fitted for a couple of epochs, so BatchNormalization statistics are not trivial."""
+    keras.utils.set_random_seed(seed)
+    x = _inputs(n, seed)
+    mean, scale = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0), np.full(N_FEATURES, 20.0)
+    y = np.nan_to_num(x[:, 0], nan=50.0) * 3.0 + 5000.0
+    model = build_mlp(N_FEATURES, hidden_units, 0.02, mean, scale, target_mean=5150.0, target_scale=60.0, name="teff")
+    model.get_layer("target_scaling").error_factor = 1.3
+    head = training_head(model)
+    head.compile(optimizer=keras.optimizers.Adam(1e-2), loss=heteroscedastic_loss())
+    head.fit(x, ((y - 5150.0) / 60.0).astype(np.float32), epochs=epochs, batch_size=64, verbose=0)
+    return model, x
+
+
+def _splitmix64_bucket(source_id: int) -> int:
+    """Independent pure-Python splitmix64(source_id) % 100, written from the published algorithm."""
+    mask = (1 << 64) - 1
+    z = (source_id + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    z ^= z >> 31
+    return z % 100
+
+
+def test_build_save_reload_predict_identical(tmp_path):
+    """A saved and reloaded model predicts exactly what the original does."""
+    model, x = _trained_model()
+    path = tmp_path / "teff.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, compile=False)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+    assert reloaded.get_layer("target_scaling").error_factor == pytest.approx(1.3)
+
+
+def test_model_has_the_seed_layer_pattern():
+    """Every hidden Dense layer is followed by BatchNormalization, ReLU and Dropout 0.02; the head is 2 units."""
+    model = build_mlp(N_FEATURES, (32, 16))
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[1:2] == ["MissingAwareScaling"]
+    assert kinds.count("Dense") == 3 and kinds.count("BatchNormalization") == 2
+    assert all(layer.rate == 0.02 for layer in model.layers if isinstance(layer, keras.layers.Dropout))
+    assert model.get_layer("head").units == 2
+    assert model.output_shape == (None, 2)
+
+
+def test_missing_values_become_zero_and_flag():
+    """NaN and inf inputs become 0 after standardising and set their flag; finite inputs are standardised."""
+    layer = MissingAwareScaling(mean=[10.0, 20.0, 30.0], scale=[2.0, 4.0, 5.0])
+    x = np.array([[12.0, np.nan, 30.0], [np.inf, 16.0, -np.inf]], dtype=np.float32)
+    out = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(out[:, :3], [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    np.testing.assert_array_equal(out[:, 3:], [[0, 1, 0], [1, 0, 1]])
+
+
+def test_missing_inputs_give_finite_predictions():
+    """A star with every input missing still gets a finite prediction and a positive error."""
+    model, x = _trained_model()
+    out = model.predict(x[1:2], verbose=0)
+    assert np.all(np.isfinite(out)) and out[0, 1] > 0
+
+
+def test_missing_flag_changes_prediction():
+    """The network sees missingness itself, not only the filled value: flagging an input changes the output."""
+    model, x = _trained_model()
+    row = np.nan_to_num(x[2:3], nan=50.0).copy()
+    filled_with_mean = row.copy()
+    filled_with_mean[0, 0] = model.get_layer("scaling").mean[0]
+    missing = row.copy()
+    missing[0, 0] = np.nan
+    a, b = model.predict(filled_with_mean, verbose=0), model.predict(missing, verbose=0)
+    assert not np.allclose(a, b)
+
+
+def test_numpy_scorer_equals_keras_predict():
+    """The folded NumPy scorer reproduces Keras predict within float32 tolerance, NaNs included."""
+    model, x = _trained_model(hidden_units=(32, 16, 8), epochs=3)
+    other, _ = _trained_model(seed=2, hidden_units=(8,))
+    x = np.concatenate([x, _inputs(20_000, seed=5)])  # more than one scorer chunk
+    scorer = NumpyScorer({"teff": fold_model(model), "logg": fold_model(other)})
+    got = scorer.predict(x)
+    for name, m in (("teff", model), ("logg", other)):
+        want = m.predict(x, batch_size=4096, verbose=0)
+        scale = m.get_layer("target_scaling").scale
+        np.testing.assert_allclose(got[name][0], want[:, 0], rtol=1e-5, atol=1e-4 * scale)
+        np.testing.assert_allclose(got[name][1], want[:, 1], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_numpy_scorer_rejects_wrong_width():
+    """Inputs with the wrong number of columns are refused, not silently misread."""
+    model, _ = _trained_model()
+    scorer = NumpyScorer({"teff": fold_model(model)})
+    with pytest.raises(ValueError, match="shape"):
+        scorer.predict(np.zeros((3, N_FEATURES - 1), np.float32))
+
+
+def test_split_equals_independent_recomputation():
+    """split_bucket equals a pure-Python splitmix64 of the source_id, for edge and random ids."""
+    rng = np.random.default_rng(3)
+    ids = np.concatenate([[0, 1, 2**35, 2**63 - 1, 4295806720, 6917528997577384320], rng.integers(0, 2**63 - 1, 2000)])
+    got = split_bucket(ids)
+    want = [_splitmix64_bucket(int(i)) for i in ids]
+    np.testing.assert_array_equal(got, want)
+    assert "splitmix64" in SPLIT_RULE
+
+
+def test_split_is_stable_and_80_10_10():
+    """The split depends only on source_id (order and repetition do not matter) and is 80/10/10."""
+    ids = np.random.default_rng(4).integers(0, 2**63 - 1, 200_000)
+    split = assign_split(ids)
+    perm = np.random.default_rng(5).permutation(ids.size)
+    np.testing.assert_array_equal(assign_split(ids[perm]), split[perm])
+    fractions = [np.mean(split == s) for s in ("train", "validation", "test")]
+    np.testing.assert_allclose(fractions, [0.8, 0.1, 0.1], atol=0.005)
