@@ -30,9 +30,127 @@ def _user_errors(fn):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="stellardb")
-def cli():
+@click.option(
+    "--db", "db_path", envvar="STELLARDB_DB", default="stellardb.duckdb", show_default=True,
+    type=click.Path(dir_okay=False), help="The stellardb DuckDB file (env STELLARDB_DB).",
+)
+@click.pass_context
+def cli(ctx, db_path):
     """stellardb: Gaia DR3, SkyMapper, Bailer-Jones distances and spectroscopic
     labels in DuckDB, and better Teff, log g and [Fe/H] for every star."""
+    ctx.ensure_object(dict)
+    ctx.obj["db"] = db_path
+
+
+@cli.command()
+@click.argument("table", type=click.Choice(["gaia", "skymapper", "distances", "sos"]))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--preset", default=None, help="Column spellings of the source (default: detected). See `stellardb presets`.")
+@click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Rename a file column to a stellardb column; repeatable.")
+@click.option("--survey", default=None, help="sos only: survey name for label files without a survey column.")
+@click.option(
+    "--on-duplicate", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+    help="A key repeated in a file or already stored: refuse the ingest, or keep the first row and report the rest.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+@click.pass_context
+@_user_errors
+def ingest(ctx, table, files, preset, renames, survey, on_duplicate, quiet):
+    """Load catalogue FILES into TABLE, in one transaction.
+
+    TABLE is gaia (Gaia DR3 gaia_source), skymapper (SkyMapper master),
+    distances (Bailer-Jones 2021) or sos (spectroscopic labels of any survey).
+    Files may be the Gaia archive's ECSV .csv.gz, CSV (gzipped or not), FITS,
+    VOTable or Parquet; the format is detected from the content.  Each row gets
+    its nested HEALPix order-12 index; the crossmatch tables are refreshed.  A
+    file already ingested (same sha256) is skipped; any error leaves the
+    database exactly as it was.
+
+    Example:
+
+        stellardb ingest gaia GaiaSource_000000-003111.csv.gz
+
+        stellardb ingest distances gedr3dis.fits --preset bailer-jones-vizier
+
+        stellardb ingest sos pastel.fits --preset pastel
+    """
+    from . import ingest as ingest_lib
+    from .progress import progress_bar
+
+    with progress_bar(f"ingest {table}", total=len(files), disable=quiet) as advance:
+        result = ingest_lib.run(
+            ctx.obj["db"], table, list(files), preset=preset, renames=ingest_lib.parse_renames(renames),
+            survey=survey, progress=advance, on_duplicate=on_duplicate,
+        )
+    if not quiet:
+        from .report import print_ingest_summary
+
+        print_ingest_summary(result)
+
+
+@cli.command()
+@click.option("--radius-arcsec", type=float, default=None, help="Match radius in arcsec (stored; default 1.0).")
+@click.pass_context
+@_user_errors
+def xmatch(ctx, radius_arcsec):
+    """Crossmatch Gaia with SkyMapper (and position-only labels with Gaia).
+
+    For each SkyMapper source, the nearest Gaia source within the radius after
+    moving Gaia along its proper motion to that row's mean_epoch; a Gaia source
+    keeps only its nearest SkyMapper partner.  The logic is the SQL view
+    sql/crossmatch/xm_gaia_skymapper.sql; this materialises it as table xmatch.
+
+    Example:
+
+        stellardb xmatch --radius-arcsec 1.0
+    """
+    from . import query as query_lib
+
+    stats = query_lib.run_xmatch(ctx.obj["db"], radius_arcsec)
+    click.echo(
+        f"xmatch: {stats['pairs']:,} Gaia-SkyMapper pairs within {stats['radius_arcsec']:g} arcsec "
+        f"({stats['gaia_rows']:,} Gaia, {stats['skymapper_rows']:,} SkyMapper; median separation "
+        f"{(stats['median_sep_arcsec'] or 0):.3f} arcsec; {stats['ambiguous']:,} with more than one candidate; "
+        f"{stats['label_matches']:,} position-only labels matched) in {stats['seconds']:.2f} s"
+    )
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "csv", "json", "parquet"]))
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="Write to FILE instead of the terminal.")
+@click.option("--max-rows", default=50, show_default=True, help="Rows shown by --format table.")
+@click.pass_context
+@_user_errors
+def query(ctx, sql, fmt, output, max_rows):
+    """Run SQL on the database (read-only).
+
+    Tables: gaia, skymapper, distances, sos, xmatch, predictions, ingests.
+    Views: stars, features, scoring_set, training_set, stars_with_predictions.
+
+    Example:
+
+        stellardb query "select count(*) from stars_with_predictions where feh < -1 and logg < 3"
+
+        stellardb query "select * from predictions" --format parquet --output predictions.parquet
+    """
+    from . import query as query_lib
+
+    query_lib.run_query(ctx.obj["db"], sql, fmt=fmt, output=output, max_rows=max_rows)
+
+
+@cli.command()
+def presets():
+    """List the column-spelling presets that `stellardb ingest --preset` knows.
+
+    Example:
+
+        stellardb presets
+    """
+    from .presets import PRESETS
+
+    for p in PRESETS.values():
+        click.echo(f"{p.name:22s} {p.table:10s} {p.description}")
 
 
 @cli.command()

@@ -37,3 +37,26 @@ def print_simulation_summary(summary, console: Console | None = None) -> None:
         f"SkyMapper rows per Gaia source: {summary.rows.get('skymapper', 0) / n:.3f};  "
         f"southernmost dec: {s['sky_dec_min']:.2f} deg"
     )
+
+
+def print_ingest_summary(result, console: Console | None = None) -> None:
+    """Table of the files ``stellardb ingest`` loaded: rows, speed, preset, what was skipped."""
+    console = console or Console(stderr=True)
+    table = Table(title="ingest")
+    for col in ("file", "table", "format", "preset", "rows", "rows/s", "note"):
+        table.add_column(col, justify="right" if col in ("rows", "rows/s") else "left")
+    for f in result.files:
+        rate = f"{f.rows / f.seconds:,.0f}" if f.rows and f.seconds > 0 else "-"
+        notes = list(getattr(f, "notes", []))
+        if f.dropped_columns:
+            notes.append(f"{len(f.dropped_columns)} columns not stored")
+        note = f.skipped or "; ".join(notes)
+        table.add_row(f.path.name, f.table, f.format, f.preset or "-", f"{f.rows:,}", rate, note)
+    console.print(table)
+    extra = []
+    if result.xmatch_pairs is not None:
+        extra.append(f"xmatch refreshed: {result.xmatch_pairs:,} Gaia-SkyMapper pairs")
+    if result.label_matches is not None:
+        extra.append(f"position-only labels matched to Gaia: {result.label_matches:,}")
+    extra.append(f"{result.seconds:.1f} s in all")
+    console.print(";  ".join(extra))

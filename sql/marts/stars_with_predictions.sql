@@ -1,0 +1,16 @@
+-- Stars with a model's predictions (one row per star and model).  teff, logg, feh
+-- here are the predictions; the reference labels are teff_ref, logg_ref, feh_ref.
+-- Example: select count(*) from stars_with_predictions where feh < -1 and logg < 3
+create or replace view stars_with_predictions as
+select
+    s.*,
+    p.teff,
+    p.teff_err,
+    p.logg,
+    p.logg_err,
+    p.feh,
+    p.feh_err,
+    p.model,
+    p.scored_at
+from stars as s
+inner join predictions as p on p.source_id = s.source_id

@@ -1,0 +1,507 @@
+"""``stellardb ingest``: load catalogue files into the database, safely.
+
+One call is one transaction: every file is read into a temporary table, renamed
+to stellardb's columns (a preset, auto-detected or given, plus ``--rename``),
+checked (required columns, values of the right type, positions on the sky, no
+duplicate keys within the file or against what is stored), given its HEALPix
+index and appended; then the HEALPix neighbour index and the materialised
+crossmatches are brought up to date.  Any failure rolls everything back, so the
+database is exactly as before.  A file whose content (sha256) is already
+recorded in ``ingests`` for the same table is skipped, so re-running an ingest
+never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from . import db, readers
+from .errors import UserError
+from .healpix import GAIA_SOURCE_ID_SHIFT, SPATIAL_INDEX_ORDER
+from .presets import PRESETS, Preset, presets_for, resolve_names
+
+STAGE = "_ingest_stage"
+
+NUMERIC_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "FLOAT", "DOUBLE", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+#: stellardb's own columns, computed here, never read from a file
+DERIVED = {"healpix_12", "ingest_id"}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    #: columns that identify a row (checked for duplicates)
+    key: tuple[str, ...]
+    #: columns a file must have (after renaming)
+    required: tuple[str, ...]
+    #: (lon, lat) columns in degrees, if the table is positional
+    position: tuple[str, str] | None
+    #: how healpix_12 is computed: from Gaia's source_id, from the position, or either
+    healpix_from: str
+    #: columns a file needs to look like this table, to tell users which table a file belongs to
+    signature: tuple[str, ...] = field(default=())
+
+
+TABLES: dict[str, TableSpec] = {
+    "gaia": TableSpec(
+        "gaia", ("source_id",), ("source_id", "ra", "dec"), ("ra", "dec"), "source_id",
+        signature=("source_id", "ra", "dec", "phot_g_mean_mag", "parallax", "pmra"),
+    ),
+    "skymapper": TableSpec(
+        "skymapper", ("object_id",), ("object_id", "raj2000", "dej2000", "mean_epoch"), ("raj2000", "dej2000"), "position",
+        signature=("object_id", "raj2000", "dej2000", "mean_epoch", "g_psf", "u_psf"),
+    ),
+    "distances": TableSpec(
+        "distances", ("source_id",), ("source_id", "r_med_geo"), None, "source_id",
+        signature=("source_id", "r_med_geo", "r_lo_geo", "r_hi_geo"),
+    ),
+    "sos": TableSpec(
+        "sos", ("survey", "source_id"), (), ("ra", "dec"), "source_id_or_position",
+        signature=("teff", "logg", "feh"),
+    ),
+}
+
+
+@dataclass
+class FileResult:
+    path: Path
+    table: str
+    rows: int
+    seconds: float
+    format: str
+    preset: str | None
+    skipped: str | None = None
+    dropped_columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestResult:
+    files: list[FileResult]
+    xmatch_pairs: int | None = None
+    label_matches: int | None = None
+    seconds: float = 0.0
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_renames(items) -> dict[str, str]:
+    """``["OLD=NEW", ...]`` -> {OLD: NEW}; raises UserError on a malformed item."""
+    out = {}
+    for item in items or ():
+        old, sep, new = item.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise UserError(f"--rename expects OLD=NEW (e.g. --rename Source=source_id), got {item!r}.")
+        out[old.strip()] = new.strip()
+    return out
+
+
+def _healpix_udf(ra, dec):
+    """DuckDB Arrow UDF: nested order-12 HEALPix index of (ra, dec) in degrees; NULL stays NULL."""
+    import healpy
+    import pyarrow as pa
+
+    ra_np = ra.to_numpy(zero_copy_only=False).astype(float)
+    dec_np = dec.to_numpy(zero_copy_only=False).astype(float)
+    ok = np.isfinite(ra_np) & np.isfinite(dec_np)
+    out = np.zeros(len(ra_np), dtype=np.int64)
+    if ok.any():
+        out[ok] = healpy.ang2pix(2**SPATIAL_INDEX_ORDER, ra_np[ok], dec_np[ok], nest=True, lonlat=True)
+    return pa.array(out, mask=~ok)
+
+
+def run(
+    db_path,
+    table: str,
+    files,
+    preset: str | None = None,
+    renames: dict[str, str] | None = None,
+    survey: str | None = None,
+    refresh_crossmatch: bool = True,
+    progress=None,
+    on_duplicate: str = "error",
+) -> IngestResult:
+    """Ingest ``files`` into ``table`` in one transaction.
+
+    Parameters
+    ----------
+    db_path : path
+        The stellardb DuckDB file (created if missing).
+    table : {"gaia", "skymapper", "distances", "sos"}
+    files : list of paths
+        Gaia archive ECSV (.csv.gz), CSV (gzipped or not), FITS, VOTable or Parquet.
+    preset : str, optional
+        A name from :data:`stellardb.presets.PRESETS`; detected from the columns if None.
+    renames : dict, optional
+        Extra ``{file column: stellardb column}`` renames, applied after the preset.
+    survey : str, optional
+        ``sos`` only: survey name for files without a ``survey`` column.
+    refresh_crossmatch : bool
+        Re-materialise ``xmatch`` / ``xmatch_labels`` after the load.
+    on_duplicate : {"error", "skip"}
+        A key repeated inside a file or already stored: refuse the whole ingest
+        (default), or keep the first/stored row and report how many were skipped.
+    progress : callable(done_files, total_files) or None
+
+    Raises
+    ------
+    UserError
+        Any bad input; the database is left exactly as it was.
+    """
+    if table not in TABLES:
+        raise UserError(f"Unknown table {table!r}; choose one of {', '.join(TABLES)}.")
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    if preset is not None and PRESETS[preset].table != table:
+        raise UserError(f"Preset {preset!r} is for table {PRESETS[preset].table!r}, not {table!r}.")
+    if not files:
+        raise UserError("No files given; name at least one catalogue file.")
+    if on_duplicate not in ("error", "skip"):
+        raise UserError(f"--on-duplicate must be error or skip, got {on_duplicate!r}.")
+    spec = TABLES[table]
+    paths = [Path(f) for f in files]
+    sources = [readers.detect(p) for p in paths]  # fails fast, before the database is opened
+
+    started = time.perf_counter()
+    con = db.connect(db_path)
+    con.create_function("healpix_12_of", _healpix_udf, ["DOUBLE", "DOUBLE"], "BIGINT", type="arrow")
+    results: list[FileResult] = []
+    result = IngestResult(files=results)
+    try:
+        con.begin()
+        rows_before = db.row_count(con, table)
+        seen_hashes: set[str] = set()
+        for i, source in enumerate(sources):
+            results.append(_ingest_file(con, spec, source, preset, renames or {}, survey, seen_hashes, on_duplicate))
+            if progress is not None:
+                progress(i + 1, len(sources))
+        loaded = sum(r.rows for r in results if r.skipped is None)
+        if loaded:
+            if rows_before or sum(r.skipped is None for r in results) > 1:
+                _sort_by_healpix(con, table)
+            if table == "gaia":
+                db.refresh_healpix_neighbours(con)
+            if refresh_crossmatch:
+                if table in ("gaia", "skymapper") and db.row_count(con, "gaia") and db.row_count(con, "skymapper"):
+                    result.xmatch_pairs = db.refresh_xmatch(con)
+                if table in ("gaia", "sos") and db.row_count(con, "gaia"):
+                    result.label_matches = db.refresh_label_match(con)
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    finally:
+        con.close()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _drop_keyless_rows(con, spec: TableSpec, path, n_rows: int) -> int:
+    """Rows of a gaia/skymapper/distances file without their id are not sources of that
+    table (e.g. GBS stars that have no Gaia DR3 row): they are left out and reported."""
+    if spec.name == "sos":
+        return 0
+    key = spec.key[0]
+    n = con.execute(f"select count(*) from _ingest_typed where {key} is null").fetchone()[0]
+    if n == n_rows:
+        raise UserError(f"{path}: no row has a {key}; check the column mapping (--preset, --rename).")
+    if n:
+        con.execute(f"delete from _ingest_typed where {key} is null")
+    return n
+
+
+def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, renames, survey, seen_hashes,
+                 on_duplicate="error") -> FileResult:
+    t0 = time.perf_counter()
+    path = source.path
+    digest = sha256_of(path)
+    previous = con.execute(
+        "select file, ingested_at from ingests where sha256 = $h and table_name = $t", {"h": digest, "t": spec.name}
+    ).fetchone()
+    if previous is not None or digest in seen_hashes:
+        when = f" on {previous[1]:%Y-%m-%d %H:%M}" if previous else " earlier in this command"
+        return FileResult(path, spec.name, 0, time.perf_counter() - t0, source.format, preset_name,
+                          skipped=f"same content already ingested into {spec.name}{when}")
+    seen_hashes.add(digest)
+
+    header = _file_columns(con, source)
+    preset, mapping = _choose_preset(spec, header, preset_name, renames, path)
+    targets = dict(db.table_columns(con, spec.name))
+    id_columns = [col for col, new in mapping.items() if new in ("source_id", "object_id")]
+    columns = readers.load(con, source, STAGE, varchar_columns=id_columns)
+    n_rows = con.execute(f"select count(*) from {STAGE}").fetchone()[0]
+    if n_rows == 0:
+        raise UserError(f"{path} has no data rows; nothing to ingest.")
+
+    mapping = {c: mapping[c] for c in columns if c in mapping}
+    present = {new: old for old, new in mapping.items() if new in targets and new not in DERIVED}
+    dropped = [old for old, new in mapping.items() if new not in targets or new in DERIVED]
+    _check_required(spec, present, header, path)
+    survey_value = survey or (preset.survey if preset else None)
+    if spec.name == "sos" and "survey" not in present and not survey_value:
+        raise UserError(f"{path} has no survey column; name the survey with --survey NAME (e.g. --survey GALAH-DR3).")
+
+    stage_types = {r[0]: r[1] for r in con.execute(f"describe {STAGE}").fetchall()}
+    _check_types(con, spec, present, stage_types, targets, path)
+    exprs = _column_expressions(spec, present, stage_types, targets, preset, survey_value)
+    select_list = ", ".join(f"{e} as {db.quote_identifier(c)}" for c, e in exprs.items())
+    # _row: 0-based data row (a transaction's uncommitted rows have offset rowids)
+    con.execute(f"create or replace temp table _ingest_typed as select rowid - (select min(rowid) from {STAGE}) as _row, "
+                f"{select_list} from {STAGE}")
+    con.execute(f"drop table {STAGE}")
+    notes = []
+    keyless = _drop_keyless_rows(con, spec, path, n_rows)
+    if keyless:
+        notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
+    _check_positions(con, spec, present, path)
+    duplicates = _check_keys(con, spec, path, on_duplicate)
+    if duplicates:
+        notes.append(f"{duplicates:,} duplicate rows skipped (--on-duplicate skip; first occurrence kept)")
+    n_rows = con.execute("select count(*) from _ingest_typed").fetchone()[0]
+
+    ingest_id = con.execute("select coalesce(max(ingest_id), 0) + 1 from ingests").fetchone()[0]
+    healpix = _healpix_expression(spec)
+    cols = [c for c in targets if c not in DERIVED]
+    col_sql = ", ".join(db.quote_identifier(c) for c in cols)
+    con.execute(
+        f"insert into {spec.name} ({col_sql}, healpix_12, ingest_id) "
+        f"select {col_sql}, {healpix} as healpix_12, $id from _ingest_typed order by healpix_12",
+        {"id": ingest_id},
+    )
+    con.execute(
+        "insert into ingests values ($id, $t, $f, $h, $fmt, $p, $n, now()::timestamp)",
+        {"id": ingest_id, "t": spec.name, "f": str(path.resolve()), "h": digest, "fmt": source.format,
+         "p": preset.name if preset else None, "n": n_rows},
+    )
+    con.execute("drop table _ingest_typed")
+    return FileResult(path, spec.name, n_rows, time.perf_counter() - t0, source.format,
+                      preset.name if preset else None, dropped_columns=dropped, notes=notes)
+
+
+def _file_columns(con, source: readers.SourceFile) -> list[str]:
+    """Column names of a file without loading it (FITS/VOTable: loaded later anyway)."""
+    return readers.column_names(con, source)
+
+
+def _choose_preset(spec: TableSpec, header: list[str], preset_name, renames, path) -> tuple[Preset | None, dict[str, str]]:
+    """The preset (given, or the one whose spellings cover most required columns) and the final mapping."""
+    if preset_name is not None:
+        preset = PRESETS[preset_name]
+        return preset, resolve_names(header, {**preset.rename, **renames})
+
+    def score(preset: Preset) -> tuple[int, int]:
+        mapped = set(resolve_names(header, {**preset.rename, **renames}).values())
+        want = set(spec.required) | set(spec.signature)
+        # break ties by the renames the file spells exactly as the preset does (a
+        # lower-case "ra" does not make a file PASTEL's "RA"); identity presets win ties
+        hits = sum(1 for old, new in preset.rename.items() if old in header and old != new)
+        return (len(want & mapped), hits)
+
+    candidates = presets_for(spec.name)
+    best = max(candidates, key=score)
+    return best, resolve_names(header, {**best.rename, **renames})
+
+
+def _check_required(spec: TableSpec, present: dict[str, str], header: list[str], path: Path) -> None:
+    missing = [c for c in spec.required if c not in present]
+    if spec.name == "sos":
+        if "source_id" not in present and not ("ra" in present and "dec" in present):
+            missing = ["source_id (or ra and dec)"]
+        elif not ({"teff", "logg", "feh"} & set(present)):
+            missing = ["teff, logg or feh"]
+    if not missing:
+        return
+    hint = _which_table(header)
+    if hint and hint != spec.name:
+        raise UserError(
+            f"{path} looks like a {hint} file, not {spec.name}: it lacks {', '.join(missing)}. "
+            f"Use `stellardb ingest {hint} {path.name}`."
+        )
+    raise UserError(
+        f"{path}: missing required column {', '.join(missing)} for table {spec.name}. If it is spelled differently, "
+        f"use --rename OLD=NEW or --preset (see `stellardb ingest --help`)."
+    )
+
+
+def _which_table(header: list[str]) -> str | None:
+    lower = {h.lower() for h in header}
+    best, best_score = None, 0
+    for spec in TABLES.values():
+        if spec.name == "sos":
+            continue
+        score = sum(c in lower for c in spec.signature) / len(spec.signature)
+        if score > best_score:
+            best, best_score = spec.name, score
+    return best if best_score >= 0.6 else None
+
+
+def _check_types(con, spec, present, stage_types, targets, path) -> None:
+    """Every value converts to the column's type, or the file is refused naming the first bad row."""
+    checks = []
+    for new, old in present.items():
+        have, want = stage_types[old], targets[new]
+        if have == want or (want in NUMERIC_TYPES and have in NUMERIC_TYPES and want in FLOAT_TYPES):
+            continue
+        if want == "VARCHAR":
+            continue
+        checks.append((new, old, want))
+    for new, old, want in checks:
+        q = db.quote_identifier(old)
+        bad = con.execute(
+            f"select rowid - (select min(rowid) from {STAGE}) + 1, {q}::varchar from {STAGE} "
+            f"where {q} is not null and try_cast({q} as {want}) is null order by rowid limit 1"
+        ).fetchone()
+        if bad is not None:
+            raise UserError(
+                f"{path}: column {old!r} (-> {new}, {want}) has a value {bad[1]!r} in data row {bad[0]} that is not "
+                f"{want}; fix the file or map another column with --rename."
+            )
+
+
+def _column_expressions(spec, present, stage_types, targets, preset, survey_value) -> dict[str, str]:
+    """SQL expression for each stored column: cast, NaN and sentinels to NULL, defaults."""
+    exprs = {}
+    null_values = preset.null_values if preset else {}
+    for col, want in targets.items():
+        sentinels = null_values.get(col, null_values.get("*", ()))
+        if col in DERIVED:
+            continue
+        if col not in present:
+            if spec.name == "gaia" and col == "ref_epoch":
+                exprs[col] = "2016.0::double"  # every DR3 gaia_source row has ref_epoch 2016.0
+            elif spec.name == "sos" and col == "survey":
+                exprs[col] = f"'{_sql_string(survey_value)}'"
+            elif spec.name == "sos" and col == "ref_epoch" and preset and preset.ref_epoch is not None:
+                exprs[col] = f"{float(preset.ref_epoch)!r}::double"
+            else:
+                exprs[col] = f"null::{want}"
+            continue
+        src = db.quote_identifier(present[col])
+        have = stage_types[present[col]]
+        value = src if have == want else f"try_cast({src} as {want})"
+        if want in FLOAT_TYPES:
+            # FITS and VOTable write missing floats as NaN; SQL wants NULL
+            value = f"case when isnan({value}) then null else {value} end"
+        if sentinels and want in NUMERIC_TYPES:
+            value = f"case when {value} in ({', '.join(repr(float(s)) for s in sentinels)}) then null else {value} end"
+        if want == "VARCHAR":
+            value = f"nullif(trim({src}::varchar), '')"
+        exprs[col] = value
+    return exprs
+
+
+def _sql_string(s: str) -> str:
+    return str(s).replace("'", "''")
+
+
+def _check_positions(con, spec, present, path) -> None:
+    if spec.position is None:
+        return
+    lon, lat = spec.position
+    if lon not in present or lat not in present:
+        return
+    optional = spec.name == "sos"  # labels with a Gaia id need no position
+    null_test = "false" if optional else f"{lon} is null or {lat} is null"
+    checks = [
+        (f"{null_test} or isnan({lon}) or isnan({lat})", f"a missing or NaN {lon}/{lat}", "every row needs a position"),
+        (f"{lon} < 0 or {lon} >= 360", f"{lon} outside [0, 360) deg", "give positions in degrees, 0 <= ra < 360"),
+        (f"{lat} < -90 or {lat} > 90", f"{lat} outside [-90, 90] deg", "give positions in degrees"),
+    ]
+    for cond, what, fix in checks:
+        bad = con.execute(
+            f"select _row + 1, {lon}, {lat}, count(*) over () from _ingest_typed where {cond} order by _row limit 1"
+        ).fetchone()
+        if bad is not None:
+            raise UserError(
+                f"{path}: {bad[3]} row(s) with {what}, first at data row {bad[0]} ({lon}={bad[1]}, {lat}={bad[2]}); {fix}."
+            )
+
+
+def _key_condition(spec) -> list[tuple[str, str]]:
+    """(key columns, where-clause) groups whose keys must be unique."""
+    if spec.name == "sos":
+        return [
+            ("survey, source_id", "source_id is not null"),
+            ("survey, ra, dec", "source_id is null and ra is not null and dec is not null"),
+        ]
+    return [(", ".join(spec.key), " and ".join(f"{k} is not null" for k in spec.key))]
+
+
+def _check_keys(con, spec, path, on_duplicate: str = "error") -> int:
+    """Refuse (or with ``skip``, drop and count) keys repeated in the file or already stored."""
+    skipped = 0
+    for key, where in _key_condition(spec):
+        cols = [c.strip() for c in key.split(",")]
+        where_s = " and ".join("s." + w.strip() for w in where.split(" and "))
+        join = " and ".join(f"t.{c} = s.{c}" for c in cols)
+        if on_duplicate == "skip":
+            before = con.execute("select count(*) from _ingest_typed").fetchone()[0]
+            con.execute(
+                f"delete from _ingest_typed where _row in (select _row from _ingest_typed where {where} "
+                f"qualify row_number() over (partition by {key} order by _row) > 1)"
+            )
+            con.execute(
+                f"delete from _ingest_typed where _row in (select s._row from _ingest_typed s "
+                f"join {spec.name} t on {join} where {where_s})"
+            )
+            skipped += before - con.execute("select count(*) from _ingest_typed").fetchone()[0]
+            continue
+        dup = con.execute(
+            f"select {key}, count(*) as n, min(_row) + 1, max(_row) + 1 from _ingest_typed where {where} "
+            f"group by {key} having count(*) > 1 order by min(_row) limit 1"
+        ).fetchone()
+        if dup is not None:
+            k = len(cols)
+            raise UserError(
+                f"{path}: duplicate {key} {_fmt_key(dup[:k])} in data rows {dup[k + 1]} and {dup[k + 2]} "
+                f"({dup[k]} rows); remove the repeated rows, or pass --on-duplicate skip to keep the first."
+            )
+        clash = con.execute(
+            f"select {', '.join('s.' + c for c in cols)}, s._row + 1, i.file from _ingest_typed s "
+            f"join {spec.name} t on {join} left join ingests i on i.ingest_id = t.ingest_id "
+            f"where {where_s} order by s._row limit 1"
+        ).fetchone()
+        if clash is not None:
+            k = len(cols)
+            origin = clash[k + 1] or "an earlier file of this command"
+            raise UserError(
+                f"{path}: {key} {_fmt_key(clash[:k])} (data row {clash[k]}) is already in table {spec.name}, "
+                f"from {origin}; each row may be ingested once - remove it, or pass --on-duplicate skip."
+            )
+    return skipped
+
+
+def _fmt_key(values) -> str:
+    return "/".join(str(v) for v in values)
+
+
+def _healpix_expression(spec: TableSpec) -> str:
+    by_id = f"(source_id >> {GAIA_SOURCE_ID_SHIFT})"
+    if spec.healpix_from == "source_id":
+        return by_id
+    lon, lat = spec.position
+    by_position = f"healpix_12_of({lon}, {lat})"
+    if spec.healpix_from == "position":
+        return by_position
+    return f"coalesce({by_id}, {by_position})"
+
+
+def _sort_by_healpix(con, table: str) -> None:
+    """Rewrite ``table`` ordered by healpix_12 so DuckDB's zone maps prune by sky region."""
+    con.execute(f"create temp table _sorted as select * from {table} order by healpix_12")
+    con.execute(f"delete from {table}")
+    con.execute(f"insert into {table} select * from _sorted")
+    con.execute("drop table _sorted")

@@ -1,0 +1,260 @@
+"""Read a catalogue file of any supported format into a DuckDB temporary table.
+
+The format is detected from the file's first bytes, never from its name:
+
+* Gaia archive bulk files and other ECSV (``# %ECSV``), gzipped or not: the YAML
+  header gives every column's datatype, so DuckDB's CSV reader parses with exact
+  types; ``null`` and empty fields are missing (the archive writes ``null``).
+* plain CSV, gzipped or not: DuckDB's CSV reader with type detection.
+* Parquet (``PAR1``): DuckDB's Parquet reader.
+* FITS (``SIMPLE  =``) and VOTable (XML): astropy, then Arrow (masked values and
+  FITS TNULL become NULL, big-endian columns are byte-swapped, bytes become text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from .errors import UserError
+
+#: Strings that mean "missing" in CSV/ECSV files.
+CSV_NULLS = ["null", "NULL", ""]
+
+#: ECSV datatype -> DuckDB type.
+ECSV_TYPES = {
+    "bool": "BOOLEAN",
+    "int8": "TINYINT",
+    "int16": "SMALLINT",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "uint8": "UTINYINT",
+    "uint16": "USMALLINT",
+    "uint32": "UINTEGER",
+    "uint64": "UBIGINT",
+    "float16": "FLOAT",
+    "float32": "FLOAT",
+    "float64": "DOUBLE",
+    "string": "VARCHAR",
+}
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    format: str  # ecsv | csv | parquet | fits | votable
+    gzipped: bool
+    header_lines: int = 0
+    ecsv_columns: dict | None = None
+    _arrow: object = None  # FITS/VOTable read once by astropy
+
+
+def _peek(path: Path, n: int = 65536) -> tuple[bytes, bool]:
+    """First ``n`` (decompressed) bytes and whether the file is gzipped."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(n)
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; give the catalogue files inside it.") from None
+    except OSError as exc:
+        raise UserError(f"Cannot read {path}: {exc.strerror}.") from None
+    if head[:2] != b"\x1f\x8b":
+        return head, False
+    try:
+        # a partial decompress: fine for the header even if the file is truncated later
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, n), True
+    except zlib.error as exc:
+        raise UserError(f"{path}: not a valid gzip file ({exc}); download it again.") from None
+
+
+def detect(path: str | Path) -> SourceFile:
+    """Detect the format of ``path`` from its content."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file.")
+    head, gzipped = _peek(path)
+    if not head.strip():
+        raise UserError(f"{path} is empty; nothing to ingest.")
+    if head.startswith(b"PAR1"):
+        return SourceFile(path, "parquet", False)
+    if head.startswith(b"SIMPLE  ="):
+        return SourceFile(path, "fits", gzipped)
+    stripped = head.lstrip()
+    if stripped.startswith(b"<?xml") or stripped[:200].lower().find(b"<votable") >= 0:
+        return SourceFile(path, "votable", gzipped)
+    if head.startswith(b"# %ECSV"):
+        header, columns = _ecsv_header(path, gzipped)
+        return SourceFile(path, "ecsv", gzipped, header_lines=header, ecsv_columns=columns)
+    return SourceFile(path, "csv", gzipped)
+
+
+def _ecsv_header(path: Path, gzipped: bool) -> tuple[int, dict]:
+    """Number of ``#`` header lines and {column: DuckDB type} from an ECSV header."""
+    import yaml
+
+    opener = gzip.open if gzipped else open
+    lines = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if not line.startswith("#"):
+                    break
+                lines.append(line)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UserError(f"{path}: cannot read the ECSV header ({exc}); the file may be truncated - download it again.") from None
+    body = "".join(line[2:] if line.startswith("# ") else line[1:] for line in lines[1:])
+    try:
+        meta = yaml.safe_load(body) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: malformed ECSV header ({str(exc).splitlines()[0]}).") from None
+    columns = {}
+    for col in meta.get("datatype", []):
+        columns[col["name"]] = ECSV_TYPES.get(col.get("datatype", "string"), "VARCHAR")
+    return len(lines), columns
+
+
+def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str]:
+    """The file's column names, read from its header (CSV: DuckDB's sniffer)."""
+    path = str(source.path)
+    try:
+        if source.format == "ecsv":
+            return list(source.ecsv_columns)
+        if source.format == "parquet":
+            rows = con.execute("describe select * from read_parquet($p)", {"p": path}).fetchall()
+        elif source.format == "csv":
+            rows = con.execute(
+                "describe select * from read_csv($p, header = true, nullstr = $nulls, compression = $comp)",
+                {"p": path, "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none"},
+            ).fetchall()
+        else:
+            return _astropy_to_arrow(source).column_names
+    except duckdb.Error as exc:
+        raise UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}") from None
+    return [r[0] for r in rows]
+
+
+def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar_columns=()) -> list[str]:
+    """Create temporary table ``stage`` with the rows of ``source``; returns its column names.
+
+    ``varchar_columns`` of a plain CSV are read as text, so that 19-digit Gaia ids
+    in a column that DuckDB would guess to be DOUBLE keep every digit.
+
+    Raises
+    ------
+    UserError
+        The file cannot be parsed (truncated gzip, bad CSV row, wrong value for an
+        ECSV datatype, unreadable FITS); the message names the file.
+    """
+    path = str(source.path)
+    con.execute(f"drop table if exists {stage}")
+    if source.gzipped and source.format in ("csv", "ecsv"):
+        # DuckDB parses a gzipped CSV on one thread; ISA-L inflates about 5x faster than
+        # zlib, and the plain copy is then parsed in parallel.
+        with _inflated(source) as plain:
+            return load(con, SourceFile(plain, source.format, False, source.header_lines, source.ecsv_columns),
+                        stage, varchar_columns)
+    try:
+        if source.format == "parquet":
+            con.execute(f"create temp table {stage} as select * from read_parquet($p)", {"p": path})
+        elif source.format == "ecsv":
+            con.execute(
+                f"create temp table {stage} as select * from read_csv($p, skip = $skip, header = true, "
+                "nullstr = $nulls, columns = $cols, compression = $comp, quote = '\"', escape = '\"')",
+                {"p": path, "skip": source.header_lines, "nulls": CSV_NULLS, "cols": source.ecsv_columns,
+                 "comp": "gzip" if source.gzipped else "none"},
+            )
+        elif source.format == "csv":
+            con.execute(
+                f"create temp table {stage} as select * from read_csv($p, header = true, nullstr = $nulls, "
+                "compression = $comp, types = $types)",
+                {"p": path, "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none",
+                 "types": {c: "VARCHAR" for c in varchar_columns} or None},
+            )
+        else:
+            table = _astropy_to_arrow(source)
+            con.register("_astropy_source", table)
+            try:
+                con.execute(f"create temp table {stage} as select * from _astropy_source")
+            finally:
+                con.unregister("_astropy_source")
+    except duckdb.Error as exc:
+        raise UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}") from None
+    return [r[0] for r in con.execute(f"describe {stage}").fetchall()]
+
+
+@contextlib.contextmanager
+def _inflated(source: SourceFile):
+    """A temporary uncompressed copy of a gzipped text file (removed afterwards)."""
+    from isal import igzip
+
+    fd, name = tempfile.mkstemp(prefix="stellardb-", suffix=".csv")
+    try:
+        with os.fdopen(fd, "wb") as out, igzip.open(source.path, "rb") as fh:
+            shutil.copyfileobj(fh, out, 1 << 24)
+    except (EOFError, OSError, igzip.BadGzipFile if hasattr(igzip, "BadGzipFile") else OSError) as exc:
+        os.unlink(name)
+        raise UserError(
+            f"{source.path}: the gzip stream is truncated or corrupt ({exc}); download the file again."
+        ) from None
+    try:
+        yield Path(name)
+    finally:
+        os.unlink(name)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    # DuckDB puts the useful part ("... at line N ...") on later lines for CSV errors
+    for line in text.splitlines()[1:]:
+        if "line" in line.lower() and ("convert" in line.lower() or "column" in line.lower() or "row" in line.lower()):
+            return f"{first} {line.strip()}"
+    return first
+
+
+def _astropy_to_arrow(source: SourceFile):
+    """Read FITS or VOTable with astropy and return a pyarrow Table (nulls, native endianness)."""
+    import numpy as np
+    import pyarrow as pa
+    from astropy.table import Table
+
+    if source._arrow is not None:
+        return source._arrow
+    fmt = "fits" if source.format == "fits" else "votable"
+    try:
+        if source.gzipped:
+            with gzip.open(source.path, "rb") as fh:
+                data = io.BytesIO(fh.read())
+            table = Table.read(data, format=fmt)
+        else:
+            table = Table.read(source.path, format=fmt)
+    except Exception as exc:  # astropy raises many types for a broken file
+        raise UserError(f"{source.path}: cannot read it as {fmt.upper()} ({type(exc).__name__}: {exc}).") from None
+    arrays, names = [], []
+    for name in table.colnames:
+        col = table[name]
+        if col.ndim > 1:
+            continue  # array-valued cells (spectra, covariances) are not catalogue columns
+        mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+        values = np.asarray(col)
+        if values.dtype.kind == "S":
+            values = np.char.decode(values, "utf-8", errors="replace")
+        if values.dtype.kind == "U":
+            values = np.char.strip(values)
+            arrays.append(pa.array(values.tolist(), type=pa.string(), mask=mask | (values == "")))
+        else:
+            if values.dtype.byteorder not in ("=", "|"):
+                values = values.astype(values.dtype.newbyteorder("="))
+            arrays.append(pa.array(values, mask=mask if mask.any() else None))
+        names.append(name)
+    source._arrow = pa.Table.from_arrays(arrays, names=names)
+    return source._arrow
