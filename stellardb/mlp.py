@@ -57,6 +57,23 @@ FEATURES = (
     "mh_gspphot_err",
 )
 
+# Strictly positive inputs with long tails (distance, photometric and GSP-Phot
+# errors; e_u_psf spans 0.01-1.8 mag): the network sees their log10, so a few faint
+# stars do not squeeze everyone else into a sliver of the standardised range.
+# A non-positive value counts as missing.
+LOG_FEATURES = (
+    "r_med_geo",
+    "e_u_psf",
+    "e_v_psf",
+    "e_g_psf",
+    "e_r_psf",
+    "e_i_psf",
+    "e_z_psf",
+    "teff_gspphot_err",
+    "logg_gspphot_err",
+    "mh_gspphot_err",
+)
+
 # Target columns of `training_set`, with units, and the GSP-Phot column that is the
 # baseline for each.
 PARAMETERS = ("teff", "logg", "feh")
@@ -71,23 +88,32 @@ LOG_SIGMA_MAX = 3.0
 
 @keras.saving.register_keras_serializable(package="stellardb")
 class MissingAwareScaling(keras.layers.Layer):
-    """Standardise raw inputs, zero the missing ones, append is-missing flags.
+    """Log-transform, standardise raw inputs, zero the missing ones, append is-missing flags.
 
     Parameters
     ----------
     mean, scale : sequence of float
-        Per-feature mean and standard deviation of the training split.
+        Per-feature mean and standard deviation of the training split (of the
+        log10 for ``log_mask`` features).
+    log_mask : sequence of bool or None
+        Features that enter as log10 (non-positive values count as missing).
     """
 
-    def __init__(self, mean, scale, **kwargs):
+    def __init__(self, mean, scale, log_mask=None, **kwargs):
         super().__init__(**kwargs)
         self.mean = [float(v) for v in mean]
         self.scale = [float(v) for v in scale]
+        self.log_mask = [bool(v) for v in (log_mask if log_mask is not None else [False] * len(self.mean))]
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
         mean = ops.convert_to_tensor(np.asarray(self.mean, dtype=self.compute_dtype))
         scale = ops.convert_to_tensor(np.asarray(self.scale, dtype=self.compute_dtype))
+        if any(self.log_mask):
+            log_mask = ops.convert_to_tensor(np.asarray(self.log_mask))
+            positive = ops.where(x > 0, x, ops.ones_like(x))
+            logged = ops.where(x > 0, ops.log(positive) / np.log(10.0), ops.full_like(x, np.nan))
+            x = ops.where(log_mask, logged, x)
         missing = ops.logical_not(ops.isfinite(x))
         # Fill before standardising so NaN never enters the arithmetic (its gradient
         # would be NaN even through the unselected branch of `where`).
@@ -99,7 +125,7 @@ class MissingAwareScaling(keras.layers.Layer):
         return (input_shape[0], 2 * input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "scale": self.scale}
+        return {**super().get_config(), "mean": self.mean, "scale": self.scale, "log_mask": self.log_mask}
 
 
 @keras.saving.register_keras_serializable(package="stellardb")
@@ -144,6 +170,7 @@ def build_mlp(
     target_mean: float = 0.0,
     target_scale: float = 1.0,
     name: str = "mlp",
+    log_mask=None,
 ) -> keras.Model:
     """Build the inference model: raw features -> ``[value, error]`` (physical units).
 
@@ -161,6 +188,8 @@ def build_mlp(
         Target standardisation; the head predicts ``(y - target_mean) / target_scale``.
     name : str
         Model name (the parameter, e.g. ``"teff"``).
+    log_mask : sequence of bool or None
+        Inputs that enter as log10 (see :data:`LOG_FEATURES`); default none.
 
     Returns
     -------
@@ -173,7 +202,7 @@ def build_mlp(
     if mean.shape != (n_features,) or scale.shape != (n_features,):
         raise ValueError(f"feature_mean and feature_scale must have shape ({n_features},)")
     inputs = keras.Input(shape=(n_features,), name="features")
-    x = MissingAwareScaling(mean, scale, name="scaling")(inputs)
+    x = MissingAwareScaling(mean, scale, log_mask, name="scaling")(inputs)
     for i, units in enumerate(hidden_units):
         # No bias: BatchNormalization's beta takes its place, and the scorer folds
         # the normalisation into this layer's weights.
@@ -184,6 +213,21 @@ def build_mlp(
     head = keras.layers.Dense(2, name="head")(x)
     outputs = TargetScaling(target_mean, target_scale, name="target_scaling")(head)
     return keras.Model(inputs, outputs, name=name)
+
+
+def log_mask_for(features) -> list[bool]:
+    """Which of ``features`` enter the network as log10."""
+    return [f in LOG_FEATURES for f in features]
+
+
+def log_transform(x: np.ndarray, log_mask) -> np.ndarray:
+    """NumPy twin of the layer's transform: log10 of the masked columns, NaN where not positive."""
+    x = np.array(x, dtype=np.float64 if x.dtype == np.float64 else np.float32, copy=True)
+    for j in np.flatnonzero(log_mask):
+        col = x[:, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x[:, j] = np.where(col > 0, np.log10(np.where(col > 0, col, 1.0)), np.nan)
+    return x
 
 
 def training_head(model: keras.Model) -> keras.Model:

@@ -51,6 +51,7 @@ class FoldedMLP:
     target_mean: float = 0.0
     target_scale: float = 1.0
     error_factor: float = 1.0
+    log_mask: list = field(default_factory=list)  # inputs that enter as log10
 
 
 def _batchnorm_fold(layer):
@@ -102,6 +103,7 @@ def fold_model(model) -> FoldedMLP:
         target_mean=target.mean,
         target_scale=target.scale,
         error_factor=target.error_factor,
+        log_mask=list(scaling.log_mask),
     )
 
 
@@ -126,6 +128,10 @@ class NumpyScorer:
         edges = np.cumsum([0] + [f.first_bias.size for f in nets])
         self.slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
         self.nets = nets
+        masks = {tuple(f.log_mask) for f in nets}
+        if len(masks) != 1:
+            raise ValueError("all networks of a NumpyScorer must log-transform the same inputs")
+        self.log_columns = np.flatnonzero(nets[0].log_mask or [False] * self.n_features)
         self.log_sigma_range = (LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
     def predict(self, x: np.ndarray) -> dict:
@@ -151,6 +157,12 @@ class NumpyScorer:
         nf = self.n_features
         finite = np.isfinite(x)
         inp[:, :nf] = x
+        if self.log_columns.size:
+            logged = inp[:, self.log_columns]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # Non-positive values become NaN (missing), as in the Keras layer.
+                inp[:, self.log_columns] = np.where(logged > 0, np.log10(logged), np.nan)
+            finite = np.isfinite(inp[:, :nf])
         inp[:, :nf][~finite] = 0.0
         inp[:, nf:] = finite
         h = inp @ self.first_weight

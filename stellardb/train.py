@@ -252,7 +252,8 @@ def batch_size_for(n_train: int) -> int:
     return int(np.clip(2 ** np.round(np.log2(max(n_train, 1) / 200)), 64, 2048))
 
 
-def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience, hidden_units=HIDDEN_UNITS, progress=None):
+def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience, hidden_units=HIDDEN_UNITS,
+                  progress=None, log_mask=None):
     """Train the network for one parameter; return (inference model, history dict).
 
     Parameters
@@ -269,6 +270,8 @@ def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epo
         Maximum epochs and early-stopping patience (on the validation Huber loss).
     progress : callable(done, total) or None
         Called after each epoch.
+    log_mask : sequence of bool or None
+        Inputs that enter as log10 (``feature_mean``/``feature_scale`` are of the log).
     """
     import keras
 
@@ -279,7 +282,7 @@ def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epo
     tr, va = split == "train", split == "validation"
     y_mean, y_scale = float(np.mean(y[tr])), float(np.std(y[tr]) or 1.0)
     model = build_mlp(
-        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter
+        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask
     )
     head = training_head(model)
     batch_size = batch_size_for(int(tr.sum()))
@@ -314,7 +317,7 @@ def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epo
     factor = calibration_factor(val[:, 0], y[va], val[:, 1])
     # Rebuild with the calibration factor in the config, so the saved file carries it.
     calibrated = build_mlp(
-        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter
+        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask
     )
     calibrated.get_layer("target_scaling").error_factor = factor
     calibrated.set_weights(model.get_weights())
@@ -420,7 +423,7 @@ def run(
         Bad arguments, a database without the expected views or columns, or too
         few labelled stars.  Nothing is written in that case.
     """
-    from .mlp import FEATURES, PARAMETERS, UNITS
+    from .mlp import FEATURES, PARAMETERS, UNITS, log_mask_for, log_transform
     from .progress import progress_bar
     from .score import NumpyScorer, fold_model, models_root
 
@@ -444,7 +447,8 @@ def run(
         data = load_training_set(con, features)
         check_enough_labels(data)
         train_rows = data.split == "train"
-        feature_mean, feature_scale = feature_scaling(data.x[train_rows])
+        log_mask = log_mask_for(features)
+        feature_mean, feature_scale = feature_scaling(log_transform(data.x[train_rows], log_mask))
 
         models, infos = {}, {}
         for k, p in enumerate(PARAMETERS):
@@ -452,7 +456,7 @@ def run(
             with progress_bar(f"training {p} (epochs)", total=max_epochs, disable=not progress) as advance:
                 models[p], infos[p] = fit_parameter(
                     p, data.x[ok], data.labels[p][ok], data.split[ok], feature_mean, feature_scale,
-                    seed + k, max_epochs, patience, hidden_units, advance,
+                    seed + k, max_epochs, patience, hidden_units, advance, log_mask,
                 )
         scorer = NumpyScorer({p: fold_model(models[p]) for p in PARAMETERS})
         predictions = scorer.predict(data.x)
@@ -467,7 +471,9 @@ def run(
             "query": TRAINING_QUERY.format(features=", ".join(features)),
             "features": features,
             "scaling": {
-                "rule": "z = (x - mean) / scale over the finite training-split values; missing (non-finite) -> z = 0 plus an is-missing flag",
+                "rule": "x -> log10(x) for log_features (non-positive -> missing); z = (x - mean) / scale over the finite "
+                        "training-split values; missing (non-finite) -> z = 0 plus an is-missing flag",
+                "log_features": [f for f, m in zip(features, log_mask) if m],
                 "feature_mean": [float(v) for v in feature_mean],
                 "feature_scale": [float(v) for v in feature_scale],
                 "targets": {p: {"mean": infos[p]["target_mean"], "scale": infos[p]["target_scale"]} for p in PARAMETERS},

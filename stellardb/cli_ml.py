@@ -1,0 +1,105 @@
+"""``stellardb train`` and ``stellardb score``: thin click wrappers over train.run and score.run.
+
+Register them on the main group with ``cli.add_command(train)`` and
+``cli.add_command(score)``; they read the database path from the group's
+``--db`` option (``ctx.obj["db"]``).  TensorFlow is imported only when a
+command runs, so ``stellardb --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import click
+
+from .errors import UserError
+
+DEFAULT_DB = "stellardb.duckdb"
+
+
+def _user_errors(fn):
+    """Turn UserError into click's one-line ``Error: ...`` and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def _db_path() -> str:
+    """The group's --db value; else $STELLARDB_DB; else ./stellardb.duckdb."""
+    ctx = click.get_current_context()
+    obj = ctx.find_object(dict)
+    if obj and obj.get("db"):
+        return str(obj["db"])
+    return os.environ.get("STELLARDB_DB") or DEFAULT_DB
+
+
+def _quiet_tensorflow():
+    # Before TensorFlow loads: its C++ start-up chatter would bury our one-line messages.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.command()
+@click.option("--epochs", default=200, show_default=True, type=int, help="Maximum epochs per network; early stopping on the validation split usually ends sooner.")
+@click.option("--seed", default=42, show_default=True, type=int, help="Random seed for weights, dropout and shuffling (the split depends only on source_id).")
+@click.option("--name", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS or ./models); replaced when training succeeds.")
+@click.option("--quick", is_flag=True, help="At most 40 epochs and a shorter patience: for demos and smoke tests.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
+@_user_errors
+def train(epochs, seed, name, quick, no_plots, quiet):
+    """Train one MLP per parameter (Teff, log g, [Fe/H]) on the training_set view.
+
+    Stars are split 80/10/10 (train/validation/test) by a hash of source_id,
+    stored in the training_split table.  Writes models/NAME/{teff,logg,feh}.keras,
+    card.json (features, scaling, split rule, seed, data fingerprint, versions,
+    metrics) and plots/, prints ML and GSP-Phot minus reference on the test
+    split, and stores those numbers in the model_metrics table.
+
+    Example:
+
+        stellardb --db sky.duckdb train --quick --name demo
+    """
+    _quiet_tensorflow()
+    from . import train as train_lib
+
+    summary = train_lib.run(_db_path(), name=name, epochs=epochs, seed=seed, quick=quick, progress=not quiet, plots=not no_plots)
+    if not quiet:
+        from rich.console import Console
+
+        from .metrics import comparison_table
+
+        console = Console()
+        console.print(comparison_table(summary.metrics, title=f"Model {summary.name}: test split, predicted - reference (same stars)"))
+        console.print(f"Saved {summary.folder} in {summary.seconds:.0f} s.")
+
+
+@click.command()
+@click.option("--model", "model", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS or ./models).")
+@click.option("--batch-rows", default=131_072, show_default=True, type=int, help="Rows per batch read from DuckDB (bounds memory).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@_user_errors
+def score(model, batch_rows, quiet):
+    """Predict Teff, log g and [Fe/H] with errors for every star in scoring_set.
+
+    Every star that passes the feature cuts is scored, labelled or not.  The
+    model's rows of the predictions table are replaced in one transaction, so an
+    interrupted run leaves the previous predictions intact.
+
+    Example:
+
+        stellardb --db sky.duckdb score --model demo
+    """
+    _quiet_tensorflow()
+    from . import score as score_lib
+
+    summary = score_lib.run(_db_path(), model=model, batch_rows=batch_rows, progress=not quiet)
+    if not quiet:
+        rate = summary.rows / summary.seconds if summary.seconds > 0 else float("inf")
+        click.echo(f"Scored {summary.rows:,} stars with model {summary.model} in {summary.seconds:.1f} s ({rate:,.0f} stars/s).")

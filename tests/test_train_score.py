@@ -1,0 +1,310 @@
+"""train and score end to end on the 40k-star simulated sky, and their refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import click  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+pytest.importorskip("keras")
+
+from stellardb import score, train  # noqa: E402
+from stellardb.cli_ml import score as score_cmd  # noqa: E402
+from stellardb.cli_ml import train as train_cmd  # noqa: E402
+from stellardb.db import connect  # noqa: E402
+from stellardb.errors import UserError  # noqa: E402
+from stellardb.mlp import FEATURES, PARAMETERS  # noqa: E402
+
+from .test_models import _splitmix64_bucket  # noqa: E402
+
+MODEL = "quick"
+
+
+def _copy_database(source, dest):
+    shutil.copy(source, dest)
+    if os.path.exists(f"{source}.wal"):
+        shutil.copy(f"{source}.wal", f"{dest}.wal")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def db_path(sky_db_path, tmp_path_factory):
+    """A private copy of the ingested 40k-star sky (this module writes predictions into it)."""
+    return _copy_database(sky_db_path, tmp_path_factory.mktemp("ml") / "sky.duckdb")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """An empty models directory for this module."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def trained(db_path, models_dir):
+    """One quick training of the three networks (the slow part of this module)."""
+    return train.run(db_path, name=MODEL, quick=True, seed=1, models_dir=models_dir, progress=False)
+
+
+@pytest.fixture(scope="module")
+def scored(trained, db_path, models_dir):
+    """Predictions of the quick model for every eligible star."""
+    return score.run(db_path, model=MODEL, models_dir=models_dir, batch_rows=4096, progress=False)
+
+
+def _query(db_path, sql, params=None):
+    con = connect(db_path)
+    try:
+        return con.execute(sql, params or {}).fetchall()
+    finally:
+        con.close()
+
+
+def _predictions(db_path, model=MODEL):
+    return _query(db_path, "select * from predictions where model = $m order by source_id", {"m": model})
+
+
+def test_training_set_is_large_enough(db_path):
+    """The simulated sky gives the few thousand labelled stars the end-to-end test needs."""
+    assert _query(db_path, "select count(*) from training_set")[0][0] > 1000
+
+
+def test_train_writes_complete_model_folder(trained, models_dir):
+    """models/NAME holds the three .keras files, card.json and the six plots, and no temporary folder is left."""
+    folder = models_dir / MODEL
+    assert sorted(p.name for p in folder.glob("*.keras")) == ["feh.keras", "logg.keras", "teff.keras"]
+    assert len(list((folder / "plots").glob("*.png"))) == 6
+    assert [p.name for p in models_dir.iterdir()] == [MODEL]
+
+
+def test_card_records_provenance(trained, models_dir):
+    """card.json has the features, scaling, split rule, seed, epochs, data fingerprint, versions and metrics."""
+    card = json.loads((models_dir / MODEL / "card.json").read_text())
+    assert card["features"] == list(FEATURES)
+    assert len(card["scaling"]["feature_mean"]) == len(FEATURES)
+    assert card["split_rule"] == train.SPLIT_RULE
+    assert card["seed"] == 1 and card["epochs"] == 200 and card["training"]["quick"] is True
+    assert len(card["data_fingerprint"]["sha256"]) == 64
+    assert {"keras", "numpy", "duckdb"} <= set(card["versions"])
+    for p in PARAMETERS:
+        assert {"mlp", "gspphot", "mlp_all_test"} <= set(card["metrics"][p])
+
+
+def test_beats_median_baseline(trained, db_path):
+    """On the test split the MLP's MAD is well below that of predicting the training median."""
+    rows = _query(db_path, "select source_id, teff, logg, feh from training_set order by source_id")
+    ids = np.array([r[0] for r in rows])
+    split = train.assign_split(ids)
+    for j, p in enumerate(PARAMETERS, start=1):
+        y = np.array([np.nan if r[j] is None else r[j] for r in rows], dtype=float)
+        baseline = np.nanmedian(y[split == "train"])
+        test = (split == "test") & np.isfinite(y)
+        r = baseline - y[test]
+        baseline_mad = np.median(np.abs(r - np.median(r)))
+        # Limits leave room for seeds: measured ratios about 0.3 (Teff, log g) and 0.75 ([Fe/H],
+        # which about 1500 training stars cannot learn well).
+        limit = 0.85 if p == "feh" else 0.5
+        assert trained.metrics[p]["mlp_all_test"]["mad"] < limit * baseline_mad, (p, trained.metrics[p]["mlp_all_test"]["mad"], baseline_mad)
+
+
+def test_errors_are_roughly_calibrated(trained):
+    """About 68 per cent of test stars lie within their predicted 1-sigma error."""
+    for p in PARAMETERS:
+        assert 0.5 < trained.metrics[p]["mlp_all_test"]["calibration_68"] < 0.85, p
+
+
+def test_metrics_table_matches_card(trained, db_path):
+    """model_metrics holds the card's numbers: ML and GSP-Phot on the same stars, and ML on all test stars."""
+    rows = _query(db_path, "select parameter, method, sample, n, mad from model_metrics where model = $m", {"m": MODEL})
+    assert len(rows) == 3 * len(PARAMETERS)
+    key = {("mlp", "test_with_gspphot"): "mlp", ("gspphot", "test_with_gspphot"): "gspphot", ("mlp", "test"): "mlp_all_test"}
+    for parameter, method, sample, n, mad in rows:
+        stats = trained.metrics[parameter][key[(method, sample)]]
+        assert n == stats["n"] and mad == pytest.approx(stats["mad"])
+
+
+def test_split_table_follows_the_hash_rule(trained, db_path, models_dir):
+    """training_split equals an independent splitmix64 recomputation and is unchanged by a retraining with another seed."""
+    before = _query(db_path, "select source_id, bucket, split from training_split order by source_id")
+    assert len(before) == _query(db_path, "select count(*) from training_set")[0][0]
+    names = {b: ("train" if b < 80 else "validation" if b < 90 else "test") for b in range(100)}
+    for source_id, bucket, split in before:
+        assert bucket == _splitmix64_bucket(source_id) and split == names[bucket]
+    train.run(db_path, name="reseeded", epochs=1, seed=99, models_dir=models_dir, progress=False, plots=False)
+    shutil.rmtree(models_dir / "reseeded")
+    assert _query(db_path, "select source_id, bucket, split from training_split order by source_id") == before
+
+
+def test_score_writes_one_row_per_eligible_star(scored, db_path):
+    """Every star of scoring_set (labelled or not) gets exactly one row, with finite values and positive errors."""
+    n_eligible = _query(db_path, "select count(*) from scoring_set")[0][0]
+    counts = _query(
+        db_path,
+        "select count(*), count(distinct source_id), count(*) filter (source_id not in (select source_id from scoring_set)),"
+        " min(teff_err), min(logg_err), min(feh_err), count(*) filter (isfinite(teff) and isfinite(logg) and isfinite(feh))"
+        " from predictions where model = $m",
+        {"m": MODEL},
+    )[0]
+    assert scored.rows == n_eligible == counts[0] == counts[1] == counts[6]
+    assert counts[2] == 0
+    assert min(counts[3:6]) > 0
+    assert _query(db_path, "select count(*) from stars_with_predictions where model = $m", {"m": MODEL})[0][0] == n_eligible
+
+
+def test_stored_predictions_equal_keras(scored, db_path, models_dir):
+    """Stored predictions equal Keras predict on the same rows within float32 tolerance."""
+    _, models = score.load_model_folder(MODEL, models_dir)
+    con = connect(db_path)
+    try:
+        cols = ", ".join(FEATURES)
+        table = con.sql(f"select s.source_id, {cols} from scoring_set s order by s.source_id limit 3000").to_arrow_table()
+        pred = con.execute(
+            "select source_id, teff, teff_err, logg, logg_err, feh, feh_err from predictions where model = $m "
+            "and source_id in (select source_id from scoring_set order by source_id limit 3000) order by source_id",
+            {"m": MODEL},
+        ).fetchnumpy()
+    finally:
+        con.close()
+    x = score.batch_to_matrix(table, list(FEATURES))
+    for p in PARAMETERS:
+        want = models[p].predict(x, batch_size=4096, verbose=0)
+        scale = models[p].get_layer("target_scaling").scale
+        np.testing.assert_allclose(pred[p], want[:, 0], rtol=1e-5, atol=1e-4 * scale)
+        np.testing.assert_allclose(pred[f"{p}_err"], want[:, 1], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_rescore_replaces_only_that_model(scored, db_path, models_dir):
+    """Scoring again replaces the model's rows (same count, new time) and leaves other models' rows alone."""
+    con = connect(db_path)
+    con.execute("insert into predictions values (1, 5000, 100, 4.4, 0.1, 0.0, 0.1, 'other', '2020-01-01')")
+    con.close()
+    again = score.run(db_path, model=MODEL, models_dir=models_dir, progress=False)
+    rows = _query(db_path, "select count(*), min(scored_at), max(scored_at) from predictions where model = $m", {"m": MODEL})[0]
+    assert rows[0] == scored.rows and rows[1] == rows[2] == again.scored_at
+    assert _query(db_path, "select count(*) from predictions where model = 'other'")[0][0] == 1
+
+
+def test_interrupted_score_keeps_previous_predictions(scored, db_path, models_dir, monkeypatch):
+    """A run interrupted after its first batch leaves the previous predictions exactly as they were."""
+    before = _predictions(db_path)
+    real_write = score._write_batch
+    calls = []
+
+    def interrupt_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(score, "_write_batch", interrupt_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        score.run(db_path, model=MODEL, models_dir=models_dir, batch_rows=2048, progress=False)
+    assert _predictions(db_path) == before
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_train_refuses_database_without_labels(tmp_path, sky):
+    """No labelled stars: one-line UserError and no model folder."""
+    from stellardb import ingest
+
+    path = tmp_path / "nolabels.duckdb"
+    ingest.run(path, "gaia", [sky.files["gaia"]])
+    models = tmp_path / "models"
+    with pytest.raises(UserError, match="training_set is empty"):
+        train.run(path, name="x", quick=True, models_dir=models, progress=False)
+    assert not models.exists() or not any(models.iterdir())
+
+
+def test_train_refuses_too_few_labels(db_path, tmp_path):
+    """Too few labelled stars: UserError naming the counts, and nothing written."""
+    path = _copy_database(db_path, tmp_path / "few.duckdb")
+    con = connect(path)
+    con.execute("delete from sos where source_id not in (select source_id from training_set order by source_id limit 60)")
+    con.execute("delete from model_metrics")
+    con.close()
+    models = tmp_path / "models"
+    with pytest.raises(UserError, match="Too few stars"):
+        train.run(path, name="x", quick=True, models_dir=models, progress=False)
+    assert not models.exists() or not any(models.iterdir())
+    assert _query(path, "select count(*) from model_metrics")[0][0] == 0
+
+
+def test_train_refuses_bad_arguments(db_path, tmp_path):
+    """A bad model name, epoch count or missing database is refused before any work."""
+    with pytest.raises(UserError, match="not allowed"):
+        train.run(db_path, name="../evil", models_dir=tmp_path)
+    with pytest.raises(UserError, match="--epochs"):
+        train.run(db_path, epochs=0, models_dir=tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        train.run(tmp_path / "missing.duckdb", models_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def _broken_copy(models_dir, name, damage):
+    dest = models_dir / name
+    shutil.copytree(models_dir / MODEL, dest)
+    damage(dest)
+    return dest
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("no_such_model", None, "Unknown model"),
+        ("mismatch", lambda d: d.joinpath("card.json").write_text(
+            d.joinpath("card.json").read_text().replace('"uabs"', '"uabs_v2"')), "do not match the database"),
+        ("corrupt_keras", lambda d: d.joinpath("logg.keras").write_bytes(b"not a zip file"), "corrupt"),
+        ("corrupt_card", lambda d: d.joinpath("card.json").write_text("{"), "corrupt"),
+        ("missing_keras", lambda d: d.joinpath("feh.keras").unlink(), "missing"),
+    ],
+)
+def test_score_refuses_bad_models(scored, db_path, models_dir, name, damage, message):
+    """Unknown, mismatched or corrupt models: one-line UserError and predictions untouched."""
+    before = _query(db_path, "select model, count(*), max(scored_at) from predictions group by model order by model")
+    if damage is not None:
+        _broken_copy(models_dir, name, damage)
+    try:
+        with pytest.raises(UserError, match=message) as info:
+            score.run(db_path, model=name, models_dir=models_dir, progress=False)
+        assert "\n" not in str(info.value)
+    finally:
+        shutil.rmtree(models_dir / name, ignore_errors=True)
+    assert _query(db_path, "select model, count(*), max(scored_at) from predictions group by model order by model") == before
+
+
+# ---------------------------------------------------------------- command line
+
+
+@click.group()
+@click.option("--db", "db")
+@click.pass_context
+def _cli(ctx, db):
+    """Stand-in for the main group: the same --db option feeding ctx.obj."""
+    ctx.obj = {"db": db}
+
+
+_cli.add_command(train_cmd)
+_cli.add_command(score_cmd)
+
+
+def test_cli_train_and_score(db_path, models_dir, monkeypatch):
+    """`train` and `score` run through click with the group's --db; a bad model name exits non-zero with one line."""
+    monkeypatch.setenv("STELLARDB_MODELS", str(models_dir))
+    runner = CliRunner()
+    result = runner.invoke(_cli, ["--db", str(db_path), "train", "--epochs", "2", "--name", "cli", "--no-plots", "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(_cli, ["--db", str(db_path), "score", "--model", "cli"])
+    assert result.exit_code == 0, result.output
+    assert "Scored" in result.output
+    result = runner.invoke(_cli, ["--db", str(db_path), "score", "--model", "nope"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Unknown model") and result.output.count("\n") == 1
+    assert train_cmd.help and score_cmd.help and "Example:" in train_cmd.help
