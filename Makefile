@@ -5,28 +5,46 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_DIR   ?= demo
 DEMO_STARS ?= 200000
+SDB := $(VENV)/bin/stellardb --db $(DEMO_DIR)/stellardb.duckdb
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench bench-big venv clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[ml,dev,bench]'
 	touch $(STAMP)
 
 ## make demo: the main job end to end on the embedded default (simulated) sky
 demo: $(STAMP)
+	rm -f $(DEMO_DIR)/stellardb.duckdb $(DEMO_DIR)/stellardb.duckdb.wal
 	$(VENV)/bin/stellardb simulate $(DEMO_DIR)/sky --stars $(DEMO_STARS) --seed 42 --overwrite
+	$(SDB) ingest gaia $(DEMO_DIR)/sky/gaia_source.csv.gz
+	$(SDB) ingest skymapper $(DEMO_DIR)/sky/skymapper_master.csv
+	$(SDB) ingest distances $(DEMO_DIR)/sky/bailer_jones_distances.csv
+	$(SDB) ingest sos $(DEMO_DIR)/sky/sos_spectro.csv
+	$(SDB) xmatch --radius-arcsec 1.0
+	$(SDB) train --quick --name demo
+	$(SDB) score --model demo
+	$(SDB) query "select count(*) as metal_poor_giants, round(median(teff)) as median_teff_k from stars_with_predictions where model = 'demo' and feh < -1 and logg < 3"
 
 ## make test: the offline, seeded test suite
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-## make bench: speed and memory benchmarks (results in bench/out/)
+## make bench: speed, memory and accuracy benchmarks (results in bench/out/)
 bench: $(STAMP)
+	test -x bench/.venv-lsdb/bin/python || ($(PYTHON) -m venv bench/.venv-lsdb && bench/.venv-lsdb/bin/pip install --quiet lsdb) || echo "lsdb did not install; its peer is skipped"
 	$(PY) bench/bench_simulate.py
+	$(PY) bench/bench_ingest_xmatch.py
+	$(PY) bench/bench_score.py
+	$(PY) bench/bench_train.py
+
+## make bench-big: the 10 M-star memory check (about 15 minutes)
+bench-big: $(STAMP)
+	$(PY) bench/bench_ingest_xmatch.py --stars 10000000 --skymapper-rows 8000000 --memory
 
 clean:
 	rm -rf $(DEMO_DIR) bench/out .pytest_cache

@@ -190,6 +190,17 @@ def simulate(outdir, stars, seed, fmt, overwrite, truth, quiet):
         print_simulation_summary(summary)
 
 
+def _add_ml_commands():
+    """train and score live in cli_ml (they import TensorFlow only when they run)."""
+    from .cli_ml import score, train
+
+    cli.add_command(train)
+    cli.add_command(score)
+
+
+_add_ml_commands()
+
+
 def main():  # pragma: no cover - entry point for python -m stellardb
     cli(prog_name="stellardb")
 

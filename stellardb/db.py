@@ -155,37 +155,6 @@ def set_setting(con, name: str, value: float) -> None:
 # ---------------------------------------------------------------- crossmatch upkeep
 
 
-def refresh_healpix_neighbours(con) -> int:
-    """Add the order-10 neighbours of every Gaia pixel not yet in ``healpix_neighbours``.
-
-    Returns the number of new pixels.  healpy's neighbours are computed once per
-    pixel here, so the crossmatch views stay plain SQL joins.
-    """
-    import healpy
-    import numpy as np
-    import pyarrow as pa
-
-    new = con.execute(
-        "select distinct healpix_12 >> 4 as p from gaia "
-        "where (healpix_12 >> 4) not in (select healpix_10 from healpix_neighbours)"
-    ).fetchnumpy()["p"]
-    if len(new) == 0:
-        return 0
-    new = np.asarray(new, dtype=np.int64)
-    neighbours = healpy.get_all_neighbours(2**10, new, nest=True)  # (8, n); -1 where a pixel has only 7
-    block = np.vstack([new[None, :], neighbours])
-    pix = np.broadcast_to(new, block.shape).ravel()
-    nbr = block.ravel()
-    keep = nbr >= 0
-    table = pa.table({"healpix_10": pix[keep], "neighbour_10": nbr[keep].astype(np.int64)})
-    con.register("_new_neighbours", table)
-    try:
-        con.execute("insert into healpix_neighbours select healpix_10, neighbour_10 from _new_neighbours")
-    finally:
-        con.unregister("_new_neighbours")
-    return len(new)
-
-
 def refresh_xmatch(con) -> int:
     """Materialise the view ``xm_gaia_skymapper`` as table ``xmatch``; returns pairs."""
     con.execute("delete from xmatch")

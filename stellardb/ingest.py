@@ -4,7 +4,7 @@ One call is one transaction: every file is read into a temporary table, renamed
 to stellardb's columns (a preset, auto-detected or given, plus ``--rename``),
 checked (required columns, values of the right type, positions on the sky, no
 duplicate keys within the file or against what is stored), given its HEALPix
-index and appended; then the HEALPix neighbour index and the materialised
+index and appended; then the materialised
 crossmatches are brought up to date.  Any failure rolls everything back, so the
 database is exactly as before.  A file whose content (sha256) is already
 recorded in ``ingests`` for the same table is skipped, so re-running an ingest
@@ -192,8 +192,6 @@ def run(
         if loaded:
             if rows_before or sum(r.skipped is None for r in results) > 1:
                 _sort_by_healpix(con, table)
-            if table == "gaia":
-                db.refresh_healpix_neighbours(con)
             if refresh_crossmatch:
                 if table in ("gaia", "skymapper") and db.row_count(con, "gaia") and db.row_count(con, "skymapper"):
                     result.xmatch_pairs = db.refresh_xmatch(con)

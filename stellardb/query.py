@@ -105,8 +105,8 @@ def run_xmatch(db_path, radius_arcsec: float | None = None) -> dict:
     ----------
     radius_arcsec : float, optional
         Match radius; stored in ``settings`` (default 1.0 arcsec).  Must be positive
-        and at most 30 arcsec (the HEALPix neighbour join covers about 100 arcsec
-        including proper motion).
+        and at most 30 arcsec: beyond that a nearest-neighbour match stops meaning
+        "the same star" at Gaia's depth.
     """
     if radius_arcsec is not None and not (0 < radius_arcsec <= 30):
         raise UserError(f"--radius-arcsec must be in (0, 30] arcsec, got {radius_arcsec}.")

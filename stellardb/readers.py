@@ -230,13 +230,19 @@ def _astropy_to_arrow(source: SourceFile):
     if source._arrow is not None:
         return source._arrow
     fmt = "fits" if source.format == "fits" else "votable"
+    import warnings
+
     try:
-        if source.gzipped:
-            with gzip.open(source.path, "rb") as fh:
-                data = io.BytesIO(fh.read())
-            table = Table.read(data, format=fmt)
-        else:
-            table = Table.read(source.path, format=fmt)
+        with warnings.catch_warnings():
+            # unit strings ('dex', "'electron'.s**-1") that FITS does not know are
+            # irrelevant here: stellardb stores columns by name in their survey's units
+            warnings.simplefilter("ignore")
+            if source.gzipped:
+                with gzip.open(source.path, "rb") as fh:
+                    data = io.BytesIO(fh.read())
+                table = Table.read(data, format=fmt)
+            else:
+                table = Table.read(source.path, format=fmt)
     except Exception as exc:  # astropy raises many types for a broken file
         raise UserError(f"{source.path}: cannot read it as {fmt.upper()} ({type(exc).__name__}: {exc}).") from None
     arrays, names = [], []

@@ -63,3 +63,27 @@ def gaia_read_csv(path) -> str:
 
 def read_truth(sky):
     return pq.read_table(sky.files["truth"]).to_pandas()
+
+
+@pytest.fixture(scope="session")
+def sky_db_path(sky, tmp_path_factory):
+    """A stellardb DuckDB file with the 40k-star simulated sky ingested and crossmatched.
+
+    Tests must not write to it; copy it (``copy_db``) for tests that change the database.
+    """
+    from stellardb import ingest
+
+    path = tmp_path_factory.mktemp("skydb") / "sky.duckdb"
+    for table in ("gaia", "skymapper", "distances", "sos"):
+        ingest.run(path, table, [sky.files[table]])
+    return path
+
+
+@pytest.fixture
+def copy_db(sky_db_path, tmp_path):
+    """A private copy of the ingested simulated sky, free to modify."""
+    import shutil
+
+    dest = tmp_path / "copy.duckdb"
+    shutil.copy(sky_db_path, dest)
+    return dest

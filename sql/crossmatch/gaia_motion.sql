@@ -8,7 +8,8 @@ with
 trig as (
     select
         source_id,
-        healpix_12 >> 4 as healpix_10,
+        ra,
+        dec,
         -- DR3 rows all have ref_epoch 2016.0; files that drop the column get the DR3 value
         coalesce(ref_epoch, 2016.0) as ref_epoch_yr,
         -- two-parameter solutions have no proper motion: they stay where they are
@@ -24,7 +25,8 @@ trig as (
 final as (
     select
         source_id,
-        healpix_10,
+        ra,
+        dec,
         ref_epoch_yr,
         ----------  position at ref_epoch
         cos_dec * cos_ra as px,

@@ -2,25 +2,37 @@
 -- settings.xmatch_radius_arcsec, with Gaia moved along its proper motion from
 -- ref_epoch (J2016.0) to that SkyMapper row's own mean_epoch.  A Gaia source keeps
 -- only its nearest SkyMapper partner; the SkyMapper sources it turns down stay
--- unmatched (their nearest Gaia source belongs to a closer one).
--- Candidates come from a hash join on order-10 HEALPix pixels: each Gaia source is
--- offered to its own pixel and the neighbours (table healpix_neighbours).
+-- unmatched (their nearest Gaia source belongs to a closer one).  Ties go to the
+-- smaller id.  Candidates come from a hash join on zone cells (macros/zones.sql):
+-- each Gaia source is offered to every cell its proper-motion-widened disk reaches.
 create or replace view xm_gaia_skymapper as
 with
 
-radius as (
-    select value as radius_arcsec from settings where name = 'xmatch_radius_arcsec'
+params as (
+    select
+        (select value from settings where name = 'xmatch_radius_arcsec') as radius_arcsec,
+        min(mjd_to_jyear(mean_epoch)) as epoch_min_yr,
+        max(mjd_to_jyear(mean_epoch)) as epoch_max_yr
+    from skymapper
 ),
 
-skymapper_vectors as (
+skymapper_cells as (
     select
         object_id,
-        healpix_12 >> 4 as healpix_10,
         mjd_to_jyear(mean_epoch) as epoch_yr,
         sky_x(raj2000, dej2000) as qx,
         sky_y(raj2000, dej2000) as qy,
-        sky_z(raj2000, dej2000) as qz
+        sky_z(raj2000, dej2000) as qz,
+        zone_cell_of(raj2000, dej2000) as cell
     from skymapper
+),
+
+gaia_cells as (
+    select * from gaia_search_cells(
+        (select radius_arcsec from params),
+        (select epoch_min_yr from params),
+        (select epoch_max_yr from params)
+    )
 ),
 
 candidates as (
@@ -34,9 +46,8 @@ candidates as (
             g.pz + (s.epoch_yr - g.ref_epoch_yr) * g.vz,
             s.qx, s.qy, s.qz
         ) as sep_arcsec
-    from skymapper_vectors as s
-    inner join healpix_neighbours as n on n.neighbour_10 = s.healpix_10
-    inner join gaia_motion as g on g.healpix_10 = n.healpix_10
+    from skymapper_cells as s
+    inner join gaia_cells as g on g.cell = s.cell
 ),
 
 within_radius as (
@@ -44,9 +55,10 @@ within_radius as (
         candidates.*,
         count(*) over (partition by object_id) as n_candidates
     from candidates
-    where sep_arcsec <= (select radius_arcsec from radius)
+    where sep_arcsec <= (select radius_arcsec from params)
 ),
 
+-- windows, not arg_min over (sep, id) structs: measured 1.5x faster on 2 M x 1.6 M
 nearest_gaia as (
     select * from within_radius
     qualify row_number() over (partition by object_id order by sep_arcsec, source_id) = 1

@@ -2,26 +2,38 @@
 -- Gaia is moved along its proper motion to the label's epoch (ref_epoch, J2000 when
 -- unknown: catalogue positions are J2000 unless they say otherwise) and the nearest
 -- Gaia source within settings.label_match_radius_arcsec wins; a Gaia source takes at
--- most one label row per survey (the nearest).
+-- most one label row per survey (the nearest).  Same zone-cell join as xm_gaia_skymapper.
 create or replace view xm_labels_gaia as
 with
 
-radius as (
-    select value as radius_arcsec from settings where name = 'label_match_radius_arcsec'
-),
-
-label_vectors as (
+labels_without_id as (
     select
         survey,
         ra as label_ra,
         dec as label_dec,
-        healpix_12 >> 4 as healpix_10,
         coalesce(ref_epoch, 2000.0) as epoch_yr,
         sky_x(ra, dec) as qx,
         sky_y(ra, dec) as qy,
-        sky_z(ra, dec) as qz
+        sky_z(ra, dec) as qz,
+        zone_cell_of(ra, dec) as cell
     from sos
     where source_id is null and ra is not null and dec is not null
+),
+
+params as (
+    select
+        (select value from settings where name = 'label_match_radius_arcsec') as radius_arcsec,
+        coalesce(min(epoch_yr), 2016.0) as epoch_min_yr,
+        coalesce(max(epoch_yr), 2016.0) as epoch_max_yr
+    from labels_without_id
+),
+
+gaia_cells as (
+    select * from gaia_search_cells(
+        (select radius_arcsec from params),
+        (select epoch_min_yr from params),
+        (select epoch_max_yr from params)
+    )
 ),
 
 candidates as (
@@ -36,9 +48,8 @@ candidates as (
             g.pz + (l.epoch_yr - g.ref_epoch_yr) * g.vz,
             l.qx, l.qy, l.qz
         ) as sep_arcsec
-    from label_vectors as l
-    inner join healpix_neighbours as n on n.neighbour_10 = l.healpix_10
-    inner join gaia_motion as g on g.healpix_10 = n.healpix_10
+    from labels_without_id as l
+    inner join gaia_cells as g on g.cell = l.cell
 ),
 
 within_radius as (
@@ -46,7 +57,7 @@ within_radius as (
         candidates.*,
         count(*) over (partition by survey, label_ra, label_dec) as n_candidates
     from candidates
-    where sep_arcsec <= (select radius_arcsec from radius)
+    where sep_arcsec <= (select radius_arcsec from params)
 ),
 
 nearest_gaia as (
