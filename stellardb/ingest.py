@@ -207,18 +207,24 @@ def run(
     return result
 
 
-def _drop_keyless_rows(con, spec: TableSpec, path, n_rows: int) -> int:
+def _count_keyless_rows(con, spec: TableSpec, path, n_rows: int) -> int:
     """Rows of a gaia/skymapper/distances file without their id are not sources of that
     table (e.g. GBS stars that have no Gaia DR3 row): they are left out and reported."""
     if spec.name == "sos":
         return 0
-    key = spec.key[0]
-    n = con.execute(f"select count(*) from _ingest_typed where {key} is null").fetchone()[0]
+    n = n_rows - con.execute("select count(*) from _ingest_typed").fetchone()[0]
     if n == n_rows:
-        raise UserError(f"{path}: no row has a {key}; check the column mapping (--preset, --rename).")
-    if n:
-        con.execute(f"delete from _ingest_typed where {key} is null")
+        raise UserError(f"{path}: no row has a {spec.key[0]}; check the column mapping (--preset, --rename).")
     return n
+
+
+def _already_ordered(con, spec: TableSpec) -> bool:
+    """Whether the rows already come in HEALPix order (Gaia's do: source_id order)."""
+    if spec.healpix_from != "source_id":
+        return False
+    ids = con.execute("select source_id from _ingest_typed").fetchnumpy()["source_id"]
+    pix = np.asarray(ids, dtype=np.int64) >> GAIA_SOURCE_ID_SHIFT
+    return bool(np.all(np.diff(pix) >= 0))
 
 
 def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, renames, survey, seen_hashes,
@@ -256,12 +262,15 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
     _check_types(con, spec, present, stage_types, targets, path)
     exprs = _column_expressions(spec, present, stage_types, targets, preset, survey_value)
     select_list = ", ".join(f"{e} as {db.quote_identifier(c)}" for c, e in exprs.items())
-    # _row: 0-based data row (a transaction's uncommitted rows have offset rowids)
-    con.execute(f"create or replace temp table _ingest_typed as select rowid - (select min(rowid) from {STAGE}) as _row, "
+    # Views, not tables, over the staged rows: each check reads only the columns it
+    # needs, and the one full copy is the final insert.  _row is the 0-based data row
+    # (a transaction's uncommitted rows have offset rowids).
+    con.execute(f"create or replace temp view _ingest_all as select rowid - (select min(rowid) from {STAGE}) as _row, "
                 f"{select_list} from {STAGE}")
-    con.execute(f"drop table {STAGE}")
+    has_key = "true" if spec.name == "sos" else f"{spec.key[0]} is not null"
+    con.execute(f"create or replace temp view _ingest_typed as select * from _ingest_all where {has_key}")
     notes = []
-    keyless = _drop_keyless_rows(con, spec, path, n_rows)
+    keyless = _count_keyless_rows(con, spec, path, n_rows)
     if keyless:
         notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
     _check_positions(con, spec, present, path)
@@ -274,9 +283,11 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
     healpix = _healpix_expression(spec)
     cols = [c for c in targets if c not in DERIVED]
     col_sql = ", ".join(db.quote_identifier(c) for c in cols)
+    # Gaia files come ordered by source_id, i.e. by HEALPix: skip the (wide-row) sort then
+    order = "" if _already_ordered(con, spec) else "order by healpix_12"
     con.execute(
         f"insert into {spec.name} ({col_sql}, healpix_12, ingest_id) "
-        f"select {col_sql}, {healpix} as healpix_12, $id from _ingest_typed order by healpix_12",
+        f"select {col_sql}, {healpix} as healpix_12, $id from _ingest_typed {order}",
         {"id": ingest_id},
     )
     con.execute(
@@ -284,7 +295,10 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
         {"id": ingest_id, "t": spec.name, "f": str(path.resolve()), "h": digest, "fmt": source.format,
          "p": preset.name if preset else None, "n": n_rows},
     )
-    con.execute("drop table _ingest_typed")
+    con.execute("drop view _ingest_typed")
+    con.execute("drop view _ingest_all")
+    con.execute("drop table if exists _ingest_kept")
+    con.execute(f"drop table {STAGE}")
     return FileResult(path, spec.name, n_rows, time.perf_counter() - t0, source.format,
                       preset.name if preset else None, dropped_columns=dropped, notes=notes)
 
@@ -446,16 +460,19 @@ def _check_keys(con, spec, path, on_duplicate: str = "error") -> int:
         where_s = " and ".join("s." + w.strip() for w in where.split(" and "))
         join = " and ".join(f"t.{c} = s.{c}" for c in cols)
         if on_duplicate == "skip":
-            before = con.execute("select count(*) from _ingest_typed").fetchone()[0]
+            # the rare path: materialise the rows so that duplicates can be deleted
+            con.execute("create temp table if not exists _ingest_kept as select * from _ingest_typed")
+            con.execute("create or replace temp view _ingest_typed as select * from _ingest_kept")
+            before = con.execute("select count(*) from _ingest_kept").fetchone()[0]
             con.execute(
-                f"delete from _ingest_typed where _row in (select _row from _ingest_typed where {where} "
+                f"delete from _ingest_kept where _row in (select _row from _ingest_kept where {where} "
                 f"qualify row_number() over (partition by {key} order by _row) > 1)"
             )
             con.execute(
-                f"delete from _ingest_typed where _row in (select s._row from _ingest_typed s "
+                f"delete from _ingest_kept where _row in (select s._row from _ingest_kept s "
                 f"join {spec.name} t on {join} where {where_s})"
             )
-            skipped += before - con.execute("select count(*) from _ingest_typed").fetchone()[0]
+            skipped += before - con.execute("select count(*) from _ingest_kept").fetchone()[0]
             continue
         dup = con.execute(
             f"select {key}, count(*) as n, min(_row) + 1, max(_row) + 1 from _ingest_typed where {where} "
