@@ -117,7 +117,10 @@ def xmatch(ctx, radius_arcsec):
 
 @cli.command()
 @click.argument("sql")
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "csv", "json", "parquet"]))
+@click.option(
+    "--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "csv", "json", "parquet"]),
+    help="table: the first rows on the terminal; csv/json (stdout or --output) and parquet (--output) hold every row.",
+)
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="Write to FILE instead of the terminal.")
 @click.option("--max-rows", default=50, show_default=True, help="Rows shown by --format table.")
 @click.pass_context

@@ -244,13 +244,17 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
     header = _file_columns(con, source)
     preset, mapping = _choose_preset(spec, header, preset_name, renames, path)
     targets = dict(db.table_columns(con, spec.name))
-    id_columns = [col for col, new in mapping.items() if new in ("source_id", "object_id")]
+    id_positions = [i for i, col in enumerate(header) if mapping.get(col) in ("source_id", "object_id")]
+    sniffed = readers.staged_names(con, source) if id_positions and source.format == "csv" else []
+    id_columns = [sniffed[i] for i in id_positions if i < len(sniffed)]
     columns = readers.load(con, source, STAGE, varchar_columns=id_columns)
     n_rows = con.execute(f"select count(*) from {STAGE}").fetchone()[0]
     if n_rows == 0:
         raise UserError(f"{path} has no data rows; nothing to ingest.")
-
-    mapping = {c: mapping[c] for c in columns if c in mapping}
+    if len(columns) != len(header):
+        raise UserError(f"{path}: the header names {len(header)} columns but rows have {len(columns)}; fix the file's header.")
+    # staged column i is file column i (DuckDB renames case-insensitive duplicates)
+    mapping = {staged: mapping[real] for staged, real in zip(columns, header) if real in mapping}
     present = {new: old for old, new in mapping.items() if new in targets and new not in DERIVED}
     dropped = [old for old, new in mapping.items() if new not in targets or new in DERIVED]
     _check_required(spec, present, header, path)

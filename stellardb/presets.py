@@ -127,6 +127,8 @@ PRESETS: dict[str, Preset] = {
                 "source_id_gaiadr3": "source_id",
                 "ra_j2000": "ra",
                 "dec_j2000": "dec",
+                # the file's ref_epoch (2016.0) is Gaia's, not that of ra_j2000/dec_j2000
+                "ref_epoch": "gaia_ref_epoch",
                 "fe_h": "feh",
             },
             survey="GBS-v3",

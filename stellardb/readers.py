@@ -123,22 +123,41 @@ def _ecsv_header(path: Path, gzipped: bool) -> tuple[int, dict]:
 
 
 def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str]:
-    """The file's column names, read from its header (CSV: DuckDB's sniffer)."""
-    path = str(source.path)
+    """The file's column names exactly as written, in order.
+
+    DuckDB's own names are unique only ignoring case (VizieR's ``b_rgeo`` and
+    ``B_rgeo`` would come back as ``b_rgeo`` and ``B_rgeo_1``), so the header is
+    read here and matched to the loaded columns by position.
+    """
     try:
         if source.format == "ecsv":
             return list(source.ecsv_columns)
         if source.format == "parquet":
-            rows = con.execute("describe select * from read_parquet($p)", {"p": path}).fetchall()
-        elif source.format == "csv":
-            rows = con.execute(
-                "describe select * from read_csv($p, header = true, nullstr = $nulls, compression = $comp)",
-                {"p": path, "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none"},
-            ).fetchall()
-        else:
-            return _astropy_to_arrow(source).column_names
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(source.path).names)
+        if source.format == "csv":
+            import csv
+
+            opener = gzip.open if source.gzipped else open
+            with opener(source.path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+                return next(csv.reader(fh))
+        return _astropy_to_arrow(source).column_names
+    except (OSError, EOFError, StopIteration, zlib.error) as exc:
+        raise UserError(f"{source.path}: cannot read its header ({exc or 'empty file'}).") from None
+    except Exception as exc:  # pyarrow raises its own types for a broken Parquet file
+        raise UserError(f"{source.path}: cannot read it as {source.format.upper()} ({type(exc).__name__}: {exc}).") from None
+
+
+def staged_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str]:
+    """Column names DuckDB's CSV reader will give a plain CSV file (for the types option)."""
+    try:
+        rows = con.execute(
+            "describe select * from read_csv($p, header = true, nullstr = $nulls, compression = $comp)",
+            {"p": str(source.path), "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none"},
+        ).fetchall()
     except duckdb.Error as exc:
-        raise UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}") from None
+        raise UserError(f"{source.path}: cannot read it as CSV: {_first_line(exc)}") from None
     return [r[0] for r in rows]
 
 
@@ -173,11 +192,14 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
                  "comp": "gzip" if source.gzipped else "none"},
             )
         elif source.format == "csv":
+            params = {"p": path, "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none"}
+            types = ""
+            if varchar_columns:
+                types, params["types"] = ", types = $types", {c: "VARCHAR" for c in varchar_columns}
             con.execute(
                 f"create temp table {stage} as select * from read_csv($p, header = true, nullstr = $nulls, "
-                "compression = $comp, types = $types)",
-                {"p": path, "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none",
-                 "types": {c: "VARCHAR" for c in varchar_columns} or None},
+                f"compression = $comp{types})",
+                params,
             )
         else:
             table = _astropy_to_arrow(source)
@@ -212,13 +234,15 @@ def _inflated(source: SourceFile):
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    # DuckDB puts the useful part ("... at line N ...") on later lines for CSV errors
-    for line in text.splitlines()[1:]:
-        if "line" in line.lower() and ("convert" in line.lower() or "column" in line.lower() or "row" in line.lower()):
-            return f"{first} {line.strip()}"
-    return first
+    """DuckDB's error on one line: its first line plus the line naming the column/value."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    detail = next((line for line in lines[1:] if line.lower().startswith(("error when converting", "could not convert"))
+                   or ("column" in line.lower() and "convert" in line.lower())), None)
+    if detail is None:
+        return lines[0]
+    return f"{lines[0]} {detail} - fix that value, or check the column mapping."
 
 
 def _astropy_to_arrow(source: SourceFile):

@@ -1,5 +1,3 @@
 -- Unit vector components of a sky position (lon, lat in degrees).  Crossmatching on
 -- vectors instead of (ra, dec) differences stays exact across RA 0/360 and at the poles.
 create or replace macro sky_x(lon_deg, lat_deg) as cos(radians(lat_deg)) * cos(radians(lon_deg));
-create or replace macro sky_y(lon_deg, lat_deg) as cos(radians(lat_deg)) * sin(radians(lon_deg));
-create or replace macro sky_z(lon_deg, lat_deg) as sin(radians(lat_deg));

@@ -1,0 +1,293 @@
+"""`stellardb query` and `xmatch`, `stellardb.connect` and SQLAlchemy access (issue 3).
+
+Query results are compared with the same SQL run directly through duckdb; SQL
+errors with the message DuckDB itself gives.  A read-only query must leave every
+table's rows and contents as they were.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect, text
+
+import stellardb
+from stellardb.cli import cli
+from stellardb.errors import UserError
+
+from .test_ingest import error_line, invoke, snapshot
+
+SQL = "select source_id, ra, dec, phot_g_mean_mag, teff_gspphot from stars order by source_id limit 200"
+
+
+def direct(db_path, sql) -> pd.DataFrame:
+    """``sql`` run on a plain read-only duckdb connection."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return con.execute(sql).df()
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- stellardb query
+
+
+def test_query_csv_to_stdout(sky_db_path):
+    """--format csv prints every row, equal to the same query run directly."""
+    result = invoke(sky_db_path, "query", SQL, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    got = pd.read_csv(io.StringIO(result.stdout))
+    want = direct(sky_db_path, SQL)
+    assert got["source_id"].tolist() == want["source_id"].tolist()
+    np.testing.assert_allclose(got["ra"], want["ra"], rtol=1e-15)
+    np.testing.assert_allclose(got["teff_gspphot"], want["teff_gspphot"].astype(float), rtol=1e-6)
+
+
+def test_query_json_lines(sky_db_path):
+    """--format json writes one JSON object per row, 19-digit ids intact."""
+    result = invoke(sky_db_path, "query", SQL, "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    want = direct(sky_db_path, SQL)
+    assert [r["source_id"] for r in rows] == want["source_id"].tolist()
+    assert [r["dec"] for r in rows] == pytest.approx(want["dec"].tolist(), rel=1e-14)
+
+
+def test_query_parquet_output_file(sky_db_path, tmp_path):
+    """--format parquet --output FILE writes all rows (beyond the table preview) to Parquet."""
+    out = tmp_path / "stars.parquet"
+    sql = "select source_id, r_med_geo, skymapper_object_id from stars"
+    result = invoke(sky_db_path, "query", sql, "--format", "parquet", "--output", out)
+    assert result.exit_code == 0, result.output
+    got = pq.read_table(out).to_pandas().sort_values("source_id").reset_index(drop=True)
+    want = direct(sky_db_path, sql).sort_values("source_id").reset_index(drop=True)
+    assert len(got) == len(want) > 1000
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_query_text_output_file(fmt, sky_db_path, tmp_path):
+    """--output FILE writes csv/json to the file, not the terminal."""
+    out = tmp_path / f"result.{fmt}"
+    result = invoke(sky_db_path, "query", "select source_id from gaia order by source_id limit 7", "--format", fmt, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert str(direct(sky_db_path, "select min(source_id) as s from gaia")["s"][0]) not in result.stdout
+    if fmt == "csv":
+        ids = pd.read_csv(out)["source_id"].tolist()
+    else:
+        ids = [json.loads(line)["source_id"] for line in out.read_text().splitlines()]
+    assert ids == direct(sky_db_path, "select source_id from gaia order by source_id limit 7")["source_id"].tolist()
+
+
+def test_query_table_format(sky_db_path):
+    """--format table (the default) shows the columns and at most --max-rows rows, and says so."""
+    result = invoke(sky_db_path, "query", "select source_id, ra from gaia order by source_id", "--max-rows", "3")
+    assert result.exit_code == 0, result.output
+    first = direct(sky_db_path, "select source_id from gaia order by source_id limit 4")["source_id"].tolist()
+    assert "source_id" in result.stdout and "ra" in result.stdout
+    assert all(str(s) in result.stdout for s in first[:3])
+    assert str(first[3]) not in result.stdout
+    assert "first 3 rows shown" in result.stdout
+
+
+def test_query_parquet_needs_output(sky_db_path):
+    """--format parquet without --output is a one-line error."""
+    line = error_line(invoke(sky_db_path, "query", "select 1", "--format", "parquet"))
+    assert "--output" in line
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "selec 1",  # parser error
+        "select * from no_such_table",  # catalog error
+        "select no_such_column from gaia",  # binder error
+        "select cast('not a number' as integer)",  # error raised while the rows are produced
+    ],
+)
+@pytest.mark.parametrize("fmt", ["table", "csv"])
+def test_query_sql_error_as_duckdb_states_it(sql, fmt, sky_db_path):
+    """A SQL error is DuckDB's own message on one line, without a traceback, exit status 1."""
+    con = duckdb.connect(str(sky_db_path), read_only=True)
+    try:
+        with pytest.raises(duckdb.Error) as info:
+            con.execute(sql).fetchall()
+    finally:
+        con.close()
+    duckdb_says = str(info.value).splitlines()[0]
+    result = invoke(sky_db_path, "query", sql, "--format", fmt)
+    assert result.exit_code == 1
+    assert error_line(result) == f"Error: {duckdb_says}"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "delete from gaia",
+        "update settings set value = 5",
+        "insert into xmatch select * from xmatch",
+        "create table t as select 1",
+        "drop view stars",
+        "create or replace view stars as select 1",
+        "alter table gaia drop column ra",
+        "select 1; delete from sos",
+        "attach ':memory:' as m; delete from gaia",
+    ],
+)
+def test_query_cannot_modify_the_database(sql, copy_db):
+    """Writing SQL through `stellardb query` fails (read-only), and every table and view is unchanged."""
+    before = snapshot(copy_db)
+    line = error_line(invoke(copy_db, "query", sql))
+    assert "read-only" in line
+    assert snapshot(copy_db) == before
+
+
+def test_query_needs_an_existing_database(tmp_path):
+    """`stellardb query` on a missing file says how to create one, and creates nothing."""
+    missing = tmp_path / "none.duckdb"
+    line = error_line(invoke(missing, "query", "select 1"))
+    assert "none.duckdb" in line and "stellardb ingest" in line
+    assert not missing.exists()
+
+
+def test_database_from_environment_variable(sky_db_path):
+    """Without --db, $STELLARDB_DB names the database."""
+    result = CliRunner().invoke(cli, ["query", "select count(*) as n from gaia", "--format", "csv"],
+                                env={"STELLARDB_DB": str(sky_db_path)})
+    assert result.exit_code == 0, result.output
+    assert int(pd.read_csv(io.StringIO(result.stdout))["n"][0]) == direct(sky_db_path, "select count(*) as n from gaia")["n"][0]
+
+
+def test_default_database_in_working_directory(data_path, tmp_path, monkeypatch):
+    """Without --db or $STELLARDB_DB, ingest writes ./stellardb.duckdb."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STELLARDB_DB", raising=False)
+    result = CliRunner().invoke(cli, ["ingest", "gaia", str(data_path("real/gaia_dr3_fixture_5rows.ecsv")), "-q"])
+    assert result.exit_code == 0, result.output
+    assert direct(tmp_path / "stellardb.duckdb", "select count(*) as n from gaia")["n"][0] == 5
+
+
+# ---------------------------------------------------------------- stellardb xmatch
+
+
+@pytest.mark.parametrize("radius", ["0", "-1", "31", "nan"])
+def test_xmatch_bad_radius(radius, copy_db):
+    """A radius outside (0, 30] arcsec is a one-line error and changes nothing."""
+    before = snapshot(copy_db)
+    line = error_line(invoke(copy_db, "xmatch", "--radius-arcsec", radius))
+    assert "--radius-arcsec" in line
+    assert snapshot(copy_db) == before
+
+
+def test_xmatch_needs_both_tables(tmp_path, data_path):
+    """xmatch on a database without SkyMapper rows says what to ingest."""
+    db_path = tmp_path / "g.duckdb"
+    assert invoke(db_path, "ingest", "gaia", data_path("real/gaia_dr3_fixture_5rows.ecsv"), "-q").exit_code == 0
+    line = error_line(invoke(db_path, "xmatch"))
+    assert "ingest" in line and "skymapper" in line
+
+
+def test_xmatch_rerun_is_stable(copy_db):
+    """Re-running xmatch at the stored radius reproduces table xmatch and reports its pair count."""
+    before = direct(copy_db, "select * from xmatch order by skymapper_object_id")
+    result = invoke(copy_db, "xmatch")
+    assert result.exit_code == 0, result.output
+    after = direct(copy_db, "select * from xmatch order by skymapper_object_id")
+    pd.testing.assert_frame_equal(before, after)
+    assert f"{len(after):,} Gaia-SkyMapper pairs within 1 arcsec" in result.output
+
+
+# ---------------------------------------------------------------- Python and SQLAlchemy
+
+
+def test_connect_from_python(copy_db):
+    """stellardb.connect(path) gives the views: stars has one row per Gaia source, training_set its labelled subset."""
+    con = stellardb.connect(copy_db)
+    try:
+        n_gaia = con.execute("select count(*) from gaia").fetchone()[0]
+        assert con.execute("select count(*) from stars").fetchone()[0] == n_gaia
+        assert con.execute("select count(*) from features").fetchone()[0] == n_gaia
+        n_train = con.execute("select count(*) from training_set").fetchone()[0]
+        n_score = con.execute("select count(*) from scoring_set").fetchone()[0]
+    finally:
+        con.close()
+    assert 0 < n_train < n_score < n_gaia
+    assert n_train == direct(copy_db, "select count(*) as n from training_set")["n"][0]
+
+
+def test_connect_read_only(sky_db_path):
+    """stellardb.connect(path, read_only=True) reads the views and refuses writes."""
+    con = stellardb.connect(sky_db_path, read_only=True)
+    try:
+        assert con.execute("select count(*) from stars").fetchone()[0] > 0
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("delete from gaia")
+    finally:
+        con.close()
+
+
+def test_connect_missing_file_read_only(tmp_path):
+    """A read-only connect to a missing file is a UserError, not a new empty database."""
+    with pytest.raises(UserError, match="No stellardb database"):
+        stellardb.connect(tmp_path / "missing.duckdb", read_only=True)
+    assert not (tmp_path / "missing.duckdb").exists()
+
+
+def test_sqlalchemy_reads_tables_and_views(copy_db):
+    """SQLAlchemy (duckdb:///path, duckdb-engine) reads the tables and the views, as duckdb does."""
+    engine = create_engine(f"duckdb:///{copy_db}")
+    try:
+        with engine.connect() as conn:
+            n_gaia = conn.execute(text("select count(*) from gaia")).scalar()
+            n_stars = conn.execute(text("select count(*) from stars")).scalar()
+            rows = conn.execute(text("select source_id, teff from training_set order by source_id limit 5")).fetchall()
+        frame = pd.read_sql(text("select * from features where passes_feature_cuts"), engine)
+        names = inspect(engine)
+        tables, views = set(names.get_table_names()), set(names.get_view_names())
+    finally:
+        engine.dispose()
+    want = direct(copy_db, "select source_id, teff from training_set order by source_id limit 5")
+    assert n_gaia == n_stars == direct(copy_db, "select count(*) as n from gaia")["n"][0]
+    assert [r[0] for r in rows] == want["source_id"].tolist()
+    assert len(frame) == direct(copy_db, "select count(*) as n from scoring_set")["n"][0]
+    assert {"gaia", "skymapper", "distances", "sos", "xmatch", "ingests"} <= tables
+    assert {"stars", "features", "scoring_set", "training_set", "labels"} <= views
+
+
+def test_sqlalchemy_read_only(sky_db_path, tmp_path):
+    """A read-only SQLAlchemy engine reads views and cannot write."""
+    path = tmp_path / "ro.duckdb"
+    shutil.copy(sky_db_path, path)
+    before = snapshot(path)
+    engine = create_engine(f"duckdb:///{path}", connect_args={"read_only": True})
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("select count(*) from training_set")).scalar() > 0
+            with pytest.raises(Exception, match="read-only"):
+                conn.execute(text("delete from gaia"))
+    finally:
+        engine.dispose()
+    assert snapshot(path) == before
+
+
+# ---------------------------------------------------------------- presets
+
+
+def test_presets_command_lists_every_preset():
+    """`stellardb presets` lists each preset with its table."""
+    from stellardb.presets import PRESETS
+
+    result = CliRunner().invoke(cli, ["presets"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert len(lines) == len(PRESETS)
+    for line, (name, preset) in zip(lines, PRESETS.items()):
+        assert line.split()[:2] == [name, preset.table]
