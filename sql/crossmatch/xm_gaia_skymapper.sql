@@ -40,11 +40,8 @@ candidates as (
         s.object_id,
         g.source_id,
         s.epoch_yr - g.ref_epoch_yr as dt_yr,
-        vector_sep_arcsec(
-            g.px + (s.epoch_yr - g.ref_epoch_yr) * g.vx,
-            g.py + (s.epoch_yr - g.ref_epoch_yr) * g.vy,
-            g.pz + (s.epoch_yr - g.ref_epoch_yr) * g.vz,
-            s.qx, s.qy, s.qz
+        moved_sep_arcsec(
+            g.px, g.py, g.pz, g.vx, g.vy, g.vz, s.epoch_yr - g.ref_epoch_yr, s.qx, s.qy, s.qz
         ) as sep_arcsec
     from skymapper_cells as s
     inner join gaia_cells as g on g.cell = s.cell

@@ -42,11 +42,8 @@ candidates as (
         l.label_ra,
         l.label_dec,
         g.source_id,
-        vector_sep_arcsec(
-            g.px + (l.epoch_yr - g.ref_epoch_yr) * g.vx,
-            g.py + (l.epoch_yr - g.ref_epoch_yr) * g.vy,
-            g.pz + (l.epoch_yr - g.ref_epoch_yr) * g.vz,
-            l.qx, l.qy, l.qz
+        moved_sep_arcsec(
+            g.px, g.py, g.pz, g.vx, g.vy, g.vz, l.epoch_yr - g.ref_epoch_yr, l.qx, l.qy, l.qz
         ) as sep_arcsec
     from labels_without_id as l
     inner join gaia_cells as g on g.cell = l.cell
