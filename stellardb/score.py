@@ -155,15 +155,15 @@ class NumpyScorer:
 
     def _predict_chunk(self, x, inp, out, lo, hi):
         nf = self.n_features
-        finite = np.isfinite(x)
-        inp[:, :nf] = x
+        xin = inp[:, :nf]
+        np.copyto(xin, x, casting="unsafe")
         if self.log_columns.size:
-            logged = inp[:, self.log_columns]
+            logged = xin[:, self.log_columns]
             with np.errstate(divide="ignore", invalid="ignore"):
                 # Non-positive values become NaN (missing), as in the Keras layer.
-                inp[:, self.log_columns] = np.where(logged > 0, np.log10(logged), np.nan)
-            finite = np.isfinite(inp[:, :nf])
-        inp[:, :nf][~finite] = 0.0
+                xin[:, self.log_columns] = np.where(logged > 0, np.log10(logged), np.nan)
+        finite = np.isfinite(xin)
+        np.copyto(xin, 0.0, where=~finite)
         inp[:, nf:] = finite
         h = inp @ self.first_weight
         h += self.first_bias
