@@ -46,7 +46,7 @@ def _quiet_tensorflow():
 
 
 @click.command()
-@click.option("--epochs", default=200, show_default=True, type=int, help="Maximum epochs per network; early stopping on the validation split usually ends sooner.")
+@click.option("--epochs", default=120, show_default=True, type=int, help="Maximum epochs per network; early stopping on the validation split usually ends sooner.")
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed for weights, dropout and shuffling (the split depends only on source_id).")
 @click.option("--name", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS or ./models); replaced when training succeeds.")
 @click.option("--quick", is_flag=True, help="At most 40 epochs and a shorter patience: for demos and smoke tests.")

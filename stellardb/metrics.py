@@ -92,7 +92,7 @@ def comparison_table(metrics: dict, title: str = "Test split, predicted - refere
     from rich.table import Table
 
     table = Table(title=title)
-    table.add_column("statistic")
+    table.add_column("statistic", no_wrap=True)
     params = [p for p in PARAMETERS if p in metrics]
     for p in params:
         table.add_column(f"ML {LABELS[p]}", justify="right")

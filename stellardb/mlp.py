@@ -5,10 +5,11 @@ Dense layers, each followed by BatchNormalization, ReLU and Dropout 0.02.  The
 scaling lives inside the model (STYLE.md section 7), so a saved ``.keras`` file
 maps the raw database columns straight to physical units:
 
-* :class:`MissingAwareScaling` standardises the inputs with the training-split
-  mean and standard deviation, replaces missing (non-finite) values by 0 *after*
-  standardising, and appends one is-missing flag per input ("real params are
-  doubled": 27 inputs become 54);
+* :class:`MissingAwareScaling` takes log10 of the long-tailed positive inputs
+  (:data:`LOG_FEATURES`), appends colours (:data:`COLOURS`), standardises with the
+  training-split mean and standard deviation, replaces missing (non-finite) values
+  by 0 *after* standardising, and appends one is-missing flag per input ("real
+  params are doubled": 27 features + 11 colours become 76 network inputs);
 * the head is a Dense layer with two units in standardised target units: the
   prediction and the log of its 1-sigma uncertainty (a heteroscedastic output,
   Nix & Weigend 1994; Kendall & Gal 2017);
@@ -74,6 +75,26 @@ LOG_FEATURES = (
     "mh_gspphot_err",
 )
 
+# Colours the network gets as extra inputs (each with its own missing flag).  They
+# are linear in the magnitudes, but a first layer fed standardised magnitudes that
+# correlate at 0.99 learns small differences of large numbers slowly; given
+# explicitly they lower the test MAD (colour is what carries Teff; v-g carries [Fe/H]
+# and u-v log g in SkyMapper).  Reddened and de-reddened colours differ by a
+# multiple of E(B-V), so both are kept, as the seed kept both magnitudes.
+COLOURS = (
+    ("phot_bp_mean_mag", "phot_rp_mean_mag"),
+    ("uabs", "vabs"),
+    ("vabs", "gabs"),
+    ("gabs", "rabs"),
+    ("rabs", "iabs"),
+    ("iabs", "zabs"),
+    ("uabs_nored", "vabs_nored"),
+    ("vabs_nored", "gabs_nored"),
+    ("gabs_nored", "rabs_nored"),
+    ("rabs_nored", "iabs_nored"),
+    ("iabs_nored", "zabs_nored"),
+)
+
 # Target columns of `training_set`, with units, and the GSP-Phot column that is the
 # baseline for each.
 PARAMETERS = ("teff", "logg", "feh")
@@ -96,14 +117,19 @@ class MissingAwareScaling(keras.layers.Layer):
         Per-feature mean and standard deviation of the training split (of the
         log10 for ``log_mask`` features).
     log_mask : sequence of bool or None
-        Features that enter as log10 (non-positive values count as missing).
+        Raw features that enter as log10 (non-positive values count as missing).
+    colour_pairs : sequence of (int, int) or None
+        Differences ``x[:, i] - x[:, j]`` appended to the raw features (after the
+        log10) before standardising; ``mean`` and ``scale`` cover them too.
     """
 
-    def __init__(self, mean, scale, log_mask=None, **kwargs):
+    def __init__(self, mean, scale, log_mask=None, colour_pairs=None, **kwargs):
         super().__init__(**kwargs)
         self.mean = [float(v) for v in mean]
         self.scale = [float(v) for v in scale]
-        self.log_mask = [bool(v) for v in (log_mask if log_mask is not None else [False] * len(self.mean))]
+        self.colour_pairs = [[int(i), int(j)] for i, j in (colour_pairs or [])]
+        n_raw = len(self.mean) - len(self.colour_pairs)
+        self.log_mask = [bool(v) for v in (log_mask if log_mask is not None else [False] * n_raw)]
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)
@@ -114,6 +140,9 @@ class MissingAwareScaling(keras.layers.Layer):
             positive = ops.where(x > 0, x, ops.ones_like(x))
             logged = ops.where(x > 0, ops.log(positive) / np.log(10.0), ops.full_like(x, np.nan))
             x = ops.where(log_mask, logged, x)
+        if self.colour_pairs:
+            colours = [x[:, i : i + 1] - x[:, j : j + 1] for i, j in self.colour_pairs]
+            x = ops.concatenate([x, *colours], axis=-1)
         missing = ops.logical_not(ops.isfinite(x))
         # Fill before standardising so NaN never enters the arithmetic (its gradient
         # would be NaN even through the unselected branch of `where`).
@@ -122,10 +151,11 @@ class MissingAwareScaling(keras.layers.Layer):
         return ops.concatenate([z, ops.cast(missing, self.compute_dtype)], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], 2 * input_shape[-1])
+        return (input_shape[0], 2 * (input_shape[-1] + len(self.colour_pairs)))
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "scale": self.scale, "log_mask": self.log_mask}
+        return {**super().get_config(), "mean": self.mean, "scale": self.scale, "log_mask": self.log_mask,
+                "colour_pairs": self.colour_pairs}
 
 
 @keras.saving.register_keras_serializable(package="stellardb")
@@ -171,6 +201,7 @@ def build_mlp(
     target_scale: float = 1.0,
     name: str = "mlp",
     log_mask=None,
+    colour_pairs=None,
 ) -> keras.Model:
     """Build the inference model: raw features -> ``[value, error]`` (physical units).
 
@@ -182,14 +213,16 @@ def build_mlp(
         Width of each hidden Dense layer.
     dropout : float
         Dropout rate after each hidden layer (the seed used 0.02).
-    feature_mean, feature_scale : array-like of shape (n_features,) or None
-        Input standardisation; default 0 and 1.
+    feature_mean, feature_scale : array-like of shape (n_features + len(colour_pairs),) or None
+        Input standardisation (raw features, then colours); default 0 and 1.
     target_mean, target_scale : float
         Target standardisation; the head predicts ``(y - target_mean) / target_scale``.
     name : str
         Model name (the parameter, e.g. ``"teff"``).
     log_mask : sequence of bool or None
         Inputs that enter as log10 (see :data:`LOG_FEATURES`); default none.
+    colour_pairs : sequence of (int, int) or None
+        Input differences appended as extra inputs (see :data:`COLOURS`); default none.
 
     Returns
     -------
@@ -197,12 +230,13 @@ def build_mlp(
         Output of shape (n, 2): column 0 the prediction, column 1 its 1-sigma error.
         :func:`training_head` gives the standardised-unit head used for the loss.
     """
-    mean = np.zeros(n_features) if feature_mean is None else np.asarray(feature_mean, dtype=float)
-    scale = np.ones(n_features) if feature_scale is None else np.asarray(feature_scale, dtype=float)
-    if mean.shape != (n_features,) or scale.shape != (n_features,):
-        raise ValueError(f"feature_mean and feature_scale must have shape ({n_features},)")
+    n_inputs = n_features + len(colour_pairs or [])
+    mean = np.zeros(n_inputs) if feature_mean is None else np.asarray(feature_mean, dtype=float)
+    scale = np.ones(n_inputs) if feature_scale is None else np.asarray(feature_scale, dtype=float)
+    if mean.shape != (n_inputs,) or scale.shape != (n_inputs,):
+        raise ValueError(f"feature_mean and feature_scale must have shape ({n_inputs},)")
     inputs = keras.Input(shape=(n_features,), name="features")
-    x = MissingAwareScaling(mean, scale, log_mask, name="scaling")(inputs)
+    x = MissingAwareScaling(mean, scale, log_mask, colour_pairs, name="scaling")(inputs)
     for i, units in enumerate(hidden_units):
         # No bias: BatchNormalization's beta takes its place, and the scorer folds
         # the normalisation into this layer's weights.
@@ -227,6 +261,20 @@ def log_transform(x: np.ndarray, log_mask) -> np.ndarray:
         col = x[:, j]
         with np.errstate(divide="ignore", invalid="ignore"):
             x[:, j] = np.where(col > 0, np.log10(np.where(col > 0, col, 1.0)), np.nan)
+    return x
+
+
+def colour_pairs_for(features) -> list[list[int]]:
+    """Index pairs of :data:`COLOURS` in ``features`` (colours whose bands are absent are skipped)."""
+    index = {f: i for i, f in enumerate(features)}
+    return [[index[a], index[b]] for a, b in COLOURS if a in index and b in index]
+
+
+def prepare_inputs(x: np.ndarray, log_mask, colour_pairs) -> np.ndarray:
+    """NumPy twin of the layer before standardising: log10 columns, then appended colours."""
+    x = log_transform(x, log_mask)
+    if colour_pairs:
+        x = np.concatenate([x, np.stack([x[:, i] - x[:, j] for i, j in colour_pairs], axis=1)], axis=1)
     return x
 
 

@@ -51,7 +51,8 @@ class FoldedMLP:
     target_mean: float = 0.0
     target_scale: float = 1.0
     error_factor: float = 1.0
-    log_mask: list = field(default_factory=list)  # inputs that enter as log10
+    log_mask: list = field(default_factory=list)  # raw inputs that enter as log10
+    colour_pairs: list = field(default_factory=list)  # appended input differences
 
 
 def _batchnorm_fold(layer):
@@ -104,6 +105,7 @@ def fold_model(model) -> FoldedMLP:
         target_scale=target.scale,
         error_factor=target.error_factor,
         log_mask=list(scaling.log_mask),
+        colour_pairs=[list(p) for p in scaling.colour_pairs],
     )
 
 
@@ -121,16 +123,19 @@ class NumpyScorer:
 
         self.parameters = tuple(folded)
         nets = [folded[p] for p in self.parameters]
-        self.n_features = nets[0].first_weight.shape[0] // 2
+        # Network inputs: the raw features, then the colours appended to them.
+        self.n_inputs = nets[0].first_weight.shape[0] // 2
+        self.colour_pairs = [tuple(p) for p in nets[0].colour_pairs]
+        self.n_features = self.n_inputs - len(self.colour_pairs)
         # One product for all first layers: the input matrix is read once.
         self.first_weight = np.ascontiguousarray(np.concatenate([f.first_weight for f in nets], axis=1))
         self.first_bias = np.concatenate([f.first_bias for f in nets])
         edges = np.cumsum([0] + [f.first_bias.size for f in nets])
         self.slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
         self.nets = nets
-        masks = {tuple(f.log_mask) for f in nets}
+        masks = {(tuple(f.log_mask), tuple(map(tuple, f.colour_pairs))) for f in nets}
         if len(masks) != 1:
-            raise ValueError("all networks of a NumpyScorer must log-transform the same inputs")
+            raise ValueError("all networks of a NumpyScorer must transform their inputs the same way")
         self.log_columns = np.flatnonzero(nets[0].log_mask or [False] * self.n_features)
         self.log_sigma_range = (LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
@@ -147,24 +152,28 @@ class NumpyScorer:
             raise ValueError(f"expected inputs of shape (n, {self.n_features}), got {x.shape}")
         n = x.shape[0]
         out = {p: (np.empty(n, np.float32), np.empty(n, np.float32)) for p in self.parameters}
-        buf = np.empty((min(n, CHUNK_ROWS), 2 * self.n_features), np.float32)
+        # Column-major: the per-column log10, colours and masks below touch
+        # contiguous memory, and BLAS takes either layout at the same speed.
+        buf = np.empty((min(n, CHUNK_ROWS), 2 * self.n_inputs), np.float32, order="F")
         for lo in range(0, n, CHUNK_ROWS):
             hi = min(n, lo + CHUNK_ROWS)
             self._predict_chunk(x[lo:hi], buf[: hi - lo], out, lo, hi)
         return out
 
     def _predict_chunk(self, x, inp, out, lo, hi):
-        nf = self.n_features
-        xin = inp[:, :nf]
-        np.copyto(xin, x, casting="unsafe")
-        if self.log_columns.size:
-            logged = xin[:, self.log_columns]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                # Non-positive values become NaN (missing), as in the Keras layer.
-                xin[:, self.log_columns] = np.where(logged > 0, np.log10(logged), np.nan)
+        nf, ni = self.n_features, self.n_inputs
+        xin = inp[:, :ni]
+        xin[:, :nf] = x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j in self.log_columns:
+                # log10 of a negative value is NaN and of 0 is -inf: both non-finite,
+                # so missing, as the Keras layer treats non-positive values.
+                np.log10(xin[:, j], out=xin[:, j])
+            for c, (i, j) in enumerate(self.colour_pairs):
+                np.subtract(xin[:, i], xin[:, j], out=xin[:, nf + c])
         finite = np.isfinite(xin)
         np.copyto(xin, 0.0, where=~finite)
-        inp[:, nf:] = finite
+        inp[:, ni:] = finite
         h = inp @ self.first_weight
         h += self.first_bias
         np.maximum(h, 0.0, out=h)

@@ -11,7 +11,16 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from stellardb.mlp import FEATURES, MissingAwareScaling, build_mlp, heteroscedastic_loss, training_head  # noqa: E402
+from stellardb.mlp import (  # noqa: E402
+    FEATURES,
+    MissingAwareScaling,
+    build_mlp,
+    colour_pairs_for,
+    heteroscedastic_loss,
+    log_mask_for,
+    prepare_inputs,
+    training_head,
+)
 from stellardb.score import NumpyScorer, fold_model  # noqa: E402
 from stellardb.train import SPLIT_RULE, assign_split, split_bucket  # noqa: E402
 
@@ -29,12 +38,16 @@ def _inputs(n, seed=0, missing_fraction=0.1):
 
 
 def _trained_model(seed=1, n=512, hidden_units=(16, 8), epochs=2):
-    """A small model fitted for a couple of epochs, so BatchNormalization statistics are not trivial."""
+    """A small model (log10 inputs and colours included) fitted for a couple of epochs, so BatchNormalization statistics are not trivial."""
     keras.utils.set_random_seed(seed)
     x = _inputs(n, seed)
-    mean, scale = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0), np.full(N_FEATURES, 20.0)
+    log_mask, pairs = log_mask_for(FEATURES), colour_pairs_for(FEATURES)
+    prepared = prepare_inputs(x, log_mask, pairs)
+    prepared[~np.isfinite(prepared)] = np.nan
+    mean, scale = np.nanmean(prepared, axis=0), np.nanstd(prepared, axis=0)
     y = np.nan_to_num(x[:, 0], nan=50.0) * 3.0 + 5000.0
-    model = build_mlp(N_FEATURES, hidden_units, 0.02, mean, scale, target_mean=5150.0, target_scale=60.0, name="teff")
+    model = build_mlp(N_FEATURES, hidden_units, 0.02, mean, scale, target_mean=5150.0, target_scale=60.0, name="teff",
+                      log_mask=log_mask, colour_pairs=pairs)
     model.get_layer("target_scaling").error_factor = 1.3
     head = training_head(model)
     head.compile(optimizer=keras.optimizers.Adam(1e-2), loss=heteroscedastic_loss())
@@ -65,6 +78,7 @@ def test_build_save_reload_predict_identical(tmp_path):
 def test_model_has_the_seed_layer_pattern():
     """Every hidden Dense layer is followed by BatchNormalization, ReLU and Dropout 0.02; the head is 2 units."""
     model = build_mlp(N_FEATURES, (32, 16))
+    assert model.input_shape == (None, N_FEATURES)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds[1:2] == ["MissingAwareScaling"]
     assert kinds.count("Dense") == 3 and kinds.count("BatchNormalization") == 2
@@ -82,6 +96,15 @@ def test_missing_values_become_zero_and_flag():
     np.testing.assert_array_equal(out[:, 3:], [[0, 1, 0], [1, 0, 1]])
 
 
+def test_log_inputs_and_colours():
+    """log10 inputs treat non-positive values as missing; a colour is missing when either band is."""
+    layer = MissingAwareScaling(mean=[0.0] * 4, scale=[1.0] * 4, log_mask=[True, False, False], colour_pairs=[[1, 2]])
+    x = np.array([[100.0, 5.0, 3.0], [-1.0, 5.0, np.nan]], dtype=np.float32)
+    out = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(out[:, :4], [[2.0, 5.0, 3.0, 2.0], [0.0, 5.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(out[:, 4:], [[0, 0, 0, 0], [1, 0, 1, 1]])
+
+
 def test_missing_inputs_give_finite_predictions():
     """A star with every input missing still gets a finite prediction and a positive error."""
     model, x = _trained_model()
@@ -94,9 +117,9 @@ def test_missing_flag_changes_prediction():
     model, x = _trained_model()
     row = np.nan_to_num(x[2:3], nan=50.0).copy()
     filled_with_mean = row.copy()
-    filled_with_mean[0, 0] = model.get_layer("scaling").mean[0]
+    filled_with_mean[0, 1] = model.get_layer("scaling").mean[1]
     missing = row.copy()
-    missing[0, 0] = np.nan
+    missing[0, 1] = np.nan
     a, b = model.predict(filled_with_mean, verbose=0), model.predict(missing, verbose=0)
     assert not np.allclose(a, b)
 

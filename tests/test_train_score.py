@@ -20,7 +20,7 @@ from stellardb.cli_ml import score as score_cmd  # noqa: E402
 from stellardb.cli_ml import train as train_cmd  # noqa: E402
 from stellardb.db import connect  # noqa: E402
 from stellardb.errors import UserError  # noqa: E402
-from stellardb.mlp import FEATURES, PARAMETERS  # noqa: E402
+from stellardb.mlp import COLOURS, FEATURES, PARAMETERS  # noqa: E402
 
 from .test_models import _splitmix64_bucket  # noqa: E402
 
@@ -87,9 +87,9 @@ def test_card_records_provenance(trained, models_dir):
     """card.json has the features, scaling, split rule, seed, epochs, data fingerprint, versions and metrics."""
     card = json.loads((models_dir / MODEL / "card.json").read_text())
     assert card["features"] == list(FEATURES)
-    assert len(card["scaling"]["feature_mean"]) == len(FEATURES)
+    assert len(card["scaling"]["feature_mean"]) == len(FEATURES) + len(COLOURS)
     assert card["split_rule"] == train.SPLIT_RULE
-    assert card["seed"] == 1 and card["epochs"] == 200 and card["training"]["quick"] is True
+    assert card["seed"] == 1 and card["epochs"] == 120 and card["training"]["quick"] is True
     assert len(card["data_fingerprint"]["sha256"]) == 64
     assert {"keras", "numpy", "duckdb"} <= set(card["versions"])
     for p in PARAMETERS:
