@@ -263,14 +263,14 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
         raise UserError(f"{path} has no survey column; name the survey with --survey NAME (e.g. --survey GALAH-DR3).")
 
     stage_types = {r[0]: r[1] for r in con.execute(f"describe {STAGE}").fetchall()}
-    _check_types(con, spec, present, stage_types, targets, path)
+    row = readers.row_expression(source, STAGE)
+    _check_types(con, spec, present, stage_types, targets, path, row)
     exprs = _column_expressions(spec, present, stage_types, targets, preset, survey_value)
     select_list = ", ".join(f"{e} as {db.quote_identifier(c)}" for c, e in exprs.items())
     # Views, not tables, over the staged rows: each check reads only the columns it
     # needs, and the one full copy is the final insert.  _row is the 0-based data row
     # (a transaction's uncommitted rows have offset rowids).
-    con.execute(f"create or replace temp view _ingest_all as select rowid - (select min(rowid) from {STAGE}) as _row, "
-                f"{select_list} from {STAGE}")
+    con.execute(f"create or replace temp view _ingest_all as select {row} as _row, {select_list} from {STAGE}")
     has_key = "true" if spec.name == "sos" else f"{spec.key[0]} is not null"
     con.execute(f"create or replace temp view _ingest_typed as select * from _ingest_all where {has_key}")
     notes = []
@@ -302,7 +302,7 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
     con.execute("drop view _ingest_typed")
     con.execute("drop view _ingest_all")
     con.execute("drop table if exists _ingest_kept")
-    con.execute(f"drop table {STAGE}")
+    readers.drop_stage(con, source, STAGE)
     return FileResult(path, spec.name, n_rows, time.perf_counter() - t0, source.format,
                       preset.name if preset else None, dropped_columns=dropped, notes=notes)
 
@@ -364,7 +364,7 @@ def _which_table(header: list[str]) -> str | None:
     return best if best_score >= 0.6 else None
 
 
-def _check_types(con, spec, present, stage_types, targets, path) -> None:
+def _check_types(con, spec, present, stage_types, targets, path, row: str) -> None:
     """Every value converts to the column's type, or the file is refused naming the first bad row."""
     checks = []
     for new, old in present.items():
@@ -377,8 +377,8 @@ def _check_types(con, spec, present, stage_types, targets, path) -> None:
     for new, old, want in checks:
         q = db.quote_identifier(old)
         bad = con.execute(
-            f"select rowid - (select min(rowid) from {STAGE}) + 1, {q}::varchar from {STAGE} "
-            f"where {q} is not null and try_cast({q} as {want}) is null order by rowid limit 1"
+            f"select {row} + 1, {q}::varchar from {STAGE} "
+            f"where {q} is not null and try_cast({q} as {want}) is null order by {row} limit 1"
         ).fetchone()
         if bad is not None:
             raise UserError(

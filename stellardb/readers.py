@@ -30,6 +30,9 @@ from .errors import UserError
 #: Strings that mean "missing" in CSV/ECSV files.
 CSV_NULLS = ["null", "NULL", ""]
 
+#: Column of a staged view holding the 0-based row number in the file (Parquet).
+ROW_COLUMN = "_file_row"
+
 #: ECSV datatype -> DuckDB type.
 ECSV_TYPES = {
     "bool": "BOOLEAN",
@@ -174,6 +177,7 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
         ECSV datatype, unreadable FITS); the message names the file.
     """
     path = str(source.path)
+    con.execute(f"drop view if exists {stage}")
     con.execute(f"drop table if exists {stage}")
     if source.gzipped and source.format in ("csv", "ecsv"):
         # DuckDB parses a gzipped CSV on one thread; ISA-L inflates about 5x faster than
@@ -183,7 +187,11 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
                         stage, varchar_columns)
     try:
         if source.format == "parquet":
-            con.execute(f"create temp table {stage} as select * from read_parquet($p)", {"p": path})
+            # A view, not a copy: Parquet is columnar, so each check reads only its
+            # columns and the rows are copied once, by the final insert.
+            literal = "'" + path.replace("'", "''") + "'"
+            con.execute(f"create temp view {stage} as select * exclude (file_row_number), "
+                        f"file_row_number as {ROW_COLUMN} from read_parquet({literal}, file_row_number = true)")
         elif source.format == "ecsv":
             con.execute(
                 f"create temp table {stage} as select * from read_csv($p, skip = $skip, header = true, "
@@ -210,7 +218,19 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
                 con.unregister("_astropy_source")
     except duckdb.Error as exc:
         raise UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}") from None
-    return [r[0] for r in con.execute(f"describe {stage}").fetchall()]
+    return [r[0] for r in con.execute(f"describe {stage}").fetchall() if r[0] != ROW_COLUMN]
+
+
+def row_expression(source: SourceFile, stage: str) -> str:
+    """SQL for the 0-based file row of a staged row (a transaction's new rows have offset rowids)."""
+    if source.format == "parquet":
+        return ROW_COLUMN
+    return f"rowid - (select min(rowid) from {stage})"
+
+
+def drop_stage(con, source: SourceFile, stage: str) -> None:
+    kind = "view" if source.format == "parquet" else "table"
+    con.execute(f"drop {kind} if exists {stage}")
 
 
 @contextlib.contextmanager
