@@ -94,6 +94,9 @@ COLOURS = (
     ("rabs_nored", "iabs_nored"),
     ("iabs_nored", "zabs_nored"),
 )
+# An entry (a, b, k) would mean a - k * b.  BP and RP minus 5 log10(r_med_geo)
+# (absolute magnitudes) were tried and did not lower the log g MAD: the network
+# builds them from the log10 distance input on its own.
 
 # Target columns of `training_set`, with units, and the GSP-Phot column that is the
 # baseline for each.
@@ -118,16 +121,17 @@ class MissingAwareScaling(keras.layers.Layer):
         log10 for ``log_mask`` features).
     log_mask : sequence of bool or None
         Raw features that enter as log10 (non-positive values count as missing).
-    colour_pairs : sequence of (int, int) or None
-        Differences ``x[:, i] - x[:, j]`` appended to the raw features (after the
-        log10) before standardising; ``mean`` and ``scale`` cover them too.
+    colour_pairs : sequence of (int, int) or (int, int, float), or None
+        Differences ``x[:, i] - k * x[:, j]`` (k = 1 if omitted) appended to the
+        raw features (after the log10) before standardising; ``mean`` and
+        ``scale`` cover them too.
     """
 
     def __init__(self, mean, scale, log_mask=None, colour_pairs=None, **kwargs):
         super().__init__(**kwargs)
         self.mean = [float(v) for v in mean]
         self.scale = [float(v) for v in scale]
-        self.colour_pairs = [[int(i), int(j)] for i, j in (colour_pairs or [])]
+        self.colour_pairs = [[int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0] for p in (colour_pairs or [])]
         n_raw = len(self.mean) - len(self.colour_pairs)
         self.log_mask = [bool(v) for v in (log_mask if log_mask is not None else [False] * n_raw)]
 
@@ -141,7 +145,7 @@ class MissingAwareScaling(keras.layers.Layer):
             logged = ops.where(x > 0, ops.log(positive) / np.log(10.0), ops.full_like(x, np.nan))
             x = ops.where(log_mask, logged, x)
         if self.colour_pairs:
-            colours = [x[:, i : i + 1] - x[:, j : j + 1] for i, j in self.colour_pairs]
+            colours = [x[:, i : i + 1] - k * x[:, j : j + 1] for i, j, k in self.colour_pairs]
             x = ops.concatenate([x, *colours], axis=-1)
         missing = ops.logical_not(ops.isfinite(x))
         # Fill before standardising so NaN never enters the arithmetic (its gradient
@@ -221,8 +225,8 @@ def build_mlp(
         Model name (the parameter, e.g. ``"teff"``).
     log_mask : sequence of bool or None
         Inputs that enter as log10 (see :data:`LOG_FEATURES`); default none.
-    colour_pairs : sequence of (int, int) or None
-        Input differences appended as extra inputs (see :data:`COLOURS`); default none.
+    colour_pairs : sequence of (int, int[, float]) or None
+        Input differences ``x_i - k x_j`` appended as extra inputs (see :data:`COLOURS`); default none.
 
     Returns
     -------
@@ -264,17 +268,29 @@ def log_transform(x: np.ndarray, log_mask) -> np.ndarray:
     return x
 
 
-def colour_pairs_for(features) -> list[list[int]]:
-    """Index pairs of :data:`COLOURS` in ``features`` (colours whose bands are absent are skipped)."""
+def colour_pairs_for(features) -> list[list]:
+    """``[i, j, k]`` of each :data:`COLOURS` entry in ``features`` (entries whose columns are absent are skipped)."""
     index = {f: i for i, f in enumerate(features)}
-    return [[index[a], index[b]] for a, b in COLOURS if a in index and b in index]
+    return [[index[c[0]], index[c[1]], float(c[2]) if len(c) > 2 else 1.0] for c in COLOURS if c[0] in index and c[1] in index]
+
+
+def colour_names(features) -> list[str]:
+    """Readable names of the derived inputs of ``features``, e.g. ``"uabs - vabs"``."""
+    out = []
+    for c in COLOURS:
+        if c[0] in features and c[1] in features:
+            k = float(c[2]) if len(c) > 2 else 1.0
+            second = f"log10({c[1]})" if c[1] in LOG_FEATURES else c[1]
+            out.append(f"{c[0]} - {second}" if k == 1.0 else f"{c[0]} - {k:g} {second}")
+    return out
 
 
 def prepare_inputs(x: np.ndarray, log_mask, colour_pairs) -> np.ndarray:
     """NumPy twin of the layer before standardising: log10 columns, then appended colours."""
     x = log_transform(x, log_mask)
     if colour_pairs:
-        x = np.concatenate([x, np.stack([x[:, i] - x[:, j] for i, j in colour_pairs], axis=1)], axis=1)
+        pairs = [(p[0], p[1], p[2] if len(p) > 2 else 1.0) for p in colour_pairs]
+        x = np.concatenate([x, np.stack([x[:, i] - k * x[:, j] for i, j, k in pairs], axis=1)], axis=1)
     return x
 
 

@@ -125,7 +125,7 @@ class NumpyScorer:
         nets = [folded[p] for p in self.parameters]
         # Network inputs: the raw features, then the colours appended to them.
         self.n_inputs = nets[0].first_weight.shape[0] // 2
-        self.colour_pairs = [tuple(p) for p in nets[0].colour_pairs]
+        self.colour_pairs = [(int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0) for p in nets[0].colour_pairs]
         self.n_features = self.n_inputs - len(self.colour_pairs)
         # One product for all first layers: the input matrix is read once.
         self.first_weight = np.ascontiguousarray(np.concatenate([f.first_weight for f in nets], axis=1))
@@ -169,8 +169,13 @@ class NumpyScorer:
                 # log10 of a negative value is NaN and of 0 is -inf: both non-finite,
                 # so missing, as the Keras layer treats non-positive values.
                 np.log10(xin[:, j], out=xin[:, j])
-            for c, (i, j) in enumerate(self.colour_pairs):
-                np.subtract(xin[:, i], xin[:, j], out=xin[:, nf + c])
+            for c, (i, j, k) in enumerate(self.colour_pairs):
+                col = xin[:, nf + c]
+                if k == 1.0:
+                    np.subtract(xin[:, i], xin[:, j], out=col)
+                else:
+                    np.multiply(xin[:, j], -k, out=col)
+                    col += xin[:, i]
         finite = np.isfinite(xin)
         np.copyto(xin, 0.0, where=~finite)
         inp[:, ni:] = finite

@@ -445,7 +445,7 @@ def run(
         Bad arguments, a database without the expected views or columns, or too
         few labelled stars.  Nothing is written in that case.
     """
-    from .mlp import COLOURS, FEATURES, PARAMETERS, UNITS, colour_pairs_for, log_mask_for, prepare_inputs
+    from .mlp import FEATURES, PARAMETERS, UNITS, colour_names, colour_pairs_for, log_mask_for, prepare_inputs
     from .progress import progress_bar
     from .score import NumpyScorer, fold_model, models_root
 
@@ -497,8 +497,8 @@ def run(
                 "rule": "x -> log10(x) for log_features (non-positive -> missing); z = (x - mean) / scale over the finite "
                         "training-split values; missing (non-finite) -> z = 0 plus an is-missing flag",
                 "log_features": [f for f, m in zip(features, log_mask) if m],
-                "colours": [f"{a} - {b}" for a, b in COLOURS if a in features and b in features],
-                "inputs": "features, then colours; feature_mean/feature_scale cover both",
+                "colours": colour_names(features),
+                "inputs": "features, then colours (derived inputs a - k b); feature_mean/feature_scale cover both",
                 "feature_mean": [float(v) for v in feature_mean],
                 "feature_scale": [float(v) for v in feature_scale],
                 "targets": {p: {"mean": infos[p]["target_mean"], "scale": infos[p]["target_scale"]} for p in PARAMETERS},

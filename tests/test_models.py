@@ -97,12 +97,12 @@ def test_missing_values_become_zero_and_flag():
 
 
 def test_log_inputs_and_colours():
-    """log10 inputs treat non-positive values as missing; a colour is missing when either band is."""
-    layer = MissingAwareScaling(mean=[0.0] * 4, scale=[1.0] * 4, log_mask=[True, False, False], colour_pairs=[[1, 2]])
+    """log10 inputs treat non-positive values as missing; a derived input a - k b is missing when either is."""
+    layer = MissingAwareScaling(mean=[0.0] * 5, scale=[1.0] * 5, log_mask=[True, False, False], colour_pairs=[[1, 2], [1, 0, 5.0]])
     x = np.array([[100.0, 5.0, 3.0], [-1.0, 5.0, np.nan]], dtype=np.float32)
     out = keras.ops.convert_to_numpy(layer(x))
-    np.testing.assert_allclose(out[:, :4], [[2.0, 5.0, 3.0, 2.0], [0.0, 5.0, 0.0, 0.0]])
-    np.testing.assert_array_equal(out[:, 4:], [[0, 0, 0, 0], [1, 0, 1, 1]])
+    np.testing.assert_allclose(out[:, :5], [[2.0, 5.0, 3.0, 2.0, -5.0], [0.0, 5.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(out[:, 5:], [[0, 0, 0, 0, 0], [1, 0, 1, 1, 1]])
 
 
 def test_missing_inputs_give_finite_predictions():
