@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 ## make demo: the main job end to end on the embedded default (simulated) sky
 demo: $(STAMP)
+	mkdir -p $(DEMO_DIR)
 	rm -f $(DEMO_DIR)/stellardb.duckdb $(DEMO_DIR)/stellardb.duckdb.wal
 	$(VENV)/bin/stellardb simulate $(DEMO_DIR)/sky --stars $(DEMO_STARS) --seed 42 --overwrite
 	$(SDB) ingest gaia $(DEMO_DIR)/sky/gaia_source.csv.gz

@@ -8,11 +8,16 @@ TensorFlow is never imported here, so ``stellardb --help`` stays fast.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
 
 from .errors import UserError
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines, oneDNN notes)
+# would bury the progress bars; users can still ask for it by setting the variable.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _user_errors(fn):
