@@ -98,7 +98,9 @@ def main() -> None:
     end_to_end_s = time.perf_counter() - t0
 
     ok_rate, ok_faster, ok_equal = numpy_rate >= 1e6, numpy_rate > keras_rate, all(a["pass"] for a in agree.values())
-    print(f"model {args.model}: hidden units {hidden}, inputs {len(FEATURES)} (+ {len(FEATURES)} missing flags)")
+    n_inputs = len(FEATURES) + len(card["scaling"].get("colours", []))
+    print(f"model {args.model}: hidden units {hidden}, inputs {len(FEATURES)} features + {n_inputs - len(FEATURES)} colours "
+          f"(+ {n_inputs} missing flags)")
     print(f"NumPy scorer: {len(x):,} stars (tiled from {n_eligible:,} real rows, {missing:.1%} inputs missing), all three parameters "
           f"in {numpy_s:.3f} s = {numpy_rate / 1e6:.2f} M stars/s  (>= 1 M/s {'PASS' if ok_rate else 'FAIL'})")
     print(f"Keras predict: {len(xk):,} stars, three models in {keras_s:.3f} s = {keras_rate / 1e6:.3f} M stars/s; "

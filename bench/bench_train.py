@@ -250,6 +250,13 @@ def main() -> None:
         bench_sweetcat(args, result)
     if "speed" not in skip:
         bench_speed(args, result)
+    # Parts skipped in this run keep their numbers from the previous run.
+    previous = OUT / "bench_train.json"
+    if skip and previous.is_file():
+        import json
+
+        kept = {k: v for k, v in json.loads(previous.read_text()).items() if k not in result and k not in ("machine", "command")}
+        result = {**kept, **result}
     print(f"\nwrote {save('bench_train', result)}")
 
 
