@@ -176,6 +176,7 @@ def run(
     sources = [readers.detect(p) for p in paths]  # fails fast, before the database is opened
 
     started = time.perf_counter()
+    created = str(db_path) != ":memory:" and not Path(db_path).exists()
     con = db.connect(db_path)
     con.create_function("healpix_12_of", _healpix_udf, ["DOUBLE", "DOUBLE"], "BIGINT", type="arrow")
     results: list[FileResult] = []
@@ -200,6 +201,11 @@ def run(
         con.commit()
     except BaseException:
         con.rollback()
+        con.close()
+        if created:
+            # the database did not exist before this ingest: "exactly as before" is no file
+            for leftover in (Path(db_path), Path(f"{db_path}.wal")):
+                leftover.unlink(missing_ok=True)
         raise
     finally:
         con.close()
@@ -255,6 +261,7 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
         raise UserError(f"{path}: the header names {len(header)} columns but rows have {len(columns)}; fix the file's header.")
     # staged column i is file column i (DuckDB renames case-insensitive duplicates)
     mapping = {staged: mapping[real] for staged, real in zip(columns, header) if real in mapping}
+    _check_mapping(mapping, renames, header, targets, path)
     present = {new: old for old, new in mapping.items() if new in targets and new not in DERIVED}
     dropped = [old for old, new in mapping.items() if new not in targets or new in DERIVED]
     _check_required(spec, present, header, path)
@@ -266,6 +273,7 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
     row = readers.row_expression(source, STAGE)
     _check_types(con, spec, present, stage_types, targets, path, row)
     exprs = _column_expressions(spec, present, stage_types, targets, preset, survey_value)
+    flagged = _apply_quality_flags(con, exprs, preset, dict(zip(header, columns)))
     select_list = ", ".join(f"{e} as {db.quote_identifier(c)}" for c, e in exprs.items())
     # Views, not tables, over the staged rows: each check reads only the columns it
     # needs, and the one full copy is the final insert.  _row is the 0-based data row
@@ -273,11 +281,12 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
     con.execute(f"create or replace temp view _ingest_all as select {row} as _row, {select_list} from {STAGE}")
     has_key = "true" if spec.name == "sos" else f"{spec.key[0]} is not null"
     con.execute(f"create or replace temp view _ingest_typed as select * from _ingest_all where {has_key}")
-    notes = []
+    notes = [f"{flagged:,} rows flagged by the survey: their labels are NULL"] if flagged else []
     keyless = _count_keyless_rows(con, spec, path, n_rows)
     if keyless:
         notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
     _check_positions(con, spec, present, path)
+    _check_ranges(con, spec, present, path)
     duplicates = _check_keys(con, spec, path, on_duplicate)
     if duplicates:
         notes.append(f"{duplicates:,} duplicate rows skipped (--on-duplicate skip; first occurrence kept)")
@@ -331,6 +340,24 @@ def _choose_preset(spec: TableSpec, header: list[str], preset_name, renames, pat
     return best, resolve_names(header, {**best.rename, **renames})
 
 
+def _check_mapping(mapping: dict[str, str], renames: dict[str, str], header: list[str], targets, path) -> None:
+    """--rename must name a file column, and no two file columns may land in one stored column."""
+    lower = {h.lower() for h in header}
+    for old in renames:
+        if old not in header and old.lower() not in lower:
+            shown = ", ".join(header[:12]) + (" ..." if len(header) > 12 else "")
+            raise UserError(f"{path}: --rename {old}=... names no column of the file (columns: {shown}).")
+    seen: dict[str, str] = {}
+    for old, new in mapping.items():
+        if new in targets and new not in DERIVED:
+            if new in seen:
+                raise UserError(
+                    f"{path}: columns {seen[new]!r} and {old!r} both map to {new}; drop one mapping "
+                    f"(--rename {old}=something_else)."
+                )
+            seen[new] = old
+
+
 def _check_required(spec: TableSpec, present: dict[str, str], header: list[str], path: Path) -> None:
     missing = [c for c in spec.required if c not in present]
     if spec.name == "sos":
@@ -366,6 +393,27 @@ def _which_table(header: list[str]) -> str | None:
 
 def _check_types(con, spec, present, stage_types, targets, path, row: str) -> None:
     """Every value converts to the column's type, or the file is refused naming the first bad row."""
+    for key in ("source_id", "object_id"):
+        if key not in present:
+            continue
+        old = present[key]
+        q = db.quote_identifier(old)
+        have = stage_types[old]
+        if have in FLOAT_TYPES or have.startswith("DECIMAL"):
+            raise UserError(
+                f"{path}: column {old!r} (-> {key}) is floating point ({have}); 19-digit ids lose their last digits "
+                f"as floats - re-export it as a 64-bit integer (or as text)."
+            )
+        if have == "VARCHAR":
+            bad = con.execute(
+                f"select {row} + 1, {q} from {STAGE} where {q} is not null "
+                f"and not regexp_full_match(trim({q}), '-?[0-9]+') order by {row} limit 1"
+            ).fetchone()
+            if bad is not None:
+                raise UserError(
+                    f"{path}: column {old!r} (-> {key}) has {bad[1]!r} in data row {bad[0]}, not a whole number; ids "
+                    f"must be written as integers (a float like 3.9e18 has lost digits) - re-export the column as int64."
+                )
     checks = []
     for new, old in present.items():
         have, want = stage_types[old], targets[new]
@@ -419,6 +467,25 @@ def _column_expressions(spec, present, stage_types, targets, preset, survey_valu
     return exprs
 
 
+def _apply_quality_flags(con, exprs: dict[str, str], preset, staged_of: dict[str, str]) -> int:
+    """NULL the labels that the survey's own flags mark bad; returns how many rows were flagged."""
+    if preset is None or not preset.quality_flags:
+        return 0
+    tests = []
+    for file_column, bad_if, columns in preset.quality_flags:
+        staged = staged_of.get(file_column)
+        if staged is None:
+            continue  # a file without the flag column is taken as it is
+        test = f"coalesce({db.quote_identifier(staged)} {bad_if}, false)"
+        tests.append(test)
+        for col in columns:
+            if col in exprs:
+                exprs[col] = f"case when {test} then null else {exprs[col]} end"
+    if not tests:
+        return 0
+    return con.execute(f"select count(*) from {STAGE} where {' or '.join(tests)}").fetchone()[0]
+
+
 def _sql_string(s: str) -> str:
     return str(s).replace("'", "''")
 
@@ -444,6 +511,27 @@ def _check_positions(con, spec, present, path) -> None:
             raise UserError(
                 f"{path}: {bad[3]} row(s) with {what}, first at data row {bad[0]} ({lon}={bad[1]}, {lat}={bad[2]}); {fix}."
             )
+
+
+#: (table, column, SQL condition that is wrong, what is wrong and how to fix it)
+RANGE_CHECKS = [
+    ("skymapper", "mean_epoch", "mean_epoch < 40000 or mean_epoch > 70000",
+     "mean_epoch must be a Modified Julian Date (SkyMapper's unit, about 56000-60000), not a year"),
+    ("distances", "r_med_geo", "r_med_geo <= 0", "distances are in pc and must be positive"),
+    ("gaia", "ref_epoch", "ref_epoch < 1900 or ref_epoch > 2100", "ref_epoch must be a Julian year (2016.0 for DR3)"),
+]
+
+
+def _check_ranges(con, spec, present, path) -> None:
+    """Values in the wrong unit would silently break the crossmatch or the features."""
+    for table, column, bad_if, fix in RANGE_CHECKS:
+        if table != spec.name or column not in present:
+            continue
+        bad = con.execute(
+            f"select _row + 1, {column}, count(*) over () from _ingest_typed where {bad_if} order by _row limit 1"
+        ).fetchone()
+        if bad is not None:
+            raise UserError(f"{path}: {bad[2]} row(s) with {column} = {bad[1]}, first at data row {bad[0]}; {fix}.")
 
 
 def _key_condition(spec) -> list[tuple[str, str]]:

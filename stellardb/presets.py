@@ -27,6 +27,9 @@ class Preset:
     survey: str | None = None
     #: label tables: Julian epoch of the positions (J2000 catalogues)
     ref_epoch: float | None = None
+    #: the survey's own quality flags: (file column, SQL test on it that means "bad",
+    #: stellardb columns set to NULL for such rows); the flag columns are not stored
+    quality_flags: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
@@ -73,6 +76,8 @@ PRESETS: dict[str, Preset] = {
             null_values={"*": (-9999.0,)},
             survey="APOGEE-DR17",
             ref_epoch=2000.0,
+            # ASPCAPFLAG bit 23 is STAR_BAD (APOGEE DR17 bitmask documentation)
+            quality_flags=(("ASPCAPFLAG", "& 8388608 <> 0", ("teff", "e_teff", "logg", "e_logg", "feh", "e_feh")),),
         ),
         Preset(
             "galah-dr3",
@@ -89,6 +94,11 @@ PRESETS: dict[str, Preset] = {
             },
             survey="GALAH-DR3",
             ref_epoch=2015.5,
+            # Buder et al. 2021: use flag_sp == 0 for stellar parameters, flag_fe_h == 0 for [Fe/H]
+            quality_flags=(
+                ("flag_sp", "<> 0", ("teff", "e_teff", "logg", "e_logg", "feh", "e_feh")),
+                ("flag_fe_h", "<> 0", ("feh", "e_feh")),
+            ),
         ),
         Preset(
             "pastel",

@@ -37,6 +37,8 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     if fmt == "parquet" and not output:
         raise UserError("--format parquet writes a file; give --output FILE.parquet.")
+    if output and not Path(output).resolve().parent.is_dir():
+        raise UserError(f"Cannot write {output}: folder {Path(output).resolve().parent} does not exist; create it first.")
     con = db.connect(db_path, read_only=True)
     try:
         try:

@@ -58,6 +58,8 @@ class SourceFile:
     gzipped: bool
     header_lines: int = 0
     ecsv_columns: dict | None = None
+    #: field separator: ECSV's header says (space by default, the archive writes ','); CSV sniffed
+    delimiter: str | None = None
     _arrow: object = None  # FITS/VOTable read once by astropy
 
 
@@ -95,8 +97,10 @@ def detect(path: str | Path) -> SourceFile:
     if stripped.startswith(b"<?xml") or stripped[:200].lower().find(b"<votable") >= 0:
         return SourceFile(path, "votable", gzipped)
     if head.startswith(b"# %ECSV"):
-        header, columns = _ecsv_header(path, gzipped)
-        return SourceFile(path, "ecsv", gzipped, header_lines=header, ecsv_columns=columns)
+        header, columns, delimiter = _ecsv_header(path, gzipped)
+        if not columns:
+            raise UserError(f"{path}: the ECSV header lists no columns (no 'datatype:' section); is the file complete?")
+        return SourceFile(path, "ecsv", gzipped, header_lines=header, ecsv_columns=columns, delimiter=delimiter)
     return SourceFile(path, "csv", gzipped)
 
 
@@ -122,7 +126,7 @@ def _ecsv_header(path: Path, gzipped: bool) -> tuple[int, dict]:
     columns = {}
     for col in meta.get("datatype", []):
         columns[col["name"]] = ECSV_TYPES.get(col.get("datatype", "string"), "VARCHAR")
-    return len(lines), columns
+    return len(lines), columns, meta.get("delimiter", " ")
 
 
 def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str]:
@@ -142,9 +146,11 @@ def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
         if source.format == "csv":
             import csv
 
+            source.delimiter = _sniff_delimiter(con, source)
             opener = gzip.open if source.gzipped else open
-            with opener(source.path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
-                return next(csv.reader(fh))
+            # utf-8-sig: spreadsheet exports start with a byte-order mark
+            with opener(source.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
+                return next(csv.reader(fh, delimiter=source.delimiter))
         return _astropy_to_arrow(source).column_names
     except (OSError, EOFError, StopIteration, zlib.error) as exc:
         raise UserError(f"{source.path}: cannot read its header ({exc or 'empty file'}).") from None
@@ -152,12 +158,22 @@ def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
         raise UserError(f"{source.path}: cannot read it as {source.format.upper()} ({type(exc).__name__}: {exc}).") from None
 
 
+def _sniff_delimiter(con, source: SourceFile) -> str:
+    """The field separator DuckDB detects (VizieR writes ';' and tabs as often as ',')."""
+    try:
+        row = con.execute("select delimiter from sniff_csv($p)", {"p": str(source.path)}).fetchone()
+    except duckdb.Error:
+        return ","
+    return row[0] if row and row[0] else ","
+
+
 def staged_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str]:
     """Column names DuckDB's CSV reader will give a plain CSV file (for the types option)."""
     try:
         rows = con.execute(
-            "describe select * from read_csv($p, header = true, nullstr = $nulls, compression = $comp)",
-            {"p": str(source.path), "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none"},
+            "describe select * from read_csv($p, header = true, nullstr = $nulls, compression = $comp, delim = $d)",
+            {"p": str(source.path), "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none",
+             "d": source.delimiter or ","},
         ).fetchall()
     except duckdb.Error as exc:
         raise UserError(f"{source.path}: cannot read it as CSV: {_first_line(exc)}") from None
@@ -183,8 +199,8 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
         # DuckDB parses a gzipped CSV on one thread; ISA-L inflates about 5x faster than
         # zlib, and the plain copy is then parsed in parallel.
         with _inflated(source) as plain:
-            return load(con, SourceFile(plain, source.format, False, source.header_lines, source.ecsv_columns),
-                        stage, varchar_columns)
+            return load(con, SourceFile(plain, source.format, False, source.header_lines, source.ecsv_columns,
+                                        source.delimiter), stage, varchar_columns)
     try:
         if source.format == "parquet":
             # A view, not a copy: Parquet is columnar, so each check reads only its
@@ -195,15 +211,17 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
         elif source.format == "ecsv":
             con.execute(
                 f"create temp table {stage} as select * from read_csv($p, skip = $skip, header = true, "
-                "nullstr = $nulls, columns = $cols, compression = $comp, quote = '\"', escape = '\"')",
+                "nullstr = $nulls, columns = $cols, compression = $comp, quote = '\"', escape = '\"', delim = $delim)",
                 {"p": path, "skip": source.header_lines, "nulls": CSV_NULLS, "cols": source.ecsv_columns,
-                 "comp": "gzip" if source.gzipped else "none"},
+                 "comp": "gzip" if source.gzipped else "none", "delim": source.delimiter or ","},
             )
         elif source.format == "csv":
-            params = {"p": path, "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none"}
-            types = ""
+            params = {"p": path, "nulls": CSV_NULLS, "comp": "gzip" if source.gzipped else "none",
+                      "delim": source.delimiter or ","}
+            types = ", delim = $delim"
             if varchar_columns:
-                types, params["types"] = ", types = $types", {c: "VARCHAR" for c in varchar_columns}
+                types += ", types = $types"
+                params["types"] = {c: "VARCHAR" for c in varchar_columns}
             con.execute(
                 f"create temp table {stage} as select * from read_csv($p, header = true, nullstr = $nulls, "
                 f"compression = $comp{types})",

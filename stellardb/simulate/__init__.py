@@ -134,6 +134,10 @@ def simulate(
     try:
         summary = _simulate_into(tmp, int(stars), int(seed), fmt, truth, progress, workers or _default_workers())
         outdir.mkdir(exist_ok=True)
+        # --overwrite: files of an earlier run in the other format, or its truth table,
+        # would otherwise sit beside these and be mixed in by a later `ingest dir/*`
+        for name in {*output_names("csv").values(), *output_names("parquet").values(), TRUTH_FILE}:
+            (outdir / name).unlink(missing_ok=True)
         for key, path in summary.files.items():
             final = outdir / path.name
             os.replace(path, final)

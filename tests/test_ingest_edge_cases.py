@@ -1,0 +1,143 @@
+"""Inputs real users hit that the first review found: float ids, other delimiters, flags, units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy.table import Table
+
+from stellardb.simulate import output_names, simulate
+
+from .test_ingest import db, base_db, error_line, invoke, query, small_sky, snapshot, write  # noqa: F401
+
+
+def test_float_source_ids_are_refused(db, tmp_path):
+    """A float64 source_id column (ids lose digits) is refused, and nothing changes."""
+    _, _, dist, _ = small_sky()
+    table = pa.table({"source_id": dist["source_id"].astype(float).to_numpy(), "r_med_geo": dist["r_med_geo"].to_numpy()})
+    path = tmp_path / "float_ids.parquet"
+    pq.write_table(table, path)
+    before = snapshot(db)
+    line = error_line(invoke(db, "ingest", "distances", path))
+    assert "floating point" in line and "source_id" in line
+    assert snapshot(db) == before
+
+
+def test_scientific_notation_ids_are_refused(db, tmp_path):
+    """Ids written as 3.9e18 in a CSV are refused, naming the row."""
+    path = tmp_path / "sci.csv"
+    path.write_text("source_id,r_med_geo\n4000000000000000001,100\n3.946945413106334e+18,200\n")
+    before = snapshot(db)
+    line = error_line(invoke(db, "ingest", "distances", path))
+    assert "data row 2" in line and "whole number" in line
+    assert snapshot(db) == before
+
+
+def test_astropy_ecsv_with_space_delimiter(tmp_path):
+    """An ECSV written by astropy (space-delimited, as the standard allows) ingests."""
+    gaia, _, _, _ = small_sky(n=8)
+    path = tmp_path / "gaia.ecsv"
+    Table.from_pandas(gaia).write(path, format="ascii.ecsv")
+    dbp = tmp_path / "t.duckdb"
+    result = invoke(dbp, "ingest", "gaia", path)
+    assert result.exit_code == 0, result.output
+    got = query(dbp, "select source_id, ra from gaia order by source_id")
+    want = gaia.sort_values("source_id")
+    np.testing.assert_array_equal(got["source_id"].to_numpy(), want["source_id"].to_numpy())
+    np.testing.assert_allclose(got["ra"].to_numpy(), want["ra"].to_numpy(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sep,bom", [(";", False), ("\t", False), (",", True)])
+def test_other_delimiters_and_byte_order_mark(sep, bom, tmp_path):
+    """Semicolon- and tab-separated files (VizieR) and a UTF-8 BOM (spreadsheets) ingest."""
+    _, _, dist, _ = small_sky()
+    path = tmp_path / "dist.csv"
+    text = dist.to_csv(index=False, sep=sep)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    dbp = tmp_path / "t.duckdb"
+    result = invoke(dbp, "ingest", "distances", path)
+    assert result.exit_code == 0, result.output
+    got = query(dbp, "select source_id, r_med_geo from distances order by source_id")
+    want = dist.sort_values("source_id")
+    np.testing.assert_array_equal(got["source_id"].to_numpy(), want["source_id"].to_numpy())
+    np.testing.assert_allclose(got["r_med_geo"].to_numpy(), want["r_med_geo"].to_numpy(), rtol=1e-6)
+
+
+def test_rename_collision_and_unknown_column(db, tmp_path):
+    """Two columns mapped to one stored column, or --rename of a column the file lacks, are refused."""
+    path = tmp_path / "vizier.csv"
+    pd.DataFrame({"Source": [4000000000000000001], "rgeo": [10.0], "rpgeo": [11.0]}).to_csv(path, index=False)
+    before = snapshot(db)
+    line = error_line(invoke(db, "ingest", "distances", path, "--preset", "bailer-jones-vizier", "--rename", "rpgeo=r_med_geo"))
+    assert "both map to r_med_geo" in line
+    line = error_line(invoke(db, "ingest", "distances", path, "--preset", "bailer-jones-vizier", "--rename", "Nope=r_med_geo"))
+    assert "Nope" in line and "names no column" in line
+    assert snapshot(db) == before
+
+
+def test_galah_flags_null_the_flagged_labels(tmp_path):
+    """GALAH DR3 rows with flag_sp != 0 lose all labels, flag_fe_h != 0 loses [Fe/H] (as Buder+2021 advise)."""
+    rng = np.random.default_rng(3)
+    n = 40
+    frame = pd.DataFrame({
+        "dr3_source_id": 4000000000000000000 + np.arange(n),
+        "flag_sp": rng.choice([0, 0, 1, 16], n),
+        "flag_fe_h": rng.choice([0, 0, 2], n),
+        "teff": rng.uniform(4000, 6500, n), "e_teff": 50.0,
+        "logg": rng.uniform(1, 4.5, n), "e_logg": 0.1,
+        "fe_h": rng.uniform(-1, 0.3, n), "e_fe_h": 0.05,
+    })
+    path = write(frame, tmp_path / "galah.csv")
+    dbp = tmp_path / "t.duckdb"
+    result = invoke(dbp, "ingest", "sos", path, "--preset", "galah-dr3")
+    assert result.exit_code == 0, result.output
+    got = query(dbp, "select source_id, teff, feh from sos order by source_id")
+    sp_ok = frame["flag_sp"].to_numpy() == 0
+    fe_ok = sp_ok & (frame["flag_fe_h"].to_numpy() == 0)
+    np.testing.assert_array_equal(got["teff"].notna().to_numpy(), sp_ok)
+    np.testing.assert_array_equal(got["feh"].notna().to_numpy(), fe_ok)
+    np.testing.assert_allclose(got["feh"].to_numpy()[fe_ok], frame["fe_h"].to_numpy()[fe_ok])
+
+
+@pytest.mark.parametrize("table,column,value,words", [
+    ("skymapper", "mean_epoch", 2015.5, "Modified Julian Date"),
+    ("distances", "r_med_geo", 0.0, "must be positive"),
+])
+def test_values_in_the_wrong_unit_are_refused(db, tmp_path, table, column, value, words):
+    """mean_epoch given in years, or a zero distance, is refused with the unit to use."""
+    gaia, sm, dist, _ = small_sky(seed=5)
+    frame = {"skymapper": sm, "distances": dist}[table].copy()
+    frame[column] = frame[column].astype(float)
+    frame.loc[frame.index[3], column] = value
+    path = write(frame, tmp_path / f"{table}.csv")
+    before = snapshot(db)
+    line = error_line(invoke(db, "ingest", table, path))
+    assert words in line and "data row 4" in line
+    assert snapshot(db) == before
+
+
+def test_failed_ingest_into_a_new_database_leaves_no_file(tmp_path):
+    """A first ingest that fails does not leave an empty database behind."""
+    path = tmp_path / "bad.csv"
+    path.write_text("source_id,r_med_geo\n1,10\n1,12\n")
+    dbp = tmp_path / "new.duckdb"
+    error_line(invoke(dbp, "ingest", "distances", path))
+    assert not dbp.exists()
+
+
+def test_query_output_into_a_missing_folder(db, tmp_path):
+    """--output into a folder that does not exist is a one-line error, not a traceback."""
+    for fmt in ("csv", "json", "parquet"):
+        line = error_line(invoke(db, "query", "select 1", "--format", fmt, "--output", tmp_path / "nope" / f"x.{fmt}"))
+        assert "does not exist" in line
+
+
+def test_overwrite_removes_files_of_an_earlier_run(tmp_path):
+    """simulate --overwrite leaves no file of an earlier run in the other format, nor its truth table."""
+    out = tmp_path / "sky"
+    simulate(out, stars=300, seed=1, truth=True)
+    simulate(out, stars=300, seed=2, fmt="parquet", overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(output_names("parquet").values())
