@@ -7,30 +7,19 @@ TensorFlow is never imported here, so ``stellardb --help`` stays fast.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
 import click
 
-from .errors import UserError
+from .errors import user_errors
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines, oneDNN notes)
 # would bury the progress bars; users can still ask for it by setting the variable.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _user_errors(fn):
-    """Turn UserError into click's one-line ``Error: ...`` and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
+_user_errors = user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,27 +8,16 @@ command runs, so ``stellardb --help`` stays fast.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import click
 
-from .errors import UserError
+from .errors import UserError, user_errors
 
 DEFAULT_DB = "stellardb.duckdb"
 
 
-def _user_errors(fn):
-    """Turn UserError into click's one-line ``Error: ...`` and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
+_user_errors = user_errors
 
 
 def _db_path() -> str:
