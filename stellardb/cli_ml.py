@@ -12,7 +12,7 @@ import os
 
 import click
 
-from .errors import UserError, user_errors
+from .errors import user_errors
 
 DEFAULT_DB = "stellardb.duckdb"
 
