@@ -30,8 +30,33 @@ def _db_path() -> str:
 
 
 def _quiet_tensorflow():
-    # Before TensorFlow loads: its C++ start-up chatter would bury our one-line messages.
+    """Load Keras/TensorFlow with stderr silenced at the file-descriptor level.
+
+    TensorFlow's C++ start-up lines (absl's "log messages before InitializeLog",
+    oneDNN notes, CUDA probing on CPU-only machines) bypass TF_CPP_MIN_LOG_LEVEL
+    and would bury our progress bars and one-line errors.  Set
+    STELLARDB_TF_VERBOSE=1 to see them.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("STELLARDB_TF_VERBOSE"):
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401  (imports the backend)
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the device probe prints at first use
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @click.command()
@@ -64,7 +89,10 @@ def train(epochs, seed, name, quick, no_plots, quiet):
 
         from .metrics import comparison_table
 
-        console = Console()
+        # the seed-style table needs ~100 columns; a narrow or piped terminal would truncate it
+        import shutil
+
+        console = Console(width=max(104, shutil.get_terminal_size((104, 24)).columns))
         console.print(comparison_table(summary.metrics, title=f"Model {summary.name}: test split, predicted - reference (same stars)"))
         console.print(f"Saved {summary.folder} in {summary.seconds:.0f} s.")
 

@@ -41,7 +41,7 @@ def print_simulation_summary(summary, console: Console | None = None) -> None:
 
 def print_ingest_summary(result, console: Console | None = None) -> None:
     """Table of the files ``stellardb ingest`` loaded: rows, speed, preset, what was skipped."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, width=max(110, Console(stderr=True).width))
     table = Table(title="ingest")
     for col in ("file", "table", "format", "preset", "rows", "rows/s", "note"):
         table.add_column(col, justify="right" if col in ("rows", "rows/s") else "left")
