@@ -236,8 +236,15 @@ def load_model_folder(name: str, models_dir=None):
         card = json.loads((folder / "card.json").read_text())
         parameters = list(card["parameters"])
         features = list(card["features"])
+        if not all(isinstance(f, str) for f in features):
+            raise TypeError("features must be column names")
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{folder / 'card.json'} is corrupt ({exc.__class__.__name__}); retrain with `stellardb train --name {name}`.") from None
+    if parameters != list(PARAMETERS):
+        raise UserError(
+            f"{folder / 'card.json'} lists parameters {parameters}, but stellardb predicts {list(PARAMETERS)}; "
+            f"retrain with `stellardb train --name {name}`."
+        )
     import keras
 
     from . import mlp  # noqa: F401  registers the custom layers with Keras
@@ -251,6 +258,10 @@ def load_model_folder(name: str, models_dir=None):
             model = keras.saving.load_model(path, compile=False)
             if tuple(model.input_shape) != (None, len(features)):
                 raise ValueError("input shape does not match card.json")
+            # build_mlp names each network after its parameter: a teff.keras copied over
+            # feh.keras would otherwise write Teff values into the feh column
+            if model.name != p:
+                raise ValueError(f"this file holds the {model.name!r} network, not {p!r}")
         except Exception as exc:  # keras raises many types for a damaged zip/h5/json
             reason = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
             raise UserError(f"{path} is corrupt or not a stellardb model ({reason}); retrain with `stellardb train --name {name}`.") from None

@@ -222,7 +222,7 @@ def check_enough_labels(data: LabelledData) -> None:
     if data.source_id.size == 0:
         raise UserError(
             "training_set is empty: no star that passes the feature cuts has a reference label. "
-            "Ingest labels (e.g. `stellardb ingest sos_spectro.csv`) and crossmatch first."
+            "Ingest labels (e.g. `stellardb ingest sos sos_spectro.csv`) and crossmatch first."
         )
     for p in PARAMETERS:
         ok = np.isfinite(data.labels[p])
@@ -531,19 +531,30 @@ def run(
                                    "mad_scaled = 1.4826 MAD; calibration_68 = fraction of stars with |r| < error",
             "metrics": metrics,
         }
-        folder = _save_atomically(root, name, models, card, data, predictions, plots)
+        folder, previous = _save_atomically(root, name, models, card, data, predictions, plots)
         try:
             _store_tables(con, name, data, metrics, trained_at)
         except BaseException:
+            # the tables did not change: put the previous model of this name back
             shutil.rmtree(folder, ignore_errors=True)
+            if previous is not None:
+                os.replace(previous / name, folder)
             raise
+        finally:
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
     finally:
         con.close()
     return TrainSummary(name=name, folder=folder, card=card, metrics=metrics, seconds=time.perf_counter() - t0)
 
 
-def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool) -> Path:
-    """Write the folder under a temporary name and move it into place only when complete."""
+def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool):
+    """Write the folder under a temporary name and move it into place only when complete.
+
+    Returns (folder, previous): ``previous`` is a temporary folder holding the model
+    this one replaced (None if there was none); the caller deletes it once the
+    database tables are written too, or moves it back if they could not be.
+    """
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
     old = None
@@ -563,12 +574,11 @@ def _save_atomically(root: Path, name: str, models: dict, card: dict, data, pred
     except BaseException:
         if old is not None and not (root / name).exists():
             os.replace(old / name, root / name)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    return final
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final, old
 
 
 def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at) -> None:

@@ -264,6 +264,9 @@ def _broken_copy(models_dir, name, damage):
         ("corrupt_keras", lambda d: d.joinpath("logg.keras").write_bytes(b"not a zip file"), "corrupt"),
         ("corrupt_card", lambda d: d.joinpath("card.json").write_text("{"), "corrupt"),
         ("missing_keras", lambda d: d.joinpath("feh.keras").unlink(), "missing"),
+        ("swapped_keras", lambda d: shutil.copy(d / "teff.keras", d / "feh.keras"), "holds the 'teff' network"),
+        ("two_parameters", lambda d: d.joinpath("card.json").write_text(json.dumps(
+            {**json.loads(d.joinpath("card.json").read_text()), "parameters": ["teff", "logg"]})), "lists parameters"),
     ],
 )
 def test_score_refuses_bad_models(scored, db_path, models_dir, name, damage, message):
@@ -308,3 +311,20 @@ def test_cli_train_and_score(db_path, models_dir, monkeypatch):
     assert result.exit_code == 1
     assert result.output.startswith("Error: Unknown model") and result.output.count("\n") == 1
     assert train_cmd.help and score_cmd.help and "Example:" in train_cmd.help
+
+
+def test_failed_table_write_keeps_the_previous_model(trained, db_path, models_dir, tmp_path, monkeypatch):
+    """If storing metrics fails after the new folder is in place, the previous model of that name comes back."""
+    folder = models_dir / MODEL
+    before = {p.name: p.read_bytes() for p in folder.glob("*.keras")} | {"card.json": (folder / "card.json").read_bytes()}
+    db_copy = _copy_database(db_path, tmp_path / "copy.duckdb")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(train, "_store_tables", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        train.run(db_copy, name=MODEL, quick=True, epochs=1, seed=2, models_dir=models_dir, progress=False, plots=False)
+    after = {p.name: p.read_bytes() for p in folder.glob("*.keras")} | {"card.json": (folder / "card.json").read_bytes()}
+    assert after == before
+    assert sorted(p.name for p in models_dir.iterdir() if p.name.startswith(".")) == []
