@@ -73,7 +73,8 @@ def astropy_exact(g, s):
     for sel, m in ((~fast, RADIUS_ARCSEC + 0.5), (fast, margin)):
         idx = np.flatnonzero(sel)
         gc = SkyCoord(g["ra"][idx] * u.deg, g["dec"][idx] * u.deg)
-        i_s, i_g, _, _ = sc.search_around_sky(gc, m * u.arcsec) if False else gc.search_around_sky(sc, m * u.arcsec)
+        # (indices into sc, indices into gc): search_around_sky returns the argument's first
+        i_s, i_g, _, _ = gc.search_around_sky(sc, m * u.arcsec)
         pairs.append((i_s, idx[i_g]))
     i_s = np.concatenate([p[0] for p in pairs])
     i_g = np.concatenate([p[1] for p in pairs])

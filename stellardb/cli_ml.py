@@ -14,7 +14,6 @@ import click
 
 from .errors import user_errors
 
-DEFAULT_DB = "stellardb.duckdb"
 
 
 _user_errors = user_errors
@@ -26,7 +25,9 @@ def _db_path() -> str:
     obj = ctx.find_object(dict)
     if obj and obj.get("db"):
         return str(obj["db"])
-    return os.environ.get("STELLARDB_DB") or DEFAULT_DB
+    from .db import default_path
+
+    return default_path()
 
 
 def _quiet_tensorflow():

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import db, readers
 from .errors import UserError
-from .healpix import GAIA_SOURCE_ID_SHIFT, SPATIAL_INDEX_ORDER
+from .healpix import GAIA_SOURCE_ID_SHIFT, radec_to_healpix
 from .presets import PRESETS, Preset, presets_for, resolve_names
 
 STAGE = "_ingest_stage"
@@ -111,7 +111,6 @@ def parse_renames(items) -> dict[str, str]:
 
 def _healpix_udf(ra, dec):
     """DuckDB Arrow UDF: nested order-12 HEALPix index of (ra, dec) in degrees; NULL stays NULL."""
-    import healpy
     import pyarrow as pa
 
     ra_np = ra.to_numpy(zero_copy_only=False).astype(float)
@@ -119,7 +118,7 @@ def _healpix_udf(ra, dec):
     ok = np.isfinite(ra_np) & np.isfinite(dec_np)
     out = np.zeros(len(ra_np), dtype=np.int64)
     if ok.any():
-        out[ok] = healpy.ang2pix(2**SPATIAL_INDEX_ORDER, ra_np[ok], dec_np[ok], nest=True, lonlat=True)
+        out[ok] = radec_to_healpix(ra_np[ok], dec_np[ok])
     return pa.array(out, mask=~ok)
 
 
@@ -207,8 +206,7 @@ def run(
             for leftover in (Path(db_path), Path(f"{db_path}.wal")):
                 leftover.unlink(missing_ok=True)
         raise
-    finally:
-        con.close()
+    con.close()
     result.seconds = time.perf_counter() - started
     return result
 
@@ -247,7 +245,7 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
                           skipped=f"same content already ingested into {spec.name}{when}")
     seen_hashes.add(digest)
 
-    header = _file_columns(con, source)
+    header = readers.column_names(con, source)
     preset, mapping = _choose_preset(spec, header, preset_name, renames, path)
     targets = dict(db.table_columns(con, spec.name))
     id_positions = [i for i, col in enumerate(header) if mapping.get(col) in ("source_id", "object_id")]
@@ -314,11 +312,6 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
     readers.drop_stage(con, source, STAGE)
     return FileResult(path, spec.name, n_rows, time.perf_counter() - t0, source.format,
                       preset.name if preset else None, dropped_columns=dropped, notes=notes)
-
-
-def _file_columns(con, source: readers.SourceFile) -> list[str]:
-    """Column names of a file without loading it (FITS/VOTable: loaded later anyway)."""
-    return readers.column_names(con, source)
 
 
 def _choose_preset(spec: TableSpec, header: list[str], preset_name, renames, path) -> tuple[Preset | None, dict[str, str]]:

@@ -8,31 +8,11 @@
 create or replace view features as
 with
 
--- built from the tables, not from `stars`, so scoring never pays for the label join
 stars_dm as (
     select
-        g.source_id,
-        g.phot_g_mean_mag,
-        g.phot_bp_mean_mag,
-        g.phot_rp_mean_mag,
-        g.teff_gspphot,
-        g.teff_gspphot_lower,
-        g.teff_gspphot_upper,
-        g.logg_gspphot,
-        g.logg_gspphot_lower,
-        g.logg_gspphot_upper,
-        g.mh_gspphot,
-        g.mh_gspphot_lower,
-        g.mh_gspphot_upper,
-        d.r_med_geo,
-        s.u_psf, s.e_u_psf, s.v_psf, s.e_v_psf, s.g_psf, s.e_g_psf,
-        s.r_psf, s.e_r_psf, s.i_psf, s.e_i_psf, s.z_psf, s.e_z_psf,
-        s.ebmv_sfd,
-        5.0 * log10(d.r_med_geo / 10.0) as distance_modulus_mag
-    from gaia as g
-    left join distances as d on d.source_id = g.source_id
-    left join xmatch as x on x.gaia_source_id = g.source_id
-    left join skymapper as s on s.object_id = x.skymapper_object_id
+        stars.*,
+        5.0 * log10(r_med_geo / 10.0) as distance_modulus_mag
+    from stars
 ),
 
 final as (
