@@ -14,12 +14,15 @@ never duplicates rows.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 
 from . import db, readers
 from .errors import UserError
@@ -109,19 +112,6 @@ def parse_renames(items) -> dict[str, str]:
     return out
 
 
-def _healpix_udf(ra, dec):
-    """DuckDB Arrow UDF: nested order-12 HEALPix index of (ra, dec) in degrees; NULL stays NULL."""
-    import pyarrow as pa
-
-    ra_np = ra.to_numpy(zero_copy_only=False).astype(float)
-    dec_np = dec.to_numpy(zero_copy_only=False).astype(float)
-    ok = np.isfinite(ra_np) & np.isfinite(dec_np)
-    out = np.zeros(len(ra_np), dtype=np.int64)
-    if ok.any():
-        out[ok] = radec_to_healpix(ra_np[ok], dec_np[ok])
-    return pa.array(out, mask=~ok)
-
-
 def run(
     db_path,
     table: str,
@@ -175,9 +165,14 @@ def run(
     sources = [readers.detect(p) for p in paths]  # fails fast, before the database is opened
 
     started = time.perf_counter()
+    # Hashing the files and importing healpy (about 1 s: it pulls in matplotlib and
+    # astropy) run in threads while DuckDB, which releases the GIL, stages and checks rows.
+    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stellardb-ingest")
+    if spec.healpix_from != "source_id":
+        background.submit(importlib.import_module, "healpy")
+    digests = [background.submit(sha256_of, source.path) for source in sources]
     created = str(db_path) != ":memory:" and not Path(db_path).exists()
     con = db.connect(db_path)
-    con.create_function("healpix_12_of", _healpix_udf, ["DOUBLE", "DOUBLE"], "BIGINT", type="arrow")
     results: list[FileResult] = []
     result = IngestResult(files=results)
     try:
@@ -185,7 +180,8 @@ def run(
         rows_before = db.row_count(con, table)
         seen_hashes: set[str] = set()
         for i, source in enumerate(sources):
-            results.append(_ingest_file(con, spec, source, preset, renames or {}, survey, seen_hashes, on_duplicate))
+            results.append(_ingest_file(con, spec, source, digests[i], preset, renames or {}, survey, seen_hashes,
+                                        on_duplicate))
             if progress is not None:
                 progress(i + 1, len(sources))
         loaded = sum(r.rows for r in results if r.skipped is None)
@@ -199,6 +195,7 @@ def run(
                     result.label_matches = db.refresh_label_match(con)
         con.commit()
     except BaseException:
+        background.shutdown(cancel_futures=True)
         con.rollback()
         con.close()
         if created:
@@ -206,6 +203,7 @@ def run(
             for leftover in (Path(db_path), Path(f"{db_path}.wal")):
                 leftover.unlink(missing_ok=True)
         raise
+    background.shutdown()
     con.close()
     result.seconds = time.perf_counter() - started
     return result
@@ -222,28 +220,10 @@ def _count_keyless_rows(con, spec: TableSpec, path, n_rows: int) -> int:
     return n
 
 
-def _already_ordered(con, spec: TableSpec) -> bool:
-    """Whether the rows already come in HEALPix order (Gaia's do: source_id order)."""
-    if spec.healpix_from != "source_id":
-        return False
-    ids = con.execute("select source_id from _ingest_typed").fetchnumpy()["source_id"]
-    pix = np.asarray(ids, dtype=np.int64) >> GAIA_SOURCE_ID_SHIFT
-    return bool(np.all(np.diff(pix) >= 0))
-
-
-def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, renames, survey, seen_hashes,
-                 on_duplicate="error") -> FileResult:
+def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future: Future, preset_name, renames,
+                 survey, seen_hashes, on_duplicate="error") -> FileResult:
     t0 = time.perf_counter()
     path = source.path
-    digest = sha256_of(path)
-    previous = con.execute(
-        "select file, ingested_at from ingests where sha256 = $h and table_name = $t", {"h": digest, "t": spec.name}
-    ).fetchone()
-    if previous is not None or digest in seen_hashes:
-        when = f" on {previous[1]:%Y-%m-%d %H:%M}" if previous else " earlier in this command"
-        return FileResult(path, spec.name, 0, time.perf_counter() - t0, source.format, preset_name,
-                          skipped=f"same content already ingested into {spec.name}{when}")
-    seen_hashes.add(digest)
 
     header = readers.column_names(con, source)
     preset, mapping = _choose_preset(spec, header, preset_name, renames, path)
@@ -285,20 +265,31 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
         notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
     _check_positions(con, spec, present, path)
     _check_ranges(con, spec, present, path)
+    # the content hash is ready by now; a file seen before must not reach the key checks
+    digest = digest_future.result()
+    previous = con.execute(
+        "select file, ingested_at from ingests where sha256 = $h and table_name = $t", {"h": digest, "t": spec.name}
+    ).fetchone()
+    if previous is not None or digest in seen_hashes:
+        _drop_staging(con, spec, source)
+        when = f" on {previous[1]:%Y-%m-%d %H:%M}" if previous else " earlier in this command"
+        return FileResult(path, spec.name, 0, time.perf_counter() - t0, source.format, preset_name,
+                          skipped=f"same content already ingested into {spec.name}{when}")
+    seen_hashes.add(digest)
     duplicates = _check_keys(con, spec, path, on_duplicate)
     if duplicates:
         notes.append(f"{duplicates:,} duplicate rows skipped (--on-duplicate skip; first occurrence kept)")
     n_rows = con.execute("select count(*) from _ingest_typed").fetchone()[0]
 
     ingest_id = con.execute("select coalesce(max(ingest_id), 0) + 1 from ingests").fetchone()[0]
-    healpix = _healpix_expression(spec)
+    healpix, from_rows, ordered = _healpix_index(con, spec)
     cols = [c for c in targets if c not in DERIVED]
     col_sql = ", ".join(db.quote_identifier(c) for c in cols)
-    # Gaia files come ordered by source_id, i.e. by HEALPix: skip the (wide-row) sort then
-    order = "" if _already_ordered(con, spec) else "order by healpix_12"
+    # Archive files come in source_id (= HEALPix) order: skip the wide-row sort then
+    order = "" if ordered else "order by healpix_12"
     con.execute(
         f"insert into {spec.name} ({col_sql}, healpix_12, ingest_id) "
-        f"select {col_sql}, {healpix} as healpix_12, $id from _ingest_typed {order}",
+        f"select {col_sql}, {healpix} as healpix_12, $id from {from_rows} {order}",
         {"id": ingest_id},
     )
     con.execute(
@@ -306,12 +297,18 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, preset_name, 
         {"id": ingest_id, "t": spec.name, "f": str(path.resolve()), "h": digest, "fmt": source.format,
          "p": preset.name if preset else None, "n": n_rows},
     )
-    con.execute("drop view _ingest_typed")
-    con.execute("drop view _ingest_all")
-    con.execute("drop table if exists _ingest_kept")
-    readers.drop_stage(con, source, STAGE)
+    _drop_staging(con, spec, source)
     return FileResult(path, spec.name, n_rows, time.perf_counter() - t0, source.format,
                       preset.name if preset else None, dropped_columns=dropped, notes=notes)
+
+
+def _drop_staging(con, spec: TableSpec, source: readers.SourceFile) -> None:
+    con.execute("drop view if exists _ingest_typed")
+    con.execute("drop view if exists _ingest_all")
+    con.execute("drop table if exists _ingest_kept")
+    if spec.healpix_from != "source_id":
+        con.unregister("_ingest_healpix")
+    readers.drop_stage(con, source, STAGE)
 
 
 def _choose_preset(spec: TableSpec, header: list[str], preset_name, renames, path) -> tuple[Preset | None, dict[str, str]]:
@@ -588,15 +585,34 @@ def _fmt_key(values) -> str:
     return "/".join(str(v) for v in values)
 
 
-def _healpix_expression(spec: TableSpec) -> str:
+def _healpix_index(con, spec: TableSpec) -> tuple[str, str, bool]:
+    """SQL for each row's ``healpix_12``, the rows to select it from, and whether the rows
+    already come in HEALPix order.
+
+    Gaia's index is the top bits of ``source_id``.  Positions go through healpy in one
+    vectorised call over the whole file and are joined back on the row number: a
+    per-chunk Python UDF held the GIL and took a third of a SkyMapper ingest.
+    """
     by_id = f"(source_id >> {GAIA_SOURCE_ID_SHIFT})"
     if spec.healpix_from == "source_id":
-        return by_id
+        ids = con.execute("select source_id from _ingest_typed").fetchnumpy()["source_id"]
+        return by_id, "_ingest_typed", _nondecreasing(np.asarray(ids, dtype=np.int64) >> GAIA_SOURCE_ID_SHIFT)
     lon, lat = spec.position
-    by_position = f"healpix_12_of({lon}, {lat})"
+    need = f"{lon} is not null and {lat} is not null"
+    if spec.healpix_from != "position":
+        need += " and source_id is null"
+    rows = con.execute(f"select _row, {lon} as lon, {lat} as lat from _ingest_typed where {need}").fetchnumpy()
+    pix = radec_to_healpix(np.asarray(rows["lon"], dtype=float), np.asarray(rows["lat"], dtype=float))
+    con.register("_ingest_healpix", pa.table({"_row": np.asarray(rows["_row"]), "healpix_12": pix}))
+    from_rows = "_ingest_typed left join _ingest_healpix using (_row)"
+    # (a join does not promise to keep row order, so these rows are always sorted)
     if spec.healpix_from == "position":
-        return by_position
-    return f"coalesce({by_id}, {by_position})"
+        return "_ingest_healpix.healpix_12", from_rows, False
+    return f"coalesce({by_id}, _ingest_healpix.healpix_12)", from_rows, False
+
+
+def _nondecreasing(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] >= values[:-1]))
 
 
 def _sort_by_healpix(con, table: str) -> None:

@@ -159,9 +159,15 @@ def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
 
 
 def _sniff_delimiter(con, source: SourceFile) -> str:
-    """The field separator DuckDB detects (VizieR writes ';' and tabs as often as ',')."""
+    """The field separator DuckDB detects (VizieR writes ';' and tabs as often as ',').
+
+    Sniffed on a throw-away in-memory connection: a file DuckDB cannot sniff (a
+    truncated gzip) must not abort the ingest's transaction; reading it fails later
+    with a clear message.
+    """
     try:
-        row = con.execute("select delimiter from sniff_csv($p)", {"p": str(source.path)}).fetchone()
+        with duckdb.connect() as scratch:
+            row = scratch.execute("select delimiter from sniff_csv($p)", {"p": str(source.path)}).fetchone()
     except duckdb.Error:
         return ","
     return row[0] if row and row[0] else ","
@@ -176,8 +182,16 @@ def staged_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
              "d": source.delimiter or ","},
         ).fetchall()
     except duckdb.Error as exc:
-        raise UserError(f"{source.path}: cannot read it as CSV: {_first_line(exc)}") from None
+        raise _read_error(source, exc) from None
     return [r[0] for r in rows]
+
+
+def _read_error(source: SourceFile, exc: duckdb.Error) -> UserError:
+    """One line for a file DuckDB cannot read, with what to do about it."""
+    if source.gzipped and "gzip" in str(exc).lower():
+        return UserError(f"{source.path}: the gzip stream is truncated or corrupt ({_first_line(exc)}); "
+                         "download the file again.")
+    return UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}")
 
 
 def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar_columns=()) -> list[str]:
@@ -235,7 +249,7 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
             finally:
                 con.unregister("_astropy_source")
     except duckdb.Error as exc:
-        raise UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}") from None
+        raise _read_error(source, exc) from None
     return [r[0] for r in con.execute(f"describe {stage}").fetchall() if r[0] != ROW_COLUMN]
 
 
@@ -256,7 +270,7 @@ def _inflated(source: SourceFile):
     """A temporary uncompressed copy of a gzipped text file (removed afterwards)."""
     from isal import igzip
 
-    fd, name = tempfile.mkstemp(prefix="stellardb-", suffix=".csv")
+    fd, name = tempfile.mkstemp(prefix="stellardb-", suffix=".csv", dir=_scratch_dir(4 * source.path.stat().st_size))
     try:
         with os.fdopen(fd, "wb") as out, igzip.open(source.path, "rb") as fh:
             shutil.copyfileobj(fh, out, 1 << 24)
@@ -269,6 +283,28 @@ def _inflated(source: SourceFile):
         yield Path(name)
     finally:
         os.unlink(name)
+
+
+def _scratch_dir(needed_bytes: int) -> str | None:
+    """Where to put inflated scratch text: RAM (/dev/shm) when it fits with room to spare.
+
+    On disk, the kernel writes a GB-sized scratch file back while DuckDB parses it: 4 s
+    of the 6 s it took to inflate a 600 MB Gaia file (measured; 2 s in RAM).  Catalogue
+    text inflates about 2.5x, 4x is assumed, and at most half of the free memory is used.
+    (Inflating in chunks while DuckDB parses the previous one was measured too: no gain
+    on 2 cores, where parsing already keeps both busy.)
+    """
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        return None
+    try:
+        fs = os.statvfs(shm)
+        shm_free = fs.f_bavail * fs.f_frsize
+        available = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                         if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return str(shm) if needed_bytes < min(shm_free, available) / 2 else None
 
 
 def _first_line(exc: Exception) -> str:

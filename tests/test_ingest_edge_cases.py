@@ -141,3 +141,57 @@ def test_overwrite_removes_files_of_an_earlier_run(tmp_path):
     simulate(out, stars=300, seed=1, truth=True)
     simulate(out, stars=300, seed=2, fmt="parquet", overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == sorted(output_names("parquet").values())
+
+
+def test_label_rows_mixing_ids_and_positions_get_the_right_healpix(tmp_path):
+    """sos rows with a Gaia id take source_id >> 35; rows with only a position take healpy's index."""
+    import healpy
+
+    from stellardb import ingest
+
+    gaia, _, _, _ = small_sky(n=12, seed=3)
+    rng = np.random.default_rng(3)
+    labels = pd.DataFrame({
+        "source_id": pd.array(list(gaia["source_id"][:6]) + [None] * 6, dtype="Int64"),
+        "ra": rng.uniform(0, 360, 12), "dec": rng.uniform(-89, 89, 12),
+        "teff": 5000.0, "logg": 4.0, "feh": 0.0, "survey": "TEST",
+    })
+    dbp = tmp_path / "t.duckdb"
+    ingest.run(dbp, "sos", [write(labels, tmp_path / "labels.csv")])
+    got = query(dbp, "select source_id, ra, dec, healpix_12 from sos order by rowid")
+    with_id = got["source_id"].notna()
+    assert with_id.sum() == 6
+    np.testing.assert_array_equal(got.loc[with_id, "healpix_12"], got.loc[with_id, "source_id"].astype("int64") // 2**35)
+    np.testing.assert_array_equal(got.loc[~with_id, "healpix_12"],
+                                  healpy.ang2pix(4096, got.loc[~with_id, "ra"], got.loc[~with_id, "dec"], nest=True, lonlat=True))
+
+
+@pytest.mark.parametrize("good", [True, False])
+def test_inflated_scratch_copy_is_removed(good, tmp_path, monkeypatch):
+    """A gzipped catalogue is inflated to a scratch file that is gone afterwards, on success and on failure."""
+    import gzip
+
+    from stellardb import readers
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(readers, "_scratch_dir", lambda needed: str(scratch))
+    _, sm, _, _ = small_sky(n=50)
+    text = sm.to_csv(index=False).encode()
+    path = tmp_path / "sm.csv.gz"
+    data = gzip.compress(text)
+    path.write_bytes(data if good else data[: len(data) // 2])
+    result = invoke(tmp_path / "t.duckdb", "ingest", "skymapper", path)
+    assert (result.exit_code == 0) == good, result.output
+    if not good:
+        assert "truncated" in error_line(result)
+    assert list(scratch.iterdir()) == []
+
+
+def test_scratch_goes_to_disk_when_memory_is_short():
+    """The inflated copy goes to RAM only when it needs less than half of the free memory."""
+    from stellardb import readers
+
+    assert readers._scratch_dir(1 << 60) is None
+    small = readers._scratch_dir(1 << 20)
+    assert small is None or small == "/dev/shm"
