@@ -48,17 +48,22 @@ candidates as (
 ),
 
 within_radius as (
-    select
-        candidates.*,
-        count(*) over (partition by object_id) as n_candidates
-    from candidates
+    select * from candidates
     where sep_arcsec <= (select radius_arcsec from params)
 ),
 
--- windows, not arg_min over (sep, id) structs: measured 1.5x faster on 2 M x 1.6 M
+-- one window (one sort) gives both the candidate count and the nearest: windows, not
+-- arg_min over (sep, id) structs, measured 1.5x faster on 2 M x 1.6 M
 nearest_gaia as (
-    select * from within_radius
-    qualify row_number() over (partition by object_id order by sep_arcsec, source_id) = 1
+    select
+        within_radius.*,
+        count(*) over by_distance as n_candidates
+    from within_radius
+    window by_distance as (
+        partition by object_id order by sep_arcsec, source_id
+        rows between unbounded preceding and unbounded following
+    )
+    qualify row_number() over by_distance = 1
 ),
 
 final as (
