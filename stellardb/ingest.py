@@ -14,7 +14,6 @@ never duplicates rows.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -165,11 +164,8 @@ def run(
     sources = [readers.detect(p) for p in paths]  # fails fast, before the database is opened
 
     started = time.perf_counter()
-    # Hashing the files and importing healpy (about 1 s: it pulls in matplotlib and
-    # astropy) run in threads while DuckDB, which releases the GIL, stages and checks rows.
-    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stellardb-ingest")
-    if spec.healpix_from != "source_id":
-        background.submit(importlib.import_module, "healpy")
+    # Files are hashed in a thread while DuckDB (which releases the GIL) stages and checks rows
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stellardb-ingest")
     digests = [background.submit(sha256_of, source.path) for source in sources]
     created = str(db_path) != ":memory:" and not Path(db_path).exists()
     con = db.connect(db_path)
@@ -589,9 +585,10 @@ def _healpix_index(con, spec: TableSpec) -> tuple[str, str, bool]:
     """SQL for each row's ``healpix_12``, the rows to select it from, and whether the rows
     already come in HEALPix order.
 
-    Gaia's index is the top bits of ``source_id``.  Positions go through healpy in one
-    vectorised call over the whole file and are joined back on the row number: a
-    per-chunk Python UDF held the GIL and took a third of a SkyMapper ingest.
+    Gaia's index is the top bits of ``source_id``.  Positions go through
+    :func:`radec_to_healpix` in one vectorised call over the whole file and are joined
+    back on the row number: a per-chunk Python UDF held the GIL and took a third of a
+    SkyMapper ingest.
     """
     by_id = f"(source_id >> {GAIA_SOURCE_ID_SHIFT})"
     if spec.healpix_from == "source_id":

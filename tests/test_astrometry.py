@@ -99,3 +99,27 @@ def test_source_id_healpix_levels():
     )
     with pytest.raises(ValueError, match="order 12"):
         healpix.source_id_to_healpix(sid, order=13)
+
+
+@pytest.mark.parametrize("order", [0, 1, 5, 12, 20, 29])
+def test_radec_to_healpix_equals_healpy(order):
+    """stellardb's NumPy loc2pix equals healpy.ang2pix(nest=True, lonlat=True): random positions,
+    pixel centres and corners (edges of the equatorial belt and the caps), poles, RA 0/360."""
+    rng = np.random.default_rng(order)
+    ra = [rng.uniform(0, 360, 200_000)]
+    dec = [np.degrees(np.arcsin(rng.uniform(-1, 1, 200_000)))]
+    for k in (0, 2, 12):
+        pix = np.arange(12 * 4**k) if k < 12 else rng.integers(0, 12 * 4**12, 5000)
+        theta, phi = healpy.pix2ang(2**k, pix, nest=True)
+        corners = np.moveaxis(healpy.boundaries(2**k, pix, nest=True, step=1), 1, -1).reshape(-1, 3)
+        theta_c, phi_c = healpy.vec2ang(corners)
+        ra += [np.degrees(phi), np.degrees(phi_c)]
+        dec += [90 - np.degrees(theta), 90 - np.degrees(theta_c)]
+    special = np.array([90, -90, 89.99999, -89.99999, 89.5, -89.5, np.degrees(np.arcsin(2 / 3)),
+                        -np.degrees(np.arcsin(2 / 3)), 0.0])
+    for lon in (0.0, 90.0, 359.9999999999):
+        ra.append(np.full(special.size, lon))
+        dec.append(special)
+    ra, dec = np.concatenate(ra), np.concatenate(dec)
+    np.testing.assert_array_equal(healpix.radec_to_healpix(ra, dec, order=order),
+                                  healpy.ang2pix(2**order, ra, dec, nest=True, lonlat=True))
