@@ -205,14 +205,18 @@ def run(
     return result
 
 
+#: Rows that can be stored: a source of gaia/skymapper/distances needs its id; a label
+#: needs a Gaia id or a position, else it can never be matched to a star.
+KEEP_ROW = {"sos": "source_id is not null or (ra is not null and dec is not null)"}
+
+
 def _count_keyless_rows(con, spec: TableSpec, path, n_rows: int) -> int:
-    """Rows of a gaia/skymapper/distances file without their id are not sources of that
-    table (e.g. GBS stars that have no Gaia DR3 row): they are left out and reported."""
-    if spec.name == "sos":
-        return 0
+    """Rows without their id (e.g. GBS stars that have no Gaia DR3 row; SWEET-Cat stars with
+    neither Gaia id nor coordinates) are left out and reported."""
     n = n_rows - con.execute("select count(*) from _ingest_typed").fetchone()[0]
     if n == n_rows:
-        raise UserError(f"{path}: no row has a {spec.key[0]}; check the column mapping (--preset, --rename).")
+        need = "a Gaia source_id or ra/dec" if spec.name == "sos" else f"a {spec.key[0]}"
+        raise UserError(f"{path}: no row has {need}; check the column mapping (--preset, --rename).")
     return n
 
 
@@ -253,11 +257,13 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future
     # needs, and the one full copy is the final insert.  _row is the 0-based data row
     # (a transaction's uncommitted rows have offset rowids).
     con.execute(f"create or replace temp view _ingest_all as select {row} as _row, {select_list} from {STAGE}")
-    has_key = "true" if spec.name == "sos" else f"{spec.key[0]} is not null"
-    con.execute(f"create or replace temp view _ingest_typed as select * from _ingest_all where {has_key}")
+    keep = KEEP_ROW.get(spec.name, f"{spec.key[0]} is not null")
+    con.execute(f"create or replace temp view _ingest_typed as select * from _ingest_all where {keep}")
     notes = [f"{flagged:,} rows flagged by the survey: their labels are NULL"] if flagged else []
     keyless = _count_keyless_rows(con, spec, path, n_rows)
-    if keyless:
+    if keyless and spec.name == "sos":
+        notes.append(f"{keyless:,} rows with neither a Gaia source_id nor ra/dec not stored (they cannot be matched)")
+    elif keyless:
         notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
     _check_positions(con, spec, present, path)
     _check_ranges(con, spec, present, path)

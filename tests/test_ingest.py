@@ -563,11 +563,16 @@ def test_sweetcat_ingest(data_path, tmp_path):
     positioned = without.dropna(subset=["RA_EU", "DEC_EU"])
     pos_dups = int(positioned.duplicated(["RA_EU", "DEC_EU"]).sum())
     assert f"{id_dups + pos_dups} duplicate rows skipped" in result.output
+    # stars with neither a Gaia id nor coordinates can never be matched: left out, and said so
+    unplaced = len(without) - len(positioned)
+    assert unplaced > 0
+    assert f"{unplaced} rows with neither a Gaia source_id nor ra/dec not stored" in result.output
     got = query(db_path, "select * from sos")
-    assert len(got) == len(frame) - id_dups - pos_dups
+    assert len(got) == len(frame) - id_dups - pos_dups - unplaced
     assert (got["survey"] == "SWEET-Cat").all()
     assert not (got["source_id"] == -1).any()
-    assert got["source_id"].isna().sum() == len(without) - pos_dups
+    assert got["source_id"].isna().sum() == len(positioned) - pos_dups
+    assert got[got["source_id"].isna()][["ra", "dec"]].notna().all().all()
     # labels of stars with a Gaia id, first occurrence kept, exactly as written ([Fe/H] includes negatives)
     first = with_id.drop_duplicates("gaia_dr3").set_index("gaia_dr3")
     by_id = got.dropna(subset=["source_id"]).set_index("source_id").sort_index()

@@ -195,3 +195,13 @@ def test_scratch_goes_to_disk_when_memory_is_short():
     assert readers._scratch_dir(1 << 60) is None
     small = readers._scratch_dir(1 << 20)
     assert small is None or small == "/dev/shm"
+
+
+def test_labels_without_any_id_or_position_are_refused(db, tmp_path):
+    """A label file whose rows have neither a Gaia id nor ra/dec cannot be matched: refused, unchanged."""
+    path = tmp_path / "labels.csv"
+    path.write_text("source_id,ra,dec,teff,logg,feh\n,,,5000,4.0,0.0\n,10.0,,5100,4.1,-0.1\n")
+    before = snapshot(db)
+    line = error_line(invoke(db, "ingest", "sos", path, "--survey", "TEST"))
+    assert "labels.csv" in line and "no row has a Gaia source_id or ra/dec" in line
+    assert snapshot(db) == before
