@@ -407,7 +407,29 @@ def sky_null_proper_motion(rng):
     return pd.concat([gaia, fast], ignore_index=True), skymapper_frame(s_ra, s_dec, epochs)
 
 
+def sky_footprint_edge(rng):
+    """SkyMapper rows only in a declination band; Gaia all over the sky, with fast movers that
+    start outside the band (J2016) and move into it by the SkyMapper epoch: the crossmatch
+    skips Gaia sources that cannot reach the band, but never one that can."""
+    n = 30
+    ra, dec = rng.uniform(0, 360, n), rng.uniform(-10.0, -5.0, n)
+    # the last 10 sit just outside the band at J2016 and move 5 arcsec/yr towards it
+    dec[20:25] = -5.0 + rng.uniform(0.0008, 0.002, 5)
+    dec[25:30] = -10.0 - rng.uniform(0.0008, 0.002, 5)
+    pmdec = np.zeros(n)
+    pmdec[20:25], pmdec[25:30] = -5000.0, 5000.0
+    gaia = gaia_frame(ra, dec, np.zeros(n), pmdec)
+    epochs = MJD_J2016 + rng.uniform(2.5, 3.0, n) * 365.25
+    s_ra, s_dec = counterparts(gaia, epochs, rng.uniform(0, 360, n), rng.uniform(0, 0.5, n))
+    assert (s_dec >= -10.0).all() and (s_dec <= -5.0).all()
+    # Gaia sources far from the band (north and south) with no partner
+    far = gaia_frame(rng.uniform(0, 360, 20), np.r_[rng.uniform(10, 80, 10), rng.uniform(-80, -20, 10)],
+                     first=n + 1)
+    return pd.concat([gaia, far], ignore_index=True), skymapper_frame(s_ra, s_dec, epochs)
+
+
 SKIES = {
+    "footprint_edge": sky_footprint_edge,
     "south_pole": sky_south_pole,
     "south_pole_straddle": sky_pole_straddle,
     "ra_0_360": sky_ra_wrap,

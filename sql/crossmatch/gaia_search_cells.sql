@@ -3,8 +3,10 @@
 -- reach is the radius plus its proper motion times the largest epoch difference (plus
 -- 1 mas of slack), so a partner anywhere within the radius at any of those epochs sits
 -- in one of the returned cells.  Most sources return one cell; fast movers and sources
--- near cell edges a few more.  A table macro because radius and epochs vary by caller.
-create or replace macro gaia_search_cells(radius_arcsec, epoch_min_yr, epoch_max_yr) as table
+-- near cell edges a few more.  Sources that cannot reach the catalogue's declination
+-- range [dec_min_deg, dec_max_deg] return none (all-sky Gaia against SkyMapper's
+-- southern sky: half the work).  A table macro because these vary by caller.
+create or replace macro gaia_search_cells(radius_arcsec, epoch_min_yr, epoch_max_yr, dec_min_deg, dec_max_deg) as table
 with
 
 reach as (
@@ -17,11 +19,16 @@ reach as (
     from gaia_motion as g
 ),
 
+in_range as (
+    select * from reach
+    where dec + reach_deg >= dec_min_deg and dec - reach_deg <= dec_max_deg
+),
+
 zones as (
     select
-        reach.*,
+        in_range.*,
         unnest(range(zone_of(dec - reach_deg), zone_of(dec + reach_deg) + 1)) as zone
-    from reach
+    from in_range
 ),
 
 buckets as (

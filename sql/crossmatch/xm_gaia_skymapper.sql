@@ -12,7 +12,9 @@ params as (
     select
         (select value from settings where name = 'xmatch_radius_arcsec') as radius_arcsec,
         min(mjd_to_jyear(mean_epoch)) as epoch_min_yr,
-        max(mjd_to_jyear(mean_epoch)) as epoch_max_yr
+        max(mjd_to_jyear(mean_epoch)) as epoch_max_yr,
+        min(dej2000) as dec_min_deg,
+        max(dej2000) as dec_max_deg
     from skymapper
 ),
 
@@ -31,7 +33,9 @@ gaia_cells as (
     select * from gaia_search_cells(
         (select radius_arcsec from params),
         (select epoch_min_yr from params),
-        (select epoch_max_yr from params)
+        (select epoch_max_yr from params),
+        (select dec_min_deg from params),
+        (select dec_max_deg from params)
     )
 ),
 

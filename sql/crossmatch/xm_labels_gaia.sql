@@ -24,7 +24,9 @@ params as (
     select
         (select value from settings where name = 'label_match_radius_arcsec') as radius_arcsec,
         coalesce(min(epoch_yr), 2016.0) as epoch_min_yr,
-        coalesce(max(epoch_yr), 2016.0) as epoch_max_yr
+        coalesce(max(epoch_yr), 2016.0) as epoch_max_yr,
+        coalesce(min(label_dec), -90.0) as dec_min_deg,
+        coalesce(max(label_dec), 90.0) as dec_max_deg
     from labels_without_id
 ),
 
@@ -32,7 +34,9 @@ gaia_cells as (
     select * from gaia_search_cells(
         (select radius_arcsec from params),
         (select epoch_min_yr from params),
-        (select epoch_max_yr from params)
+        (select epoch_max_yr from params),
+        (select dec_min_deg from params),
+        (select dec_max_deg from params)
     )
 ),
 
