@@ -138,9 +138,11 @@ def bench_accuracy(args, result):
     summary = train.run(db, name="bench", seed=1, models_dir=models, progress=False)
     result["train_s"] = round(time.perf_counter() - t0, 1)
     result["labelled_stars"] = summary.card["data_fingerprint"]["rows"]
+    result["members"] = summary.card["architecture"]["members"]
     lgbm = lightgbm_mads(db, seed=1)
     acc = {}
-    print(f"\nAccuracy on the test split, {args.stars:,}-star sky ({result['labelled_stars']:,} labelled), same stars for all:")
+    print(f"\nAccuracy on the test split, {args.stars:,}-star sky ({result['labelled_stars']:,} labelled), same stars for all; "
+          f"trained in {result['train_s']:.0f} s; networks per parameter {result['members']}:")
     print(f"{'param':6s} {'n':>6s} {'MAD ML':>9s} {'MAD GSP':>9s} {'ratio':>6s} {'MAD LGBM':>9s} {'calib':>6s}  gates")
     for p in PARAMETERS:
         ml, gsp = summary.metrics[p]["mlp"], summary.metrics[p]["gspphot"]
@@ -185,7 +187,7 @@ def bench_speed(args, result):
     wall = time.perf_counter() - t0
     ok = wall <= 15 * 60 and n >= 600_000
     per = summary.card["training"]["per_parameter"]
-    result["speed"] = {"labelled_stars": n, "train_s": round(wall, 1), "pass": ok,
+    result["speed"] = {"labelled_stars": n, "train_s": round(wall, 1), "pass": ok, "members": summary.card["architecture"]["members"],
                        "epochs": {p: per[p]["epochs_run"] for p in PARAMETERS}, "batch_size": per["teff"]["batch_size"]}
     print(f"\nSpeed: {n:,} labelled stars, three networks trained in {wall / 60:.1f} min "
           f"(epochs {', '.join(str(per[p]['epochs_run']) for p in PARAMETERS)}); <= 15 min and >= 600k rows {'PASS' if ok else 'FAIL'}", flush=True)

@@ -69,7 +69,7 @@ def _quiet_tensorflow():
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
 @_user_errors
 def train(epochs, seed, name, quick, no_plots, quiet):
-    """Train one MLP per parameter (Teff, log g, [Fe/H]) on the training_set view.
+    """Train one MLP per parameter (log g: a small deep ensemble) on the training_set view.
 
     Stars are split 80/10/10 (train/validation/test) by a hash of source_id,
     stored in the training_split table.  Writes models/NAME/{teff,logg,feh}.keras,

@@ -3,9 +3,11 @@
 Scoring does not run Keras.  :func:`fold_model` exports each trained network to
 plain float32 matrices - the input standardisation and every BatchNormalization
 folded into the adjacent Dense layer - and :class:`NumpyScorer` evaluates the
-three networks together with batched matrix products (the three first layers
-are one product).  Its output equals ``model.predict`` within float32 rounding
-(tests/test_models.py) and it is several times faster (bench/bench_score.py).
+networks of the three parameters together with batched matrix products (all
+first layers, ensemble members included, are one product; an ensemble's
+members are combined as :class:`stellardb.mlp.TargetScaling` does).  Its output
+equals ``model.predict`` within float32 rounding (tests/test_models.py) and it
+is several times faster (bench/bench_score.py).
 
 Rows stream from the ``scoring_set`` view in Arrow record batches, so memory is
 bounded by the batch size, and are written to ``predictions`` inside one
@@ -33,26 +35,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from .mlp import PARAMETERS  # noqa: E402
 
 # Rows per matrix product: small enough that a layer's activations stay in the
-# L2/L3 cache (8192 x 192 float32 = 6 MB), large enough to amortise Python overhead.
+# L2/L3 cache (8192 x 320 float32 = 10 MB for the five networks of the default
+# models), large enough to amortise Python overhead.
 CHUNK_ROWS = 8192
+# Scorer threads at most (one per core by default).
+MAX_THREADS = 8
 # Rows per Arrow batch read from DuckDB (memory: about 27 x 8 bytes per row).
 BATCH_ROWS = 131_072
 
 
 @dataclass
-class FoldedMLP:
-    """One network as float32 arrays; the input is ``[x with NaN -> 0, isfinite(x)]``."""
+class FoldedNet:
+    """One network (one ensemble member) as float32 arrays; the input is ``[x with NaN -> 0, isfinite(x)]``."""
 
-    first_weight: np.ndarray  # (2 * n_features, units)
+    first_weight: np.ndarray  # (2 * n_inputs, units)
     first_bias: np.ndarray  # (units,)
     hidden: list = field(default_factory=list)  # [(weight, bias), ...] after the first layer
     head_weight: np.ndarray = None  # (units, 2)
     head_bias: np.ndarray = None  # (2,)
+
+
+@dataclass
+class FoldedMLP:
+    """One parameter's model as float32 arrays: its networks (one, or the ensemble members) and the target scaling."""
+
+    members: list  # [FoldedNet, ...]
     target_mean: float = 0.0
     target_scale: float = 1.0
     error_factor: float = 1.0
     log_mask: list = field(default_factory=list)  # raw inputs that enter as log10
     colour_pairs: list = field(default_factory=list)  # appended input differences
+
+    @property
+    def n_inputs(self) -> int:
+        """Network inputs (raw features plus colours), before the missing flags."""
+        return self.members[0].first_weight.shape[0] // 2
 
 
 def _batchnorm_fold(layer):
@@ -61,46 +78,55 @@ def _batchnorm_fold(layer):
     return k, beta - moving_mean * k
 
 
+def _fold_member(model, prefix: str, mean: np.ndarray, scale: np.ndarray) -> FoldedNet:
+    layers = []
+    i = 0
+    while True:
+        try:
+            dense = model.get_layer(f"{prefix}dense_{i}")
+        except ValueError:
+            break
+        (w,) = (np.asarray(a, dtype=np.float64) for a in dense.get_weights())
+        k, b = _batchnorm_fold(model.get_layer(f"{prefix}batchnorm_{i}"))
+        layers.append((w * k, b))
+        i += 1
+    if not layers:
+        raise ValueError(f"model has no {prefix}dense_0 layer; was it built by stellardb.mlp.build_mlp?")
+    n = mean.size
+    w, b = layers[0]
+    wz, wf = w[:n], w[n:]
+    first_weight = np.concatenate([wz / scale[:, None], -(mean / scale)[:, None] * wz - wf], axis=0)
+    first_bias = b + wf.sum(axis=0)
+    head_w, head_b = (np.asarray(a, dtype=np.float64) for a in model.get_layer(f"{prefix}head").get_weights())
+    f32 = np.float32
+    return FoldedNet(
+        first_weight=first_weight.astype(f32),
+        first_bias=first_bias.astype(f32),
+        hidden=[(w.astype(f32), b.astype(f32)) for w, b in layers[1:]],
+        head_weight=head_w.astype(f32),
+        head_bias=head_b.astype(f32),
+    )
+
+
 def fold_model(model) -> FoldedMLP:
-    """Export a :func:`stellardb.mlp.build_mlp` model to :class:`FoldedMLP`.
+    """Export a :func:`stellardb.mlp.build_mlp` model (one network or an ensemble) to :class:`FoldedMLP`.
 
     Dense (no bias) followed by BatchNormalization is ``x @ (W * k) + (beta - mu * k)``
     with ``k = gamma / sqrt(var + eps)``.  The input scaling folds into the first
     layer: with ``x0 = x`` where finite else 0 and ``f = isfinite(x)``, the
     standardised input is ``x0 / s - f * m / s`` and the missing flag is ``1 - f``,
     so the first layer is ``[x0, f] @ [Wz / s; -(m / s) Wz - Wf] + (b + sum(Wf))``.
-    Dropout is the identity at inference.
+    Dropout is the identity at inference.  Each ensemble member is folded the same way.
     """
+    from .mlp import ensemble_members, member_prefix
+
     scaling = model.get_layer("scaling")
     mean = np.asarray(scaling.mean, dtype=np.float64)
     scale = np.asarray(scaling.scale, dtype=np.float64)
-    n = mean.size
-    layers = []
-    i = 0
-    while True:
-        try:
-            dense = model.get_layer(f"dense_{i}")
-        except ValueError:
-            break
-        (w,) = (np.asarray(a, dtype=np.float64) for a in dense.get_weights())
-        k, b = _batchnorm_fold(model.get_layer(f"batchnorm_{i}"))
-        layers.append((w * k, b))
-        i += 1
-    if not layers:
-        raise ValueError("model has no dense_0 layer; was it built by stellardb.mlp.build_mlp?")
-    w, b = layers[0]
-    wz, wf = w[:n], w[n:]
-    first_weight = np.concatenate([wz / scale[:, None], -(mean / scale)[:, None] * wz - wf], axis=0)
-    first_bias = b + wf.sum(axis=0)
-    head_w, head_b = (np.asarray(a, dtype=np.float64) for a in model.get_layer("head").get_weights())
+    members = ensemble_members(model)
     target = model.get_layer("target_scaling")
-    f32 = np.float32
     return FoldedMLP(
-        first_weight=first_weight.astype(f32),
-        first_bias=first_bias.astype(f32),
-        hidden=[(w.astype(f32), b.astype(f32)) for w, b in layers[1:]],
-        head_weight=head_w.astype(f32),
-        head_bias=head_b.astype(f32),
+        members=[_fold_member(model, member_prefix(k, members), mean, scale) for k in range(members)],
         target_mean=target.mean,
         target_scale=target.scale,
         error_factor=target.error_factor,
@@ -110,34 +136,46 @@ def fold_model(model) -> FoldedMLP:
 
 
 class NumpyScorer:
-    """Evaluate several folded networks on the same raw inputs with batched NumPy.
+    """Evaluate several folded models on the same raw inputs with batched NumPy.
 
     Parameters
     ----------
     folded : dict
         ``{parameter: FoldedMLP}``, all with the same inputs.
+    threads : int or None
+        Worker threads, each scoring its own chunks of rows; default one per CPU
+        core (at most :data:`MAX_THREADS`).
     """
 
-    def __init__(self, folded: dict):
+    def __init__(self, folded: dict, threads: int | None = None):
         from .mlp import LOG_SIGMA_MAX, LOG_SIGMA_MIN
 
+        self.threads = max(1, int(threads if threads is not None else min(os.cpu_count() or 1, MAX_THREADS)))
+        self._blas = None
+
         self.parameters = tuple(folded)
-        nets = [folded[p] for p in self.parameters]
+        models = [folded[p] for p in self.parameters]
         # Network inputs: the raw features, then the colours appended to them.
-        self.n_inputs = nets[0].first_weight.shape[0] // 2
-        self.colour_pairs = [(int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0) for p in nets[0].colour_pairs]
+        self.n_inputs = models[0].n_inputs
+        if any(m.n_inputs != self.n_inputs for m in models):
+            raise ValueError("all networks of a NumpyScorer must take the same inputs")
+        self.colour_pairs = [(int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0) for p in models[0].colour_pairs]
         self.n_features = self.n_inputs - len(self.colour_pairs)
-        # One product for all first layers: the input matrix is read once.
+        # One product for the first layers of every network (ensemble members
+        # included): the input matrix is read once.
+        nets = [net for m in models for net in m.members]
         self.first_weight = np.ascontiguousarray(np.concatenate([f.first_weight for f in nets], axis=1))
         self.first_bias = np.concatenate([f.first_bias for f in nets])
         edges = np.cumsum([0] + [f.first_bias.size for f in nets])
-        self.slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-        self.nets = nets
-        masks = {(tuple(f.log_mask), tuple(map(tuple, f.colour_pairs))) for f in nets}
+        slices = iter([slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])])
+        # per parameter: its FoldedMLP and [(columns of the first-layer output, member), ...]
+        self.plan = [(p, m, [(next(slices), net) for net in m.members]) for p, m in zip(self.parameters, models)]
+        masks = {(tuple(f.log_mask), tuple(map(tuple, f.colour_pairs))) for f in models}
         if len(masks) != 1:
             raise ValueError("all networks of a NumpyScorer must transform their inputs the same way")
-        self.log_columns = np.flatnonzero(nets[0].log_mask or [False] * self.n_features)
+        self.log_columns = np.flatnonzero(models[0].log_mask or [False] * self.n_features)
         self.log_sigma_range = (LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        self._first_layers = {}  # missing-flag pattern of a chunk -> its first-layer weights (see _first_layer)
 
     def predict(self, x: np.ndarray) -> dict:
         """Predictions for raw inputs ``x`` (n, n_features); NaN or inf means missing.
@@ -152,13 +190,81 @@ class NumpyScorer:
             raise ValueError(f"expected inputs of shape (n, {self.n_features}), got {x.shape}")
         n = x.shape[0]
         out = {p: (np.empty(n, np.float32), np.empty(n, np.float32)) for p in self.parameters}
-        # Column-major: the per-column log10, colours and masks below touch
-        # contiguous memory, and BLAS takes either layout at the same speed.
-        buf = np.empty((min(n, CHUNK_ROWS), 2 * self.n_inputs), np.float32, order="F")
-        for lo in range(0, n, CHUNK_ROWS):
-            hi = min(n, lo + CHUNK_ROWS)
-            self._predict_chunk(x[lo:hi], buf[: hi - lo], out, lo, hi)
+        starts = list(range(0, n, CHUNK_ROWS))
+        workers = min(self.threads, len(starts))
+
+        def work(k):
+            # Column-major: the per-column log10, colours and masks below touch
+            # contiguous memory, and BLAS takes either layout at the same speed.
+            buf = np.empty((min(n, CHUNK_ROWS), 2 * self.n_inputs), np.float32, order="F")
+            for lo in starts[k::workers]:
+                hi = min(n, lo + CHUNK_ROWS)
+                self._predict_chunk(x[lo:hi], buf[: hi - lo], out, lo, hi)
+
+        if workers <= 1:
+            work(0)
+            return out
+        # One chunk per thread at a time, each thread's BLAS single-threaded: NumPy
+        # releases the GIL in its loops, so the element-wise work (a third of the
+        # time, single-threaded otherwise) runs on every core too, and BLAS threads
+        # do not fight the workers for the cores.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._blas_limit(), ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, range(workers)))
         return out
+
+    def _blas_limit(self):
+        """Context: BLAS limited to one thread (a no-op without threadpoolctl)."""
+        import contextlib
+
+        if self._blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                self._blas = ThreadpoolController()
+            except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+                self._blas = False
+        return self._blas.limit(limits=1, user_api="blas") if self._blas else contextlib.nullcontext()
+
+    def _first_layer(self, finite):
+        """First-layer weights for a chunk whose is-finite matrix is ``finite``: (weight, bias, flag columns).
+
+        Inputs go missing together (a SkyMapper band takes its absolute magnitudes,
+        error and colours with it; GSP-Phot its six columns), so within a chunk
+        many flag columns are identical, and some are 1 everywhere.  Identical
+        columns f share one column with the sum of their weight rows
+        (``f Wi + f Wj = f (Wi + Wj)``) and a column of ones moves into the bias:
+        the same result with about a third fewer first-layer products.  The
+        merged weights are cached per pattern.
+        """
+        ni = self.n_inputs
+        groups = {}
+        for j in range(ni):
+            groups.setdefault(finite[:, j].tobytes(), []).append(j)
+        key = []
+        for cols in groups.values():
+            column = finite[:, cols[0]]
+            key.append((tuple(cols), 1 if column.all() else 0 if not column.any() else 2))
+        key = tuple(key)
+        cached = self._first_layers.get(key)
+        if cached is None:
+            flag_weight = self.first_weight[ni:].astype(np.float64)
+            bias = self.first_bias.astype(np.float64)
+            rows, flag_columns = [], []
+            for cols, kind in key:
+                merged = flag_weight[list(cols)].sum(axis=0)
+                if kind == 1:  # finite in every row: a constant
+                    bias += merged
+                elif kind == 2:
+                    rows.append(merged)
+                    flag_columns.append(cols[0])
+            rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+            weight = np.concatenate([self.first_weight[:ni], rows.astype(np.float32)], axis=0)
+            cached = (np.ascontiguousarray(weight), bias.astype(np.float32), np.asarray(flag_columns, dtype=np.intp))
+            if len(self._first_layers) < 256:
+                self._first_layers[key] = cached
+        return cached
 
     def _predict_chunk(self, x, inp, out, lo, hi):
         nf, ni = self.n_features, self.n_inputs
@@ -178,24 +284,38 @@ class NumpyScorer:
                     col += xin[:, i]
         finite = np.isfinite(xin)
         np.copyto(xin, 0.0, where=~finite)
-        inp[:, ni:] = finite
-        h = inp @ self.first_weight
-        h += self.first_bias
+        weight, bias, flag_columns = self._first_layer(finite)
+        width = ni + len(flag_columns)
+        inp[:, ni:width] = finite[:, flag_columns]
+        h = inp[:, :width] @ weight
+        h += bias
         np.maximum(h, 0.0, out=h)
-        for net, cols, p in zip(self.nets, self.slices, self.parameters):
-            a = h[:, cols]
-            for w, b in net.hidden:
-                a = a @ w
-                a += b
-                np.maximum(a, 0.0, out=a)
-            head = a @ net.head_weight
-            head += net.head_bias
+        for p, model, members in self.plan:
+            heads = []
+            for cols, net in members:
+                a = h[:, cols]
+                for w, b in net.hidden:
+                    a = a @ w
+                    a += b
+                    np.maximum(a, 0.0, out=a)
+                head = a @ net.head_weight
+                head += net.head_bias
+                heads.append(head)
             value, error = out[p]
-            np.multiply(head[:, 0], net.target_scale, out=value[lo:hi])
-            value[lo:hi] += net.target_mean
-            log_sigma = np.clip(head[:, 1], *self.log_sigma_range)
-            np.exp(log_sigma, out=error[lo:hi])
-            error[lo:hi] *= net.target_scale * net.error_factor
+            if len(heads) == 1:
+                mu, log_sigma = heads[0][:, 0], np.clip(heads[0][:, 1], *self.log_sigma_range)
+                np.exp(log_sigma, out=error[lo:hi])
+            else:
+                # the mixture of the members' Gaussians (stellardb.mlp.TargetScaling)
+                mus = np.stack([hd[:, 0] for hd in heads], axis=1)
+                log_sigmas = np.clip(np.stack([hd[:, 1] for hd in heads], axis=1), *self.log_sigma_range)
+                mu = mus.mean(axis=1)
+                variance = np.exp(2.0 * log_sigmas).mean(axis=1)
+                variance += np.square(mus - mu[:, None]).mean(axis=1)
+                np.sqrt(variance, out=error[lo:hi])
+            np.multiply(mu, model.target_scale, out=value[lo:hi])
+            value[lo:hi] += model.target_mean
+            error[lo:hi] *= model.target_scale * model.error_factor
 
 
 # ---------------------------------------------------------------- model folders

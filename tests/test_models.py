@@ -16,10 +16,13 @@ from stellardb.mlp import (  # noqa: E402
     MissingAwareScaling,
     build_mlp,
     colour_pairs_for,
+    ensemble_members,
     heteroscedastic_loss,
     log_mask_for,
+    member_model,
     prepare_inputs,
     training_head,
+    value_loss,
 )
 from stellardb.score import NumpyScorer, fold_model  # noqa: E402
 from stellardb.train import SPLIT_RULE, assign_split, split_bucket  # noqa: E402
@@ -37,7 +40,7 @@ def _inputs(n, seed=0, missing_fraction=0.1):
     return x
 
 
-def _trained_model(seed=1, n=512, hidden_units=(16, 8), epochs=2):
+def _trained_model(seed=1, n=512, hidden_units=(16, 8), epochs=2, members=1):
     """A small model (log10 inputs and colours included) fitted for a couple of epochs, so BatchNormalization statistics are not trivial."""
     keras.utils.set_random_seed(seed)
     x = _inputs(n, seed)
@@ -47,7 +50,7 @@ def _trained_model(seed=1, n=512, hidden_units=(16, 8), epochs=2):
     mean, scale = np.nanmean(prepared, axis=0), np.nanstd(prepared, axis=0)
     y = np.nan_to_num(x[:, 0], nan=50.0) * 3.0 + 5000.0
     model = build_mlp(N_FEATURES, hidden_units, 0.02, mean, scale, target_mean=5150.0, target_scale=60.0, name="teff",
-                      log_mask=log_mask, colour_pairs=pairs)
+                      log_mask=log_mask, colour_pairs=pairs, members=members)
     model.get_layer("target_scaling").error_factor = 1.3
     head = training_head(model)
     head.compile(optimizer=keras.optimizers.Adam(1e-2), loss=heteroscedastic_loss())
@@ -164,3 +167,104 @@ def test_split_is_stable_and_80_10_10():
     np.testing.assert_array_equal(assign_split(ids[perm]), split[perm])
     fractions = [np.mean(split == s) for s in ("train", "validation", "test")]
     np.testing.assert_allclose(fractions, [0.8, 0.1, 0.1], atol=0.005)
+
+
+# ---------------------------------------------------------------- deep ensembles
+
+
+def test_ensemble_averages_its_members():
+    """An ensemble's value is the mean of its members' Keras predictions and its error the mixture sigma times error_factor."""
+    model, x = _trained_model(members=3, epochs=3)
+    assert ensemble_members(model) == 3
+    got = model.predict(x, verbose=0)
+    members = [member_model(model, k).predict(x, verbose=0).astype(np.float64) for k in range(3)]
+    values = np.stack([m[:, 0] for m in members], axis=1)
+    sigmas = np.stack([m[:, 1] for m in members], axis=1)
+    # the members were initialised differently, so they disagree
+    assert np.median(np.std(values, axis=1)) > 0.01
+    value = values.mean(axis=1)
+    error = np.sqrt(np.mean(sigmas**2, axis=1) + np.var(values, axis=1)) * 1.3
+    np.testing.assert_allclose(got[:, 0], value, rtol=1e-5, atol=1e-4 * 60.0)
+    np.testing.assert_allclose(got[:, 1], error, rtol=1e-4, atol=1e-5 * 60.0)
+    with pytest.raises(ValueError, match="member 3"):
+        member_model(model, 3)
+
+
+def test_single_network_is_its_own_member():
+    """A one-member model is the plain network: same layer names as before ensembles, and member_model reproduces it."""
+    model, x = _trained_model()
+    assert ensemble_members(model) == 1
+    assert {"dense_0", "batchnorm_0", "head", "target_scaling"} <= {layer.name for layer in model.layers}
+    member = member_model(model, 0)
+    member.get_layer("target_scaling").error_factor = 1.3
+    np.testing.assert_array_equal(member.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_ensemble_save_reload_predict_identical(tmp_path):
+    """A saved ensemble reloads as one .keras model with the same members and outputs."""
+    model, x = _trained_model(members=3)
+    path = tmp_path / "logg.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path, compile=False)
+    assert ensemble_members(reloaded) == 3 and reloaded.get_layer("head").output.shape[-1] == 6
+    np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+
+
+def test_ensemble_loss_is_the_sum_of_member_losses():
+    """Training an ensemble minimises the sum of its members' losses; early stopping watches the Huber loss of their mean."""
+    rng = np.random.default_rng(6)
+    y = rng.normal(0, 1, 64).astype(np.float32)
+    heads = [rng.normal(0, 1, (64, 2)).astype(np.float32) for _ in range(3)]
+    loss = heteroscedastic_loss(1.0)
+    single = sum(keras.ops.convert_to_numpy(loss(y, h)) for h in heads)
+    joint = keras.ops.convert_to_numpy(loss(y, np.concatenate(heads, axis=1)))
+    np.testing.assert_allclose(joint, single, rtol=1e-5)
+    mean_head = np.stack([np.mean([h[:, 0] for h in heads], axis=0), np.zeros(64, np.float32)], axis=1)
+    huber = value_loss(1.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(huber(y, np.concatenate(heads, axis=1))),
+                               keras.ops.convert_to_numpy(huber(y, mean_head)), rtol=1e-5)
+
+
+def test_numpy_scorer_equals_keras_for_ensembles():
+    """The NumPy scorer reproduces Keras for an ensemble next to a single network, within float32 tolerance."""
+    ensemble, x = _trained_model(members=3, hidden_units=(32, 16), epochs=3)
+    single, _ = _trained_model(seed=2, hidden_units=(8,))
+    x = np.concatenate([x, _inputs(20_000, seed=7)])
+    folded = fold_model(ensemble)
+    assert len(folded.members) == 3
+    got = NumpyScorer({"teff": fold_model(single), "logg": folded, "feh": fold_model(single)}).predict(x)
+    for name, m in (("teff", single), ("logg", ensemble), ("feh", single)):
+        want = m.predict(x, batch_size=4096, verbose=0)
+        np.testing.assert_allclose(got[name][0], want[:, 0], rtol=1e-5, atol=1e-4 * 60.0)
+        np.testing.assert_allclose(got[name][1], want[:, 1], rtol=1e-4, atol=1e-5 * 60.0)
+
+
+def test_numpy_scorer_merges_flag_columns_exactly():
+    """Inputs that go missing together share one first-layer flag column, always-finite ones fold into the bias: same output as Keras."""
+    model, _ = _trained_model(members=2, hidden_units=(16, 8))
+    rng = np.random.default_rng(8)
+    x = rng.normal(50.0, 20.0, (12_000, N_FEATURES)).astype(np.float32)
+    x[rng.random(12_000) < 0.1, 3:9] = np.nan      # a survey's columns missing together
+    x[rng.random(12_000) < 0.05, 21:27] = np.nan   # another's
+    x[:, 15] = np.nan                               # one input never present
+    x[:5000, 16] = np.inf                           # one missing in a whole first chunk only
+    scorer = NumpyScorer({"logg": fold_model(model)})
+    chunk = x[:4096].copy()
+    prepared = prepare_inputs(chunk, log_mask_for(FEATURES), colour_pairs_for(FEATURES))
+    weight, bias, flag_columns = scorer._first_layer(np.isfinite(prepared))
+    assert len(flag_columns) < scorer.n_inputs / 2 and weight.shape[0] == scorer.n_inputs + len(flag_columns)
+    got = scorer.predict(x)
+    want = model.predict(x, batch_size=4096, verbose=0)
+    np.testing.assert_allclose(got["logg"][0], want[:, 0], rtol=1e-5, atol=1e-4 * 60.0)
+    np.testing.assert_allclose(got["logg"][1], want[:, 1], rtol=1e-4, atol=1e-5 * 60.0)
+
+
+def test_numpy_scorer_threads_give_identical_results():
+    """Scoring chunks on several threads gives bit-for-bit the single-threaded result."""
+    model, _ = _trained_model(members=3)
+    x = _inputs(30_000, seed=9)
+    folded = {"teff": fold_model(model), "logg": fold_model(model)}
+    one, three = NumpyScorer(folded, threads=1).predict(x), NumpyScorer(folded, threads=3).predict(x)
+    for p in folded:
+        np.testing.assert_array_equal(one[p][0], three[p][0])
+        np.testing.assert_array_equal(one[p][1], three[p][1])

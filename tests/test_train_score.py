@@ -20,7 +20,7 @@ from stellardb.cli_ml import score as score_cmd  # noqa: E402
 from stellardb.cli_ml import train as train_cmd  # noqa: E402
 from stellardb.db import connect  # noqa: E402
 from stellardb.errors import UserError  # noqa: E402
-from stellardb.mlp import COLOURS, FEATURES, PARAMETERS  # noqa: E402
+from stellardb.mlp import COLOURS, FEATURES, PARAMETERS, ensemble_members  # noqa: E402
 
 from .test_models import _splitmix64_bucket  # noqa: E402
 
@@ -94,6 +94,16 @@ def test_card_records_provenance(trained, models_dir):
     assert {"keras", "numpy", "duckdb"} <= set(card["versions"])
     for p in PARAMETERS:
         assert {"mlp", "gspphot", "mlp_all_test"} <= set(card["metrics"][p])
+    assert card["architecture"]["members"] == train.ENSEMBLE_MEMBERS
+
+
+def test_model_files_hold_the_ensembles_the_card_lists(trained, models_dir):
+    """Each .keras file holds as many members as card.json says, and reloads as one model with [value, error] output."""
+    card, models = score.load_model_folder(MODEL, models_dir)
+    for p in PARAMETERS:
+        assert ensemble_members(models[p]) == card["architecture"]["members"][p] == card["training"]["per_parameter"][p]["members"]
+        assert models[p].output_shape == (None, 2)
+    assert max(card["architecture"]["members"].values()) > 1  # the ensemble path is exercised end to end
 
 
 def test_beats_median_baseline(trained, db_path):
