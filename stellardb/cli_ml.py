@@ -108,7 +108,10 @@ def score(model, batch_rows, quiet):
 
     Every star that passes the feature cuts is scored, labelled or not.  The
     model's rows of the predictions table are replaced in one transaction, so an
-    interrupted run leaves the previous predictions intact.
+    interrupted run leaves the previous predictions intact.  Each row flags
+    extrapolation: teff/logg/feh_outside_training (prediction outside the
+    training labels' range) and inputs_outside_training (how many inputs lie
+    outside the training range).
 
     Example:
 
@@ -121,3 +124,12 @@ def score(model, batch_rows, quiet):
     if not quiet:
         rate = summary.rows / summary.seconds if summary.seconds > 0 else float("inf")
         click.echo(f"Scored {summary.rows:,} stars with model {summary.model} in {summary.seconds:.1f} s ({rate:,.0f} stars/s).")
+        out = summary.outside_training
+        if out is None:
+            click.echo("No extrapolation flags: this model's card.json has no training_ranges (retrain it to get them).")
+        else:
+            click.echo(
+                "Outside the training labels' range (flagged in *_outside_training): "
+                + ", ".join(f"{p} {out[p]:,}" for p in ("teff", "logg", "feh"))
+                + f"; stars with an input outside the training range (inputs_outside_training > 0): {out['inputs']:,}."
+            )

@@ -367,6 +367,12 @@ def colour_names(features) -> list[str]:
     return out
 
 
+def input_names(features) -> list[str]:
+    """Names of the network inputs before the missing flags: ``features`` (``log10(name)`` for
+    :data:`LOG_FEATURES`), then :func:`colour_names`; the columns of :func:`prepare_inputs`."""
+    return [f"log10({f})" if f in LOG_FEATURES else f for f in features] + colour_names(features)
+
+
 def prepare_inputs(x: np.ndarray, log_mask, colour_pairs) -> np.ndarray:
     """NumPy twin of the layer before standardising: log10 columns, then appended colours."""
     x = log_transform(x, log_mask)

@@ -9,6 +9,10 @@ members are combined as :class:`stellardb.mlp.TargetScaling` does).  Its output
 equals ``model.predict`` within float32 rounding (tests/test_models.py) and it
 is several times faster (bench/bench_score.py).
 
+Each row also gets extrapolation flags (:class:`RangeFlags`): whether each
+prediction lies outside the training labels' range, and how many inputs lie
+outside the training inputs' range (both ranges are in ``card.json``).
+
 Rows stream from the ``scoring_set`` view in Arrow record batches, so memory is
 bounded by the batch size, and are written to ``predictions`` inside one
 transaction: an interrupted run leaves the previous predictions of the model
@@ -318,6 +322,70 @@ class NumpyScorer:
             error[lo:hi] *= model.target_scale * model.error_factor
 
 
+# ---------------------------------------------------------------- extrapolation flags
+
+
+class RangeFlags:
+    """Flags for predictions and inputs outside the training data (card.json ``training_ranges``).
+
+    * ``{parameter}_outside_training``: the prediction is below the smallest or
+      above the largest label of the training split;
+    * ``inputs_outside_training``: the number of network inputs (features in the
+      units the network sees, then colours) whose finite value lies outside the
+      training split's range; missing inputs do not count.
+
+    Parameters
+    ----------
+    ranges : dict
+        ``card["training_ranges"]`` (``labels``: parameter -> [min, max];
+        ``inputs``: input name -> [min, max], in network-input order).
+    features : sequence of str
+        The model's raw input columns.
+    """
+
+    def __init__(self, ranges: dict, features):
+        from .mlp import colour_pairs_for, input_names, log_mask_for
+
+        self.features = list(features)
+        self.log_mask = log_mask_for(self.features)
+        self.colour_pairs = colour_pairs_for(self.features)
+        names = input_names(self.features)
+        inputs = ranges["inputs"]
+        if list(inputs) != names:
+            raise ValueError(f"training_ranges.inputs names {list(inputs)[:3]}... do not match the model's inputs")
+        lo = [(r[0] if r is not None else np.inf) for r in inputs.values()]
+        hi = [(r[1] if r is not None else -np.inf) for r in inputs.values()]
+        # an input never seen finite in training: any finite value is outside
+        self.input_min = np.asarray(lo, dtype=np.float64)
+        self.input_max = np.asarray(hi, dtype=np.float64)
+        self.label_range = {p: (tuple(float(v) for v in r) if r is not None else (np.inf, -np.inf)) for p, r in ranges["labels"].items()}
+
+    @classmethod
+    def from_card(cls, card: dict):
+        """The flags of a model, or None for a card written before ``training_ranges`` existed."""
+        ranges = card.get("training_ranges")
+        if not ranges:
+            return None
+        return cls(ranges, card["features"])
+
+    def inputs_outside(self, x: np.ndarray) -> np.ndarray:
+        """Per row of raw inputs ``x``: how many network inputs lie outside the training range (int16)."""
+        from .mlp import prepare_inputs
+
+        prepared = prepare_inputs(np.asarray(x, dtype=np.float64), self.log_mask, self.colour_pairs)
+        with np.errstate(invalid="ignore"):
+            outside = (prepared < self.input_min) | (prepared > self.input_max)  # NaN compares False
+        # +-inf counts as missing for the network, as NaN does
+        outside &= np.isfinite(prepared)
+        return outside.sum(axis=1).astype(np.int16)
+
+    def outside_label_range(self, parameter: str, value: np.ndarray) -> np.ndarray:
+        """Whether each prediction of ``parameter`` lies outside the training labels' range."""
+        lo, hi = self.label_range[parameter]
+        value = np.asarray(value, dtype=np.float64)
+        return (value < lo) | (value > hi)
+
+
 # ---------------------------------------------------------------- model folders
 
 
@@ -398,6 +466,9 @@ class ScoreSummary:
     rows: int
     seconds: float
     scored_at: dt.datetime
+    # stars whose prediction lies outside the training labels' range, per parameter, and
+    # stars with at least one input outside the training range ("inputs"); None without ranges
+    outside_training: dict | None = None
 
 
 def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROWS, progress: bool = True) -> ScoreSummary:
@@ -445,6 +516,11 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
                 f"retrain it with `stellardb train --name {model}`."
             )
         scorer = NumpyScorer({p: fold_model(models[p]) for p in card["parameters"]})
+        try:
+            flags = RangeFlags.from_card(card)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise UserError(f"{models_root(models_dir) / model / 'card.json'} has unreadable training_ranges ({exc.__class__.__name__}); "
+                            f"retrain with `stellardb train --name {model}`.") from None
         total = con.execute("select count(*) from scoring_set").fetchone()[0]
         scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
         columns = ", ".join(quote_identifier(f) for f in features)
@@ -452,13 +528,14 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
         reader = con.cursor()
         writer = con.cursor()
         done = 0
+        flagged = np.zeros(len(PARAMETERS) + 1, np.int64)  # per parameter outside the label range, then any input outside
         writer.execute("begin transaction")
         try:
             writer.execute("delete from predictions where model = $model", {"model": model})
             stream = reader.sql(f"select source_id, {columns} from scoring_set").to_arrow_reader(batch_rows)
             with progress_bar(f"scoring with {model}", total=total, disable=not progress) as advance:
                 for batch in stream:
-                    _write_batch(writer, batch, features, scorer, model, scored_at)
+                    flagged += _write_batch(writer, batch, features, scorer, model, scored_at, flags)
                     done += batch.num_rows
                     advance(done, total)
             writer.execute("commit")
@@ -472,7 +549,8 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
         writer.close()
     finally:
         con.close()
-    return ScoreSummary(model=model, rows=done, seconds=seconds, scored_at=scored_at)
+    outside = None if flags is None else {p: int(flagged[i]) for i, p in enumerate(PARAMETERS)} | {"inputs": int(flagged[-1])}
+    return ScoreSummary(model=model, rows=done, seconds=seconds, scored_at=scored_at, outside_training=outside)
 
 
 def batch_to_matrix(batch, features) -> np.ndarray:
@@ -484,23 +562,41 @@ def batch_to_matrix(batch, features) -> np.ndarray:
     return x
 
 
-def _write_batch(writer, batch, features, scorer, model, scored_at):
+def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None) -> np.ndarray:
+    """Score one Arrow batch and insert it; returns the flag counts (see ``run``)."""
     import pyarrow as pa
 
     x = batch_to_matrix(batch, features)
     pred = scorer.predict(x)
+    n = batch.num_rows
+    counts = np.zeros(len(PARAMETERS) + 1, np.int64)
     arrays = {"source_id": batch.column("source_id")}
-    for p in PARAMETERS:
+    for i, p in enumerate(PARAMETERS):
         value, error = pred[p]
         arrays[p] = pa.array(value.astype(np.float64))
         arrays[f"{p}_err"] = pa.array(error.astype(np.float64))
+        if flags is None:
+            arrays[f"{p}_outside_training"] = pa.nulls(n, pa.bool_())
+        else:
+            outside = flags.outside_label_range(p, value)
+            counts[i] = int(outside.sum())
+            arrays[f"{p}_outside_training"] = pa.array(outside)
+    if flags is None:
+        arrays["inputs_outside_training"] = pa.nulls(n, pa.int16())
+    else:
+        inputs_outside = flags.inputs_outside(x)
+        counts[-1] = int(np.count_nonzero(inputs_outside))
+        arrays["inputs_outside_training"] = pa.array(inputs_outside)
     table = pa.table(arrays)
     writer.register("_stellardb_scored", table)
     try:
         writer.execute(
-            "insert into predictions (source_id, teff, teff_err, logg, logg_err, feh, feh_err, model, scored_at) "
-            "select source_id, teff, teff_err, logg, logg_err, feh, feh_err, $model, $scored_at from _stellardb_scored",
+            "insert into predictions (source_id, teff, teff_err, logg, logg_err, feh, feh_err, model, scored_at, "
+            "teff_outside_training, logg_outside_training, feh_outside_training, inputs_outside_training) "
+            "select source_id, teff, teff_err, logg, logg_err, feh, feh_err, $model, $scored_at, "
+            "teff_outside_training, logg_outside_training, feh_outside_training, inputs_outside_training from _stellardb_scored",
             {"model": model, "scored_at": scored_at},
         )
     finally:
         writer.unregister("_stellardb_scored")
+    return counts

@@ -13,7 +13,9 @@ The pipeline, in order:
    standardising, plus an is-missing flag) and train each network with a cosine
    learning-rate decay and early stopping on the validation split.  A
    parameter with several :data:`ENSEMBLE_MEMBERS` trains them together in one
-   model whose output is their mean and mixture sigma.
+   model whose output is their mean and mixture sigma.  The ranges of the
+   training labels and inputs go into ``card.json`` for ``score``'s
+   extrapolation flags.
 4. Calibrate the per-star error on the validation split, then report on the test
    split: ML minus reference and, on the same stars, GSP-Phot minus reference.
 5. Write ``models/NAME/{teff,logg,feh}.keras``, ``card.json`` and ``plots/``
@@ -264,6 +266,32 @@ def feature_scaling(x_train: np.ndarray):
     return mean, scale
 
 
+def finite_range(values) -> list | None:
+    """``[min, max]`` of the finite values (None when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return [float(v.min()), float(v.max())] if v.size else None
+
+
+def training_ranges(data: "LabelledData", prepared_train: np.ndarray, input_names) -> dict:
+    """The training split's label range per parameter and range of every network input.
+
+    ``score`` flags predictions outside the label range and counts the inputs
+    outside the input range (``stellardb.score.RangeFlags``).  ``prepared_train``
+    holds the network inputs of the training rows (log10 columns, then colours),
+    named by ``input_names``.
+    """
+    from .mlp import PARAMETERS
+
+    train_rows = data.split == "train"
+    return {
+        "rule": "min and max over the finite values of the training split; inputs in the units the network sees "
+                "(log10 for log_features, colours appended)",
+        "labels": {p: finite_range(data.labels[p][train_rows]) for p in PARAMETERS},
+        "inputs": {name: finite_range(prepared_train[:, j]) for j, name in enumerate(input_names)},
+    }
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -469,7 +497,7 @@ def run(
         Bad arguments, a database without the expected views or columns, or too
         few labelled stars.  Nothing is written in that case.
     """
-    from .mlp import FEATURES, PARAMETERS, UNITS, colour_names, colour_pairs_for, log_mask_for, prepare_inputs
+    from .mlp import FEATURES, PARAMETERS, UNITS, colour_names, colour_pairs_for, input_names, log_mask_for, prepare_inputs
     from .progress import progress_bar
     from .score import NumpyScorer, fold_model, models_root
 
@@ -497,7 +525,10 @@ def run(
         check_enough_labels(data)
         train_rows = data.split == "train"
         log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
-        feature_mean, feature_scale = feature_scaling(prepare_inputs(data.x[train_rows], log_mask, colour_pairs))
+        prepared_train = prepare_inputs(data.x[train_rows], log_mask, colour_pairs)
+        feature_mean, feature_scale = feature_scaling(prepared_train)
+        ranges = training_ranges(data, prepared_train, input_names(features))
+        del prepared_train
 
         models, infos = {}, {}
         max_epochs = epochs_for(int(np.sum(train_rows)), max_epochs)
@@ -553,6 +584,7 @@ def run(
                 "quick": bool(quick),
                 "per_parameter": infos,
             },
+            "training_ranges": ranges,
             "split_rule": SPLIT_RULE,
             "split_counts": {s: int(np.sum(data.split == s)) for s in SPLITS},
             "seed": int(seed),

@@ -20,7 +20,7 @@ from stellardb.cli_ml import score as score_cmd  # noqa: E402
 from stellardb.cli_ml import train as train_cmd  # noqa: E402
 from stellardb.db import connect  # noqa: E402
 from stellardb.errors import UserError  # noqa: E402
-from stellardb.mlp import COLOURS, FEATURES, PARAMETERS, ensemble_members  # noqa: E402
+from stellardb.mlp import COLOURS, FEATURES, PARAMETERS, ensemble_members, input_names  # noqa: E402
 
 from .test_models import _splitmix64_bucket  # noqa: E402
 
@@ -95,6 +95,8 @@ def test_card_records_provenance(trained, models_dir):
     for p in PARAMETERS:
         assert {"mlp", "gspphot", "mlp_all_test"} <= set(card["metrics"][p])
     assert card["architecture"]["members"] == train.ENSEMBLE_MEMBERS
+    assert set(card["training_ranges"]["labels"]) == set(PARAMETERS)
+    assert list(card["training_ranges"]["inputs"]) == input_names(FEATURES)
 
 
 def test_model_files_hold_the_ensembles_the_card_lists(trained, models_dir):
@@ -104,6 +106,20 @@ def test_model_files_hold_the_ensembles_the_card_lists(trained, models_dir):
         assert ensemble_members(models[p]) == card["architecture"]["members"][p] == card["training"]["per_parameter"][p]["members"]
         assert models[p].output_shape == (None, 2)
     assert max(card["architecture"]["members"].values()) > 1  # the ensemble path is exercised end to end
+
+
+def test_training_ranges_are_the_training_split_ranges(trained, db_path, models_dir):
+    """card.json training_ranges: min and max of each label and input over the training split (finite values only)."""
+    card = json.loads((models_dir / MODEL / "card.json").read_text())
+    rows = _query(db_path, "select t.teff, t.logg, t.feh, t.r_med_geo, t.uabs, t.vabs from training_set t "
+                           "join training_split s using (source_id) where s.split = 'train'")
+    cols = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+    for j, p in enumerate(PARAMETERS):
+        assert card["training_ranges"]["labels"][p] == pytest.approx([np.nanmin(cols[:, j]), np.nanmax(cols[:, j])])
+    inputs = card["training_ranges"]["inputs"]
+    assert inputs["log10(r_med_geo)"] == pytest.approx(np.log10([np.nanmin(cols[:, 3]), np.nanmax(cols[:, 3])]), rel=1e-6)
+    colour = cols[:, 4] - cols[:, 5]
+    assert inputs["uabs - vabs"] == pytest.approx([np.nanmin(colour), np.nanmax(colour)], rel=1e-5, abs=1e-5)
 
 
 def test_beats_median_baseline(trained, db_path):
@@ -192,7 +208,8 @@ def test_stored_predictions_equal_keras(scored, db_path, models_dir):
 def test_rescore_replaces_only_that_model(scored, db_path, models_dir):
     """Scoring again replaces the model's rows (same count, new time) and leaves other models' rows alone."""
     con = connect(db_path)
-    con.execute("insert into predictions values (1, 5000, 100, 4.4, 0.1, 0.0, 0.1, 'other', '2020-01-01')")
+    con.execute("insert into predictions (source_id, teff, teff_err, logg, logg_err, feh, feh_err, model, scored_at) "
+                "values (1, 5000, 100, 4.4, 0.1, 0.0, 0.1, 'other', '2020-01-01')")
     con.close()
     again = score.run(db_path, model=MODEL, models_dir=models_dir, progress=False)
     rows = _query(db_path, "select count(*), min(scored_at), max(scored_at) from predictions where model = $m", {"m": MODEL})[0]
@@ -216,6 +233,116 @@ def test_interrupted_score_keeps_previous_predictions(scored, db_path, models_di
     with pytest.raises(KeyboardInterrupt):
         score.run(db_path, model=MODEL, models_dir=models_dir, batch_rows=2048, progress=False)
     assert _predictions(db_path) == before
+
+
+# ---------------------------------------------------------------- extrapolation flags
+
+
+def test_flags_mark_predictions_outside_the_training_labels(scored, db_path, models_dir):
+    """*_outside_training is true exactly where the stored prediction lies outside the card's training label range."""
+    card = json.loads((models_dir / MODEL / "card.json").read_text())
+    for p in PARAMETERS:
+        lo, hi = card["training_ranges"]["labels"][p]
+        wrong = _query(db_path, f"select count(*) from predictions where model = $m and ({p}_outside_training is null "
+                                f"or {p}_outside_training != ({p} < $lo or {p} > $hi))", {"m": MODEL, "lo": lo, "hi": hi})[0][0]
+        assert wrong == 0, p
+    # the trained networks stay inside the label range for almost every star
+    assert _query(db_path, "select avg(feh_outside_training::int) from predictions where model = $m", {"m": MODEL})[0][0] < 0.05
+
+
+def test_flags_count_inputs_outside_the_training_range(scored, db_path, models_dir):
+    """inputs_outside_training equals a direct count over the card's input ranges (log10 inputs, colours; missing not counted)."""
+    card = json.loads((models_dir / MODEL / "card.json").read_text())
+    ranges = card["training_ranges"]["inputs"]
+    con = connect(db_path)
+    try:
+        table = con.sql(f"select f.source_id, {', '.join('f.' + c for c in FEATURES)}, p.inputs_outside_training "
+                        "from scoring_set f join predictions p on p.source_id = f.source_id and p.model = $m "
+                        "order by f.source_id", params={"m": MODEL}).fetchnumpy()
+    finally:
+        con.close()
+    n = len(table["source_id"])
+    count = np.zeros(n, int)
+    values = {}
+    for f in FEATURES:
+        v = np.ma.filled(np.ma.asarray(table[f], dtype=float), np.nan)  # NULL -> NaN, as score reads it
+        name = f"log10({f})" if f"log10({f})" in ranges else f
+        if name != f:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = np.where(v > 0, np.log10(v), np.nan)
+        values[name] = v
+    for a, b in COLOURS:
+        values[f"{a} - {b}"] = values[a] - values[b]
+    assert set(values) == set(ranges)
+    for name, (lo, hi) in ranges.items():
+        v = values[name]
+        count += np.isfinite(v) & ((v < lo - 1e-6 * abs(lo)) | (v > hi + 1e-6 * abs(hi)))
+    stored = np.ma.filled(np.ma.asarray(table["inputs_outside_training"], dtype=int), -1)
+    # float32 inputs against float64 bounds: allow a star or two at a bound to differ by one
+    assert np.mean(stored == count) > 0.999 and np.max(np.abs(stored - count)) <= 1
+    assert stored.max() > 0 and np.mean(stored == 0) > 0.5
+
+
+def test_range_flags_by_hand():
+    """RangeFlags: a value outside [min, max] counts, missing and non-positive log inputs do not, colours count."""
+    features = ["r_med_geo", "uabs", "vabs"]
+    ranges = {"labels": {"teff": [4000.0, 6000.0], "logg": [1.0, 5.0], "feh": [-2.0, 0.5]},
+              "inputs": {"log10(r_med_geo)": [1.0, 3.0], "uabs": [0.0, 10.0], "vabs": [0.0, 10.0], "uabs - vabs": [-1.0, 1.0]}}
+    flags = score.RangeFlags(ranges, features)
+    x = np.array([
+        [100.0, 5.0, 5.0],     # inside everywhere
+        [1e4, 5.0, 5.0],       # distance beyond the training range
+        [-5.0, np.nan, 5.0],   # non-positive distance and a missing band: missing, not outside
+        [100.0, 9.0, 1.0],     # both bands inside, their colour (8) outside
+        [1e5, 12.0, -1.0],     # distance, u, v and u - v all outside
+    ])
+    np.testing.assert_array_equal(flags.inputs_outside(x), [0, 1, 0, 1, 4])
+    np.testing.assert_array_equal(flags.outside_label_range("feh", np.array([-13.0, -2.0, 0.5, 0.51, np.nan])),
+                                  [True, False, False, True, False])
+    with pytest.raises(ValueError, match="do not match"):
+        score.RangeFlags({**ranges, "inputs": {"uabs": [0.0, 1.0]}}, features)
+
+
+def test_model_without_ranges_scores_with_null_flags(scored, db_path, models_dir):
+    """A model folder from before training_ranges existed still scores; its flags are NULL (unknown), not false."""
+    dest = models_dir / "noranges"
+    shutil.copytree(models_dir / MODEL, dest)
+    card = json.loads((dest / "card.json").read_text())
+    del card["training_ranges"]
+    (dest / "card.json").write_text(json.dumps(card))
+    try:
+        summary = score.run(db_path, model="noranges", models_dir=models_dir, progress=False)
+        assert summary.outside_training is None
+        nulls = _query(db_path, "select count(*) filter (teff_outside_training is null and logg_outside_training is null "
+                                "and feh_outside_training is null and inputs_outside_training is null), count(*) "
+                                "from predictions where model = 'noranges'")[0]
+        assert nulls[0] == nulls[1] == summary.rows
+    finally:
+        shutil.rmtree(dest)
+        con = connect(db_path)
+        con.execute("delete from predictions where model = 'noranges'")
+        con.close()
+
+
+def test_old_predictions_table_gains_the_flag_columns(tmp_path):
+    """A database whose predictions table predates the flags gets them on open; its rows keep NULL flags."""
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("create table predictions (source_id bigint not null, teff double, teff_err double, logg double, "
+                "logg_err double, feh double, feh_err double, model varchar not null, scored_at timestamp not null)")
+    con.execute("insert into predictions values (1, 5000, 90, 4.4, 0.1, 0.0, 0.1, 'old', '2025-01-01')")
+    con.close()
+    con = connect(path)
+    try:
+        columns = [r[0] for r in con.execute("describe predictions").fetchall()]
+        assert columns[-4:] == ["teff_outside_training", "logg_outside_training", "feh_outside_training", "inputs_outside_training"]
+        assert con.execute("select teff, feh_outside_training, inputs_outside_training from predictions").fetchall() == [(5000.0, None, None)]
+        view = [r[0] for r in con.execute("describe stars_with_predictions").fetchall()]
+        assert {"feh_outside_training", "inputs_outside_training"} <= set(view)
+    finally:
+        con.close()
 
 
 # ---------------------------------------------------------------- bad input
