@@ -75,7 +75,9 @@ def train(epochs, seed, name, quick, no_plots, quiet):
     stored in the training_split table.  Writes models/NAME/{teff,logg,feh}.keras,
     card.json (features, scaling, split rule, seed, data fingerprint, versions,
     metrics) and plots/, prints ML and GSP-Phot minus reference on the test
-    split, and stores those numbers in the model_metrics table.
+    split, and stores those numbers in the model_metrics table.  Earlier rows
+    of the predictions table for model NAME are deleted in the same
+    transaction (they came from the replaced networks); score again.
 
     Example:
 
@@ -96,6 +98,12 @@ def train(epochs, seed, name, quick, no_plots, quiet):
         console = Console(width=max(104, shutil.get_terminal_size((104, 24)).columns))
         console.print(comparison_table(summary.metrics, title=f"Model {summary.name}: test split, predicted - reference (same stars)"))
         console.print(f"Saved {summary.folder} in {summary.seconds:.0f} s.")
+    if summary.predictions_deleted:
+        # said even with --quiet: rows of the predictions table are gone
+        click.echo(
+            f"Deleted {summary.predictions_deleted:,} earlier predictions of model {summary.name} (made by the networks just "
+            f"replaced); run `stellardb score --model {summary.name}` to predict with the new ones."
+        )
 
 
 @click.command()

@@ -20,7 +20,9 @@ The pipeline, in order:
    split: ML minus reference and, on the same stars, GSP-Phot minus reference.
 5. Write ``models/NAME/{teff,logg,feh}.keras``, ``card.json`` and ``plots/``
    into a temporary folder that replaces ``models/NAME`` only when complete,
-   and the metrics into the ``model_metrics`` table.
+   and the metrics into the ``model_metrics`` table, in the transaction that
+   deletes the earlier ``predictions`` rows of that model name (they came from
+   the networks being replaced).
 """
 
 from __future__ import annotations
@@ -302,6 +304,7 @@ class TrainSummary:
     card: dict
     metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
+    predictions_deleted: int = 0  # earlier `predictions` rows of this model name, deleted with the new metrics
 
 
 def batch_size_for(n_train: int) -> int:
@@ -598,7 +601,7 @@ def run(
         }
         folder, previous = _save_atomically(root, name, models, card, data, predictions, plots)
         try:
-            _store_tables(con, name, data, metrics, trained_at)
+            deleted = _store_tables(con, name, data, metrics, trained_at)
         except BaseException:
             # the tables did not change: put the previous model of this name back
             shutil.rmtree(folder, ignore_errors=True)
@@ -610,7 +613,8 @@ def run(
                 shutil.rmtree(previous, ignore_errors=True)
     finally:
         con.close()
-    return TrainSummary(name=name, folder=folder, card=card, metrics=metrics, seconds=time.perf_counter() - t0)
+    return TrainSummary(name=name, folder=folder, card=card, metrics=metrics, seconds=time.perf_counter() - t0,
+                        predictions_deleted=deleted)
 
 
 def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool):
@@ -646,8 +650,12 @@ def _save_atomically(root: Path, name: str, models: dict, card: dict, data, pred
     return final, old
 
 
-def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at) -> None:
-    """Replace the stored split and this model's metrics in one transaction."""
+def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at) -> int:
+    """Replace the stored split and this model's metrics, and delete this model's predictions, in one transaction.
+
+    The predictions came from the networks this training replaces; keeping them
+    would show numbers no saved model produces.  Returns the rows deleted.
+    """
     import pyarrow as pa
 
     from .mlp import UNITS
@@ -667,6 +675,7 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at)
         con.register("_stellardb_metrics", metric_rows)
         con.execute("delete from training_split")
         con.execute("insert into training_split select source_id, bucket, split from _stellardb_split")
+        deleted = con.execute("delete from predictions where model = $model", {"model": name}).fetchone()[0]
         con.execute("delete from model_metrics where model = $model", {"model": name})
         con.execute(
             "insert into model_metrics select model, parameter, method, sample, unit, n, mean, median, sigma, mad, "
@@ -679,3 +688,4 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at)
     finally:
         con.unregister("_stellardb_split")
         con.unregister("_stellardb_metrics")
+    return int(deleted)

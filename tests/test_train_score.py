@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import shutil
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click  # noqa: E402
+import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
@@ -343,6 +345,49 @@ def test_old_predictions_table_gains_the_flag_columns(tmp_path):
         assert {"feh_outside_training", "inputs_outside_training"} <= set(view)
     finally:
         con.close()
+
+
+# ---------------------------------------------------------------- retraining
+
+
+def test_retraining_deletes_that_models_predictions(scored, db_path, models_dir, monkeypatch):
+    """Retraining a name deletes its earlier predictions with the new metrics (and says so); other models' rows stay."""
+    monkeypatch.setenv("STELLARDB_MODELS", str(models_dir))
+    name = "stale"
+    train.run(db_path, name=name, epochs=1, seed=3, models_dir=models_dir, progress=False, plots=False)
+    first = score.run(db_path, model=name, models_dir=models_dir, progress=False)
+    others = _query(db_path, "select model, count(*) from predictions where model != $m group by model order by model", {"m": name})
+    assert others and first.rows > 0
+    runner = CliRunner()
+    result = runner.invoke(_cli, ["--db", str(db_path), "train", "--epochs", "1", "--seed", "4", "--name", name, "--no-plots", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"Deleted {first.rows:,} earlier predictions of model {name}" in result.output
+    assert f"stellardb score --model {name}" in result.output
+    assert _query(db_path, "select count(*) from predictions where model = $m", {"m": name})[0][0] == 0
+    assert _query(db_path, "select model, count(*) from predictions where model != $m group by model order by model", {"m": name}) == others
+    # nothing left to delete: nothing said
+    again = train.run(db_path, name=name, epochs=1, seed=5, models_dir=models_dir, progress=False, plots=False)
+    assert again.predictions_deleted == 0
+    shutil.rmtree(models_dir / name)
+
+
+def test_failed_metrics_write_keeps_the_predictions(scored, db_path, tmp_path):
+    """The predictions are deleted in the metrics transaction: when that fails, they are all still there."""
+    path = _copy_database(db_path, tmp_path / "keep.duckdb")
+    before = _query(path, "select count(*) from predictions where model = $m", {"m": MODEL})[0][0]
+    con = connect(path)
+    try:
+        data = train.load_training_set(con, list(FEATURES))
+        from stellardb.metrics import STAT_NAMES
+
+        # model_metrics.n is not null: the insert fails after the predictions were deleted
+        bad = {p: {k: dict.fromkeys(STAT_NAMES) for k in ("mlp", "gspphot", "mlp_all_test")} for p in PARAMETERS}
+        with pytest.raises(duckdb.ConstraintException):
+            train._store_tables(con, MODEL, data, bad, dt.datetime(2026, 1, 1))
+    finally:
+        con.close()
+    assert before > 0
+    assert _query(path, "select count(*) from predictions where model = $m", {"m": MODEL})[0][0] == before
 
 
 # ---------------------------------------------------------------- bad input
