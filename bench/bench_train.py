@@ -189,7 +189,7 @@ def bench_speed(args, result):
     per = summary.card["training"]["per_parameter"]
     result["speed"] = {"labelled_stars": n, "train_s": round(wall, 1), "pass": ok, "members": summary.card["architecture"]["members"],
                        "epochs": {p: per[p]["epochs_run"] for p in PARAMETERS}, "batch_size": per["teff"]["batch_size"]}
-    print(f"\nSpeed: {n:,} labelled stars, three networks trained in {wall / 60:.1f} min "
+    print(f"\nSpeed: {n:,} labelled stars, three models ({sum(result['speed']['members'].values())} networks) trained in {wall / 60:.1f} min "
           f"(epochs {', '.join(str(per[p]['epochs_run']) for p in PARAMETERS)}); <= 15 min and >= 600k rows {'PASS' if ok else 'FAIL'}", flush=True)
     shutil.rmtree(summary.folder, ignore_errors=True)
 

@@ -369,15 +369,28 @@ class RangeFlags:
         return cls(ranges, card["features"])
 
     def inputs_outside(self, x: np.ndarray) -> np.ndarray:
-        """Per row of raw inputs ``x``: how many network inputs lie outside the training range (int16)."""
-        from .mlp import prepare_inputs
+        """Per row of raw inputs ``x``: how many network inputs lie outside the training range (int16).
 
-        prepared = prepare_inputs(np.asarray(x, dtype=np.float64), self.log_mask, self.colour_pairs)
-        with np.errstate(invalid="ignore"):
-            outside = (prepared < self.input_min) | (prepared > self.input_max)  # NaN compares False
-        # +-inf counts as missing for the network, as NaN does
-        outside &= np.isfinite(prepared)
-        return outside.sum(axis=1).astype(np.int16)
+        Computed in float32 column by column, as training computed the ranges
+        (log10, then colours), so a training star at a bound is inside.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        count = np.zeros(x.shape[0], np.int16)
+        lo, hi = self.input_min.astype(np.float32), self.input_max.astype(np.float32)
+        columns = []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j in range(x.shape[1]):
+                column = x[:, j]
+                if self.log_mask[j]:
+                    column = np.log10(np.where(column > 0, column, np.nan))
+                # +-inf is missing for the network, as NaN is; NaN compares False
+                column = np.where(np.isinf(column), np.nan, column)
+                columns.append(column)
+                count += (column < lo[j]) | (column > hi[j])
+            for c, (i, j, k) in enumerate(self.colour_pairs):
+                colour = columns[i] - columns[j] if k == 1.0 else columns[i] - k * columns[j]
+                count += (colour < lo[len(columns) + c]) | (colour > hi[len(columns) + c])
+        return count
 
     def outside_label_range(self, parameter: str, value: np.ndarray) -> np.ndarray:
         """Whether each prediction of ``parameter`` lies outside the training labels' range."""

@@ -285,6 +285,13 @@ def test_flags_count_inputs_outside_the_training_range(scored, db_path, models_d
     assert stored.max() > 0 and np.mean(stored == 0) > 0.5
 
 
+def test_training_stars_are_inside_their_own_input_ranges(scored, db_path):
+    """The ranges come from the training split, so each of its stars has inputs_outside_training = 0 (bounds included)."""
+    counts = _query(db_path, "select count(*), count(*) filter (p.inputs_outside_training = 0) from predictions p "
+                             "join training_split s on s.source_id = p.source_id and s.split = 'train' where p.model = $m", {"m": MODEL})[0]
+    assert counts[0] > 1000 and counts[1] == counts[0]
+
+
 def test_range_flags_by_hand():
     """RangeFlags: a value outside [min, max] counts, missing and non-positive log inputs do not, colours count."""
     features = ["r_med_geo", "uabs", "vabs"]
