@@ -34,6 +34,17 @@ def cli(ctx, db_path):
     labels in DuckDB, and better Teff, log g and [Fe/H] for every star."""
     ctx.ensure_object(dict)
     ctx.obj["db"] = db_path
+    _exit_cleanly_on_sigterm()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """`kill` (SIGTERM) ends a command like Ctrl-C does: the transaction is rolled back,
+    a database this command created and scratch copies are removed, then exit 143."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 @cli.command()

@@ -115,6 +115,10 @@ def connect(path: str | os.PathLike | None = None, read_only: bool = False) -> d
         con = _open(path, read_only=True)
         if not _has_views(con):
             raise UserError(f"{path} has no stellardb views; open it once for writing (e.g. `stellardb xmatch`) to create them.")
+        if not _is_current(con):
+            con.close()
+            raise UserError(f"{path} was written by an older stellardb (predictions lack the extrapolation flags); "
+                            f"open it once for writing (e.g. `stellardb xmatch`) to update it.")
         return con
     con = _open(path, read_only=False)
     apply_sql(con)
@@ -124,6 +128,12 @@ def connect(path: str | os.PathLike | None = None, read_only: bool = False) -> d
 def _has_views(con) -> bool:
     names = {r[0] for r in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
     return {"stars", "features", "training_set"} <= names
+
+
+def _is_current(con) -> bool:
+    """Whether the file has the columns that the current sql/ adds to older databases
+    (the ``alter table ... add column if not exists`` lines run only when writing)."""
+    return "inputs_outside_training" in {name for name, _ in table_columns(con, "predictions")}
 
 
 def table_columns(con, table: str) -> list[tuple[str, str]]:

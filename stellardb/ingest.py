@@ -14,6 +14,7 @@ never duplicates rows.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,10 +93,13 @@ class IngestResult:
     seconds: float = 0.0
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, stop: threading.Event | None = None) -> str | None:
+    """Hex sha256 of a file's bytes; None if ``stop`` is set before it is done."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
+            if stop is not None and stop.is_set():
+                return None
             h.update(block)
     return h.hexdigest()
 
@@ -164,14 +168,16 @@ def run(
     sources = [readers.detect(p) for p in paths]  # fails fast, before the database is opened
 
     started = time.perf_counter()
-    # Files are hashed in a thread while DuckDB (which releases the GIL) stages and checks rows
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stellardb-ingest")
-    digests = [background.submit(sha256_of, source.path) for source in sources]
     created = str(db_path) != ":memory:" and not Path(db_path).exists()
     con = db.connect(db_path)
     results: list[FileResult] = []
     result = IngestResult(files=results)
+    # The next files are hashed in a thread while DuckDB (which releases the GIL) loads
+    # this one; a file's hash is checked before anything else is done with it.
+    stop_hashing = threading.Event()
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stellardb-ingest")
     try:
+        digests = [background.submit(sha256_of, source.path, stop_hashing) for source in sources]
         con.begin()
         rows_before = db.row_count(con, table)
         seen_hashes: set[str] = set()
@@ -191,7 +197,8 @@ def run(
                     result.label_matches = db.refresh_label_match(con)
         con.commit()
     except BaseException:
-        background.shutdown(cancel_futures=True)
+        stop_hashing.set()
+        background.shutdown(wait=False, cancel_futures=True)
         con.rollback()
         con.close()
         if created:
@@ -224,6 +231,15 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future
                  survey, seen_hashes, on_duplicate="error") -> FileResult:
     t0 = time.perf_counter()
     path = source.path
+    digest = digest_future.result()
+    previous = con.execute(
+        "select file, ingested_at from ingests where sha256 = $h and table_name = $t", {"h": digest, "t": spec.name}
+    ).fetchone()
+    if previous is not None or digest in seen_hashes:
+        when = f" on {previous[1]:%Y-%m-%d %H:%M}" if previous else " earlier in this command"
+        return FileResult(path, spec.name, 0, time.perf_counter() - t0, source.format, preset_name,
+                          skipped=f"same content already ingested into {spec.name}{when}")
+    seen_hashes.add(digest)
 
     header = readers.column_names(con, source)
     preset, mapping = _choose_preset(spec, header, preset_name, renames, path)
@@ -267,17 +283,6 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future
         notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
     _check_positions(con, spec, present, path)
     _check_ranges(con, spec, present, path)
-    # the content hash is ready by now; a file seen before must not reach the key checks
-    digest = digest_future.result()
-    previous = con.execute(
-        "select file, ingested_at from ingests where sha256 = $h and table_name = $t", {"h": digest, "t": spec.name}
-    ).fetchone()
-    if previous is not None or digest in seen_hashes:
-        _drop_staging(con, spec, source)
-        when = f" on {previous[1]:%Y-%m-%d %H:%M}" if previous else " earlier in this command"
-        return FileResult(path, spec.name, 0, time.perf_counter() - t0, source.format, preset_name,
-                          skipped=f"same content already ingested into {spec.name}{when}")
-    seen_hashes.add(digest)
     duplicates = _check_keys(con, spec, path, on_duplicate)
     if duplicates:
         notes.append(f"{duplicates:,} duplicate rows skipped (--on-duplicate skip; first occurrence kept)")

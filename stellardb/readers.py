@@ -213,8 +213,11 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
         # DuckDB parses a gzipped CSV on one thread; ISA-L inflates about 5x faster than
         # zlib, and the plain copy is then parsed in parallel.
         with _inflated(source) as plain:
-            return load(con, SourceFile(plain, source.format, False, source.header_lines, source.ecsv_columns,
-                                        source.delimiter), stage, varchar_columns)
+            try:
+                return load(con, SourceFile(plain, source.format, False, source.header_lines, source.ecsv_columns,
+                                            source.delimiter), stage, varchar_columns)
+            except UserError as exc:  # name the user's file, not the scratch copy
+                raise UserError(str(exc).replace(str(plain), str(source.path))) from None
     try:
         if source.format == "parquet":
             # A view, not a copy: Parquet is columnar, so each check reads only its
@@ -270,18 +273,20 @@ def _inflated(source: SourceFile):
     """A temporary uncompressed copy of a gzipped text file (removed afterwards)."""
     from isal import igzip
 
+    from isal.isal_zlib import IsalError
+
     fd, name = tempfile.mkstemp(prefix="stellardb-", suffix=".csv", dir=_scratch_dir(4 * source.path.stat().st_size))
     try:
-        with os.fdopen(fd, "wb") as out, igzip.open(source.path, "rb") as fh:
-            shutil.copyfileobj(fh, out, 1 << 24)
-    except (EOFError, OSError, igzip.BadGzipFile if hasattr(igzip, "BadGzipFile") else OSError) as exc:
-        os.unlink(name)
-        raise UserError(
-            f"{source.path}: the gzip stream is truncated or corrupt ({exc}); download the file again."
-        ) from None
-    try:
+        try:
+            with os.fdopen(fd, "wb") as out, igzip.open(source.path, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 24)
+        except (EOFError, OSError, IsalError) as exc:  # a cut file; a bad deflate block
+            raise UserError(
+                f"{source.path}: the gzip stream is truncated or corrupt ({exc}); download the file again."
+            ) from None
         yield Path(name)
     finally:
+        # always, Ctrl-C included: a copy left in /dev/shm would hold memory until reboot
         os.unlink(name)
 
 

@@ -358,7 +358,13 @@ class RangeFlags:
         # an input never seen finite in training: any finite value is outside
         self.input_min = np.asarray(lo, dtype=np.float64)
         self.input_max = np.asarray(hi, dtype=np.float64)
-        self.label_range = {p: (tuple(float(v) for v in r) if r is not None else (np.inf, -np.inf)) for p, r in ranges["labels"].items()}
+        labels = ranges["labels"]
+        if set(labels) != set(PARAMETERS):
+            raise ValueError(f"training_ranges.labels has {sorted(labels)}, not {list(PARAMETERS)}")
+        if any(r is not None and len(r) != 2 for r in labels.values()) or any(
+                r is not None and len(r) != 2 for r in inputs.values()):
+            raise ValueError("a training range is not a [min, max] pair")
+        self.label_range = {p: (tuple(float(v) for v in r) if r is not None else (np.inf, -np.inf)) for p, r in labels.items()}
 
     @classmethod
     def from_card(cls, card: dict):

@@ -517,3 +517,38 @@ def test_failed_table_write_keeps_the_previous_model(trained, db_path, models_di
     after = {p.name: p.read_bytes() for p in folder.glob("*.keras")} | {"card.json": (folder / "card.json").read_bytes()}
     assert after == before
     assert sorted(p.name for p in models_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def test_incomplete_training_ranges_give_one_line_error(scored, db_path, models_dir):
+    """A card whose training_ranges lack a parameter: one-line error, the predictions untouched."""
+    dest = models_dir / "badranges"
+    shutil.copytree(models_dir / MODEL, dest)
+    card = json.loads((dest / "card.json").read_text())
+    del card["training_ranges"]["labels"]["feh"]
+    (dest / "card.json").write_text(json.dumps(card))
+    before = _query(db_path, "select count(*), sum(hash(source_id, teff)) from predictions")
+    try:
+        result = CliRunner().invoke(_cli, ["--db", str(db_path), "score", "--model", "badranges"],
+                                    env={"STELLARDB_MODELS": str(models_dir)})
+        assert result.exit_code != 0
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "training_ranges" in result.output and "retrain" in result.output
+        assert _query(db_path, "select count(*), sum(hash(source_id, teff)) from predictions") == before
+    finally:
+        shutil.rmtree(dest)
+
+
+def test_read_only_query_on_an_old_database_says_how_to_update_it(tmp_path):
+    """`stellardb query` on a file from before the flags: a one-line error naming the fix; after a write open it works."""
+    from stellardb.cli import cli as main_cli
+
+    path = tmp_path / "old.duckdb"
+    con = connect(path)
+    con.execute("alter table predictions drop column inputs_outside_training")
+    con.close()
+    result = CliRunner().invoke(main_cli, ["--db", str(path), "query", "select count(*) from predictions"])
+    assert result.exit_code != 0 and "older stellardb" in result.output and "stellardb xmatch" in result.output
+    connect(path).close()  # any write open applies the migration
+    result = CliRunner().invoke(main_cli, ["--db", str(path), "query",
+                                       "select count(inputs_outside_training) as n from stars_with_predictions"])
+    assert result.exit_code == 0, result.output
