@@ -146,7 +146,7 @@ def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
         if source.format == "csv":
             import csv
 
-            source.delimiter = _sniff_delimiter(con, source)
+            source.delimiter = _sniff_delimiter(source)
             opener = gzip.open if source.gzipped else open
             # utf-8-sig: spreadsheet exports start with a byte-order mark
             with opener(source.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
@@ -158,7 +158,7 @@ def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
         raise UserError(f"{source.path}: cannot read it as {source.format.upper()} ({type(exc).__name__}: {exc}).") from None
 
 
-def _sniff_delimiter(con, source: SourceFile) -> str:
+def _sniff_delimiter(source: SourceFile) -> str:
     """The field separator DuckDB detects (VizieR writes ';' and tabs as often as ',').
 
     Sniffed on a throw-away in-memory connection: a file DuckDB cannot sniff (a
@@ -189,9 +189,12 @@ def staged_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
 def _read_error(source: SourceFile, exc: duckdb.Error) -> UserError:
     """One line for a file DuckDB cannot read, with what to do about it."""
     if source.gzipped and "gzip" in str(exc).lower():
-        return UserError(f"{source.path}: the gzip stream is truncated or corrupt ({_first_line(exc)}); "
-                         "download the file again.")
+        return _corrupt_gzip(source, _first_line(exc))
     return UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}")
+
+
+def _corrupt_gzip(source: SourceFile, detail) -> UserError:
+    return UserError(f"{source.path}: the gzip stream is truncated or corrupt ({detail}); download the file again.")
 
 
 def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar_columns=()) -> list[str]:
@@ -281,9 +284,7 @@ def _inflated(source: SourceFile):
             with os.fdopen(fd, "wb") as out, igzip.open(source.path, "rb") as fh:
                 shutil.copyfileobj(fh, out, 1 << 24)
         except (EOFError, OSError, IsalError) as exc:  # a cut file; a bad deflate block
-            raise UserError(
-                f"{source.path}: the gzip stream is truncated or corrupt ({exc}); download the file again."
-            ) from None
+            raise _corrupt_gzip(source, exc) from None
         yield Path(name)
     finally:
         # always, Ctrl-C included: a copy left in /dev/shm would hold memory until reboot
