@@ -123,3 +123,15 @@ def test_radec_to_healpix_equals_healpy(order):
     ra, dec = np.concatenate(ra), np.concatenate(dec)
     np.testing.assert_array_equal(healpix.radec_to_healpix(ra, dec, order=order),
                                   healpy.ang2pix(2**order, ra, dec, nest=True, lonlat=True))
+
+
+def test_radec_to_healpix_keeps_shape_across_blocks():
+    """Inputs larger than one block (threaded) keep their shape and equal healpy; scalars stay scalars."""
+    rng = np.random.default_rng(11)
+    ra = rng.uniform(0, 360, (3, 70_001))
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, (3, 70_001))))
+    pix = healpix.radec_to_healpix(ra, dec)
+    assert pix.shape == (3, 70_001)
+    np.testing.assert_array_equal(pix, healpy.ang2pix(2**12, ra, dec, nest=True, lonlat=True))
+    one = healpix.radec_to_healpix(12.5, -30.0)
+    assert np.ndim(one) == 0 and one == healpy.ang2pix(2**12, 12.5, -30.0, nest=True, lonlat=True)
