@@ -224,6 +224,84 @@ def test_reingest_with_other_options_is_still_skipped(db, tmp_path):
     assert snapshot(db) == before
 
 
+
+def test_reingest_whose_reread_fails_in_duckdb_is_a_one_line_error(db, tmp_path, monkeypatch):
+    """Files are staged while their hash is computed.  An already-ingested file whose re-read
+    fails inside DuckDB (the transaction is then aborted, so it cannot be skipped and the next
+    files loaded) gets a one-line error saying it was already ingested; nothing changes."""
+    from stellardb import readers
+
+    _, _, dist, _ = small_sky(n=10, seed=22)
+    dist["source_id"] += 2 * 10**7  # new ids
+    path = tmp_path / "dist_again.csv"
+    dist.to_csv(path, index=False)
+    assert invoke(db, "ingest", "distances", path).exit_code == 0
+    before = snapshot(db)
+
+    def failing_load(con, source, stage, varchar_columns=()):
+        con.execute("select cast('not a number' as integer)")  # aborts the transaction
+
+    monkeypatch.setattr(readers, "load", failing_load)
+    line = error_line(invoke(db, "ingest", "distances", path))
+    assert "dist_again.csv: same content already ingested into distances" in line and "reading it again" in line
+    assert snapshot(db) == before
+
+
+def test_new_file_failing_a_check_is_refused_while_an_ingested_one_is_skipped(db, tmp_path):
+    """The skip decision rests on the content hash, not on the order of work: in one command an
+    already-ingested file that now fails the checks is skipped, a new failing file is refused."""
+    _, _, dist, _ = small_sky(n=10, seed=23)
+    dist["source_id"] += 3 * 10**7
+    old = tmp_path / "dist_gid_old.csv"
+    dist.rename(columns={"source_id": "gid"}).to_csv(old, index=False)
+    assert invoke(db, "ingest", "distances", old, "--rename", "gid=source_id").exit_code == 0
+    before = snapshot(db)
+    new = tmp_path / "dist_gid_new.csv"
+    dist.assign(source_id=dist["source_id"] + 10**6).rename(columns={"source_id": "gid"}).to_csv(new, index=False)
+    line = error_line(invoke(db, "ingest", "distances", old, new))
+    assert "dist_gid_new.csv" in line and "source_id" in line
+    assert snapshot(db) == before
+
+
+def test_rows_inserted_before_the_hash_is_known_are_taken_back(db, tmp_path, monkeypatch):
+    """Rows go in while the file is still being hashed; when the hash then shows the file was
+    ingested before, they are taken back out and the file is reported as skipped.  (The user
+    deleted the file's rows by hand, so every check passes and the insert really runs.)"""
+    import threading
+
+    import duckdb
+
+    from stellardb import ingest
+
+    _, _, dist, _ = small_sky(n=10, seed=24)
+    dist["source_id"] += 4 * 10**7
+    path = tmp_path / "dist_hash_late.csv"
+    dist.to_csv(path, index=False)
+    assert invoke(db, "ingest", "distances", path).exit_code == 0
+    with duckdb.connect(str(db)) as con:
+        con.execute("delete from distances where ingest_id = (select max(ingest_id) from ingests)")
+    before = snapshot(db)
+
+    inserted = threading.Event()
+    real_hash, real_insert = ingest.sha256_of, ingest._insert_staged
+
+    def late_hash(p, stop=None):
+        assert inserted.wait(10)  # the digest is ready only after the rows went in
+        return real_hash(p, stop)
+
+    def insert_then_release(con, spec, staged):
+        ingest_id = real_insert(con, spec, staged)
+        assert con.execute("select count(*) from distances where ingest_id = $i", {"i": ingest_id}).fetchone()[0] == 10
+        inserted.set()
+        return ingest_id
+
+    monkeypatch.setattr(ingest, "sha256_of", late_hash)
+    monkeypatch.setattr(ingest, "_insert_staged", insert_then_release)
+    result = invoke(db, "ingest", "distances", path)
+    assert result.exit_code == 0, result.output
+    assert inserted.is_set() and "already ingested" in result.output
+    assert snapshot(db) == before
+
 def _corrupt_deflate(tmp_path, text: bytes):
     """A gzip file with a bad deflate block: ISA-L raises its own IsalError (not OSError) for it."""
     import gzip
