@@ -225,26 +225,88 @@ def test_reingest_with_other_options_is_still_skipped(db, tmp_path):
 
 
 
-def test_reingest_whose_reread_fails_in_duckdb_is_a_one_line_error(db, tmp_path, monkeypatch):
-    """Files are staged while their hash is computed.  An already-ingested file whose re-read
-    fails inside DuckDB (the transaction is then aborted, so it cannot be skipped and the next
-    files loaded) gets a one-line error saying it was already ingested; nothing changes."""
+def test_reingest_that_would_fail_in_duckdb_is_skipped_and_the_new_file_loads(db, tmp_path, monkeypatch):
+    """An already-ingested file is skipped on its hash before it is read again: even if reading
+    it with this command's options would fail inside DuckDB (which aborts the transaction), the
+    new file named with it still loads."""
     from stellardb import readers
 
     _, _, dist, _ = small_sky(n=10, seed=22)
     dist["source_id"] += 2 * 10**7  # new ids
-    path = tmp_path / "dist_again.csv"
+    old = tmp_path / "dist_again.csv"
+    dist.to_csv(old, index=False)
+    assert invoke(db, "ingest", "distances", old).exit_code == 0
+    new = tmp_path / "dist_new.csv"
+    dist.assign(source_id=dist["source_id"] + 10**6).to_csv(new, index=False)
+    n_before = query(db, "select count(*) as n from distances")["n"][0]
+    real_load = readers.load
+
+    def load_failing_on_old(con, source, stage, varchar_columns=()):
+        if source.path.name == old.name:
+            con.execute("select cast('not a number' as integer)")  # aborts the transaction
+        return real_load(con, source, stage, varchar_columns)
+
+    monkeypatch.setattr(readers, "load", load_failing_on_old)
+    result = invoke(db, "ingest", "distances", old, new)
+    assert result.exit_code == 0, result.output
+    assert "already ingested" in result.output
+    assert query(db, "select count(*) as n from distances")["n"][0] == n_before + 10
+
+
+def test_a_rerun_does_not_read_already_ingested_files_again(db, tmp_path, monkeypatch):
+    """Re-running an ingest over a folder skips the known files on their hash alone (no
+    inflating or parsing them again)."""
+    from stellardb import readers
+
+    _, _, dist, _ = small_sky(n=10, seed=25)
+    dist["source_id"] += 5 * 10**7
+    path = tmp_path / "dist_rerun.csv"
     dist.to_csv(path, index=False)
     assert invoke(db, "ingest", "distances", path).exit_code == 0
-    before = snapshot(db)
+    loaded = []
+    real_load = readers.load
+    monkeypatch.setattr(readers, "load", lambda con, source, *a, **k: loaded.append(source.path) or
+                        real_load(con, source, *a, **k))
+    result = invoke(db, "ingest", "distances", path)
+    assert result.exit_code == 0 and "already ingested" in result.output
+    assert loaded == []
 
-    def failing_load(con, source, stage, varchar_columns=()):
-        con.execute("select cast('not a number' as integer)")  # aborts the transaction
 
-    monkeypatch.setattr(readers, "load", failing_load)
-    line = error_line(invoke(db, "ingest", "distances", path))
-    assert "dist_again.csv: same content already ingested into distances" in line and "reading it again" in line
-    assert snapshot(db) == before
+def test_a_new_table_loads_while_hashing_and_a_repeated_copy_is_skipped(tmp_path, monkeypatch):
+    """Into a table with no file yet, files are staged, checked and inserted while their hash is
+    still computed; a second copy of the same content in the command is still skipped, with
+    either --on-duplicate mode, and is not recorded twice."""
+    import shutil
+    import threading
+
+    from stellardb import ingest
+
+    _, _, dist, _ = small_sky(n=10, seed=24)
+    first = tmp_path / "dist_a.csv"
+    dist.to_csv(first, index=False)
+    copy = tmp_path / "dist_b.csv"
+    shutil.copy(first, copy)
+    real_hash, real_insert = ingest.sha256_of, ingest._insert_staged
+    for mode in ("error", "skip"):
+        inserted = threading.Event()
+
+        def late_hash(p, stop=None):
+            assert inserted.wait(10)  # the first digest is ready only after its rows went in
+            return real_hash(p, stop)
+
+        def insert_then_release(con, spec, source, staged):
+            ingest_id = real_insert(con, spec, source, staged)
+            inserted.set()
+            return ingest_id
+
+        monkeypatch.setattr(ingest, "sha256_of", late_hash)
+        monkeypatch.setattr(ingest, "_insert_staged", insert_then_release)
+        dbp = tmp_path / f"new_{mode}.duckdb"
+        result = invoke(dbp, "ingest", "distances", first, copy, "--on-duplicate", mode)
+        assert result.exit_code == 0, result.output
+        assert "earlier in this command" in result.output
+        got = query(dbp, "select (select count(*) from distances) as n, (select count(*) from ingests) as files")
+        assert (got["n"][0], got["files"][0]) == (10, 1)
 
 
 def test_new_file_failing_a_check_is_refused_while_an_ingested_one_is_skipped(db, tmp_path):
@@ -263,44 +325,37 @@ def test_new_file_failing_a_check_is_refused_while_an_ingested_one_is_skipped(db
     assert snapshot(db) == before
 
 
-def test_rows_inserted_before_the_hash_is_known_are_taken_back(db, tmp_path, monkeypatch):
-    """Rows go in while the file is still being hashed; when the hash then shows the file was
-    ingested before, they are taken back out and the file is reported as skipped.  (The user
-    deleted the file's rows by hand, so every check passes and the insert really runs.)"""
-    import threading
+def test_an_empty_required_value_no_check_covers_is_a_one_line_error(db, tmp_path):
+    """A NOT NULL column left empty (SkyMapper mean_epoch) is refused in one line naming the
+    file and the column; nothing changes."""
+    _, sm, _, _ = small_sky(n=10, seed=26)
+    sm["object_id"] += 7 * 10**8
+    sm.loc[3, "mean_epoch"] = np.nan
+    path = write(sm, tmp_path / "sm_no_epoch.csv")
+    before = snapshot(db)
+    line = error_line(invoke(db, "ingest", "skymapper", path))
+    assert "sm_no_epoch.csv" in line and "no mean_epoch" in line
+    assert snapshot(db) == before
 
-    import duckdb
 
+def test_a_file_that_cannot_be_hashed_is_a_one_line_error(db, tmp_path, monkeypatch):
+    """If the file cannot be read for its checksum (removed or unreadable mid-way): one line."""
     from stellardb import ingest
 
-    _, _, dist, _ = small_sky(n=10, seed=24)
-    dist["source_id"] += 4 * 10**7
-    path = tmp_path / "dist_hash_late.csv"
+    _, _, dist, _ = small_sky(n=10, seed=27)
+    dist["source_id"] += 6 * 10**7
+    path = tmp_path / "dist_gone.csv"
     dist.to_csv(path, index=False)
-    assert invoke(db, "ingest", "distances", path).exit_code == 0
-    with duckdb.connect(str(db)) as con:
-        con.execute("delete from distances where ingest_id = (select max(ingest_id) from ingests)")
+
+    def gone(p, stop=None):
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(ingest, "sha256_of", gone)
     before = snapshot(db)
-
-    inserted = threading.Event()
-    real_hash, real_insert = ingest.sha256_of, ingest._insert_staged
-
-    def late_hash(p, stop=None):
-        assert inserted.wait(10)  # the digest is ready only after the rows went in
-        return real_hash(p, stop)
-
-    def insert_then_release(con, spec, staged):
-        ingest_id = real_insert(con, spec, staged)
-        assert con.execute("select count(*) from distances where ingest_id = $i", {"i": ingest_id}).fetchone()[0] == 10
-        inserted.set()
-        return ingest_id
-
-    monkeypatch.setattr(ingest, "sha256_of", late_hash)
-    monkeypatch.setattr(ingest, "_insert_staged", insert_then_release)
-    result = invoke(db, "ingest", "distances", path)
-    assert result.exit_code == 0, result.output
-    assert inserted.is_set() and "already ingested" in result.output
+    line = error_line(invoke(db, "ingest", "distances", path))
+    assert "dist_gone.csv" in line and "cannot read it to compute its checksum" in line
     assert snapshot(db) == before
+
 
 def _corrupt_deflate(tmp_path, text: bytes):
     """A gzip file with a bad deflate block: ISA-L raises its own IsalError (not OSError) for it."""
