@@ -95,9 +95,11 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, quiet):
 
 @cli.command()
 @click.option("--radius-arcsec", type=float, default=None, help="Match radius in arcsec (stored; default 1.0).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: separations of the pairs, and the matched fraction per SkyMapper r_psf.")
 @click.pass_context
 @_user_errors
-def xmatch(ctx, radius_arcsec):
+def xmatch(ctx, radius_arcsec, plot):
     """Crossmatch Gaia with SkyMapper (and position-only labels with Gaia).
 
     For each SkyMapper source, the nearest Gaia source within the radius after
@@ -107,17 +109,19 @@ def xmatch(ctx, radius_arcsec):
 
     Example:
 
-        stellardb xmatch --radius-arcsec 1.0
+        stellardb xmatch --radius-arcsec 1.0 --plot xmatch.png
     """
     from . import query as query_lib
 
-    stats = query_lib.run_xmatch(ctx.obj["db"], radius_arcsec)
+    stats = query_lib.run_xmatch(ctx.obj["db"], radius_arcsec, plot)
     click.echo(
         f"xmatch: {stats['pairs']:,} Gaia-SkyMapper pairs within {stats['radius_arcsec']:g} arcsec "
         f"({stats['gaia_rows']:,} Gaia, {stats['skymapper_rows']:,} SkyMapper; median separation "
         f"{(stats['median_sep_arcsec'] or 0):.3f} arcsec; {stats['ambiguous']:,} with more than one candidate; "
         f"{stats['label_matches']:,} position-only labels matched) in {stats['seconds']:.2f} s"
     )
+    if plot:
+        click.echo(f"plot: {plot}")
 
 
 @cli.command()

@@ -100,7 +100,7 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def run_xmatch(db_path, radius_arcsec: float | None = None) -> dict:
+def run_xmatch(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
     """Materialise the Gaia x SkyMapper crossmatch (table ``xmatch``) in one transaction.
 
     Parameters
@@ -109,7 +109,12 @@ def run_xmatch(db_path, radius_arcsec: float | None = None) -> dict:
         Match radius; stored in ``settings`` (default 1.0 arcsec).  Must be positive
         and at most 30 arcsec: beyond that a nearest-neighbour match stops meaning
         "the same star" at Gaia's depth.
+    plot : path, optional
+        Also write the separation / match-fraction PNG there
+        (:func:`stellardb.xmatch_plot.write_xmatch_plot`).
     """
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise UserError(f"--plot writes a PNG: give a file name ending in .png, not {Path(plot).name!r}.")
     if radius_arcsec is not None and not (0 < radius_arcsec <= 30):
         raise UserError(f"--radius-arcsec must be in (0, 30] arcsec, got {radius_arcsec}.")
     con = db.connect(db_path)
@@ -130,6 +135,14 @@ def run_xmatch(db_path, radius_arcsec: float | None = None) -> dict:
         stats = con.execute(
             "select count(*), median(sep_arcsec), count_if(n_candidates > 1) from xmatch"
         ).fetchone()
+        if plot is not None:
+            from .xmatch_plot import write_xmatch_plot
+
+            try:
+                write_xmatch_plot(con, plot, db.get_setting(con, "xmatch_radius_arcsec"))
+            except OSError as exc:
+                raise UserError(f"Cannot write the plot {plot} ({exc.strerror or exc}); the crossmatch itself is "
+                                "stored (table xmatch): choose a writable path and run again.") from None
         return {
             "pairs": pairs,
             "label_matches": labels,

@@ -205,6 +205,43 @@ def test_xmatch_rerun_is_stable(copy_db):
     assert f"{len(after):,} Gaia-SkyMapper pairs within 1 arcsec" in result.output
 
 
+def test_xmatch_plot_numbers_equal_pandas(copy_db, tmp_path):
+    """--plot writes a PNG whose separation histogram and matched fraction per r_psf bin equal
+    the same numbers computed in pandas from the xmatch and skymapper tables."""
+    from stellardb.xmatch_plot import MAG_BIN, SEP_BINS, xmatch_diagnostics
+
+    png = tmp_path / "plots" / "xmatch.png"
+    result = invoke(copy_db, "xmatch", "--plot", png)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+    pairs = direct(copy_db, "select skymapper_object_id, sep_arcsec from xmatch")
+    sm = direct(copy_db, "select object_id, r_psf from skymapper where r_psf is not null")
+    con = stellardb.connect(copy_db, read_only=True)
+    try:
+        got = xmatch_diagnostics(con, 1.0)
+    finally:
+        con.close()
+    want_counts, want_edges = np.histogram(pairs["sep_arcsec"], bins=SEP_BINS, range=(0.0, 1.0))
+    np.testing.assert_allclose(got["sep_edges_arcsec"], want_edges)
+    np.testing.assert_array_equal(got["sep_counts"], want_counts)
+    assert got["sep_counts"].sum() == len(pairs) > 0
+    sm["lo"] = np.floor(sm["r_psf"].astype(float) / MAG_BIN) * MAG_BIN
+    sm["matched"] = sm["object_id"].isin(pairs["skymapper_object_id"])
+    want = sm.groupby("lo").agg(n=("matched", "size"), k=("matched", "sum")).reset_index()
+    np.testing.assert_allclose(got["r_psf_lo_mag"], want["lo"])
+    np.testing.assert_array_equal(got["n_sources"], want["n"])
+    np.testing.assert_array_equal(got["n_matched"], want["k"])
+
+
+def test_xmatch_plot_needs_a_png_name(copy_db, tmp_path):
+    """--plot with another suffix is a one-line error before anything changes."""
+    before = snapshot(copy_db)
+    line = error_line(invoke(copy_db, "xmatch", "--radius-arcsec", "2", "--plot", tmp_path / "x.pdf"))
+    assert "--plot writes a PNG" in line
+    assert snapshot(copy_db) == before
+
+
 # ---------------------------------------------------------------- Python and SQLAlchemy
 
 
