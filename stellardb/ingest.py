@@ -254,7 +254,8 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future
         return FileResult(source.path, spec.name, 0, time.perf_counter() - t0, source.format, preset_name,
                           skipped=reason)
 
-    if not speculative and (reason := _already_ingested(spec, _digest(digest_future, source), seen_hashes)):
+    if (not speculative or digest_future.done()) \
+            and (reason := _already_ingested(spec, _digest(digest_future, source), seen_hashes)):
         return skip(reason)
     try:
         staged = _stage_and_check(con, spec, source, preset_name, renames, survey, on_duplicate)

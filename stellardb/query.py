@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,15 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _check_plot_path(path: Path) -> None:
+    """Refuse a --plot path that cannot take a PNG before anything is computed or changed."""
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--plot writes a PNG: give a file name ending in .png, not {path.name!r}.")
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if path.is_dir() or folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"--plot {path}: cannot write a file there; choose a writable path.")
+
+
 def run_xmatch(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
     """Materialise the Gaia x SkyMapper crossmatch (table ``xmatch``) in one transaction.
 
@@ -113,8 +123,8 @@ def run_xmatch(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
         Also write the separation / match-fraction PNG there
         (:func:`stellardb.xmatch_plot.write_xmatch_plot`).
     """
-    if plot is not None and Path(plot).suffix.lower() != ".png":
-        raise UserError(f"--plot writes a PNG: give a file name ending in .png, not {Path(plot).name!r}.")
+    if plot is not None:
+        _check_plot_path(Path(plot))
     if radius_arcsec is not None and not (0 < radius_arcsec <= 30):
         raise UserError(f"--radius-arcsec must be in (0, 30] arcsec, got {radius_arcsec}.")
     con = db.connect(db_path)
@@ -133,7 +143,7 @@ def run_xmatch(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
             con.rollback()
             raise
         stats = con.execute(
-            "select count(*), median(sep_arcsec), count_if(n_candidates > 1) from xmatch"
+            "select count(*), median(sep_arcsec), coalesce(count_if(n_candidates > 1), 0) from xmatch"
         ).fetchone()
         if plot is not None:
             from .xmatch_plot import write_xmatch_plot

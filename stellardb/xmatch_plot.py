@@ -8,8 +8,8 @@ Right: the fraction of SkyMapper sources that found a Gaia partner per r_psf
 magnitude: it falls where SkyMapper reaches past Gaia's depth (G ~ 20.7) and shows
 any bright-end losses (saturation, proper motions the epochs did not follow).
 
-The numbers behind both panels come from SQL on ``xmatch`` and ``skymapper`` and are
-returned, so that they can be checked and reused.  matplotlib is imported only here
+The numbers behind both panels are returned, so that they can be checked and reused:
+the separations are binned with np.histogram, the magnitude bins counted in SQL.  matplotlib is imported only here
 (Agg backend) and not Keras, unlike :mod:`stellardb.plots`.
 """
 
@@ -34,15 +34,8 @@ def xmatch_diagnostics(con, radius_arcsec: float) -> dict[str, np.ndarray]:
         ``r_psf_lo_mag`` (lower edge of each MAG_BIN bin that has sources),
         ``n_sources`` and ``n_matched`` SkyMapper sources in it.
     """
-    width = radius_arcsec / SEP_BINS
-    # least(): a pair exactly at the radius belongs to the last bin, as in np.histogram
-    sep = con.execute(
-        "select least(floor(sep_arcsec / $w), $n - 1)::integer as b, count(*) from xmatch group by b",
-        {"w": width, "n": SEP_BINS},
-    ).fetchall()
-    counts = np.zeros(SEP_BINS, dtype=np.int64)
-    for b, n in sep:
-        counts[b] += n
+    sep = con.execute("select sep_arcsec from xmatch").fetchnumpy()["sep_arcsec"]
+    counts, edges = np.histogram(np.asarray(sep, dtype=np.float64), bins=SEP_BINS, range=(0.0, radius_arcsec))
     mag = con.execute(
         """
         select floor(s.r_psf / $bin) * $bin as r_lo, count(*), count(x.skymapper_object_id)
@@ -56,7 +49,7 @@ def xmatch_diagnostics(con, radius_arcsec: float) -> dict[str, np.ndarray]:
     ).fetchall()
     mag = np.array(mag, dtype=np.float64).reshape(-1, 3)
     return {
-        "sep_edges_arcsec": np.linspace(0.0, radius_arcsec, SEP_BINS + 1),
+        "sep_edges_arcsec": edges,
         "sep_counts": counts,
         "r_psf_lo_mag": mag[:, 0],
         "n_sources": mag[:, 1].astype(np.int64),
@@ -75,7 +68,8 @@ def write_xmatch_plot(con, path, radius_arcsec: float) -> dict[str, np.ndarray]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), constrained_layout=True)
     edges = d["sep_edges_arcsec"]
     left.stairs(d["sep_counts"], edges, fill=True, alpha=0.6)
-    left.set_yscale("log")
+    if d["sep_counts"].any():  # (a log axis of nothing but zeros is an error in matplotlib)
+        left.set_yscale("log")
     left.set_xlim(0, radius_arcsec)
     left.set_xlabel("separation Gaia (moved to the SkyMapper epoch) - SkyMapper [arcsec]")
     left.set_ylabel(f"pairs per {edges[1] * 1000:.0f} mas")
@@ -89,7 +83,7 @@ def write_xmatch_plot(con, path, radius_arcsec: float) -> dict[str, np.ndarray]:
     right.set_ylim(0, 1.02)
     right.set_xlabel("SkyMapper r_psf [mag]")
     right.set_ylabel("fraction with a Gaia partner")
-    right.set_title(f"{int(k.sum()):,} of {int(n.sum()):,} SkyMapper sources matched")
+    right.set_title(f"{int(k.sum()):,} of {int(n.sum()):,} SkyMapper sources with r_psf matched")
     right.grid(alpha=0.3)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -242,6 +242,28 @@ def test_xmatch_plot_needs_a_png_name(copy_db, tmp_path):
     assert snapshot(copy_db) == before
 
 
+def test_xmatch_plot_path_that_cannot_be_written_is_refused_first(copy_db, tmp_path):
+    """A --plot path under a regular file is refused before the crossmatch (or its radius) changes."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    before = snapshot(copy_db)
+    line = error_line(invoke(copy_db, "xmatch", "--radius-arcsec", "2", "--plot", blocker / "x.png"))
+    assert "cannot write a file there" in line
+    assert snapshot(copy_db) == before
+
+
+def test_xmatch_with_no_pairs_reports_zero_and_still_plots(copy_db, tmp_path):
+    """SkyMapper moved 36 arcsec north of every Gaia source: 0 pairs, said in the summary; the plot is written."""
+    con = duckdb.connect(str(copy_db))
+    con.execute("update skymapper set dej2000 = dej2000 + 0.01")
+    con.close()
+    png = tmp_path / "none.png"
+    result = invoke(copy_db, "xmatch", "--plot", png)
+    assert result.exit_code == 0, result.output
+    assert "xmatch: 0 Gaia-SkyMapper pairs" in result.output and "0 with more than one candidate" in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ---------------------------------------------------------------- Python and SQLAlchemy
 
 
