@@ -19,7 +19,6 @@ from .errors import user_errors
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-_user_errors = user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,7 +58,7 @@ def _exit_cleanly_on_sigterm() -> None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 @click.pass_context
-@_user_errors
+@user_errors
 def ingest(ctx, table, files, preset, renames, survey, on_duplicate, quiet):
     """Load catalogue FILES into TABLE, in one transaction.
 
@@ -98,7 +97,7 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, quiet):
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG: separations of the pairs, and the matched fraction per SkyMapper r_psf.")
 @click.pass_context
-@_user_errors
+@user_errors
 def xmatch(ctx, radius_arcsec, plot):
     """Crossmatch Gaia with SkyMapper (and position-only labels with Gaia).
 
@@ -133,7 +132,7 @@ def xmatch(ctx, radius_arcsec, plot):
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="Write to FILE instead of the terminal.")
 @click.option("--max-rows", default=50, show_default=True, help="Rows shown by --format table.")
 @click.pass_context
-@_user_errors
+@user_errors
 def query(ctx, sql, fmt, output, max_rows):
     """Run SQL on the database (read-only).
 
@@ -176,7 +175,7 @@ def presets():
 @click.option("--overwrite", is_flag=True, help="Replace the files of an existing, non-empty OUTDIR.")
 @click.option("--truth", is_flag=True, help="Also write truth.parquet (true parameters, for validation only).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-@_user_errors
+@user_errors
 def simulate(outdir, stars, seed, fmt, overwrite, truth, quiet):
     """Write a simulated southern sky to OUTDIR in the surveys' own formats.
 

@@ -16,7 +16,6 @@ from .errors import user_errors
 
 
 
-_user_errors = user_errors
 
 
 def _db_path() -> str:
@@ -67,7 +66,7 @@ def _quiet_tensorflow():
 @click.option("--quick", is_flag=True, help="At most 40 epochs and a shorter patience: for demos and smoke tests.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
-@_user_errors
+@user_errors
 def train(epochs, seed, name, quick, no_plots, quiet):
     """Train one MLP per parameter (log g: a small deep ensemble) on the training_set view.
 
@@ -110,7 +109,7 @@ def train(epochs, seed, name, quick, no_plots, quiet):
 @click.option("--model", "model", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS or ./models).")
 @click.option("--batch-rows", default=131_072, show_default=True, type=int, help="Rows per batch read from DuckDB (bounds memory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-@_user_errors
+@user_errors
 def score(model, batch_rows, quiet):
     """Predict Teff, log g and [Fe/H] with errors for every star in scoring_set.
 

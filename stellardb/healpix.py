@@ -8,10 +8,11 @@ row; coarser orders are a right shift (``pix_k = pix_12 >> 2 * (12 - k)``).
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from .cores import usable_cores
 
 SPATIAL_INDEX_COLUMN = "healpix_12"
 SPATIAL_INDEX_ORDER = 12
@@ -46,20 +47,12 @@ def radec_to_healpix(ra_deg, dec_deg, order: int = SPATIAL_INDEX_ORDER) -> np.nd
         stop = start + _BLOCK
         out[start:stop] = _loc2pix(ra[start:stop], dec[start:stop], order)
 
-    with ThreadPoolExecutor(max_workers=_cores()) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         list(pool.map(block, range(0, ra.size, _BLOCK)))
     return out.reshape(shape)
 
 
 _BLOCK = 1 << 16
-
-
-def _cores() -> int:
-    """Cores this process may run on (respects CPU affinity, unlike os.cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _loc2pix(ra: np.ndarray, dec_deg: np.ndarray, order: int) -> np.ndarray:

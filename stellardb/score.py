@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cores import usable_cores
 from .errors import UserError
 
 # Before Keras pulls in TensorFlow: its C++ start-up chatter would bury the
@@ -154,7 +155,7 @@ class NumpyScorer:
     def __init__(self, folded: dict, threads: int | None = None):
         from .mlp import LOG_SIGMA_MAX, LOG_SIGMA_MIN
 
-        self.threads = max(1, int(threads if threads is not None else min(os.cpu_count() or 1, MAX_THREADS)))
+        self.threads = max(1, int(threads if threads is not None else min(usable_cores(), MAX_THREADS)))
         self._blas = None
 
         self.parameters = tuple(folded)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..cores import usable_cores
 from ..errors import UserError
 from . import writers
 
@@ -182,7 +183,7 @@ def _offset_object_ids(tables: dict[str, pa.Table], offset: int) -> dict[str, pa
 
 
 def _default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    return min(2, usable_cores())
 
 
 def _simulate_into(tmp: Path, n_stars: int, seed: int, fmt: str, truth: bool, progress, workers: int) -> SimulationSummary:
