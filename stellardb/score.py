@@ -206,17 +206,22 @@ class NumpyScorer:
                 hi = min(n, lo + CHUNK_ROWS)
                 self._predict_chunk(x[lo:hi], buf[: hi - lo], out, lo, hi)
 
-        if workers <= 1:
-            work(0)
-            return out
-        # One chunk per thread at a time, each thread's BLAS single-threaded: NumPy
-        # releases the GIL in its loops, so the element-wise work (a third of the
-        # time, single-threaded otherwise) runs on every core too, and BLAS threads
-        # do not fight the workers for the cores.
-        from concurrent.futures import ThreadPoolExecutor
+        # BLAS is single-threaded on every path, one thread or many: a multi-threaded
+        # OpenBLAS may split a product differently and change the last bit of a few
+        # values (seen: 77 of 30,000 differed by 1 ulp on an AMD EPYC), and a star's
+        # prediction must not depend on the thread count.  Chunks are the same rows
+        # whatever the thread count, so each thread computes exactly what one thread
+        # would.  With one chunk per thread at a time, NumPy releases the GIL in its
+        # loops, so the element-wise work (a third of the time) runs on every core
+        # too, and BLAS threads do not fight the workers for the cores.
+        with self._blas_limit():
+            if workers <= 1:
+                work(0)
+                return out
+            from concurrent.futures import ThreadPoolExecutor
 
-        with self._blas_limit(), ThreadPoolExecutor(workers) as pool:
-            list(pool.map(work, range(workers)))
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(work, range(workers)))
         return out
 
     def _blas_limit(self):

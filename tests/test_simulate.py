@@ -377,3 +377,71 @@ def test_overwrite_replaces_files(tmp_path):
     assert _digest(a) == before
     b = sim.simulate(tmp_path / "sky", stars=500, seed=2, overwrite=True)
     assert _digest(b)["gaia"] != before["gaia"]
+
+
+
+_SIGTERM_SCRIPT = """
+import multiprocessing, os, signal, sys, threading, time
+from stellardb.cores import process_pool
+
+# the CLI's handler (stellardb.cli._exit_cleanly_on_sigterm), inherited through fork
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+def task(i):
+    # As OpenBLAS does in a real worker: another thread that can take the SIGTERM while
+    # the main thread, which alone runs Python signal handlers, waits on the task queue.
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    both.wait(timeout=60)  # one task per worker: each holds its task until the other has one
+    return os.getpid()
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+both = multiprocessing.get_context("fork").Barrier(2)
+with process_pool(2) as pool:
+    pids = set(pool.map(task, range(2), chunksize=1))
+    # what Pool.terminate() does to its workers, without the stop sentinels it also
+    # queues (which may or may not reach a worker: the hang was a race)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while not all(map(gone, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("dead" if all(map(gone, pids)) else "alive", len(pids), flush=True)
+    # A worker killed behind the pool's back may hold the task queue's lock, and the pool
+    # starts replacements: end this whole process group (its own session) at once.
+    os.killpg(0, signal.SIGKILL)
+"""
+
+
+def test_pool_workers_die_on_sigterm_whatever_thread_receives_it(tmp_path):
+    """A SIGTERM to a pool worker ends it even when the signal lands on a thread other than
+    the main one, blocked on the task queue (`simulate --stars 2000000` once hung for ever
+    in Pool.terminate after writing every file).  The 60 s deadline only catches a hang;
+    dying takes milliseconds."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _SIGTERM_SCRIPT], capture_output=True, text=True, timeout=120,
+                         start_new_session=True)
+    assert run.stdout.split() == ["dead", "2"], run.stderr
+
+
+def test_simulate_uses_the_safe_pool(tmp_path, monkeypatch):
+    """The simulator's workers come from stellardb.cores.process_pool (tested above)."""
+    used = []
+    real = sim.process_pool
+
+    def spy(workers):
+        used.append(workers)
+        return real(workers)
+
+    monkeypatch.setattr(sim, "process_pool", spy)
+    monkeypatch.setattr(sim, "CHUNK_STARS", 500)
+    sim.simulate(tmp_path / "sky", stars=1500, seed=3, workers=2)
+    assert used == [2]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..cores import usable_cores
+from ..cores import process_pool, usable_cores
 from ..errors import UserError
 from . import writers
 
@@ -163,11 +163,8 @@ def _chunks(n_stars: int, seed: int, workers: int):
     if workers <= 1 or len(jobs) == 1:
         yield from map(_build, jobs)
         return
-    import multiprocessing as mp
-
-    # fork (fast, and needs no importable __main__): the pool is created before the
-    # parent starts any pyarrow writer threads, and workers are never re-forked.
-    with mp.get_context("fork").Pool(workers) as pool:
+    # created before the parent starts any pyarrow writer threads (process_pool forks)
+    with process_pool(workers) as pool:
         yield from pool.imap(_build, jobs)
 
 
