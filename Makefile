@@ -7,15 +7,22 @@ DEMO_DIR   ?= demo
 DEMO_STARS ?= 200000
 SDB := $(VENV)/bin/stellardb --db $(DEMO_DIR)/stellardb.duckdb
 
-.PHONY: demo test bench bench-big venv clean
+.PHONY: demo test bench bench-big venv clean lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package (made by `make lock`), so README's outputs are reproducible
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[ml,dev,bench]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[ml,dev,bench]'
 	touch $(STAMP)
+
+## make lock: re-resolve requirements.lock from pyproject.toml (uv, all platforms, Python 3.11)
+lock: $(STAMP)
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra ml --extra dev --extra bench --universal \
+		--python-version 3.11 --quiet -o requirements.lock
 
 ## make demo: the main job end to end on the embedded default (simulated) sky
 demo: $(STAMP)

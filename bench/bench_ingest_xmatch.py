@@ -194,7 +194,7 @@ def main() -> None:
         print(result, flush=True)
 
         # ------------------------------------------------------------ crossmatch
-        con = db.connect(dbp)
+        con = db.connect(dbp, read_only=False)
         db.set_setting(con, "xmatch_radius_arcsec", RADIUS_ARCSEC)
         xm_s, n_pairs = best_of(lambda: db.refresh_xmatch(con))
         # the same view into a temporary (in-memory) table: the result in memory, as astropy's is

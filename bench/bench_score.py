@@ -37,7 +37,7 @@ from common import OUT, machine, save  # noqa: E402
 
 from stellardb import score, train  # noqa: E402
 from stellardb.db import connect  # noqa: E402
-from stellardb.mlp import FEATURES, PARAMETERS  # noqa: E402
+from stellardb.features import FEATURES, PARAMETERS  # noqa: E402
 
 
 def _best_of(fn, repeats=3):
@@ -66,7 +66,7 @@ def main() -> None:
     hidden = card["architecture"]["hidden_units"]
     members = card["architecture"].get("members", {q: 1 for q in PARAMETERS})
 
-    con = connect(db)
+    con = connect(db)  # read-only
     table = con.sql(f"select {', '.join(FEATURES)} from scoring_set").to_arrow_table()
     n_eligible = table.num_rows
     con.close()

@@ -39,7 +39,7 @@ from common import OUT, machine, save  # noqa: E402
 from stellardb import train  # noqa: E402
 from stellardb.db import connect  # noqa: E402
 from stellardb.metrics import residual_stats  # noqa: E402
-from stellardb.mlp import FEATURES, GSPPHOT, PARAMETERS, UNITS  # noqa: E402
+from stellardb.features import FEATURES, GSPPHOT, PARAMETERS, UNITS  # noqa: E402
 
 SWEETCAT = Path(os.environ.get("STELLARDB_SHARED", "/work/shared")) / "data/real/sweetcat/SWEETCAT_Dataframe.csv"
 TOLERANCE = {"teff": 5.0, "logg": 0.01, "feh": 0.01}
@@ -96,7 +96,7 @@ def lightgbm_mads(db: Path, seed: int) -> dict:
     """LightGBM per parameter on the same inputs and split; MAD on the comparison sample."""
     import lightgbm as lgb
 
-    con = connect(db)
+    con = connect(db)  # read-only
     data = train.load_training_set(con, list(FEATURES))
     con.close()
     out = {}
@@ -122,7 +122,7 @@ def test_predictions(summary, db: Path):
     from stellardb.score import NumpyScorer, load_model_folder, fold_model
 
     card, models = load_model_folder(summary.name, summary.folder.parent)
-    con = connect(db)
+    con = connect(db)  # read-only
     data = train.load_training_set(con, list(FEATURES))
     con.close()
     scorer = NumpyScorer({p: fold_model(models[p]) for p in PARAMETERS})
@@ -179,7 +179,7 @@ def bench_repeatability(args, result, db, first):
 
 def bench_speed(args, result):
     db = sky_database(args.speed_stars, args.seed + 1, all_labelled=True)
-    con = connect(db)
+    con = connect(db)  # read-only
     n = con.execute("select count(*) from training_set").fetchone()[0]
     con.close()
     t0 = time.perf_counter()

@@ -62,7 +62,7 @@ def _quiet_tensorflow():
 @click.command()
 @click.option("--epochs", default=120, show_default=True, type=int, help="Maximum epochs per network; early stopping on the validation split usually ends sooner.")
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed for weights, dropout and shuffling (the split depends only on source_id).")
-@click.option("--name", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS or ./models); replaced when training succeeds.")
+@click.option("--name", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS, else models/ beside the database); replaced when training succeeds.")
 @click.option("--quick", is_flag=True, help="At most 40 epochs and a shorter patience: for demos and smoke tests.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
@@ -71,9 +71,10 @@ def train(epochs, seed, name, quick, no_plots, quiet):
     """Train one MLP per parameter (log g: a small deep ensemble) on the training_set view.
 
     Stars are split 80/10/10 (train/validation/test) by a hash of source_id,
-    stored in the training_split table.  Writes models/NAME/{teff,logg,feh}.keras,
-    card.json (features, scaling, split rule, seed, data fingerprint, versions,
-    metrics) and plots/, prints ML and GSP-Phot minus reference on the test
+    stored in the training_split table.  Writes models/NAME/ beside the database
+    ({teff,logg,feh}.keras; scorer.npz, the networks as arrays that `score` reads
+    without Keras; card.json with features, scaling, split rule, seed, data
+    fingerprint, library versions and metrics; plots/), prints ML and GSP-Phot minus reference on the test
     split, and stores those numbers in the model_metrics table.  Earlier rows
     of the predictions table for model NAME are deleted in the same
     transaction (they came from the replaced networks); score again.
@@ -82,6 +83,9 @@ def train(epochs, seed, name, quick, no_plots, quiet):
 
         stellardb --db sky.duckdb train --quick --name demo
     """
+    from .errors import require_ml
+
+    require_ml("stellardb train")
     _quiet_tensorflow()
     from . import train as train_lib
 
@@ -106,7 +110,7 @@ def train(epochs, seed, name, quick, no_plots, quiet):
 
 
 @click.command()
-@click.option("--model", "model", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS or ./models).")
+@click.option("--model", "model", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS, else models/ beside the database).")
 @click.option("--batch-rows", default=131_072, show_default=True, type=int, help="Rows per batch read from DuckDB (bounds memory).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
@@ -124,7 +128,6 @@ def score(model, batch_rows, quiet):
 
         stellardb --db sky.duckdb score --model demo
     """
-    _quiet_tensorflow()
     from . import score as score_lib
 
     summary = score_lib.run(_db_path(), model=model, batch_rows=batch_rows, progress=not quiet)

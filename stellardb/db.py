@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from importlib import resources
 from pathlib import Path
 
@@ -77,11 +78,64 @@ def apply_sql(con: duckdb.DuckDBPyConnection) -> None:
         pending = failed
 
 
-def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    config = {"memory_limit": os.environ.get(MEMORY_LIMIT_ENVVAR, DEFAULT_MEMORY_LIMIT)}
+#: The DuckDB major version whose file format stellardb writes (pyproject pins it): a file
+#: made here opens in DuckDB 2.x (CLI or Python), not in 1.x; a file from a later major
+#: version is refused with a clear message (:func:`check_file_format`).
+DUCKDB_MAJOR = 2
+# DuckDB's main header: 8-byte checksum, b"DUCK", uint64 storage version, four uint64
+# flags, then the version of the DuckDB library that created the file (32 bytes).
+_HEADER = struct.Struct("<8x4sQ32x32s")
+
+
+def _engine_config() -> dict:
+    """The configuration duckdb-engine opens a file with.
+
+    DuckDB refuses a second connection to a file already open in the same process
+    with another configuration ("Can't open a connection to same database file with a
+    different configuration"), so stellardb opens with exactly what SQLAlchemy's
+    ``duckdb:///`` engine passes (its user agent) and sets the memory limit with
+    ``SET`` afterwards: then ``stellardb.connect`` and SQLAlchemy work side by side.
+    """
     try:
-        return duckdb.connect(path, read_only=read_only, config=config)
-    except duckdb.IOException as exc:
+        import duckdb_engine
+        import sqlalchemy
+    except ImportError:  # pragma: no cover - both are dependencies
+        return {}
+    return {"custom_user_agent": f"duckdb_engine/{duckdb_engine.__version__}(sqlalchemy/{sqlalchemy.__version__})"}
+
+
+def file_creator(path) -> str | None:
+    """The DuckDB version that created a database file (``"v2.0.1"``), from its header; None if unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEADER.size)
+    except OSError:
+        return None
+    if len(head) < _HEADER.size:
+        return None
+    magic, _storage, creator = _HEADER.unpack(head)
+    if magic != b"DUCK":
+        return None
+    return creator.split(b"\0", 1)[0].decode("ascii", "replace") or None
+
+
+def check_file_format(path) -> None:
+    """Refuse, in one line, a database file written by a newer major version of DuckDB than stellardb uses."""
+    creator = file_creator(path)
+    found = re.match(r"v?(\d+)\.", creator or "")
+    if found and int(found.group(1)) > int(duckdb.__version__.split(".")[0]):
+        raise UserError(
+            f"{path} was written by DuckDB {creator}, a newer file format than this stellardb's DuckDB "
+            f"{duckdb.__version__} reads; upgrade stellardb (and duckdb) to open it."
+        )
+
+
+def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if path != ":memory:":
+        check_file_format(path)
+    try:
+        con = duckdb.connect(path, read_only=read_only, config=_engine_config())
+    except duckdb.Error as exc:
         message = str(exc)
         if "lock" in message.lower():
             pid = re.search(r"PID (\d+)", message)
@@ -89,31 +143,59 @@ def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
             raise UserError(
                 f"Database {path} is in use by another process{holder}; wait for it to finish, or close it, then retry."
             ) from None
+        if "different configuration" in message:
+            raise UserError(
+                f"Database {path} is already open in this process with other settings (read-only vs. read-write, "
+                "or a DuckDB config of your own); close that connection first, or open both the same way."
+            ) from None
         raise UserError(f"Cannot open database {path}: {message.splitlines()[0]}") from None
+    memory_limit = os.environ.get(MEMORY_LIMIT_ENVVAR, DEFAULT_MEMORY_LIMIT)
+    try:
+        con.execute("set memory_limit = $limit", {"limit": memory_limit})
+    except duckdb.Error:
+        con.close()
+        raise UserError(f"{MEMORY_LIMIT_ENVVAR}={memory_limit!r} is not a memory size DuckDB understands; "
+                        "use a value like 4GB or 500MB.") from None
+    return con
 
 
-def connect(path: str | os.PathLike | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(path: str | os.PathLike | None = None, read_only: bool = True, *,
+            create: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the stellardb database with all tables and views of ``sql/``.
+
+    Read-only by default, so a notebook that opens the catalogue does not lock
+    ``ingest``, ``train`` or ``score`` out of it (DuckDB lets one process write a file,
+    or many read it).  Writing is explicit: ``read_only=False``.
 
     Parameters
     ----------
     path : path, optional
-        The DuckDB file (default ``$STELLARDB_DB`` or ./stellardb.duckdb);
-        ``":memory:"`` for a throw-away database.
+        The DuckDB file (default ``$STELLARDB_DB`` or ./stellardb.duckdb); it must
+        exist (``create=True`` makes a new one).  ``":memory:"`` gives a throw-away
+        database with every table and view, always writable.
     read_only : bool
-        Open read-only (``stellardb query``): the file must exist and is never written.
+        Open read-only (default); the file is never written.
+    create : bool
+        Create the file if it does not exist (``stellardb ingest``); implies writing.
 
     Raises
     ------
     UserError
-        The file is missing (read-only) or locked by another writing process.
+        The file is missing, from a newer DuckDB, locked by another writing process,
+        or (read-only) lacks the stellardb views.
     """
     path = str(path if path is not None else default_path())
-    if read_only:
-        if path != ":memory:" and not Path(path).is_file():
-            raise UserError(f"No stellardb database at {path}. Create one with `stellardb ingest`, or pass --db PATH.")
+    if path == ":memory:":
+        con = _open(path, read_only=False)
+        apply_sql(con)
+        return con
+    if not Path(path).is_file() and not create:
+        raise UserError(f"No stellardb database at {Path(path).absolute()}. Create one with `stellardb ingest`, "
+                        "or pass --db PATH (env STELLARDB_DB).")
+    if read_only and not create:
         con = _open(path, read_only=True)
         if not _has_views(con):
+            con.close()
             raise UserError(f"{path} has no stellardb views; open it once for writing (e.g. `stellardb xmatch`) to create them.")
         if not _is_current(con):
             con.close()
@@ -177,3 +259,19 @@ def refresh_label_match(con) -> int:
     con.execute("delete from xmatch_labels")
     con.execute("insert into xmatch_labels select * from xm_labels_gaia")
     return row_count(con, "xmatch_labels")
+
+
+# ---------------------------------------------------------------- saying why
+
+
+def why_not_scored_summary(con, limit: int = 3) -> str:
+    """The commonest reasons (view ``why_not_scored``) that stars miss the feature cuts, as one phrase:
+    ``"40,000 no SkyMapper counterpart: ...; 12 fainter than G = 18 mag ..."``."""
+    rows = con.execute(
+        "select reason, count(*) as n from why_not_scored where reason is not null "
+        "group by reason order by n desc, reason limit $k", {"k": limit}
+    ).fetchall()
+    n_gaia = row_count(con, "gaia")
+    if n_gaia == 0:
+        return "the gaia table is empty: `stellardb ingest gaia FILE` first"
+    return "; ".join(f"{n:,} of {n_gaia:,} Gaia sources: {reason}" for reason, n in rows)

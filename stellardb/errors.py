@@ -19,3 +19,23 @@ def user_errors(fn):
             raise click.ClickException(str(exc)) from None
 
     return wrapper
+
+
+def require_ml(what: str, modules=("keras", "matplotlib")) -> None:
+    """Raise a UserError naming the ``ml`` extra when ``what`` needs a package it installs.
+
+    Keras, TensorFlow and matplotlib are heavy and optional (``pip install stellardb``
+    leaves them out); ``train``, old model folders and ``xmatch --plot`` need them.
+    """
+    import importlib.util
+
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a module set to None in sys.modules, or a broken install
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise UserError(f"{what} needs {', '.join(missing)}, from the ml extra: pip install 'stellardb[ml]'.")

@@ -172,7 +172,7 @@ def run(
 
     started = time.perf_counter()
     created = str(db_path) != ":memory:" and not Path(db_path).exists()
-    con = db.connect(db_path)
+    con = db.connect(db_path, read_only=False, create=True)
     results: list[FileResult] = []
     result = IngestResult(files=results)
     # Files are hashed in a thread while DuckDB (which releases the GIL) loads the previous

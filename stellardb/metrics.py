@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mlp import PARAMETERS, UNITS
+from .features import PARAMETERS, UNITS
 
 STAT_NAMES = ("n", "mean", "median", "sigma", "mad", "mad_scaled", "rmse", "calibration_68")
 GAUSS_MAD = 1.4826

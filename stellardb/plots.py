@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import LABELS, residual_stats
-from .mlp import GSPPHOT, PARAMETERS
+from .features import GSPPHOT, PARAMETERS
 
 
 def _comparison_sample(data, predictions, features, parameter):

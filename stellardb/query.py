@@ -125,9 +125,12 @@ def run_xmatch(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
     """
     if plot is not None:
         _check_plot_path(Path(plot))
+        from .errors import require_ml
+
+        require_ml("xmatch --plot", modules=("matplotlib",))
     if radius_arcsec is not None and not (0 < radius_arcsec <= 30):
         raise UserError(f"--radius-arcsec must be in (0, 30] arcsec, got {radius_arcsec}.")
-    con = db.connect(db_path)
+    con = db.connect(db_path, read_only=False)
     try:
         if db.row_count(con, "gaia") == 0 or db.row_count(con, "skymapper") == 0:
             raise UserError("Crossmatch needs both tables: ingest gaia and skymapper files first (`stellardb ingest ...`).")

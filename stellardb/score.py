@@ -33,11 +33,7 @@ import numpy as np
 from .cores import usable_cores
 from .errors import UserError
 
-# Before Keras pulls in TensorFlow: its C++ start-up chatter would bury the
-# one-line messages users need.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from .mlp import PARAMETERS  # noqa: E402
+from .features import PARAMETERS
 
 # Rows per matrix product: small enough that a layer's activations stay in the
 # L2/L3 cache (8192 x 320 float32 = 10 MB for the five networks of the default
@@ -153,7 +149,7 @@ class NumpyScorer:
     """
 
     def __init__(self, folded: dict, threads: int | None = None):
-        from .mlp import LOG_SIGMA_MAX, LOG_SIGMA_MIN
+        from .features import LOG_SIGMA_MAX, LOG_SIGMA_MIN
 
         self.threads = max(1, int(threads if threads is not None else min(usable_cores(), MAX_THREADS)))
         self._blas = None
@@ -350,7 +346,7 @@ class RangeFlags:
     """
 
     def __init__(self, ranges: dict, features):
-        from .mlp import colour_pairs_for, input_names, log_mask_for
+        from .features import colour_pairs_for, input_names, log_mask_for
 
         self.features = list(features)
         self.log_mask = log_mask_for(self.features)
@@ -413,10 +409,24 @@ class RangeFlags:
 
 # ---------------------------------------------------------------- model folders
 
+#: The exported scorer beside the .keras files: ``score`` needs neither Keras nor TensorFlow.
+SCORER_FILE = "scorer.npz"
+MODELS_ENVVAR = "STELLARDB_MODELS"
 
-def models_root(models_dir=None) -> Path:
-    """The models directory: ``models_dir``, else $STELLARDB_MODELS, else ./models."""
-    return Path(models_dir if models_dir is not None else os.environ.get("STELLARDB_MODELS", "models"))
+
+def models_root(models_dir=None, db=None) -> Path:
+    """The models directory, absolute: ``models_dir``, else ``$STELLARDB_MODELS``, else
+    ``models/`` beside the database file ``db`` (else beside the current directory).
+
+    Models belong to the database whose labels trained them and whose predictions
+    they made, so they live beside it, not wherever a command happened to run.
+    """
+    if models_dir is None:
+        models_dir = os.environ.get(MODELS_ENVVAR)
+    if models_dir is None:
+        base = Path(db).absolute().parent if db is not None and str(db) != ":memory:" else Path.cwd()
+        models_dir = base / "models"
+    return Path(models_dir).absolute()
 
 
 def available_models(root: Path) -> list[str]:
@@ -426,20 +436,56 @@ def available_models(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "card.json").is_file())
 
 
-def load_model_folder(name: str, models_dir=None):
-    """Read ``models/NAME``: its card and the three Keras models.
+def save_folded(path: Path, folded: dict) -> str:
+    """Write ``{parameter: FoldedMLP}`` as one ``.npz`` of float32 arrays (no pickles); returns its sha256."""
+    import hashlib
 
-    Returns
-    -------
-    (dict, dict)
-        The card and ``{parameter: keras.Model}``.
+    arrays = {}
+    meta = {}
+    for p, m in folded.items():
+        meta[p] = {"members": len(m.members), "hidden": [len(net.hidden) for net in m.members],
+                   "target_mean": float(m.target_mean), "target_scale": float(m.target_scale),
+                   "error_factor": float(m.error_factor), "log_mask": [bool(v) for v in m.log_mask],
+                   "colour_pairs": [[int(q[0]), int(q[1]), float(q[2]) if len(q) > 2 else 1.0] for q in m.colour_pairs]}
+        for k, net in enumerate(m.members):
+            key = f"{p}.{k}"
+            arrays[f"{key}.first_weight"], arrays[f"{key}.first_bias"] = net.first_weight, net.first_bias
+            arrays[f"{key}.head_weight"], arrays[f"{key}.head_bias"] = net.head_weight, net.head_bias
+            for i, (w, b) in enumerate(net.hidden):
+                arrays[f"{key}.hidden{i}.weight"], arrays[f"{key}.hidden{i}.bias"] = w, b
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_folded(path: Path) -> dict:
+    """Read :func:`save_folded`'s file back into ``{parameter: FoldedMLP}``."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        out = {}
+        for p, m in meta.items():
+            members = []
+            for k in range(m["members"]):
+                key = f"{p}.{k}"
+                members.append(FoldedNet(
+                    first_weight=z[f"{key}.first_weight"], first_bias=z[f"{key}.first_bias"],
+                    hidden=[(z[f"{key}.hidden{i}.weight"], z[f"{key}.hidden{i}.bias"]) for i in range(m["hidden"][k])],
+                    head_weight=z[f"{key}.head_weight"], head_bias=z[f"{key}.head_bias"]))
+            out[p] = FoldedMLP(members=members, target_mean=m["target_mean"], target_scale=m["target_scale"],
+                               error_factor=m["error_factor"], log_mask=m["log_mask"], colour_pairs=m["colour_pairs"])
+    return out
+
+
+def read_card(name: str, models_dir=None, db=None) -> tuple[Path, dict]:
+    """The folder of model ``name`` and its validated card.json.
 
     Raises
     ------
     UserError
-        Unknown name, or a missing or corrupt card or model file.
+        Unknown name, or a card that is missing, corrupt or for other parameters.
     """
-    root = models_root(models_dir)
+    root = models_root(models_dir, db)
     folder = root / name
     if not (folder / "card.json").is_file():
         known = available_models(root)
@@ -458,12 +504,65 @@ def load_model_folder(name: str, models_dir=None):
             f"{folder / 'card.json'} lists parameters {parameters}, but stellardb predicts {list(PARAMETERS)}; "
             f"retrain with `stellardb train --name {name}`."
         )
+    return folder, card
+
+
+def load_scorer(name: str, models_dir=None, db=None) -> tuple[dict, dict]:
+    """Model ``name``'s card and its exported networks ``{parameter: FoldedMLP}``, without Keras.
+
+    ``train`` writes :data:`SCORER_FILE` beside the ``.keras`` files and its sha256
+    into card.json.  A folder from before that file existed is folded from its
+    ``.keras`` files, which needs Keras.
+    """
+    folder, card = read_card(name, models_dir, db)
+    path = folder / SCORER_FILE
+    retrain = f"retrain with `stellardb train --name {name}`"
+    if not path.is_file():
+        if card.get("scorer_sha256"):
+            raise UserError(f"{path} is missing; {retrain}.")
+        from .errors import require_ml
+
+        require_ml(f"Model {name} was trained before {SCORER_FILE} existed; reading its .keras files")
+        _, models = load_model_folder(name, models_dir, db)
+        return card, {p: fold_model(models[p]) for p in card["parameters"]}
+    import hashlib
+
+    if card.get("scorer_sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != card["scorer_sha256"]:
+        raise UserError(f"{path} does not match its card.json (sha256 differs): the folder was changed after training; {retrain}.")
+    try:
+        folded = load_folded(path)
+        if sorted(folded) != sorted(PARAMETERS):
+            raise ValueError(f"holds {sorted(folded)}")
+        width = {m.n_inputs - len(m.colour_pairs) for m in folded.values()}
+        if width != {len(card["features"])}:
+            raise ValueError("its inputs do not match card.json's features")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
+        raise UserError(f"{path} is corrupt or not a stellardb scorer ({reason}); {retrain}.") from None
+    return card, folded
+
+
+def load_model_folder(name: str, models_dir=None, db=None):
+    """Read ``models/NAME``: its card and the three Keras models (needs Keras).
+
+    Returns
+    -------
+    (dict, dict)
+        The card and ``{parameter: keras.Model}``.
+
+    Raises
+    ------
+    UserError
+        Unknown name, or a missing or corrupt card or model file.
+    """
+    folder, card = read_card(name, models_dir, db)
+    features = list(card["features"])
     import keras
 
     from . import mlp  # noqa: F401  registers the custom layers with Keras
 
     models = {}
-    for p in parameters:
+    for p in card["parameters"]:
         path = folder / f"{p}.keras"
         if not path.is_file():
             raise UserError(f"{path} is missing; retrain with `stellardb train --name {name}`.")
@@ -506,7 +605,7 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
     model : str
         Folder name under the models directory.
     models_dir : path or None
-        Models directory; default $STELLARDB_MODELS or ./models.
+        Models directory; default $STELLARDB_MODELS, else models/ beside the database file.
     batch_rows : int
         Rows per Arrow batch (bounds memory).
     progress : bool
@@ -527,7 +626,7 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
 
     if batch_rows < 1:
         raise UserError(f"batch_rows must be positive, got {batch_rows}.")
-    card, models = load_model_folder(model, models_dir)
+    card, folded = load_scorer(model, models_dir, db)
     features = list(card["features"])
     con = connect_db(db)
     try:
@@ -540,13 +639,19 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
                 f"(missing in the database: {', '.join(missing) or 'none'}; not in the model: {', '.join(extra) or 'none'}); "
                 f"retrain it with `stellardb train --name {model}`."
             )
-        scorer = NumpyScorer({p: fold_model(models[p]) for p in card["parameters"]})
+        scorer = NumpyScorer(folded)
         try:
             flags = RangeFlags.from_card(card)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise UserError(f"{models_root(models_dir) / model / 'card.json'} has unreadable training_ranges ({exc.__class__.__name__}); "
+            raise UserError(f"{models_root(models_dir, db) / model / 'card.json'} has unreadable training_ranges ({exc.__class__.__name__}); "
                             f"retrain with `stellardb train --name {model}`.") from None
         total = con.execute("select count(*) from scoring_set").fetchone()[0]
+        if total == 0:
+            from .db import why_not_scored_summary
+
+            raise UserError(f"No star passes the feature cuts, so there is nothing to score ("
+                            f"{why_not_scored_summary(con)}); `stellardb query \"select * from why_not_scored\"` "
+                            "gives the reason per star.")
         scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
         columns = ", ".join(quote_identifier(f) for f in features)
         t0 = time.perf_counter()
@@ -563,6 +668,7 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
                     flagged += _write_batch(writer, batch, features, scorer, model, scored_at, flags)
                     done += batch.num_rows
                     advance(done, total)
+            _record_run(writer, "score", model, scored_at, done, models_root(models_dir, db) / model, card)
             writer.execute("commit")
         except BaseException:
             # KeyboardInterrupt included: the previous predictions stay as they were.
@@ -576,6 +682,21 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
         con.close()
     outside = None if flags is None else {p: int(flagged[i]) for i, p in enumerate(PARAMETERS)} | {"inputs": int(flagged[-1])}
     return ScoreSummary(model=model, rows=done, seconds=seconds, scored_at=scored_at, outside_training=outside)
+
+
+def _record_run(con, command: str, model: str, at, stars: int, folder: Path, card: dict) -> None:
+    """One row of ``model_runs``: the versions that ran this command and those that trained the model."""
+    import hashlib
+
+    from .versions import library_versions
+
+    con.execute(
+        "insert into model_runs values ($command, $model, $at, $stars, $sha, $versions, $trained_with)",
+        {"command": command, "model": model, "at": at, "stars": int(stars),
+         "sha": hashlib.sha256((folder / "card.json").read_bytes()).hexdigest(),
+         "versions": json.dumps(library_versions(ml=command == "train")),
+         "trained_with": json.dumps(card.get("versions")) if card.get("versions") else None},
+    )
 
 
 def batch_to_matrix(batch, features) -> np.ndarray:

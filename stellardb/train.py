@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -215,7 +214,7 @@ class LabelledData:
 
 def load_training_set(con, features) -> LabelledData:
     """Read ``training_set`` into memory, split it, and fingerprint it (sha256 of ids, inputs and labels)."""
-    from .mlp import PARAMETERS
+    from .features import PARAMETERS
 
     sql = TRAINING_QUERY.format(features=", ".join(quote_identifier(f) for f in features))
     try:
@@ -235,9 +234,29 @@ def load_training_set(con, features) -> LabelledData:
     return LabelledData(source_id, x, labels, assign_split(source_id), digest.hexdigest())
 
 
+def why_no_training_stars(con) -> str:
+    """What is missing when ``training_set`` is empty, naming the input and the command that supplies it."""
+    from .db import row_count, why_not_scored_summary
+
+    n_scored = con.execute("select count(*) from scoring_set").fetchone()[0]
+    if n_scored == 0:
+        return f"no star passes the feature cuts ({why_not_scored_summary(con)})"
+    n_labels = row_count(con, "sos")
+    if n_labels == 0:
+        return (f"{n_scored:,} stars pass the feature cuts but no reference labels are stored; "
+                "ingest some (e.g. `stellardb ingest sos sos_spectro.csv`)")
+    n_matched = con.execute("select count(*) from best_labels").fetchone()[0]
+    if n_matched == 0:
+        return (f"none of the {n_labels:,} stored label rows belongs to an ingested Gaia source (by source_id, or by "
+                "position for labels without one); check that the labels and the Gaia files cover the same sky")
+    return (f"{n_matched:,} Gaia sources have a reference label but none of them passes the feature cuts "
+            "(`stellardb query \"select reason, count(*) from why_not_scored join best_labels using (source_id) "
+            "group by reason\"` says why)")
+
+
 def check_enough_labels(data: LabelledData) -> None:
     """Raise UserError when a parameter has too few labelled stars in any split."""
-    from .mlp import PARAMETERS
+    from .features import PARAMETERS
 
     if data.source_id.size == 0:
         raise UserError(
@@ -283,7 +302,7 @@ def training_ranges(data: "LabelledData", prepared_train: np.ndarray, input_name
     holds the network inputs of the training rows (log10 columns, then colours),
     named by ``input_names``.
     """
-    from .mlp import PARAMETERS
+    from .features import PARAMETERS
 
     train_rows = data.split == "train"
     return {
@@ -414,7 +433,7 @@ def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epo
 def evaluate(data: LabelledData, predictions: dict, features) -> dict:
     """Test-split statistics: ML on all test stars, and ML vs GSP-Phot on the test stars that have both."""
     from .metrics import residual_stats
-    from .mlp import GSPPHOT, PARAMETERS
+    from .features import GSPPHOT, PARAMETERS
 
     test = data.split == "test"
     out = {}
@@ -434,22 +453,10 @@ def evaluate(data: LabelledData, predictions: dict, features) -> dict:
 
 
 def library_versions() -> dict:
-    import duckdb
-    import keras
+    """Versions of the libraries that train (card.json ``versions``)."""
+    from .versions import library_versions as versions
 
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "keras": keras.__version__,
-                "keras_backend": keras.backend.backend(), "duckdb": duckdb.__version__}
-    try:
-        from importlib.metadata import version
-
-        versions["stellardb"] = version("stellardb")
-    except Exception:  # pragma: no cover - not installed as a package
-        pass
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
-    return versions
+    return versions(ml=True)
 
 
 def run(
@@ -480,7 +487,7 @@ def run(
     quick : bool
         At most 40 epochs and a shorter patience (for demos and tests).
     models_dir : path or None
-        Default $STELLARDB_MODELS or ./models.
+        Default $STELLARDB_MODELS, else models/ beside the database file.
     progress : bool
         Per-epoch progress bars on stderr.
     plots : bool
@@ -500,7 +507,7 @@ def run(
         Bad arguments, a database without the expected views or columns, or too
         few labelled stars.  Nothing is written in that case.
     """
-    from .mlp import FEATURES, PARAMETERS, UNITS, colour_names, colour_pairs_for, input_names, log_mask_for, prepare_inputs
+    from .features import FEATURES, PARAMETERS, UNITS, colour_names, colour_pairs_for, input_names, log_mask_for, prepare_inputs
     from .progress import progress_bar
     from .score import NumpyScorer, fold_model, models_root
 
@@ -510,7 +517,7 @@ def run(
         raise UserError(f"--epochs must be a positive whole number, got {epochs!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {seed!r}.")
-    root = models_root(models_dir)
+    root = models_root(models_dir, db)
     if root.exists() and not root.is_dir():
         raise UserError(f"Models directory {root} is not a directory; set STELLARDB_MODELS to another path.")
     members = {**ENSEMBLE_MEMBERS, **(members or {})}
@@ -525,6 +532,8 @@ def run(
     try:
         check_features(con, features)
         data = load_training_set(con, features)
+        if data.source_id.size == 0:
+            raise UserError(f"training_set is empty: {why_no_training_stars(con)}.")
         check_enough_labels(data)
         train_rows = data.split == "train"
         log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
@@ -542,7 +551,8 @@ def run(
                     p, data.x[ok], data.labels[p][ok], data.split[ok], feature_mean, feature_scale,
                     seed + k, max_epochs, patience, hidden_units, advance, log_mask, colour_pairs, members[p],
                 )
-        scorer = NumpyScorer({p: fold_model(models[p]) for p in PARAMETERS})
+        scorer_parts = {p: fold_model(models[p]) for p in PARAMETERS}
+        scorer = NumpyScorer(scorer_parts)
         predictions = scorer.predict(data.x)
         metrics = evaluate(data, predictions, features)
         trained_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
@@ -599,9 +609,9 @@ def run(
                                    "mad_scaled = 1.4826 MAD; calibration_68 = fraction of stars with |r| < error",
             "metrics": metrics,
         }
-        folder, previous = _save_atomically(root, name, models, card, data, predictions, plots)
+        folder, previous = _save_atomically(root, name, models, card, data, predictions, plots, scorer_parts)
         try:
-            deleted = _store_tables(con, name, data, metrics, trained_at)
+            deleted = _store_tables(con, name, data, metrics, trained_at, folder, card)
         except BaseException:
             # the tables did not change: put the previous model of this name back
             shutil.rmtree(folder, ignore_errors=True)
@@ -617,7 +627,7 @@ def run(
                         predictions_deleted=deleted)
 
 
-def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool):
+def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool, folded: dict):
     """Write the folder under a temporary name and move it into place only when complete.
 
     Returns (folder, previous): ``previous`` is a temporary folder holding the model
@@ -630,6 +640,11 @@ def _save_atomically(root: Path, name: str, models: dict, card: dict, data, pred
     try:
         for p, model in models.items():
             model.save(tmp / f"{p}.keras")
+        from .score import SCORER_FILE, save_folded
+
+        # the networks as plain arrays: `score` reads them without Keras
+        card["scorer_file"] = SCORER_FILE
+        card["scorer_sha256"] = save_folded(tmp / SCORER_FILE, folded)
         (tmp / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         if plots:
             from .plots import write_plots
@@ -650,7 +665,7 @@ def _save_atomically(root: Path, name: str, models: dict, card: dict, data, pred
     return final, old
 
 
-def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at) -> int:
+def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at, folder: Path, card: dict) -> int:
     """Replace the stored split and this model's metrics, and delete this model's predictions, in one transaction.
 
     The predictions came from the networks this training replaces; keeping them
@@ -658,7 +673,7 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at)
     """
     import pyarrow as pa
 
-    from .mlp import UNITS
+    from .features import UNITS
 
     split_rows = pa.table({"source_id": data.source_id, "bucket": split_bucket(data.source_id), "split": data.split.astype(str)})
     rows = []
@@ -681,6 +696,9 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at)
             "insert into model_metrics select model, parameter, method, sample, unit, n, mean, median, sigma, mad, "
             "mad_scaled, rmse, calibration_68, trained_at from _stellardb_metrics"
         )
+        from .score import _record_run
+
+        _record_run(con, "train", name, trained_at, int(data.source_id.size), folder, card)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")

@@ -294,10 +294,79 @@ def test_connect_read_only(sky_db_path):
 
 
 def test_connect_missing_file_read_only(tmp_path):
-    """A read-only connect to a missing file is a UserError, not a new empty database."""
-    with pytest.raises(UserError, match="No stellardb database"):
-        stellardb.connect(tmp_path / "missing.duckdb", read_only=True)
+    """A connect to a missing file is a UserError, not a new empty database, read-only or not."""
+    for read_only in (True, False):
+        with pytest.raises(UserError, match="No stellardb database"):
+            stellardb.connect(tmp_path / "missing.duckdb", read_only=read_only)
     assert not (tmp_path / "missing.duckdb").exists()
+
+
+def test_connect_is_read_only_by_default_and_locks_no_reader_out(sky_db_path):
+    """stellardb.connect(path) opens read-only: writes fail, and another process can read the
+    file while the connection is open (a read-write open would hold DuckDB's write lock)."""
+    import subprocess
+    import sys
+
+    con = stellardb.connect(sky_db_path)
+    try:
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("delete from predictions")
+        other = subprocess.run(
+            [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+             "print(c.execute('select count(*) from gaia').fetchone()[0])", str(sky_db_path)],
+            capture_output=True, text=True, timeout=120)
+        n = con.execute("select count(*) from gaia").fetchone()[0]
+    finally:
+        con.close()
+    assert other.returncode == 0, other.stderr
+    assert int(other.stdout) == n > 0
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_connect_and_sqlalchemy_in_one_process(copy_db, read_only):
+    """stellardb.connect and a duckdb:/// engine opened the same way work side by side in one
+    process (DuckDB refuses a second open of a file with another configuration)."""
+    con = stellardb.connect(copy_db, read_only=read_only)
+    engine = create_engine(f"duckdb:///{copy_db}", connect_args={"read_only": read_only})
+    try:
+        with engine.connect() as conn:
+            via_sqlalchemy = conn.execute(text("select count(*) from training_set")).scalar()
+        via_stellardb = con.execute("select count(*) from training_set").fetchone()[0]
+        # and a second stellardb connection while both are open
+        again = stellardb.connect(copy_db, read_only=read_only)
+        assert again.execute("select count(*) from training_set").fetchone()[0] == via_stellardb
+        again.close()
+    finally:
+        engine.dispose()
+        con.close()
+    assert via_sqlalchemy == via_stellardb > 0
+
+
+def test_readme_library_example_runs(sky_db_path, tmp_path):
+    """The README's "Using as a library" block runs as written (on demo/stellardb.duckdb) and
+    prints what DuckDB gives directly."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Using as a library", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "demo").mkdir()
+    path = tmp_path / "demo" / "stellardb.duckdb"
+    shutil.copy(sky_db_path, path)
+    con = stellardb.connect(path, read_only=False)
+    # 37 metal-poor giants and 100 other predictions of model demo
+    con.execute("insert into predictions (source_id, teff, logg, feh, model, scored_at) "
+                "select source_id, 4800, case when row_number() over () <= 37 then 2.0 else 4.5 end, -1.5, 'demo', now() "
+                "from (select source_id from gaia order by source_id limit 137)")
+    con.close()
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    want = direct(path, "select count(*) as n from stars_with_predictions where model = 'demo' and feh < -1 and logg < 3")
+    assert want["n"][0] == 37 and re.search(r"\b37\b", run.stdout.split("predictions:")[0])
+    assert "predictions: 137" in run.stdout
 
 
 def test_sqlalchemy_reads_tables_and_views(copy_db):
@@ -350,3 +419,24 @@ def test_presets_command_lists_every_preset():
     assert len(lines) == len(PRESETS)
     for line, (name, preset) in zip(lines, PRESETS.items()):
         assert line.split()[:2] == [name, preset.table]
+
+
+def test_database_from_a_newer_duckdb_is_refused_clearly(sky_db_path, tmp_path):
+    """A file whose header says a later DuckDB major version made it gets a one-line error
+    naming that version and the fix, from the library and from every command; the file is untouched."""
+    from stellardb import db
+
+    path = tmp_path / "newer.duckdb"
+    shutil.copy(sky_db_path, path)
+    assert db.file_creator(path) == "v" + duckdb.__version__  # the header as DuckDB wrote it
+    with open(path, "r+b") as fh:  # the creator field of the main header (see db._HEADER)
+        fh.seek(52)
+        fh.write(b"v9.1.0".ljust(32, b"\0"))
+    before = path.read_bytes()
+    for read_only in (True, False):
+        with pytest.raises(UserError, match=r"written by DuckDB v9\.1\.0, a newer file format .* upgrade stellardb"):
+            stellardb.connect(path, read_only=read_only)
+    for args in (["query", "select 1"], ["xmatch"]):
+        result = invoke(path, *args)
+        assert result.exit_code == 1 and "DuckDB v9.1.0" in error_line(result), result.output
+    assert path.read_bytes() == before

@@ -119,8 +119,8 @@ def test_sql_loads_into_memory_database():
 def test_apply_sql_is_idempotent(tmp_path):
     """Opening a database twice re-applies sql/ without error and without duplicating settings rows."""
     path = tmp_path / "twice.duckdb"
-    db.connect(path).close()
-    con = db.connect(path)
+    db.connect(path, read_only=False, create=True).close()
+    con = db.connect(path, read_only=False)
     try:
         names = [r[0] for r in con.execute("select name from settings order by name").fetchall()]
     finally:

@@ -209,7 +209,7 @@ def test_stored_predictions_equal_keras(scored, db_path, models_dir):
 
 def test_rescore_replaces_only_that_model(scored, db_path, models_dir):
     """Scoring again replaces the model's rows (same count, new time) and leaves other models' rows alone."""
-    con = connect(db_path)
+    con = connect(db_path, read_only=False)
     con.execute("insert into predictions (source_id, teff, teff_err, logg, logg_err, feh, feh_err, model, scored_at) "
                 "values (1, 5000, 100, 4.4, 0.1, 0.0, 0.1, 'other', '2020-01-01')")
     con.close()
@@ -328,7 +328,7 @@ def test_model_without_ranges_scores_with_null_flags(scored, db_path, models_dir
         assert nulls[0] == nulls[1] == summary.rows
     finally:
         shutil.rmtree(dest)
-        con = connect(db_path)
+        con = connect(db_path, read_only=False)
         con.execute("delete from predictions where model = 'noranges'")
         con.close()
 
@@ -343,7 +343,7 @@ def test_old_predictions_table_gains_the_flag_columns(tmp_path):
                 "logg_err double, feh double, feh_err double, model varchar not null, scored_at timestamp not null)")
     con.execute("insert into predictions values (1, 5000, 90, 4.4, 0.1, 0.0, 0.1, 'old', '2025-01-01')")
     con.close()
-    con = connect(path)
+    con = connect(path, read_only=False)
     try:
         columns = [r[0] for r in con.execute("describe predictions").fetchall()]
         assert columns[-4:] == ["teff_outside_training", "logg_outside_training", "feh_outside_training", "inputs_outside_training"]
@@ -378,11 +378,11 @@ def test_retraining_deletes_that_models_predictions(scored, db_path, models_dir,
     shutil.rmtree(models_dir / name)
 
 
-def test_failed_metrics_write_keeps_the_predictions(scored, db_path, tmp_path):
+def test_failed_metrics_write_keeps_the_predictions(scored, db_path, models_dir, tmp_path):
     """The predictions are deleted in the metrics transaction: when that fails, they are all still there."""
     path = _copy_database(db_path, tmp_path / "keep.duckdb")
     before = _query(path, "select count(*) from predictions where model = $m", {"m": MODEL})[0][0]
-    con = connect(path)
+    con = connect(path, read_only=False)
     try:
         data = train.load_training_set(con, list(FEATURES))
         from stellardb.metrics import STAT_NAMES
@@ -390,7 +390,7 @@ def test_failed_metrics_write_keeps_the_predictions(scored, db_path, tmp_path):
         # model_metrics.n is not null: the insert fails after the predictions were deleted
         bad = {p: {k: dict.fromkeys(STAT_NAMES) for k in ("mlp", "gspphot", "mlp_all_test")} for p in PARAMETERS}
         with pytest.raises(duckdb.ConstraintException):
-            train._store_tables(con, MODEL, data, bad, dt.datetime(2026, 1, 1))
+            train._store_tables(con, MODEL, data, bad, dt.datetime(2026, 1, 1), models_dir / MODEL, {})
     finally:
         con.close()
     assert before > 0
@@ -412,10 +412,88 @@ def test_train_refuses_database_without_labels(tmp_path, sky):
     assert not models.exists() or not any(models.iterdir())
 
 
+def test_why_not_scored_agrees_with_the_cuts(db_path):
+    """why_not_scored gives no reason exactly for the stars of scoring_set, one row per Gaia source,
+    and each reason for the stars that fail that cut (checked against the stars view directly)."""
+    rows = _query(db_path, "select w.reason, f.passes_feature_cuts, s.skymapper_object_id is null, s.r_med_geo is null, "
+                           "s.phot_g_mean_mag > 18 from why_not_scored w join features f using (source_id) "
+                           "join stars s using (source_id)")
+    assert len(rows) == _query(db_path, "select count(*) from gaia")[0][0]
+    assert all((reason is None) == passes for reason, passes, *_ in rows)
+    reasons = {reason for reason, *_ in rows if reason}
+    assert {r.split(" (")[0].split(":")[0] for r in reasons} >= {"fainter than G = 18 mag", "no SkyMapper counterpart"}
+    for reason, _, no_skymapper, no_distance, faint in rows:
+        if reason and reason.startswith("no SkyMapper"):
+            assert no_skymapper and not no_distance and not faint
+        if reason and reason.startswith("fainter"):
+            assert faint
+
+
+def test_score_with_no_eligible_star_says_why(scored, db_path, models_dir, tmp_path):
+    """No star passes the cuts (here: no SkyMapper counterparts): score exits 1 naming the missing
+    input and its count, and writes nothing."""
+    path = _copy_database(db_path, tmp_path / "nosky.duckdb")
+    con = connect(path, read_only=False)
+    con.execute("delete from xmatch")
+    con.close()
+    before = _query(path, "select count(*), max(scored_at) from predictions")
+    result = CliRunner().invoke(_cli, ["--db", str(path), "score", "--model", MODEL],
+                                env={"STELLARDB_MODELS": str(models_dir)})
+    assert result.exit_code == 1, result.output
+    n_gaia = _query(path, "select count(*) from gaia")[0][0]
+    n_bright = _query(path, "select count(*) from stars where phot_g_mean_mag <= 18 and r_med_geo is not null "
+                            "and phot_bp_mean_mag is not null and phot_rp_mean_mag is not null")[0][0]
+    assert "nothing to score" in result.output and "why_not_scored" in result.output
+    assert f"{n_bright:,} of {n_gaia:,} Gaia sources: no SkyMapper counterpart" in result.output
+    assert _query(path, "select count(*), max(scored_at) from predictions") == before
+
+
+def test_train_on_empty_training_set_names_the_missing_input(db_path, tmp_path):
+    """An empty training_set: the error says which input is missing (labels, or the cuts and why)."""
+    path = _copy_database(db_path, tmp_path / "nolabel.duckdb")
+    con = connect(path, read_only=False)
+    con.execute("delete from sos")
+    con.execute("delete from xmatch_labels")
+    con.close()
+    with pytest.raises(UserError, match=r"stars pass the feature cuts but no reference labels are stored; ingest some"):
+        train.run(path, name="x", quick=True, models_dir=tmp_path / "m", progress=False)
+    path = _copy_database(db_path, tmp_path / "nosky.duckdb")
+    con = connect(path, read_only=False)
+    con.execute("delete from xmatch")
+    con.close()
+    with pytest.raises(UserError, match=r"no star passes the feature cuts \(.*no SkyMapper counterpart"):
+        train.run(path, name="x", quick=True, models_dir=tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_model_runs_record_the_versions(scored, trained, db_path, models_dir):
+    """Table model_runs holds one row per train and score run: the card's sha256, the libraries
+    of the run, and the card's training versions (card.json has them too)."""
+    import hashlib
+
+    import numpy
+
+    card_bytes = (models_dir / MODEL / "card.json").read_bytes()
+    card = json.loads(card_bytes)
+    assert card["versions"]["duckdb"] == duckdb.__version__ and card["versions"]["keras"] == __import__("keras").__version__
+    rows = _query(db_path, "select command, run_at, stars, card_sha256, versions, trained_with from model_runs "
+                           "where model = $m order by run_at, command desc", {"m": MODEL})
+    commands = [r[0] for r in rows]
+    assert commands[0] == "train" and "score" in commands
+    train_row = rows[0]
+    score_row = [r for r in rows if r[0] == "score"][-1]
+    assert train_row[2] == card["data_fingerprint"]["rows"]
+    assert score_row[1] == scored.scored_at and score_row[2] == scored.rows
+    assert score_row[3] == hashlib.sha256(card_bytes).hexdigest()
+    versions = json.loads(score_row[4])
+    assert versions["duckdb"] == duckdb.__version__ and versions["numpy"] == numpy.__version__ and "keras" not in versions
+    assert json.loads(score_row[5]) == card["versions"] == json.loads(train_row[4])
+
+
 def test_train_refuses_too_few_labels(db_path, tmp_path):
     """Too few labelled stars: UserError naming the counts, and nothing written."""
     path = _copy_database(db_path, tmp_path / "few.duckdb")
-    con = connect(path)
+    con = connect(path, read_only=False)
     con.execute("delete from sos where source_id not in (select source_id from training_set order by source_id limit 60)")
     con.execute("delete from model_metrics")
     con.close()
@@ -450,10 +528,11 @@ def _broken_copy(models_dir, name, damage):
         ("no_such_model", None, "Unknown model"),
         ("mismatch", lambda d: d.joinpath("card.json").write_text(
             d.joinpath("card.json").read_text().replace('"uabs"', '"uabs_v2"')), "do not match the database"),
-        ("corrupt_keras", lambda d: d.joinpath("logg.keras").write_bytes(b"not a zip file"), "corrupt"),
+        ("corrupt_scorer", lambda d: d.joinpath("scorer.npz").write_bytes(b"not a zip file"), "does not match its card"),
+        ("corrupt_unchecked", lambda d: (d.joinpath("scorer.npz").write_bytes(b"not a zip file"), _drop_card_key(
+            d, "scorer_sha256")), "corrupt or not a stellardb scorer"),
         ("corrupt_card", lambda d: d.joinpath("card.json").write_text("{"), "corrupt"),
-        ("missing_keras", lambda d: d.joinpath("feh.keras").unlink(), "missing"),
-        ("swapped_keras", lambda d: shutil.copy(d / "teff.keras", d / "feh.keras"), "holds the 'teff' network"),
+        ("missing_scorer", lambda d: d.joinpath("scorer.npz").unlink(), "scorer.npz is missing"),
         ("two_parameters", lambda d: d.joinpath("card.json").write_text(json.dumps(
             {**json.loads(d.joinpath("card.json").read_text()), "parameters": ["teff", "logg"]})), "lists parameters"),
     ],
@@ -470,6 +549,84 @@ def test_score_refuses_bad_models(scored, db_path, models_dir, name, damage, mes
     finally:
         shutil.rmtree(models_dir / name, ignore_errors=True)
     assert _query(db_path, "select model, count(*), max(scored_at) from predictions group by model order by model") == before
+
+
+def _drop_card_key(folder, key):
+    card = json.loads(folder.joinpath("card.json").read_text())
+    card.pop(key)
+    folder.joinpath("card.json").write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("corrupt_keras", lambda d: d.joinpath("logg.keras").write_bytes(b"not a zip file"), "corrupt"),
+        ("missing_keras", lambda d: d.joinpath("feh.keras").unlink(), "missing"),
+        ("swapped_keras", lambda d: shutil.copy(d / "teff.keras", d / "feh.keras"), "holds the 'teff' network"),
+    ],
+)
+def test_keras_reader_refuses_bad_files(trained, models_dir, name, damage, message):
+    """The Keras files of a model folder (read by older folders' scoring and the benchmarks): one-line UserError."""
+    _broken_copy(models_dir, name, damage)
+    try:
+        with pytest.raises(UserError, match=message) as info:
+            score.load_model_folder(name, models_dir)
+        assert "\n" not in str(info.value)
+    finally:
+        shutil.rmtree(models_dir / name, ignore_errors=True)
+
+
+def test_folder_without_scorer_file_is_folded_from_keras(scored, db_path, models_dir, tmp_path):
+    """A model folder from before scorer.npz existed is scored from its .keras files, to the same predictions."""
+    old = _broken_copy(models_dir, "before_npz", lambda d: (d.joinpath("scorer.npz").unlink(),
+                                                            _drop_card_key(d, "scorer_sha256")))
+    path = _copy_database(db_path, tmp_path / "old_folder.duckdb")
+    try:
+        score.run(path, model="before_npz", models_dir=models_dir, progress=False)
+    finally:
+        shutil.rmtree(old)
+    got = _query(path, "select source_id, teff, logg, feh from predictions where model = 'before_npz' order by source_id")
+    want = _query(path, f"select source_id, teff, logg, feh from predictions where model = '{MODEL}' order by source_id")
+    assert len(got) == len(want) > 0 and got == want
+
+
+_WITHOUT_ML = """
+import sys
+for name in ("keras", "tensorflow", "matplotlib"):
+    sys.modules[name] = None  # as if the ml extra were not installed: importing it fails
+from stellardb.cli import cli
+cli(sys.argv[1:], prog_name="stellardb")
+"""
+
+
+def test_score_needs_no_keras_and_train_names_the_extra(scored, db_path, models_dir, tmp_path):
+    """Without Keras, TensorFlow and matplotlib, `score` gives the same predictions; `train`,
+    `xmatch --plot` and an old model folder say `pip install 'stellardb[ml]'` in one line."""
+    import subprocess
+    import sys
+
+    path = _copy_database(db_path, tmp_path / "no_ml.duckdb")
+    env = {**os.environ, "STELLARDB_MODELS": str(models_dir)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", _WITHOUT_ML, "--db", str(path), *args],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    before = _query(path, f"select source_id, teff, teff_err, logg, feh from predictions where model = '{MODEL}' order by source_id")
+    scored_again = run("score", "--model", MODEL)
+    assert scored_again.returncode == 0, scored_again.stderr
+    assert _query(path, f"select source_id, teff, teff_err, logg, feh from predictions where model = '{MODEL}' "
+                        "order by source_id") == before
+    old = _broken_copy(models_dir, "no_npz", lambda d: (d.joinpath("scorer.npz").unlink(), _drop_card_key(d, "scorer_sha256")))
+    try:
+        for args in (["train", "--quick"], ["xmatch", "--plot", str(tmp_path / "x.png")], ["score", "--model", "no_npz"]):
+            result = run(*args)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1 and len(lines) == 1, (args, result.stderr)
+            assert lines[0].startswith("Error: ") and "pip install 'stellardb[ml]'" in lines[0], (args, lines)
+    finally:
+        shutil.rmtree(old)
+    assert not (tmp_path / "x.png").exists()
 
 
 # ---------------------------------------------------------------- command line
@@ -543,12 +700,12 @@ def test_read_only_query_on_an_old_database_says_how_to_update_it(tmp_path):
     from stellardb.cli import cli as main_cli
 
     path = tmp_path / "old.duckdb"
-    con = connect(path)
+    con = connect(path, read_only=False, create=True)
     con.execute("alter table predictions drop column inputs_outside_training")
     con.close()
     result = CliRunner().invoke(main_cli, ["--db", str(path), "query", "select count(*) from predictions"])
     assert result.exit_code != 0 and "older stellardb" in result.output and "stellardb xmatch" in result.output
-    connect(path).close()  # any write open applies the migration
+    connect(path, read_only=False).close()  # any write open applies the migration
     result = CliRunner().invoke(main_cli, ["--db", str(path), "query",
                                        "select count(inputs_outside_training) as n from stars_with_predictions"])
     assert result.exit_code == 0, result.output
