@@ -126,24 +126,30 @@ def xmatch(ctx, radius_arcsec, plot):
 @cli.command()
 @click.argument("sql")
 @click.option(
-    "--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "csv", "json", "parquet"]),
-    help="table: the first rows on the terminal; csv/json (stdout or --output) and parquet (--output) hold every row.",
+    "--format", "fmt", default="table", show_default=True,
+    type=click.Choice(["table", "line", "csv", "json", "parquet", "votable", "fits", "ecsv"]),
+    help="table/line: the first rows on the terminal (line: one 'column = value' per line, for wide rows); "
+         "csv, json (JSON lines) and ecsv to stdout or --output; parquet, votable (BINARY2) and fits to --output. "
+         "VOTable, FITS and ECSV carry each column's unit, UCD and description.",
 )
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="Write to FILE instead of the terminal.")
-@click.option("--max-rows", default=50, show_default=True, help="Rows shown by --format table.")
+@click.option("--max-rows", default=50, show_default=True, help="Rows shown by --format table or line.")
 @click.pass_context
 @user_errors
 def query(ctx, sql, fmt, output, max_rows):
     """Run SQL on the database (read-only).
 
-    Tables: gaia, skymapper, distances, sos, xmatch, predictions, ingests.
-    Views: stars, features, scoring_set, training_set, stars_with_predictions.
+    Tables: gaia, skymapper, distances, sos, xmatch, predictions, ingests,
+    model_runs, column_metadata.  Views: stars, features, scoring_set,
+    training_set, why_not_scored, stars_with_predictions.
 
     Example:
 
         stellardb query "select count(*) from stars_with_predictions where feh < -1 and logg < 3"
 
-        stellardb query "select * from predictions" --format parquet --output predictions.parquet
+        stellardb query "select * from stars_with_predictions where model = 'demo'" --format votable -o demo.vot
+
+        stellardb query "select reason, count(*) from why_not_scored group by reason"
     """
     from . import query as query_lib
 

@@ -275,3 +275,58 @@ def why_not_scored_summary(con, limit: int = 3) -> str:
     if n_gaia == 0:
         return "the gaia table is empty: `stellardb ingest gaia FILE` first"
     return "; ".join(f"{n:,} of {n_gaia:,} Gaia sources: {reason}" for reason, n in rows)
+
+
+# ---------------------------------------------------------------- column metadata
+
+#: Where an output column's unit, UCD and description are looked up when the query names
+#: none of the tables that have it, most specific first.
+_METADATA_ORDER = ("predictions", "stars", "features", "why_not_scored", "gaia", "skymapper", "distances", "sos",
+                   "xmatch", "xmatch_labels")
+#: Views, and the tables whose entries their columns take, in order of preference.
+_VIEW_SOURCES = {
+    "stars_with_predictions": ("predictions", "stars", "gaia", "distances", "skymapper"),
+    "stars": ("stars", "gaia", "distances", "skymapper"),
+    "features": ("features", "gaia", "distances"),
+    "scoring_set": ("features", "gaia", "distances"),
+    "training_set": ("sos", "features", "gaia", "distances"),
+    "labels": ("sos",),
+    "best_labels": ("sos",),
+}
+
+
+def column_metadata(con, names, sql: str | None = None) -> dict[str, dict]:
+    """Unit, UCD and description (table ``column_metadata``) for each of ``names`` that has them.
+
+    A result column does not say which table it came from, so each name is looked up
+    in the tables and views that ``sql`` reads first (``teff`` of ``sos`` is a reference
+    label, of ``predictions`` a prediction), then in all of them.
+
+    Returns
+    -------
+    dict
+        ``{name: {"unit": str | None, "ucd": str | None, "description": str | None}}``.
+    """
+    try:
+        rows = con.execute("select table_name, column_name, unit, ucd, description from column_metadata").fetchall()
+    except duckdb.Error:  # a database from before the table: no metadata, not an error
+        return {}
+    preferred: list[str] = []
+    if sql:
+        try:
+            read = {name.lower() for name in duckdb.get_table_names(sql)}
+        except duckdb.Error:
+            read = set()
+        for name in sorted(read, key=lambda n: (n not in _VIEW_SOURCES, n)):
+            preferred.extend(t for t in _VIEW_SOURCES.get(name, (name,)) if t not in preferred)
+    order = preferred + [t for t in _METADATA_ORDER if t not in preferred]
+    rank = {t: i for i, t in enumerate(order)}
+    best: dict[str, tuple] = {}
+    for table, column, unit, ucd, description in sorted(rows, key=lambda r: rank.get(r[0], len(rank))):
+        best.setdefault(column.lower(), (unit, ucd, description))
+    out = {}
+    for name in names:
+        entry = best.get(str(name).lower())
+        if entry is not None:
+            out[name] = {"unit": entry[0], "ucd": entry[1], "description": entry[2]}
+    return out

@@ -12,10 +12,15 @@ import duckdb
 from . import db
 from .errors import UserError
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "line", "csv", "json", "parquet", "votable", "fits", "ecsv")
 
 
-def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, max_rows: int = 50):
+class SqlError(UserError):
+    """DuckDB refused the SQL: its full message, with the LINE/caret context and candidate names."""
+
+
+def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, max_rows: int = 50,
+              width: int | None = None):
     """Run ``sql`` on a read-only connection and write the result.
 
     Parameters
@@ -24,81 +29,150 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
     sql : str
         Any DuckDB SQL; the stellardb views (``stars``, ``features``,
         ``stars_with_predictions``, ...) are available.
-    fmt : {"table", "csv", "json", "parquet"}
-        ``table`` prints at most ``max_rows`` rows to the terminal; the others write
-        every row to ``output`` (stdout for csv/json when None).
+    fmt : str
+        ``table`` prints at most ``max_rows`` rows to the terminal (columns that do
+        not fit are elided, as DuckDB's own shell does); ``line`` prints each of those
+        rows as ``column = value`` lines; ``csv``, ``json`` (JSON lines), ``parquet``,
+        ``votable``, ``fits`` and ``ecsv`` write every row to ``output`` (stdout for
+        csv/json/ecsv when None), with units, UCDs and descriptions in the last three
+        (:mod:`stellardb.export`).
     output : path, optional
+    width : int, optional
+        Terminal width for ``table`` (default: the terminal's).
 
     Raises
     ------
+    SqlError
+        DuckDB's own message, in full.
     UserError
-        A SQL error (DuckDB's own message, no traceback), or parquet without --output.
+        A file format without --output, or an output folder that does not exist.
     """
+    from . import export
+
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
-    if fmt == "parquet" and not output:
-        raise UserError("--format parquet writes a file; give --output FILE.parquet.")
-    if output and not Path(output).resolve().parent.is_dir():
-        raise UserError(f"Cannot write {output}: folder {Path(output).resolve().parent} does not exist; create it first.")
+    export.require_output(fmt, output)
+    export.check_output_path(output)
     con = db.connect(db_path, read_only=True)
     try:
         try:
             rel = con.sql(sql)
-        except duckdb.Error as exc:
-            raise UserError(_sql_error(exc)) from None
-        if rel is None:
-            return None
-        try:
+            if rel is None:
+                return None
             if fmt == "table":
-                return _print_table(rel, max_rows)
-            if fmt == "parquet":
-                rel.write_parquet(str(output))
-                return None
-            if fmt == "csv":
-                df = rel.df()
-                df.to_csv(output if output else sys.stdout, index=False)
-                return None
-            df = rel.df()
-            text = df.to_json(orient="records", lines=True, double_precision=15)
-            if output:
-                Path(output).write_text(text)
-            else:
-                sys.stdout.write(text)
-            return None
+                return _print_table(rel, max_rows, width)
+            if fmt == "line":
+                return _print_lines(rel, max_rows)
+            return export.export(con, rel, fmt, output, sql)
         except duckdb.Error as exc:
-            raise UserError(_sql_error(exc)) from None
+            raise SqlError(_sql_error(exc, con, sql)) from None
     finally:
         con.close()
 
 
-def _sql_error(exc: duckdb.Error) -> str:
-    """DuckDB's message on one line (its LINE/caret context dropped)."""
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+def _sql_error(exc: duckdb.Error, con=None, sql: str | None = None) -> str:
+    """DuckDB's message as its shell prints it: the error, candidate names, ``LINE n:`` and the caret.
+
+    The relation API leaves the LINE/caret context out of binder errors and numbers
+    lines inside the SQL it wraps around the user's (LIMIT, COPY), so a failed
+    single SELECT is run once more as the user wrote it, for DuckDB's own text about
+    it.  It fails the same way at the same point (a binder error at once).
+    """
+    message = str(exc)
+    if con is not None and sql is not None:
+        try:
+            statements = con.extract_statements(sql)
+            if len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT:
+                con.execute(sql)
+        except duckdb.Error as again:
+            if str(again).splitlines()[:1] == message.splitlines()[:1]:
+                message = str(again)
+    lines = [line.rstrip() for line in message.splitlines()]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines) if lines else type(exc).__name__
 
 
-def _print_table(rel, max_rows: int):
-    from rich.console import Console
-    from rich.table import Table
-
-    columns = rel.columns
-    rows = rel.limit(max_rows + 1).fetchall()
-    table = Table(*columns, show_lines=False, header_style="bold")
-    for row in rows[:max_rows]:
-        table.add_row(*(_fmt(v) for v in row))
-    console = Console(width=max(100, min(250, 14 * len(columns))))
-    console.print(table)
-    if len(rows) > max_rows:
-        console.print(f"(first {max_rows} rows shown; use --format csv --output FILE for all)")
-    return rows[:max_rows]
-
-
-def _fmt(v) -> str:
+def _cell(v) -> str:
     if v is None:
         return "NULL"
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
+
+
+def _fit_columns(names: list[str], cells: list[list[str]], width: int) -> list[int | None]:
+    """Indices of the columns to show, first and last alternately, with None where the elided ones are.
+
+    As DuckDB's shell: every column when they fit, else as many from both ends as
+    the width allows, around a single "..." column.
+    """
+    need = [max([len(names[j])] + [len(row[j]) for row in cells]) + 3 for j in range(len(names))]
+    if sum(need) + 1 <= width:
+        return list(range(len(names)))
+    left, right, used = [], [], 1 + 6  # the border and the "..." column
+    lo, hi = 0, len(names) - 1
+    while lo <= hi:
+        take = lo if len(left) <= len(right) else hi
+        if used + need[take] > width:
+            break
+        used += need[take]
+        if take == lo:
+            left.append(lo)
+            lo += 1
+        else:
+            right.insert(0, hi)
+            hi -= 1
+    if not left:  # at least one column, even if it must wrap
+        left = [0]
+    return left + [None] + right
+
+
+def _print_table(rel, max_rows: int, width: int | None = None):
+    import shutil
+
+    from rich.console import Console
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    columns = rel.columns
+    rows = rel.limit(max_rows + 1).fetchall()
+    shown = rows[:max_rows]
+    cells = [[_cell(v) for v in row] for row in shown]
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    keep = _fit_columns(columns, cells, width)
+    # Text objects: values and names are printed verbatim, never read as rich markup
+    table = Table(*[Column(header=Text(columns[j]) if j is not None else Text("…")) for j in keep], header_style="bold")
+    for row in cells:
+        table.add_row(*[Text(row[j]) if j is not None else Text("…") for j in keep])
+    console = Console(width=width, highlight=False)
+    console.print(table)
+    notes = []
+    if len(rows) > max_rows:
+        notes.append(f"first {max_rows} rows shown; use --format csv --output FILE for all")
+    hidden = len(columns) - sum(j is not None for j in keep)
+    if hidden:
+        notes.append(f"{hidden} of {len(columns)} columns not shown: use --format line, or select fewer columns")
+    if notes:
+        console.print(Text(f"({'; '.join(notes)})"))
+    return shown
+
+
+def _print_lines(rel, max_rows: int):
+    """Each row as ``column = value`` lines, a blank line between rows (DuckDB's ``.mode line``)."""
+    import click
+
+    columns = rel.columns
+    rows = rel.limit(max_rows + 1).fetchall()
+    pad = max((len(c) for c in columns), default=0)
+    for i, row in enumerate(rows[:max_rows]):
+        if i:
+            click.echo("")
+        for name, value in zip(columns, row):
+            click.echo(f"{name:>{pad}} = {_cell(value)}")
+    if len(rows) > max_rows:
+        click.echo(f"\n(first {max_rows} rows shown; use --format csv --output FILE for all)")
+    return rows[:max_rows]
 
 
 def _check_plot_path(path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 
 import duckdb
@@ -110,22 +111,25 @@ def test_query_parquet_needs_output(sky_db_path):
         "selec 1",  # parser error
         "select * from no_such_table",  # catalog error
         "select no_such_column from gaia",  # binder error
+        "select sourceid from gaia",  # binder error with a candidate binding
         "select cast('not a number' as integer)",  # error raised while the rows are produced
     ],
 )
 @pytest.mark.parametrize("fmt", ["table", "csv"])
 def test_query_sql_error_as_duckdb_states_it(sql, fmt, sky_db_path):
-    """A SQL error is DuckDB's own message on one line, without a traceback, exit status 1."""
+    """A SQL error is DuckDB's own message in full (LINE/caret, candidates), without a traceback, exit status 1."""
     con = duckdb.connect(str(sky_db_path), read_only=True)
     try:
         with pytest.raises(duckdb.Error) as info:
             con.execute(sql).fetchall()
     finally:
         con.close()
-    duckdb_says = str(info.value).splitlines()[0]
+    duckdb_says = str(info.value).rstrip()
     result = invoke(sky_db_path, "query", sql, "--format", fmt)
-    assert result.exit_code == 1
-    assert error_line(result) == f"Error: {duckdb_says}"
+    assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    # DuckDB's whole message, its LINE 1: context and caret or candidate names included
+    assert result.output.rstrip() == f"Error: {duckdb_says}"
 
 
 @pytest.mark.parametrize(
@@ -440,3 +444,143 @@ def test_database_from_a_newer_duckdb_is_refused_clearly(sky_db_path, tmp_path):
         result = invoke(path, *args)
         assert result.exit_code == 1 and "DuckDB v9.1.0" in error_line(result), result.output
     assert path.read_bytes() == before
+
+
+# ---------------------------------------------------------------- exports
+
+
+EXPORT_SQL = ("select source_id, ra, dec, phot_g_mean_mag, teff_gspphot, teff, teff_err, scored_at, "
+              "teff_outside_training, inputs_outside_training, label_survey from stars_with_predictions order by source_id")
+
+
+@pytest.fixture(scope="module")
+def export_db(sky_db_path, tmp_path_factory):
+    """The sky with predictions of one model for 300 stars: NULL flags, a timestamp, NULL labels."""
+    path = tmp_path_factory.mktemp("export") / "export.duckdb"
+    shutil.copy(sky_db_path, path)
+    con = stellardb.connect(path, read_only=False)
+    con.execute("insert into predictions (source_id, teff, teff_err, logg, feh, model, scored_at, teff_outside_training) "
+                "select source_id, 4000 + source_id % 3000, 80.5, 4.4, -0.3, 'm', timestamp '2026-12-01 10:20:30', "
+                "case when source_id % 3 = 0 then null else source_id % 2 = 0 end "
+                "from (select source_id from gaia order by source_id limit 300)")
+    con.close()
+    return path
+
+
+@pytest.mark.parametrize("fmt, suffix", [("votable", "vot"), ("fits", "fits"), ("ecsv", "ecsv")])
+def test_export_astropy_reads_values_units_and_nulls(export_db, tmp_path, fmt, suffix):
+    """VOTable, FITS and ECSV read back by astropy: every row and value as DuckDB gives them, NULL
+    masked, the timestamp as ISO text, units and (VOTable) UCDs and descriptions from column_metadata."""
+    from astropy.table import Table
+
+    out = tmp_path / f"result.{suffix}"
+    result = invoke(export_db, "query", EXPORT_SQL, "--format", fmt, "--output", out)
+    assert result.exit_code == 0, result.output
+    got = Table.read(out, format={"vot": "votable", "fits": "fits", "ecsv": "ascii.ecsv"}[suffix])
+    want = direct(export_db, EXPORT_SQL)
+    assert len(got) == len(want) == 300 and got.colnames == list(want.columns)
+    assert got["source_id"].tolist() == want["source_id"].tolist()
+    np.testing.assert_array_equal(np.asarray(got["ra"]), want["ra"].to_numpy())
+    np.testing.assert_allclose(np.asarray(got["teff"], dtype=float), want["teff"].to_numpy(), rtol=0)
+    flag = got["teff_outside_training"]
+    null = want["teff_outside_training"].isna().to_numpy()
+    assert null.any() and (~null).any()
+    assert np.array_equal(np.ma.getmaskarray(flag), null)
+    assert [bool(v) for v in np.asarray(flag)[~null]] == want["teff_outside_training"][~null].astype(bool).tolist()
+    # text has no null in FITS, nor in astropy's reading of VOTable: NULL is masked or empty
+    survey_null = np.ma.getmaskarray(got["label_survey"]) | (np.ma.filled(got["label_survey"], "") == "")
+    assert survey_null.tolist() == want["label_survey"].isna().tolist()
+    assert {str(v)[:19] for v in got["scored_at"]} == {"2026-12-01T10:20:30"}
+    assert str(got["ra"].unit) == "deg" and str(got["teff"].unit) == "K" and str(got["phot_g_mean_mag"].unit) == "mag"
+    description = "1-sigma uncertainty of teff (calibrated on the validation split)"
+    if fmt == "fits":  # astropy does not read TCOMMn back as the description; the header has it
+        from astropy.io import fits
+
+        header = fits.getheader(out, 1)
+        i = got.colnames.index("teff_err") + 1
+        assert header[f"TCOMM{i}"] == description and header[f"TUCD{i}"] == "stat.error;phys.temperature.effective"
+    else:
+        assert got["teff_err"].description == description
+    if fmt == "votable":
+        from astropy.io.votable import parse
+
+        fields = {f.name: f for f in parse(out).get_first_table().fields}
+        assert fields["ra"].ucd == "pos.eq.ra;meta.main" and fields["teff"].ucd == "phys.temperature.effective"
+        assert fields["scored_at"].xtype == "timestamp"
+
+
+@pytest.mark.parametrize("fmt, suffix", [("votable", "vot"), ("fits", "fits"), ("ecsv", "ecsv"), ("csv", "csv")])
+def test_export_stilts_reads_it(export_db, tmp_path, stilts, fmt, suffix):
+    """STILTS (TOPCAT's engine) reads every export: row and column counts, units and descriptions."""
+    import subprocess
+
+    out = tmp_path / f"result.{suffix}"
+    assert invoke(export_db, "query", EXPORT_SQL, "--format", fmt, "--output", out).exit_code == 0
+    ifmt = {"vot": "votable", "fits": "fits", "ecsv": "ecsv", "csv": "csv"}[suffix]
+    count = subprocess.run([stilts, "tpipe", f"in={out}", f"ifmt={ifmt}", "omode=count"],
+                           capture_output=True, text=True, timeout=120)
+    assert count.returncode == 0, count.stderr
+    assert count.stdout.split() == ["columns:", "11", "rows:", "300"]
+    rows = subprocess.run([stilts, "tpipe", f"in={out}", f"ifmt={ifmt}", "omode=out", "ofmt=csv"],
+                          capture_output=True, text=True, timeout=120)
+    assert rows.returncode == 0, rows.stderr
+    got = pd.read_csv(io.StringIO(rows.stdout))
+    want = direct(export_db, EXPORT_SQL)
+    assert got["source_id"].tolist() == want["source_id"].tolist()
+    np.testing.assert_allclose(got["teff"], want["teff"])
+    assert got["teff_outside_training"].isna().sum() == want["teff_outside_training"].isna().sum()
+    if fmt != "csv":
+        meta = subprocess.run([stilts, "tpipe", f"in={out}", f"ifmt={ifmt}", "omode=meta"],
+                              capture_output=True, text=True, timeout=120).stdout
+        assert re.search(r"\bra\(Double\)/deg\b", meta) and re.search(r"\bteff\(Double\)/K - stellardb prediction", meta)
+
+
+def test_export_json_and_csv_through_duckdb_copy(export_db, tmp_path):
+    """CSV and JSON lines are DuckDB's own COPY output: NULL empty / null, NaN kept, ids exact."""
+    out = tmp_path / "r.json"
+    sql = "select source_id, teff_outside_training, 'nan'::double as x from stars_with_predictions order by source_id limit 5"
+    assert invoke(export_db, "query", sql, "--format", "json", "-o", out).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    want = direct(export_db, sql)
+    assert [r["source_id"] for r in rows] == want["source_id"].tolist()
+    assert [r["teff_outside_training"] for r in rows] == [None if pd.isna(v) else bool(v) for v in want["teff_outside_training"]]
+    assert all(r["x"] != r["x"] for r in rows)  # NaN
+
+
+def test_export_failure_leaves_no_file(export_db, tmp_path):
+    """An error while the rows are produced leaves neither the output nor a partial file."""
+    out = tmp_path / "bad.vot"
+    result = invoke(export_db, "query", "select cast(label_survey || 'x' as integer) from stars", "--format", "votable",
+                    "-o", out)
+    assert result.exit_code == 1 and "Conversion Error" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- terminal output
+
+
+def test_wide_result_elides_middle_columns(sky_db_path):
+    """A result wider than the terminal shows its first and last columns around one '…' and says
+    how many it left out; --format line shows every column of each row."""
+    sql = "select * from gaia order by source_id limit 2"
+    result = CliRunner().invoke(cli, ["--db", str(sky_db_path), "query", sql], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    n_columns = len(direct(sky_db_path, sql).columns)
+    hidden = re.search(r"(\d+) of (\d+) columns not shown", result.output)
+    assert hidden and int(hidden.group(2)) == n_columns and 0 < int(hidden.group(1)) < n_columns
+    assert "solution_id" in result.output and "ingest_id" in result.output and "…" in result.output
+    full = invoke(sky_db_path, "query", sql, "--format", "line")
+    assert full.exit_code == 0, full.output
+    want = direct(sky_db_path, sql)
+    assert sum(line.strip().startswith(tuple(f"{c} =" for c in want.columns)) for line in full.output.splitlines()) \
+        == 2 * n_columns
+    assert f"source_id = {want['source_id'][1]}" in full.output
+
+
+def test_values_that_look_like_markup_print_verbatim(sky_db_path):
+    """Values and names are printed as they are: '[bold]' stays, '[/x]' does not crash."""
+    result = invoke(sky_db_path, "query", """select '[bold]x[/bold]' as "[/x]", '[red]' as b""")
+    assert result.exit_code == 0, result.output
+    assert "[bold]x[/bold]" in result.output and "[/x]" in result.output and "[red]" in result.output
