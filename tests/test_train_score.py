@@ -466,29 +466,27 @@ def test_train_on_empty_training_set_names_the_missing_input(db_path, tmp_path):
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
 
 
-def test_model_runs_record_the_versions(scored, trained, db_path, models_dir):
+def test_model_runs_record_the_versions(trained, db_path, models_dir):
     """Table model_runs holds one row per train and score run: the card's sha256, the libraries
     of the run, and the card's training versions (card.json has them too)."""
     import hashlib
 
     import numpy
 
+    summary = score.run(db_path, model=MODEL, models_dir=models_dir, progress=False)
     card_bytes = (models_dir / MODEL / "card.json").read_bytes()
     card = json.loads(card_bytes)
     assert card["versions"]["duckdb"] == duckdb.__version__ and card["versions"]["keras"] == __import__("keras").__version__
     rows = _query(db_path, "select command, run_at, stars, card_sha256, versions, trained_with from model_runs "
                            "where model = $m order by run_at, command desc", {"m": MODEL})
-    commands = [r[0] for r in rows]
-    assert commands[0] == "train" and "score" in commands
-    train_row = rows[0]
-    # other tests of this module score the model again: find the fixture's run
-    score_row = [r for r in rows if r[0] == "score" and r[1] == scored.scored_at][-1]
-    assert train_row[2] == card["data_fingerprint"]["rows"]
-    assert score_row[2] == scored.rows
-    assert score_row[3] == hashlib.sha256(card_bytes).hexdigest()
+    trains = [r for r in rows if r[0] == "train"]
+    score_row = [r for r in rows if r[0] == "score" and r[1] == summary.scored_at][-1]
+    assert trains and trains[-1][2] == card["data_fingerprint"]["rows"]
+    assert score_row[2] == summary.rows
+    assert score_row[3] == hashlib.sha256(card_bytes).hexdigest() == trains[-1][3]
     versions = json.loads(score_row[4])
     assert versions["duckdb"] == duckdb.__version__ and versions["numpy"] == numpy.__version__ and "keras" not in versions
-    assert json.loads(score_row[5]) == card["versions"] == json.loads(train_row[4])
+    assert json.loads(score_row[5]) == card["versions"] == json.loads(trains[-1][4])
 
 
 def test_train_refuses_too_few_labels(db_path, tmp_path):
