@@ -56,10 +56,13 @@ def _exit_cleanly_on_sigterm() -> None:
     "--on-duplicate", type=click.Choice(["error", "skip"]), default="error", show_default=True,
     help="A key repeated in a file or already stored: refuse the ingest, or keep the first row and report the rest.",
 )
+@click.option("--keep", "keep", multiple=True, metavar="COL",
+              help="Also store file column COL, which no stellardb column takes (e.g. SWEET-Cat's SWFlag), as a new "
+                   "column of TABLE; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 @click.pass_context
 @user_errors
-def ingest(ctx, table, files, preset, renames, survey, on_duplicate, quiet):
+def ingest(ctx, table, files, preset, renames, survey, on_duplicate, keep, quiet):
     """Load catalogue FILES into TABLE, in one transaction.
 
     TABLE is gaia (Gaia DR3 gaia_source), skymapper (SkyMapper master),
@@ -77,6 +80,8 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, quiet):
         stellardb ingest distances gedr3dis.fits --preset bailer-jones-vizier
 
         stellardb ingest sos pastel.fits --preset pastel
+
+        stellardb ingest sos SWEETCAT_Dataframe.csv --preset sweetcat --keep SWFlag
     """
     from . import ingest as ingest_lib
     from .progress import progress_bar
@@ -84,12 +89,67 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, quiet):
     with progress_bar(f"ingest {table}", total=len(files), disable=quiet) as advance:
         result = ingest_lib.run(
             ctx.obj["db"], table, list(files), preset=preset, renames=ingest_lib.parse_renames(renames),
-            survey=survey, progress=advance, on_duplicate=on_duplicate,
+            survey=survey, progress=advance, on_duplicate=on_duplicate, keep=keep,
         )
     if not quiet:
         from .report import print_ingest_summary
 
         print_ingest_summary(result)
+
+
+@cli.command()
+@click.pass_context
+@user_errors
+def ingests(ctx):
+    """List the ingested files: id, table, rows stored and still there, format, preset, when, path.
+
+    `stellardb forget ID` removes one of them.
+
+    Example:
+
+        stellardb ingests
+    """
+    from . import forget as forget_lib
+    from .report import print_ingests
+
+    print_ingests(forget_lib.list_ingests(ctx.obj["db"]))
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@user_errors
+def forget(ctx, target, yes):
+    """Undo an ingest: remove the rows of one ingested file and what was derived from them.
+
+    TARGET is an ingest id (see `stellardb ingests`) or the ingested file.  In one
+    transaction: the file's rows are deleted, the crossmatches are rebuilt from
+    what remains, predictions of Gaia sources that no longer exist are deleted,
+    and the file is dropped from `ingests` (so it can be ingested again).
+
+    Example:
+
+        stellardb forget 3
+
+        stellardb forget GaiaSource_000000-003111.csv.gz --yes
+    """
+    from . import forget as forget_lib
+
+    plan = forget_lib.plan_forget(ctx.obj["db"], target)
+    i = plan.ingest
+    what = f"ingest {i.ingest_id}: {plan.rows:,} rows of {i.table} from {i.file}"
+    also = []
+    if plan.predictions:
+        also.append(f"{plan.predictions:,} predictions of those stars")
+    if plan.xmatch_pairs:
+        also.append(f"{plan.xmatch_pairs:,} crossmatch pairs (the crossmatch is rebuilt)")
+    if not yes:
+        click.confirm(f"Forget {what}{'; also ' + ', '.join(also) if also else ''}?", abort=True, err=True)
+    result = forget_lib.forget(ctx.obj["db"], str(i.ingest_id))
+    click.echo(f"Forgot {what}" + (f"; deleted {', '.join(also)}" if also else "") + ".")
+    if result.xmatch_pairs is not None:
+        click.echo(f"xmatch now holds {result.xmatch_pairs:,} Gaia-SkyMapper pairs.")
 
 
 @cli.command()

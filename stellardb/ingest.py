@@ -128,6 +128,7 @@ def run(
     refresh_crossmatch: bool = True,
     progress=None,
     on_duplicate: str = "error",
+    keep=(),
 ) -> IngestResult:
     """Ingest ``files`` into ``table`` in one transaction.
 
@@ -150,6 +151,10 @@ def run(
         A key repeated inside a file or already stored: refuse the whole ingest
         (default), or keep the first/stored row and report how many were skipped.
     progress : callable(done_files, total_files) or None
+    keep : sequence of str
+        File columns that no stellardb column takes, to store anyway: each becomes
+        a new column of ``table`` (lower-cased, the file's type; NULL for rows of other
+        files), e.g. SWEET-Cat's ``SWFlag``.
 
     Raises
     ------
@@ -190,7 +195,7 @@ def run(
         speculative = not seen_hashes
         for i, source in enumerate(sources):
             results.append(_ingest_file(con, spec, source, digests[i], preset, renames or {}, survey, seen_hashes,
-                                        on_duplicate, speculative))
+                                        on_duplicate, speculative, keep))
             if progress is not None:
                 progress(i + 1, len(sources))
         loaded = sum(r.rows for r in results if r.skipped is None)
@@ -235,7 +240,7 @@ def _count_keyless_rows(con, spec: TableSpec, path, n_rows: int) -> int:
 
 
 def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future: Future, preset_name, renames,
-                 survey, seen_hashes, on_duplicate="error", speculative=False) -> FileResult:
+                 survey, seen_hashes, on_duplicate="error", speculative=False, keep=()) -> FileResult:
     """Stage, check and insert one file, unless its content was ingested before.
 
     Normally the file's sha256 is awaited first and an already-ingested file is skipped
@@ -258,7 +263,7 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future
             and (reason := _already_ingested(spec, _digest(digest_future, source), seen_hashes)):
         return skip(reason)
     try:
-        staged = _stage_and_check(con, spec, source, preset_name, renames, survey, on_duplicate)
+        staged = _stage_and_check(con, spec, source, preset_name, renames, survey, on_duplicate, keep)
     except (UserError, duckdb.Error):
         if speculative and (reason := _already_ingested(spec, _digest(digest_future, source), seen_hashes)) \
                 and _transaction_usable(con):
@@ -324,7 +329,7 @@ class _Staged:
 
 
 def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_name, renames, survey,
-                     on_duplicate) -> _Staged:
+                     on_duplicate, keep=()) -> _Staged:
     """Stage ``source`` (temporary views and tables only) and run every check."""
     path = source.path
     header = readers.column_names(con, source)
@@ -342,6 +347,9 @@ def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_na
     # staged column i is file column i (DuckDB renames case-insensitive duplicates)
     mapping = {staged: mapping[real] for staged, real in zip(columns, header) if real in mapping}
     _check_mapping(mapping, renames, header, targets, path)
+    stage_types = {r[0]: r[1] for r in con.execute(f"describe {STAGE}").fetchall()}
+    if keep:
+        _add_kept_columns(con, spec, keep, mapping, dict(zip(header, columns)), stage_types, targets, path)
     present = {new: old for old, new in mapping.items() if new in targets and new not in DERIVED}
     dropped = [old for old, new in mapping.items() if new not in targets or new in DERIVED]
     _check_required(spec, present, header, path)
@@ -349,7 +357,6 @@ def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_na
     if spec.name == "sos" and "survey" not in present and not survey_value:
         raise UserError(f"{path} has no survey column; name the survey with --survey NAME (e.g. --survey GALAH-DR3).")
 
-    stage_types = {r[0]: r[1] for r in con.execute(f"describe {STAGE}").fetchall()}
     row = readers.row_expression(source, STAGE)
     _check_types(con, spec, present, stage_types, targets, path, row)
     exprs = _column_expressions(spec, present, stage_types, targets, preset, survey_value)
@@ -444,6 +451,34 @@ def _check_mapping(mapping: dict[str, str], renames: dict[str, str], header: lis
                     f"(--rename {old}=something_else)."
                 )
             seen[new] = old
+
+
+def _add_kept_columns(con, spec: TableSpec, keep, mapping: dict[str, str], staged_of: dict[str, str],
+                      stage_types: dict[str, str], targets: dict[str, str], path) -> None:
+    """``--keep COL``: store a file column no stellardb column takes, as a new column of the table.
+
+    The column is added inside the ingest's transaction (a failed ingest takes it back)
+    with the type the file gives it; rows of other files have NULL there.
+    """
+    by_lower = {real.lower(): real for real in staged_of}
+    for wanted in keep:
+        real = wanted if wanted in staged_of else by_lower.get(str(wanted).lower())
+        if real is None:
+            shown = ", ".join(list(staged_of)[:12]) + (" ..." if len(staged_of) > 12 else "")
+            raise UserError(f"{path}: --keep {wanted} names no column of the file (columns: {shown}).")
+        staged = staged_of[real]
+        name = mapping.get(staged, real.lower())
+        if name in DERIVED:
+            raise UserError(f"{path}: --keep {wanted}: {name} is computed by stellardb and cannot come from a file.")
+        if name in targets:
+            if any(new == name for new in mapping.values()):
+                continue  # already stored under that name: nothing to add
+            raise UserError(f"{path}: --keep {wanted}: table {spec.name} already has a column {name}; "
+                            f"rename the file column with --rename {real}=NEW first.")
+        kind = stage_types[staged]
+        con.execute(f"alter table {spec.name} add column {db.quote_identifier(name)} {kind}")
+        targets[name] = kind
+        mapping[staged] = name
 
 
 def _check_required(spec: TableSpec, present: dict[str, str], header: list[str], path: Path) -> None:

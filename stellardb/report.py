@@ -6,6 +6,7 @@ import os
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def _size(path) -> str:
@@ -60,3 +61,23 @@ def print_ingest_summary(result, console: Console | None = None) -> None:
         extra.append(f"position-only labels matched to Gaia: {result.label_matches:,}")
     extra.append(f"{result.seconds:.1f} s in all")
     console.print(";  ".join(extra))
+    for f in result.files:
+        if f.dropped_columns and f.skipped is None:
+            # named, so a user sees what did not come in and can keep it
+            console.print(Text(f"{f.path.name}: not stored ({len(f.dropped_columns)}): {', '.join(f.dropped_columns)}; "
+                               "store one with --keep COL"))
+
+
+def print_ingests(ingests, console: Console | None = None) -> None:
+    """Table of ``stellardb ingests``: one row per ingested file."""
+    console = console or Console(width=max(120, Console().width))
+    if not ingests:
+        console.print("No file has been ingested yet; `stellardb ingest TABLE FILE` loads one.")
+        return
+    table = Table(title="ingested files")
+    for col in ("id", "table", "rows", "rows now", "format", "preset", "ingested (UTC)", "file"):
+        table.add_column(col, justify="right" if col in ("id", "rows", "rows now") else "left")
+    for i in ingests:
+        table.add_row(str(i.ingest_id), i.table, f"{i.rows:,}", f"{i.rows_now:,}", i.format or "-", i.preset or "-",
+                      f"{i.ingested_at:%Y-%m-%d %H:%M:%S}", Text(i.file))
+    console.print(table)
