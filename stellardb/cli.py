@@ -56,13 +56,16 @@ def _exit_cleanly_on_sigterm() -> None:
     "--on-duplicate", type=click.Choice(["error", "skip"]), default="error", show_default=True,
     help="A key repeated in a file or already stored: refuse the ingest, or keep the first row and report the rest.",
 )
+@click.option("--epoch", type=float, default=None, metavar="YEAR",
+              help="sos only: Julian year of the label positions when the file has no ref_epoch column "
+                   "(default: the preset's, else 2000.0; the report says which was used).")
 @click.option("--keep", "keep", multiple=True, metavar="COL",
               help="Also store file column COL, which no stellardb column takes (e.g. SWEET-Cat's SWFlag), as a new "
                    "column of TABLE; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 @click.pass_context
 @user_errors
-def ingest(ctx, table, files, preset, renames, survey, on_duplicate, keep, quiet):
+def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, keep, quiet):
     """Load catalogue FILES into TABLE, in one transaction.
 
     TABLE is gaia (Gaia DR3 gaia_source), skymapper (SkyMapper master),
@@ -89,7 +92,7 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, keep, quiet
     with progress_bar(f"ingest {table}", total=len(files), disable=quiet) as advance:
         result = ingest_lib.run(
             ctx.obj["db"], table, list(files), preset=preset, renames=ingest_lib.parse_renames(renames),
-            survey=survey, progress=advance, on_duplicate=on_duplicate, keep=keep,
+            survey=survey, progress=advance, on_duplicate=on_duplicate, keep=keep, epoch=epoch,
         )
     if not quiet:
         from .report import print_ingest_summary

@@ -129,6 +129,7 @@ def run(
     progress=None,
     on_duplicate: str = "error",
     keep=(),
+    epoch: float | None = None,
 ) -> IngestResult:
     """Ingest ``files`` into ``table`` in one transaction.
 
@@ -151,6 +152,9 @@ def run(
         A key repeated inside a file or already stored: refuse the whole ingest
         (default), or keep the first/stored row and report how many were skipped.
     progress : callable(done_files, total_files) or None
+    epoch : float, optional
+        ``sos`` only: the epoch (Julian year) of label positions in files without a
+        ``ref_epoch`` column; default the preset's, else J2000.0.  Stated in the report.
     keep : sequence of str
         File columns that no stellardb column takes, to store anyway: each becomes
         a new column of ``table`` (lower-cased, the file's type; NULL for rows of other
@@ -171,6 +175,8 @@ def run(
         raise UserError("No files given; name at least one catalogue file.")
     if on_duplicate not in ("error", "skip"):
         raise UserError(f"--on-duplicate must be error or skip, got {on_duplicate!r}.")
+    if epoch is not None and (table != "sos" or not 1900.0 <= float(epoch) <= 2100.0):
+        raise UserError(f"--epoch is the Julian year of label positions (sos only, 1900-2100), got {epoch!r} for {table}.")
     spec = TABLES[table]
     paths = [Path(f) for f in files]
     sources = [readers.detect(p) for p in paths]  # fails fast, before the database is opened
@@ -195,7 +201,7 @@ def run(
         speculative = not seen_hashes
         for i, source in enumerate(sources):
             results.append(_ingest_file(con, spec, source, digests[i], preset, renames or {}, survey, seen_hashes,
-                                        on_duplicate, speculative, keep))
+                                        on_duplicate, speculative, keep, epoch))
             if progress is not None:
                 progress(i + 1, len(sources))
         loaded = sum(r.rows for r in results if r.skipped is None)
@@ -240,7 +246,7 @@ def _count_keyless_rows(con, spec: TableSpec, path, n_rows: int) -> int:
 
 
 def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future: Future, preset_name, renames,
-                 survey, seen_hashes, on_duplicate="error", speculative=False, keep=()) -> FileResult:
+                 survey, seen_hashes, on_duplicate="error", speculative=False, keep=(), epoch=None) -> FileResult:
     """Stage, check and insert one file, unless its content was ingested before.
 
     Normally the file's sha256 is awaited first and an already-ingested file is skipped
@@ -263,7 +269,7 @@ def _ingest_file(con, spec: TableSpec, source: readers.SourceFile, digest_future
             and (reason := _already_ingested(spec, _digest(digest_future, source), seen_hashes)):
         return skip(reason)
     try:
-        staged = _stage_and_check(con, spec, source, preset_name, renames, survey, on_duplicate, keep)
+        staged = _stage_and_check(con, spec, source, preset_name, renames, survey, on_duplicate, keep, epoch)
     except (UserError, duckdb.Error):
         if speculative and (reason := _already_ingested(spec, _digest(digest_future, source), seen_hashes)) \
                 and _transaction_usable(con):
@@ -329,7 +335,7 @@ class _Staged:
 
 
 def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_name, renames, survey,
-                     on_duplicate, keep=()) -> _Staged:
+                     on_duplicate, keep=(), epoch=None) -> _Staged:
     """Stage ``source`` (temporary views and tables only) and run every check."""
     path = source.path
     header = readers.column_names(con, source)
@@ -358,8 +364,11 @@ def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_na
         raise UserError(f"{path} has no survey column; name the survey with --survey NAME (e.g. --survey GALAH-DR3).")
 
     row = readers.row_expression(source, STAGE)
+    if spec.name == "gaia":
+        _check_gaia_release(con, header, present, stage_types, path)
     _check_types(con, spec, present, stage_types, targets, path, row)
-    exprs = _column_expressions(spec, present, stage_types, targets, preset, survey_value)
+    epoch_note, epoch_value = _assumed_epoch(spec, present, preset, epoch)
+    exprs = _column_expressions(spec, present, stage_types, targets, preset, survey_value, epoch_value)
     flagged = _apply_quality_flags(con, exprs, preset, dict(zip(header, columns)))
     select_list = ", ".join(f"{e} as {db.quote_identifier(c)}" for c, e in exprs.items())
     # Views, not tables, over the staged rows: each check reads only the columns it
@@ -369,6 +378,10 @@ def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_na
     keep = KEEP_ROW.get(spec.name, f"{spec.key[0]} is not null")
     con.execute(f"create or replace temp view _ingest_typed as select * from _ingest_all where {keep}")
     notes = [f"{flagged:,} rows flagged by the survey: their labels are NULL"] if flagged else []
+    # (for labels the epoch matters only to rows matched by position)
+    if epoch_note and (spec.name != "sos" or
+                       con.execute("select count(*) from _ingest_typed where ra is not null").fetchone()[0]):
+        notes.append(epoch_note)
     keyless = _count_keyless_rows(con, spec, path, n_rows)
     if keyless and spec.name == "sos":
         notes.append(f"{keyless:,} rows with neither a Gaia source_id nor ra/dec not stored (they cannot be matched)")
@@ -558,7 +571,55 @@ def _check_types(con, spec, present, stage_types, targets, path, row: str) -> No
             )
 
 
-def _column_expressions(spec, present, stage_types, targets, preset, survey_value) -> dict[str, str]:
+#: Columns only Gaia DR2's gaia_source has (DR3 moved astrophysical parameters to other
+#: tables and renamed the rest): a file with any of them is DR2.
+GAIA_DR2_ONLY = ("teff_val", "teff_percentile_lower", "teff_percentile_upper", "a_g_val", "e_bp_min_rp_val",
+                 "radius_val", "lum_val", "lum_percentile_lower", "lum_percentile_upper", "astrometric_pseudo_colour",
+                 "priam_flags", "flame_flags")
+
+
+def _check_gaia_release(con, header: list[str], present: dict[str, str], stage_types: dict[str, str], path) -> None:
+    """Refuse a Gaia DR2 (or DR1) file given as DR3.
+
+    DR2 source_ids are not DR3's (many differ, and DR3 joins on them), and its
+    positions are at J2015.5, so a DR2 row stored as DR3 would be matched wrongly
+    and silently.  Told by its own columns, designations or epoch.
+    """
+    fix = ("stellardb's gaia table holds Gaia DR3 (gaiadr3.gaia_source, epoch J2016.0); download the DR3 rows, "
+           "e.g. through gaiadr3.dr2_neighbourhood for a DR2 list.")
+    dr2 = [h for h in header if h.lower() in GAIA_DR2_ONLY]
+    if dr2:
+        raise UserError(f"{path} is Gaia DR2, not DR3 (it has DR2's {', '.join(dr2[:3])} column{'s' if len(dr2) > 1 else ''}); {fix}")
+    if "designation" in present and stage_types[present["designation"]] == "VARCHAR":
+        q = db.quote_identifier(present["designation"])
+        found = con.execute(f"select {q} from {STAGE} where {q} similar to 'Gaia DR[12] .*' limit 1").fetchone()
+        if found:
+            raise UserError(f"{path} is not Gaia DR3: its designations say {found[0]!r}; {fix}")
+    if "ref_epoch" in present and stage_types[present["ref_epoch"]] in NUMERIC_TYPES:
+        q = db.quote_identifier(present["ref_epoch"])
+        found = con.execute(f"select {q} from {STAGE} where {q} in (2015.0, 2015.5) limit 1").fetchone()
+        if found:
+            release = "DR2" if found[0] == 2015.5 else "DR1"
+            raise UserError(f"{path} has ref_epoch {found[0]}, Gaia {release}'s, not DR3's 2016.0; {fix}")
+
+
+def _assumed_epoch(spec, present, preset, epoch) -> tuple[str | None, float | None]:
+    """The epoch a file without a ref_epoch column is given, and the note that says so in the report."""
+    if "ref_epoch" in present:
+        return None, None
+    if spec.name == "gaia":
+        return "no ref_epoch column: J2016.0 (Gaia DR3) assumed", 2016.0
+    if spec.name != "sos":
+        return None, None
+    if epoch is not None:
+        return f"no ref_epoch column: positions taken at J{float(epoch):.1f} (--epoch)", float(epoch)
+    if preset is not None and preset.ref_epoch is not None:
+        return f"no ref_epoch column: positions taken at J{preset.ref_epoch:.1f} (the {preset.name} catalogue's)", \
+            float(preset.ref_epoch)
+    return "no ref_epoch column: positions taken at J2000.0 (the default; --epoch YEAR to change)", 2000.0
+
+
+def _column_expressions(spec, present, stage_types, targets, preset, survey_value, epoch_value=None) -> dict[str, str]:
     """SQL expression for each stored column: cast, NaN and sentinels to NULL, defaults."""
     exprs = {}
     null_values = preset.null_values if preset else {}
@@ -567,12 +628,11 @@ def _column_expressions(spec, present, stage_types, targets, preset, survey_valu
         if col in DERIVED:
             continue
         if col not in present:
-            if spec.name == "gaia" and col == "ref_epoch":
-                exprs[col] = "2016.0::double"  # every DR3 gaia_source row has ref_epoch 2016.0
+            if col == "ref_epoch" and epoch_value is not None:
+                # Gaia: every DR3 gaia_source row has 2016.0; labels: --epoch, the preset's, or J2000
+                exprs[col] = f"{float(epoch_value)!r}::double"
             elif spec.name == "sos" and col == "survey":
                 exprs[col] = f"'{_sql_string(survey_value)}'"
-            elif spec.name == "sos" and col == "ref_epoch" and preset and preset.ref_epoch is not None:
-                exprs[col] = f"{float(preset.ref_epoch)!r}::double"
             else:
                 exprs[col] = f"null::{want}"
             continue

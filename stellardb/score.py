@@ -424,9 +424,9 @@ def models_root(models_dir=None, db=None) -> Path:
     if models_dir is None:
         models_dir = os.environ.get(MODELS_ENVVAR)
     if models_dir is None:
-        base = Path(db).absolute().parent if db is not None and str(db) != ":memory:" else Path.cwd()
+        base = Path(db).parent if db is not None and str(db) != ":memory:" else Path(".")
         models_dir = base / "models"
-    return Path(models_dir).absolute()
+    return Path(os.path.abspath(models_dir))
 
 
 def available_models(root: Path) -> list[str]:
