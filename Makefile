@@ -42,17 +42,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-## make bench: speed, memory and accuracy benchmarks (results in bench/out/)
+## make bench: speed, memory and accuracy benchmarks (JSON in bench/out/, summary in bench/RESULTS.md)
 bench: $(STAMP)
 	test -x bench/.venv-lsdb/bin/python || ($(PYTHON) -m venv bench/.venv-lsdb && bench/.venv-lsdb/bin/pip install --quiet lsdb) || echo "lsdb did not install; its peer is skipped"
 	$(PY) bench/bench_simulate.py
 	$(PY) bench/bench_ingest_xmatch.py
 	$(PY) bench/bench_score.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/results.py
 
 ## make bench-big: the 10 M-star memory check (about 15 minutes)
 bench-big: $(STAMP)
 	$(PY) bench/bench_ingest_xmatch.py --stars 10000000 --skymapper-rows 8000000 --memory
+	$(PY) bench/results.py
 
 clean:
 	rm -rf $(DEMO_DIR) bench/out .pytest_cache

@@ -41,6 +41,9 @@ def run_cli(args: list[str], env=None) -> tuple[float, float]:
 def save(name: str, result: dict) -> Path:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}.json"
-    result = {"machine": machine(), "command": " ".join(sys.argv), **result}
+    import datetime as dt
+
+    result = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+              "command": " ".join(sys.argv), **result}
     path.write_text(json.dumps(result, indent=2, default=str))
     return path

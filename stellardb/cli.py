@@ -202,9 +202,9 @@ def xmatch(ctx, radius_arcsec, plot):
 def query(ctx, sql, fmt, output, max_rows):
     """Run SQL on the database (read-only).
 
-    Tables: gaia, skymapper, distances, sos, xmatch, predictions, ingests,
-    model_runs, column_metadata.  Views: stars, features, scoring_set,
-    training_set, why_not_scored, stars_with_predictions.
+    Tables: gaia, skymapper, distances, sos, xmatch, predictions, ingests, model_runs, column_metadata.
+
+    Views: stars, features, scoring_set, training_set, why_not_scored, stars_with_predictions.
 
     Example:
 

@@ -290,8 +290,8 @@ _VIEW_SOURCES = {
     "features": ("features", "gaia", "distances"),
     "scoring_set": ("features", "gaia", "distances"),
     "training_set": ("sos", "features", "gaia", "distances"),
-    "labels": ("sos",),
-    "best_labels": ("sos",),
+    "labels": ("labels", "sos"),
+    "best_labels": ("labels", "sos"),
 }
 
 

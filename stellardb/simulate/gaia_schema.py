@@ -2,8 +2,8 @@
 
 Names, datatypes, units (spelled as the archive spells them), UCDs and
 descriptions are Gaia DR3's own, as published in the archive's ECSV headers
-(checked against the real 153-column ``gaia_source`` rows in
-``../shared/data/real/astroquery_gaia_fixture``).  The simulator writes this
+(checked against the real 153-column ``gaia_source`` rows of
+``tests/data/real/gaia_dr3_fixture_5rows.ecsv``).  The simulator writes this
 subset, in archive order: everything stellardb uses plus the usual companions.
 """
 

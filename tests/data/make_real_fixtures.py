@@ -1,7 +1,7 @@
-"""Rebuild the small real-data fixtures in tests/data/real/ from the shared copies.
+"""Rebuild the small real-data fixtures in tests/data/real/ from the full public files.
 
-The tests must not read ``../shared``, so we commit small, deterministic cuts of the
-real public files described in ``shared/data/real/*/SOURCE.md``:
+The tests read only what the repository holds, so we commit small, deterministic cuts
+of the real public files whose origins tests/data/real/SOURCE.md gives:
 
 - ``gbs_v3_lite_subset.fits``: all 192 rows of the GBS v3 "lite" FITS, only the columns
   stellardb needs (Gaia DR3, GSP-Phot, Bailer-Jones, reference labels).
@@ -15,9 +15,8 @@ TUNIT, TNULL, TUCD, TCOMM, ...), so the copy reads exactly like the original.
 
 Usage::
 
-    .venv/bin/python tests/data/make_real_fixtures.py            # rewrite the fixtures
-    .venv/bin/python tests/data/make_real_fixtures.py --check    # rebuild in memory, compare
-    .venv/bin/python tests/data/make_real_fixtures.py --src /path/to/shared/data/real
+    .venv/bin/python tests/data/make_real_fixtures.py --src DIR            # rewrite the fixtures
+    .venv/bin/python tests/data/make_real_fixtures.py --src DIR --check    # rebuild in memory, compare
 """
 
 from __future__ import annotations
@@ -36,8 +35,6 @@ from astropy.io import fits
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "real"
-# tests/data/make_real_fixtures.py -> repo -> its parent holds shared/
-DEFAULT_SRC = HERE.parents[2] / "shared" / "data" / "real"
 
 GBS_SRC = "gbs_v3/gbs_v3_tmass_gaiadr3_hip_allwise_all_lite.fits"
 SWEETCAT_SRC = "sweetcat/SWEETCAT_Dataframe.csv"
@@ -263,7 +260,7 @@ def sweetcat_lines(src):
     Parameters
     ----------
     src : Path
-        Folder holding the shared real data.
+        Folder holding the full public files.
 
     Returns
     -------
@@ -304,7 +301,7 @@ def pastel_rows(src, sweetcat_rows):
     Parameters
     ----------
     src : Path
-        Folder holding the shared real data.
+        Folder holding the full public files.
     sweetcat_rows : list of int
         SWEET-Cat data rows in the SWEET-Cat fixture (their PASTEL matches are kept).
 
@@ -354,7 +351,7 @@ def build(src):
     Parameters
     ----------
     src : Path
-        Folder holding the shared real data (``shared/data/real``).
+        Folder holding the full public files.
 
     Returns
     -------
@@ -390,14 +387,15 @@ def build(src):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path,
-                        default=Path(os.environ.get("STELLARDB_REAL_DATA", DEFAULT_SRC)),
-                        help="shared/data/real folder (env STELLARDB_REAL_DATA)")
+    parser.add_argument("--src", type=Path, default=os.environ.get("STELLARDB_REAL_DATA"),
+                        help="folder holding the full public files, laid out as SOURCE.md names them "
+                             "(env STELLARDB_REAL_DATA)")
     parser.add_argument("--check", action="store_true",
                         help="rebuild in memory and fail if a committed file differs")
     args = parser.parse_args(argv)
-    if not args.src.is_dir():
-        parser.error(f"{args.src} not found. Pass --src /path/to/shared/data/real.")
+    if args.src is None or not Path(args.src).is_dir():
+        parser.error(f"{args.src} not found. Pass --src FOLDER with the full public files (see SOURCE.md).")
+    args.src = Path(args.src)
 
     files, summary = build(args.src)
     stale = []

@@ -1,0 +1,83 @@
+"""Write bench/RESULTS.md from the JSON each benchmark leaves in bench/out/.
+
+Every figure keeps the machine, date and command of the run that measured it and
+sits next to the peer measured in that same run (keys ``peer_*`` and ``ratio_*``),
+because absolute times on a shared VM drift by tens of per cent within an hour.
+
+Usage: ``python bench/results.py`` (``make bench`` runs it last).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+RESULTS = HERE / "RESULTS.md"
+
+#: the benchmarks in the order `make bench` runs them, and what each measures
+BENCHES = {
+    "simulate": "`stellardb simulate`: time and peak memory, against gzipping its Gaia file alone",
+    "ingest_xmatch": "ingest (Gaia ECSV and Parquet, SkyMapper Parquet) and the crossmatch, against DuckDB's own "
+                     "copy of the same files, astropy and lsdb",
+    "ingest_xmatch_memory": "peak memory of ingest + crossmatch through the CLI (`make bench-big`)",
+    "bench_score": "the NumPy scorer and `stellardb score` end to end, against Keras predict and DuckDB's read",
+    "bench_train": "accuracy against Gaia GSP-Phot and LightGBM on the simulated sky, repeatability over seeds, "
+                   "training speed, and real SWEET-Cat stars",
+}
+
+
+def flatten(value, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested dicts as (dotted key, value) rows; lists of scalars kept on one line."""
+    if isinstance(value, dict):
+        rows = []
+        for key, item in value.items():
+            rows.extend(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    return [(prefix, value)]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value).replace("|", "\\|")
+
+
+def render(results: dict[str, dict]) -> str:
+    lines = ["# Benchmark results", "",
+             "Written by `python bench/results.py` from `bench/out/*.json` (`make bench` runs every benchmark, then "
+             "this). Each section is one run: its machine, date and command, every figure it recorded, the peers "
+             "(`peer_*`) measured in the same run and the ratios to them (`ratio_*`, `speedup_*`). Compare ratios, not "
+             "absolute times, between runs: the VM's speed drifts.", ""]
+    for name, what in BENCHES.items():
+        data = results.get(name)
+        lines += [f"## {name}", "", what + ".", ""]
+        if data is None:
+            lines += ["Not run yet on this checkout (`make bench`).", ""]
+            continue
+        lines += [f"- machine: {data.get('machine', '?')}", f"- date: {data.get('date', '?')}",
+                  f"- command: `{data.get('command', '?')}`", "", "| figure | value |", "|---|---|"]
+        for key, value in flatten({k: v for k, v in data.items() if k not in ("machine", "date", "command")}):
+            lines.append(f"| {key} | {_fmt(value)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    results = {}
+    for path in sorted(OUT.glob("*.json")):
+        results[path.stem] = json.loads(path.read_text())
+    unknown = sorted(set(results) - set(BENCHES))
+    if unknown:
+        print(f"note: bench/out also has {', '.join(unknown)}, not listed in bench/results.py BENCHES", file=sys.stderr)
+    RESULTS.write_text(render(results))
+    print(f"wrote {RESULTS} ({len(results)} benchmark runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
