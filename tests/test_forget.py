@@ -19,15 +19,9 @@ from stellardb import forget as forget_lib
 from stellardb import ingest
 from stellardb.cli import cli
 
+from .helpers import fetch
 from .test_ingest import error_line, snapshot
 
-
-def _q(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def test_ingests_lists_every_file(both_and_first, halves):
     listed = forget_lib.list_ingests(both)
     assert [i.table for i in listed] == ["gaia", "gaia", "skymapper", "distances", "sos"]
     assert listed[0].file == str(halves[0][0].absolute()) and listed[0].rows == listed[0].rows_now > 0
-    assert sum(i.rows_now for i in listed if i.table == "gaia") == _q(both, "select count(*) from gaia")[0][0]
+    assert sum(i.rows_now for i in listed if i.table == "gaia") == fetch(both, "select count(*) from gaia")[0][0]
     result = CliRunner().invoke(cli, ["--db", str(both), "ingests"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "gaia_part0.csv" in result.output and "skymapper_master.csv" in result.output
@@ -94,7 +88,7 @@ def test_forget_gives_the_database_without_that_file(both_and_first, halves, tmp
     path = tmp_path / "work.duckdb"
     shutil.copy(both, path)
     _add_predictions(path)
-    n_pred = _q(path, "select count(*) from predictions")[0][0]
+    n_pred = fetch(path, "select count(*) from predictions")[0][0]
     second = [i for i in forget_lib.list_ingests(path) if i.file == str(halves[0][1].absolute())][0]
     plan = forget_lib.plan_forget(path, str(second.ingest_id))
     assert plan.rows == second.rows and plan.predictions == second.rows and plan.xmatch_pairs > 0
@@ -106,9 +100,9 @@ def test_forget_gives_the_database_without_that_file(both_and_first, halves, tmp
                        ("xmatch_labels", "survey, label_ra, label_dec, gaia_source_id")):
         sql = f"select * exclude (ingest_id) from {table} order by {key}" if table == "gaia" else \
             f"select * from {table} order by {key}"
-        assert _q(path, sql) == _q(first, sql), table
-    assert _q(path, "select count(*) from predictions")[0][0] == n_pred - second.rows
-    assert _q(path, "select count(*) from predictions where source_id >= " + str(halves[1]))[0][0] == 0
+        assert fetch(path, sql) == fetch(first, sql), table
+    assert fetch(path, "select count(*) from predictions")[0][0] == n_pred - second.rows
+    assert fetch(path, "select count(*) from predictions where source_id >= " + str(halves[1]))[0][0] == 0
     assert str(halves[0][1].absolute()) not in [i.file for i in forget_lib.list_ingests(path)]
     again = ingest.run(path, "gaia", [halves[0][1]])
     assert again.files[0].skipped is None and again.files[0].rows == second.rows
@@ -125,7 +119,7 @@ def test_forget_asks_first_and_no_means_nothing_changes(both_and_first, tmp_path
     assert "Aborted" in result.output and snapshot(path) == before
     result = CliRunner().invoke(cli, ["--db", str(path), "forget", "3"], input="y\n")
     assert result.exit_code == 0, result.output
-    assert _q(path, "select count(*) from skymapper")[0][0] == 0 and _q(path, "select count(*) from xmatch")[0][0] == 0
+    assert fetch(path, "select count(*) from skymapper")[0][0] == 0 and fetch(path, "select count(*) from xmatch")[0][0] == 0
 
 
 def test_forget_unknown_target_is_one_line(both_and_first, tmp_path):
@@ -166,7 +160,7 @@ def test_keep_stores_an_extra_column_and_the_report_names_the_others(tmp_path, d
     assert result.exit_code == 0, result.output
     assert "not stored" in result.output and "Vmag" in result.output and "--keep COL" in result.output
     assert "SWFlag," not in result.output.split("not stored", 1)[1]
-    stored = pd.DataFrame(_q(path, "select source_id, swflag from sos where source_id is not null"),
+    stored = pd.DataFrame(fetch(path, "select source_id, swflag from sos where source_id is not null"),
                           columns=["source_id", "swflag"])
     raw = pd.read_csv(src)
     raw = raw[raw["gaia_dr3"].notna()].drop_duplicates("gaia_dr3")

@@ -3,7 +3,6 @@ the file is stated, and models live beside the database they belong to."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 from astropy.table import Table
 from click.testing import CliRunner
@@ -11,15 +10,9 @@ from click.testing import CliRunner
 from stellardb import ingest
 from stellardb.cli import cli
 
+from .helpers import fetch
 from .test_ingest import error_line
 
-
-def _q(path, sql):
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_gaia_dr2_file_is_refused(tmp_path, data_path):
@@ -60,7 +53,7 @@ def test_gaia_without_ref_epoch_says_it_assumed_dr3(tmp_path, data_path):
     result = CliRunner().invoke(cli, ["--db", str(path), "ingest", "gaia", str(src)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "J2016.0 (Gaia DR3) assumed" in result.output
-    assert _q(path, "select distinct ref_epoch from gaia") == [(2016.0,)]
+    assert fetch(path, "select distinct ref_epoch from gaia") == [(2016.0,)]
 
 
 def _labels(tmp_path):
@@ -80,7 +73,7 @@ def test_label_epoch_is_stated_and_stored(tmp_path, args, epoch, says):
                                       *args], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert says in " ".join(result.output.split())
-    assert _q(path, "select distinct ref_epoch from sos") == [(epoch,)]
+    assert fetch(path, "select distinct ref_epoch from sos") == [(epoch,)]
 
 
 def test_epoch_out_of_range_or_for_another_table_is_refused(tmp_path):
