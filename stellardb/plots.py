@@ -85,12 +85,20 @@ def note_outside(ax, outside: int, n: int, where: str = "outside the axes", loc:
                    zorder=5)
 
 
+def _plain_log_formatter():
+    """Tick labels of a log axis of star counts as plain numbers (1, 10, 1,000), not 10^0."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+
+
 def _count_colorbar(fig, mappable, ax):
-    """Colour bar of stars per bin with plain numbers (1, 10, 100), not 10^0."""
+    """Colour bar of stars per bin with plain numbers."""
     from matplotlib.ticker import LogFormatter
 
     bar = fig.colorbar(mappable, ax=ax, label="stars per bin")
-    bar.ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    bar.ax.yaxis.set_major_formatter(_plain_log_formatter())
+    # a colour bar from 1 to 5 has no second decade: label 2, 3, 5 as well
     bar.ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     return bar
 
@@ -108,6 +116,19 @@ def comparison_sample(data, predictions, features, parameter):
     ml = predictions[parameter][0].astype(np.float64)
     both = test & np.isfinite(ref) & np.isfinite(gsp) & np.isfinite(ml)
     return ref[both], ml[both], gsp[both]
+
+
+def _emptier_corner(x, y, lo, hi) -> str:
+    """"upper left" or "lower right" of a predicted-vs-reference panel, whichever holds fewer stars.
+
+    Both lie far from the 1:1 line, so a note there covers only outliers; this picks
+    the corner that hides fewer of them.
+    """
+    span = hi - lo
+    wide, tall = lo + 0.55 * span, 0.12 * span  # the note's box, roughly
+    upper_left = np.count_nonzero((x < wide) & (y > hi - tall))
+    lower_right = np.count_nonzero((x > hi - 0.55 * span) & (y < lo + tall))
+    return "upper left" if upper_left <= lower_right else "lower right"
 
 
 def density_figure(parameter: str, ref, ml, gsp):
@@ -150,8 +171,7 @@ def density_figure(parameter: str, ref, ml, gsp):
         ax.set_ylim(lo, hi)
         ax.set_aspect("equal")
         info["outside"][key] = count_outside(ref, pred, (lo, hi), (lo, hi))
-        # upper left: above the 1:1 line at low reference values, where few stars fall
-        note_outside(ax, info["outside"][key], n)
+        note_outside(ax, info["outside"][key], n, loc=_emptier_corner(ref, pred, lo, hi))
     axes[0].set_ylabel(f"predicted {LABELS[parameter]}")
     if image is not None:
         _count_colorbar(fig, image, axes)
@@ -184,6 +204,7 @@ def residuals_figure(parameter: str, ref, ml, gsp):
         outside[key] = int(np.count_nonzero(np.abs(r) > span))
         ax.hist(r, bins=bins, histtype="step", lw=1.5, label=f"{NAMES[key]}: MAD {mad}")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_plain_log_formatter())
     ax.set_xlim(-span, span)
     ax.set_xlabel(f"predicted - reference {LABELS[parameter]}")
     ax.set_ylabel(f"stars per {format_value(bins[1] - bins[0], parameter)} bin")
@@ -267,7 +288,7 @@ def calibration_figure(samples: dict):
         else:
             gb = np.linspace(g_lo, g_hi, 61)
             rb = np.linspace(0, RATIO_MAX, 41)
-            ax.hist2d(d["g_mag"], d["ratio"], bins=[gb, rb], norm=LogNorm(), cmap="Greys", cmin=1, alpha=0.8,
+            ax.hist2d(d["g_mag"], d["ratio"], bins=[gb, rb], norm=LogNorm(), cmap="Greys", cmin=1, alpha=0.45,
                       rasterized=True)
         centre = 0.5 * (d["edges"][:-1] + d["edges"][1:])
         half = 0.5 * (d["edges"][1:] - d["edges"][:-1])

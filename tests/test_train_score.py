@@ -135,8 +135,10 @@ def test_beats_median_baseline(trained, db_path):
         test = (split == "test") & np.isfinite(y)
         r = baseline - y[test]
         baseline_mad = np.median(np.abs(r - np.median(r)))
-        # Limits leave room for seeds: measured ratios about 0.3 (Teff, log g) and 0.75 ([Fe/H],
-        # which about 1500 training stars cannot learn well).
+        # Limits leave room for seeds and CPUs (a different machine trains a slightly different
+        # network): over training seeds 1-6 of this quick model the ratios were 0.17-0.24 (Teff),
+        # 0.10-0.14 (log g) and 0.42-0.57 ([Fe/H], which about 1500 training stars cannot learn
+        # well), and calibration_68 0.62-0.78 (measured 2026-12-06).
         limit = 0.85 if p == "feh" else 0.5
         assert trained.metrics[p]["mlp_all_test"]["mad"] < limit * baseline_mad, (p, trained.metrics[p]["mlp_all_test"]["mad"], baseline_mad)
 
