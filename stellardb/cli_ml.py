@@ -112,9 +112,12 @@ def train(epochs, seed, name, quick, no_plots, quiet):
 @click.command()
 @click.option("--model", "model", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS, else models/ beside the database).")
 @click.option("--batch-rows", default=131_072, show_default=True, type=int, help="Rows per batch read from DuckDB (bounds memory).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: a Kiel diagram (Teff vs log g coloured by [Fe/H]) of the scored stars next to "
+                   "GSP-Phot's for the same stars.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
-def score(model, batch_rows, quiet):
+def score(model, batch_rows, plot, quiet):
     """Predict Teff, log g and [Fe/H] with errors for every star in scoring_set.
 
     Every star that passes the feature cuts is scored, labelled or not.  The
@@ -127,7 +130,17 @@ def score(model, batch_rows, quiet):
     Example:
 
         stellardb --db sky.duckdb score --model demo
+
+        stellardb --db sky.duckdb score --model demo --plot kiel.png
     """
+    if plot is not None:
+        from pathlib import Path
+
+        from .errors import require_ml
+        from .query import _check_plot_path
+
+        _check_plot_path(Path(plot))  # a non-.png or unwritable path is refused before scoring
+        require_ml("score --plot", modules=("matplotlib",))
     from . import score as score_lib
 
     summary = score_lib.run(_db_path(), model=model, batch_rows=batch_rows, progress=not quiet)
@@ -143,3 +156,13 @@ def score(model, batch_rows, quiet):
                 + ", ".join(f"{p} {out[p]:,}" for p in ("teff", "logg", "feh"))
                 + f"; stars with an input outside the training range (inputs_outside_training > 0): {out['inputs']:,}."
             )
+    if plot is not None:
+        from .db import connect
+        from .score_plots import write_score_plots
+
+        con = connect(_db_path())  # read-only; score.run has closed its connection
+        try:
+            drawn = write_score_plots(con, summary.model, plot)
+        finally:
+            con.close()
+        click.echo(f"plot: {plot} (Kiel diagram of {drawn['n_scored']:,} scored stars, ML and GSP-Phot)")

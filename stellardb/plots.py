@@ -10,8 +10,9 @@
   they are 0.674 and 1 at every magnitude; an error that is too small at the faint end
   shows as medians that rise with G.
 
-Axis ranges leave out the extreme 0.5 % so that a few outliers do not squash the bulk
-of the stars into a corner; every panel that leaves stars out says how many.  The
+Axis ranges run from the 0.5th to the 99.5th percentile of the values (padded by 5 %),
+so that a few outliers do not squash the bulk of the stars into a corner; every panel
+that leaves stars out says how many.  The
 figure builders (``density_figure``, ``residuals_figure``, ``calibration_figure``)
 return the figure and the numbers drawn, so that tests can check both.
 """
@@ -307,6 +308,30 @@ def calibration_figure(samples: dict):
     return fig, info
 
 
+def g_magnitudes(con, source_id) -> np.ndarray:
+    """Gaia G (``gaia.phot_g_mean_mag``, mag) of each ``source_id``, in that order; NaN where unknown.
+
+    G is no model input, so :class:`stellardb.train.LabelledData` does not carry it;
+    this reads it for :func:`write_plots` (``g_mag=``) on the database connection.
+    """
+    import pyarrow as pa
+
+    ids = np.asarray(source_id, dtype=np.int64)
+    name = "_stellardb_plot_ids"
+    con.register(name, pa.table({"source_id": ids, "row": np.arange(ids.size, dtype=np.int64)}))
+    try:
+        got = con.execute(
+            f"""select i.row, any_value(g.phot_g_mean_mag)::double as g
+                from {name} as i left join gaia as g on g.source_id = i.source_id
+                group by i.row"""
+        ).fetchnumpy()
+    finally:
+        con.unregister(name)
+    out = np.full(ids.size, np.nan)
+    out[np.asarray(got["row"], dtype=np.int64)] = np.ma.filled(np.ma.asarray(got["g"], dtype=np.float64), np.nan)
+    return out
+
+
 def write_plots(folder, data, predictions, features, g_mag=None) -> list[Path]:
     """Write the density and residual plots for every parameter into ``folder``.
 
@@ -321,8 +346,8 @@ def write_plots(folder, data, predictions, features, g_mag=None) -> list[Path]:
     features : sequence of str
         Column order of ``data.x``.
     g_mag : array or None
-        Gaia G (``phot_g_mean_mag``, mag) of every row of ``data``; when given,
-        ``calibration_vs_g.png`` is written too.
+        Gaia G (``phot_g_mean_mag``, mag) of every row of ``data``
+        (:func:`g_magnitudes`); when given, ``calibration_vs_g.png`` is written too.
 
     Returns
     -------

@@ -609,7 +609,12 @@ def run(
                                    "mad_scaled = 1.4826 MAD; calibration_68 = fraction of stars with |r| < error",
             "metrics": metrics,
         }
-        folder, previous = _save_atomically(root, name, models, card, data, predictions, plots, scorer_parts)
+        g_mag = None
+        if plots:
+            from .plots import g_magnitudes
+
+            g_mag = g_magnitudes(con, data.source_id)  # Gaia G is no model input: read it for the calibration plot
+        folder, previous = _save_atomically(root, name, models, card, data, predictions, plots, scorer_parts, g_mag)
         try:
             deleted = _store_tables(con, name, data, metrics, trained_at, folder, card)
         except BaseException:
@@ -627,7 +632,8 @@ def run(
                         predictions_deleted=deleted)
 
 
-def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool, folded: dict):
+def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool, folded: dict,
+                     g_mag=None):
     """Write the folder under a temporary name and move it into place only when complete.
 
     Returns (folder, previous): ``previous`` is a temporary folder holding the model
@@ -649,7 +655,7 @@ def _save_atomically(root: Path, name: str, models: dict, card: dict, data, pred
         if plots:
             from .plots import write_plots
 
-            write_plots(tmp / "plots", data, predictions, card["features"])
+            write_plots(tmp / "plots", data, predictions, card["features"], g_mag=g_mag)
         final = root / name
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))

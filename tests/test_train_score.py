@@ -78,10 +78,10 @@ def test_training_set_is_large_enough(db_path):
 
 
 def test_train_writes_complete_model_folder(trained, models_dir):
-    """models/NAME holds the three .keras files, card.json and the six plots, and no temporary folder is left."""
+    """models/NAME holds the three .keras files, card.json and the seven plots, and no temporary folder is left."""
     folder = models_dir / MODEL
     assert sorted(p.name for p in folder.glob("*.keras")) == ["feh.keras", "logg.keras", "teff.keras"]
-    assert len(list((folder / "plots").glob("*.png"))) == 6
+    assert len(list((folder / "plots").glob("*.png"))) == 7
     assert [p.name for p in models_dir.iterdir()] == [MODEL]
 
 
@@ -710,3 +710,20 @@ def test_read_only_query_on_an_old_database_says_how_to_update_it(tmp_path):
     result = CliRunner().invoke(main_cli, ["--db", str(path), "query",
                                        "select count(inputs_outside_training) as n from stars_with_predictions"])
     assert result.exit_code == 0, result.output
+
+
+def test_score_plot_writes_the_kiel_diagram(scored, db_path, models_dir, tmp_path):
+    """`score --plot FILE.png` writes the Kiel diagram of every scored star; a path that is not a PNG is
+    refused before anything is scored."""
+    env = {"STELLARDB_MODELS": str(models_dir)}
+    before = _query(db_path, "select max(scored_at) from predictions where model = $m", {"m": MODEL})
+    bad = CliRunner().invoke(_cli, ["--db", str(db_path), "score", "--model", MODEL, "--plot", str(tmp_path / "k.jpg")],
+                             env=env)
+    assert bad.exit_code == 1 and "PNG" in bad.output
+    assert _query(db_path, "select max(scored_at) from predictions where model = $m", {"m": MODEL}) == before
+    png = tmp_path / "kiel.png"
+    result = CliRunner().invoke(_cli, ["--db", str(db_path), "score", "--model", MODEL, "--plot", str(png), "-q"], env=env)
+    assert result.exit_code == 0, result.output
+    n = _query(db_path, "select count(*) from predictions where model = $m", {"m": MODEL})[0][0]
+    assert f"Kiel diagram of {n:,} scored stars" in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
