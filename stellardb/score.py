@@ -653,6 +653,9 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
                             f"{why_not_scored_summary(con)}); `stellardb query \"select * from why_not_scored\"` "
                             "gives the reason per star.")
         scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        from .versions import library_versions
+
+        versions = library_versions()  # for model_runs; read before the timed loop (0.1 s, metadata scan)
         columns = ", ".join(quote_identifier(f) for f in features)
         t0 = time.perf_counter()
         reader = con.cursor()
@@ -668,7 +671,7 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
                     flagged += _write_batch(writer, batch, features, scorer, model, scored_at, flags)
                     done += batch.num_rows
                     advance(done, total)
-            _record_run(writer, "score", model, scored_at, done, models_root(models_dir, db) / model, card)
+            _record_run(writer, "score", model, scored_at, done, models_root(models_dir, db) / model, card, versions)
             writer.execute("commit")
         except BaseException:
             # KeyboardInterrupt included: the previous predictions stay as they were.
@@ -684,33 +687,34 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
     return ScoreSummary(model=model, rows=done, seconds=seconds, scored_at=scored_at, outside_training=outside)
 
 
-def _record_run(con, command: str, model: str, at, stars: int, folder: Path, card: dict) -> None:
+def _record_run(con, command: str, model: str, at, stars: int, folder: Path, card: dict, versions: dict) -> None:
     """One row of ``model_runs``: the versions that ran this command and those that trained the model."""
     import hashlib
-
-    from .versions import library_versions
 
     con.execute(
         "insert into model_runs values ($command, $model, $at, $stars, $sha, $versions, $trained_with)",
         {"command": command, "model": model, "at": at, "stars": int(stars),
          "sha": hashlib.sha256((folder / "card.json").read_bytes()).hexdigest(),
-         "versions": json.dumps(library_versions(ml=command == "train")),
+         "versions": json.dumps(versions),
          "trained_with": json.dumps(card.get("versions")) if card.get("versions") else None},
     )
 
 
 def batch_to_matrix(batch, features) -> np.ndarray:
     """Arrow batch -> float32 matrix (n, len(features)); NULL becomes NaN."""
+    from .arrow import to_float64
+
     x = np.empty((batch.num_rows, len(features)), np.float32)
     for j, name in enumerate(features):
-        col = batch.column(name)
-        x[:, j] = col.to_numpy(zero_copy_only=False)
+        x[:, j] = to_float64(batch.column(name))
     return x
 
 
 def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None) -> np.ndarray:
     """Score one Arrow batch and insert it; returns the flag counts (see ``run``)."""
     import pyarrow as pa
+
+    from .arrow import to_arrow
 
     x = batch_to_matrix(batch, features)
     pred = scorer.predict(x)
@@ -719,20 +723,20 @@ def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None) 
     arrays = {"source_id": batch.column("source_id")}
     for i, p in enumerate(PARAMETERS):
         value, error = pred[p]
-        arrays[p] = pa.array(value.astype(np.float64))
-        arrays[f"{p}_err"] = pa.array(error.astype(np.float64))
+        arrays[p] = to_arrow(value.astype(np.float64))
+        arrays[f"{p}_err"] = to_arrow(error.astype(np.float64))
         if flags is None:
             arrays[f"{p}_outside_training"] = pa.nulls(n, pa.bool_())
         else:
             outside = flags.outside_label_range(p, value)
             counts[i] = int(outside.sum())
-            arrays[f"{p}_outside_training"] = pa.array(outside)
+            arrays[f"{p}_outside_training"] = to_arrow(outside)
     if flags is None:
         arrays["inputs_outside_training"] = pa.nulls(n, pa.int16())
     else:
         inputs_outside = flags.inputs_outside(x)
         counts[-1] = int(np.count_nonzero(inputs_outside))
-        arrays["inputs_outside_training"] = pa.array(inputs_outside)
+        arrays["inputs_outside_training"] = to_arrow(inputs_outside)
     table = pa.table(arrays)
     writer.register("_stellardb_scored", table)
     try:

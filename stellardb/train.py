@@ -704,7 +704,7 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at,
         )
         from .score import _record_run
 
-        _record_run(con, "train", name, trained_at, int(data.source_id.size), folder, card)
+        _record_run(con, "train", name, trained_at, int(data.source_id.size), folder, card, card["versions"])
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
