@@ -128,8 +128,9 @@ def forget(ctx, target, yes):
 
     TARGET is an ingest id (see `stellardb ingests`) or the ingested file.  In one
     transaction: the file's rows are deleted, the crossmatches are rebuilt from
-    what remains, predictions of Gaia sources that no longer exist are deleted,
-    and the file is dropped from `ingests` (so it can be ingested again).
+    what remains, the predictions made from those rows (of its Gaia sources, or
+    of stars whose SkyMapper photometry or distance it gave) are deleted, and the
+    file is dropped from `ingests` (so it can be ingested again).
 
     Example:
 
@@ -144,7 +145,7 @@ def forget(ctx, target, yes):
     what = f"ingest {i.ingest_id}: {plan.rows:,} rows of {i.table} from {i.file}"
     also = []
     if plan.predictions:
-        also.append(f"{plan.predictions:,} predictions of those stars")
+        also.append(f"{plan.predictions:,} predictions made from those rows")
     if plan.xmatch_pairs:
         also.append(f"{plan.xmatch_pairs:,} crossmatch pairs (the crossmatch is rebuilt)")
     if not yes:
@@ -153,6 +154,8 @@ def forget(ctx, target, yes):
     click.echo(f"Forgot {what}" + (f"; deleted {', '.join(also)}" if also else "") + ".")
     if result.xmatch_pairs is not None:
         click.echo(f"xmatch now holds {result.xmatch_pairs:,} Gaia-SkyMapper pairs.")
+    if i.table == "sos":
+        click.echo("Models trained on these labels are unchanged until you retrain them (`stellardb train`).")
 
 
 @cli.command()

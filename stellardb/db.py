@@ -87,7 +87,7 @@ DUCKDB_MAJOR = 2
 _HEADER = struct.Struct("<8x4sQ32x32s")
 
 
-def _engine_config() -> dict:
+def engine_config() -> dict:
     """The configuration duckdb-engine opens a file with.
 
     DuckDB refuses a second connection to a file already open in the same process
@@ -137,7 +137,7 @@ def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     if path != ":memory:":
         check_file_format(path)
     try:
-        con = duckdb.connect(path, read_only=read_only, config=_engine_config())
+        con = duckdb.connect(path, read_only=read_only, config=engine_config())
     except duckdb.Error as exc:
         message = str(exc)
         if "lock" in message.lower():
@@ -148,17 +148,22 @@ def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
             ) from None
         if "different configuration" in message:
             raise UserError(
-                f"Database {path} is already open in this process with other settings (read-only vs. read-write, "
-                "or a DuckDB config of your own); close that connection first, or open both the same way."
+                f"Database {path} is already open in this process with another configuration: stellardb opens files "
+                "as SQLAlchemy's duckdb-engine does, so a plain duckdb.connect() to the same file (use "
+                "duckdb.connect(path, read_only=..., config=stellardb.db.engine_config())) or the other read_only "
+                "setting cannot share it; close the other connection (engine.dispose() for SQLAlchemy) or open both "
+                "the same way."
             ) from None
         raise UserError(f"Cannot open database {path}: {message.splitlines()[0]}") from None
-    memory_limit = os.environ.get(MEMORY_LIMIT_ENVVAR, DEFAULT_MEMORY_LIMIT)
+    memory_limit = os.environ.get(MEMORY_LIMIT_ENVVAR, "").strip() or DEFAULT_MEMORY_LIMIT
     try:
         con.execute("set memory_limit = $limit", {"limit": memory_limit})
-    except duckdb.Error:
+        con.execute("select 1").fetchall()
+    except duckdb.Error as exc:
         con.close()
-        raise UserError(f"{MEMORY_LIMIT_ENVVAR}={memory_limit!r} is not a memory size DuckDB understands; "
-                        "use a value like 4GB or 500MB.") from None
+        reason = "is too small to run anything" if isinstance(exc, duckdb.OutOfMemoryException) else \
+            "is not a memory size DuckDB understands"
+        raise UserError(f"{MEMORY_LIMIT_ENVVAR}={memory_limit!r} {reason}; use a value like 4GB or 500MB.") from None
     return con
 
 
@@ -166,9 +171,11 @@ def connect(path: str | os.PathLike | None = None, read_only: bool = True, *,
             create: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the stellardb database with all tables and views of ``sql/``.
 
-    Read-only by default, so a notebook that opens the catalogue does not lock
-    ``ingest``, ``train`` or ``score`` out of it (DuckDB lets one process write a file,
-    or many read it).  Writing is explicit: ``read_only=False``.
+    Read-only by default, so that several readers (notebooks, scripts, `stellardb
+    query`) can open the catalogue at once.  DuckDB lets one process write a file or
+    many read it, never both: while any reader holds it open, ``ingest``, ``train``
+    and ``score`` wait for it to close (they say which process holds it).  Writing
+    is explicit: ``read_only=False``.
 
     Parameters
     ----------
@@ -288,22 +295,40 @@ _METADATA_ORDER = ("predictions", "stars", "features", "why_not_scored", "gaia",
                    "xmatch", "xmatch_labels")
 #: Views, and the tables whose entries their columns take, in order of preference.
 _VIEW_SOURCES = {
-    "stars_with_predictions": ("predictions", "stars", "gaia", "distances", "skymapper"),
-    "stars": ("stars", "gaia", "distances", "skymapper"),
-    "features": ("features", "gaia", "distances"),
-    "scoring_set": ("features", "gaia", "distances"),
-    "training_set": ("sos", "features", "gaia", "distances"),
+    "stars_with_predictions": ("predictions", "stars", "gaia", "distances", "skymapper", "xmatch"),
+    "stars": ("stars", "gaia", "distances", "skymapper", "xmatch"),
+    "features": ("features", "gaia", "distances", "skymapper"),
+    "scoring_set": ("features", "gaia", "distances", "skymapper"),
+    "training_set": ("sos", "features", "gaia", "distances", "skymapper"),
+    "why_not_scored": ("why_not_scored", "gaia"),
     "labels": ("labels", "sos"),
     "best_labels": ("labels", "sos"),
 }
 
 
-def column_metadata(con, names, sql: str | None = None) -> dict[str, dict]:
+def _type_family(type_name: str) -> str:
+    """bool / number / text / time / other, for telling a column of a table from a computed one."""
+    t = type_name.upper()
+    if t == "BOOLEAN":
+        return "bool"
+    if t in ("VARCHAR", "UUID") or t.startswith("VARCHAR"):
+        return "text"
+    if t.startswith(("TIMESTAMP", "DATE", "TIME")):
+        return "time"
+    if t.startswith(("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                     "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL")):
+        return "number"
+    return "other"
+
+
+def column_metadata(con, names, sql: str | None = None, types: dict | None = None) -> dict[str, dict]:
     """Unit, UCD and description (table ``column_metadata``) for each of ``names`` that has them.
 
     A result column does not say which table it came from, so each name is looked up
-    in the tables and views that ``sql`` reads first (``teff`` of ``sos`` is a reference
-    label, of ``predictions`` a prediction), then in all of them.
+    in the tables and views that ``sql`` reads (``teff`` of ``sos`` is a reference
+    label, of ``predictions`` a prediction); without ``sql``, in all of them.  With
+    ``types`` (name -> DuckDB type of the result column), an entry whose column is of
+    another kind is passed over: ``select true as b from gaia`` is not Galactic latitude.
 
     Returns
     -------
@@ -314,22 +339,31 @@ def column_metadata(con, names, sql: str | None = None) -> dict[str, dict]:
         rows = con.execute("select table_name, column_name, unit, ucd, description from column_metadata").fetchall()
     except duckdb.Error:  # a database from before the table: no metadata, not an error
         return {}
-    preferred: list[str] = []
     if sql:
         try:
             read = {name.lower() for name in duckdb.get_table_names(sql)}
         except duckdb.Error:
             read = set()
+        order: list[str] = []
         for name in sorted(read, key=lambda n: (n not in _VIEW_SOURCES, n)):
-            preferred.extend(t for t in _VIEW_SOURCES.get(name, (name,)) if t not in preferred)
-    order = preferred + [t for t in _METADATA_ORDER if t not in preferred]
+            order.extend(t for t in _VIEW_SOURCES.get(name, (name,)) if t not in order)
+    else:
+        order = list(_METADATA_ORDER)
     rank = {t: i for i, t in enumerate(order)}
-    best: dict[str, tuple] = {}
+    family = {}
+    if types:
+        family = {(t.lower(), c.lower()): _type_family(d) for t, c, d in con.execute(
+            "select table_name, column_name, data_type from duckdb_columns()").fetchall()}
+    candidates: dict[str, list] = {}
     for table, column, unit, ucd, description in sorted(rows, key=lambda r: rank.get(r[0], len(rank))):
-        best.setdefault(column.lower(), (unit, ucd, description))
+        if table in rank:
+            candidates.setdefault(column.lower(), []).append((table, unit, ucd, description))
     out = {}
     for name in names:
-        entry = best.get(str(name).lower())
-        if entry is not None:
-            out[name] = {"unit": entry[0], "ucd": entry[1], "description": entry[2]}
+        for table, unit, ucd, description in candidates.get(str(name).lower(), ()):
+            source = family.get((table, str(name).lower()))
+            if types and name in types and source is not None and source != _type_family(types[name]):
+                continue
+            out[name] = {"unit": unit, "ucd": ucd, "description": description}
+            break
     return out

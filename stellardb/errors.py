@@ -13,10 +13,20 @@ def user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import duckdb
+
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
+        except (KeyboardInterrupt, duckdb.InterruptException):
+            # Ctrl-C: every command rolls back its transaction on the way out
+            click.echo("Interrupted; nothing was changed by the unfinished step.", err=True)
+            raise SystemExit(130) from None
+        except duckdb.OutOfMemoryException as exc:
+            raise click.ClickException(
+                f"DuckDB ran out of memory ({str(exc).splitlines()[0]}); raise STELLARDB_MEMORY_LIMIT "
+                "(default 4GB) or free memory, then run again.") from None
 
     return wrapper
 

@@ -5,8 +5,11 @@ Forgetting an ingest removes, in one transaction, the rows that file brought
 
 * the crossmatches (``xmatch``, ``xmatch_labels``) are materialised again from
   what remains, so a pair never points at a forgotten row;
-* ``predictions`` of Gaia sources that no longer exist are deleted (predictions of
-  the remaining stars stay: they were made from those stars' own rows);
+* ``predictions`` made from the forgotten rows are deleted: every prediction of a
+  forgotten Gaia source, and of the stars whose SkyMapper photometry or Bailer-Jones
+  distance came from the forgotten file (they were network inputs).  Forgetting a
+  label file keeps the predictions (labels are no input), and says that models
+  trained on those labels are unchanged until they are retrained;
 * the ``ingests`` row itself, so the same file can be ingested again.
 
 Any failure rolls everything back.
@@ -105,13 +108,23 @@ def plan_forget(db_path, target: str) -> ForgetPlan:
         con.close()
 
 
+#: Per table: the Gaia sources whose network inputs came from an ingest's rows ($id).
+DERIVED_STARS = {
+    "gaia": "select source_id from gaia where ingest_id = $id",
+    "skymapper": "select gaia_source_id from xmatch where skymapper_object_id in "
+                 "(select object_id from skymapper where ingest_id = $id)",
+    "distances": "select source_id from distances where ingest_id = $id",
+}
+
+
 def _plan(con, ingest: Ingest) -> ForgetPlan:
     table = ingest.table
     params = {"id": ingest.ingest_id}
     predictions = pairs = 0
+    if table in DERIVED_STARS:
+        predictions = con.execute(f"select count(*) from predictions where source_id in ({DERIVED_STARS[table]})",
+                                  params).fetchone()[0]
     if table == "gaia":
-        predictions = con.execute("select count(*) from predictions where source_id in "
-                                  "(select source_id from gaia where ingest_id = $id)", params).fetchone()[0]
         pairs = con.execute("select count(*) from xmatch where gaia_source_id in "
                             "(select source_id from gaia where ingest_id = $id)", params).fetchone()[0]
     elif table == "skymapper":
@@ -142,6 +155,8 @@ def forget(db_path, target: str) -> ForgetResult:
             plan = _plan(con, ingest)
             params = {"id": ingest.ingest_id}
             table = ingest.table
+            if table in DERIVED_STARS:  # before the rows (and the pairs that lead to them) go
+                con.execute(f"delete from predictions where source_id in ({DERIVED_STARS[table]})", params)
             con.execute(f"delete from {table} where ingest_id = $id", params)
             con.execute("delete from predictions where source_id not in (select source_id from gaia)")
             con.execute("delete from ingests where ingest_id = $id", params)

@@ -340,8 +340,8 @@ def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_na
     """Stage ``source`` (temporary views and tables only) and run every check."""
     path = source.path
     header = readers.column_names(con, source)
-    preset, mapping = _choose_preset(spec, header, preset_name, renames, path)
     targets = dict(db.table_columns(con, spec.name))
+    preset, mapping = _choose_preset(spec, header, preset_name, renames, path, set(targets) - DERIVED)
     id_positions = [i for i, col in enumerate(header) if mapping.get(col) in ("source_id", "object_id")]
     sniffed = readers.staged_names(con, source) if id_positions and source.format == "csv" else []
     id_columns = [sniffed[i] for i in id_positions if i < len(sniffed)]
@@ -430,19 +430,25 @@ def _drop_staging(con, spec: TableSpec, source: readers.SourceFile) -> None:
     readers.drop_stage(con, source, STAGE)
 
 
-def _choose_preset(spec: TableSpec, header: list[str], preset_name, renames, path) -> tuple[Preset | None, dict[str, str]]:
+def _choose_preset(spec: TableSpec, header: list[str], preset_name, renames, path,
+                   targets=()) -> tuple[Preset | None, dict[str, str]]:
     """The preset (given, or the one whose spellings cover most required columns) and the final mapping."""
     if preset_name is not None:
         preset = PRESETS[preset_name]
         return preset, resolve_names(header, {**preset.rename, **renames})
+    targets = set(targets)
 
-    def score(preset: Preset) -> tuple[int, int]:
+    def score(preset: Preset) -> tuple[int, int, int]:
         mapped = set(resolve_names(header, {**preset.rename, **renames}).values())
         want = set(spec.required) | set(spec.signature)
-        # break ties by the renames the file spells exactly as the preset does (a
-        # lower-case "ra" does not make a file PASTEL's "RA"); identity presets win ties
+        # then by how many file columns the preset stores: GBS's preset renames ref_epoch
+        # away (its file's ref_epoch is Gaia's), which must not win over the identity
+        # preset for a file whose ref_epoch is its own
+        stored = len(mapped & targets)
+        # then by the renames the file spells exactly as the preset does (a lower-case
+        # "ra" does not make a file PASTEL's "RA"); identity presets win ties
         hits = sum(1 for old, new in preset.rename.items() if old in header and old != new)
-        return (len(want & mapped), hits)
+        return (len(want & mapped), stored, hits)
 
     candidates = presets_for(spec.name)
     best = max(candidates, key=score)
@@ -593,7 +599,7 @@ def _check_gaia_release(con, header: list[str], present: dict[str, str], stage_t
         raise UserError(f"{path} is Gaia DR2, not DR3 (it has DR2's {', '.join(dr2[:3])} column{'s' if len(dr2) > 1 else ''}); {fix}")
     if "designation" in present and stage_types[present["designation"]] == "VARCHAR":
         q = db.quote_identifier(present["designation"])
-        found = con.execute(f"select {q} from {STAGE} where {q} similar to 'Gaia DR[12] .*' limit 1").fetchone()
+        found = con.execute(f"select {q} from {STAGE} where upper(trim({q})) similar to 'GAIA DR[12] .*' limit 1").fetchone()
         if found:
             raise UserError(f"{path} is not Gaia DR3: its designations say {found[0]!r}; {fix}")
     if "ref_epoch" in present and stage_types[present["ref_epoch"]] in NUMERIC_TYPES:
@@ -607,6 +613,9 @@ def _check_gaia_release(con, header: list[str], present: dict[str, str], stage_t
 def _assumed_epoch(spec, present, preset, epoch) -> tuple[str | None, float | None]:
     """The epoch a file without a ref_epoch column is given, and the note that says so in the report."""
     if "ref_epoch" in present:
+        if epoch is not None:
+            raise UserError(f"--epoch {epoch:g} is for label files without an epoch, but this file has a ref_epoch column "
+                            f"(from {present['ref_epoch']!r}), which is used; drop --epoch.")
         return None, None
     if spec.name == "gaia":
         return "no ref_epoch column: J2016.0 (Gaia DR3) assumed", 2016.0

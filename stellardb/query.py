@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -57,15 +58,20 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
     try:
         try:
             rel = con.sql(sql)
-            if rel is None:
-                return None
+        except duckdb.Error as exc:
+            raise SqlError(_sql_error(exc, con, sql)) from None
+        if rel is None:
+            return None
+        try:
             if fmt == "table":
                 return _print_table(rel, max_rows, width)
             if fmt == "line":
                 return _print_lines(rel, max_rows)
             return export.export(con, rel, fmt, output, sql)
+        except duckdb.InterruptException:
+            raise
         except duckdb.Error as exc:
-            raise SqlError(_sql_error(exc, con, sql)) from None
+            raise SqlError(_sql_error(exc, sql=sql)) from None
     finally:
         con.close()
 
@@ -73,12 +79,17 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
 def _sql_error(exc: duckdb.Error, con=None, sql: str | None = None) -> str:
     """DuckDB's message as its shell prints it: the error, candidate names, ``LINE n:`` and the caret.
 
-    The relation API leaves the LINE/caret context out of binder errors and numbers
-    lines inside the SQL it wraps around the user's (LIMIT, COPY), so a failed
-    single SELECT is run once more as the user wrote it, for DuckDB's own text about
-    it.  It fails the same way at the same point (a binder error at once).
+    The relation API leaves the LINE/caret context out of binder errors, so a SELECT
+    that fails to bind (``con`` and ``sql`` given) is prepared once more as the user
+    wrote it for DuckDB's own text: it fails again at once, before reading any row.
+    An error raised while rows are produced is not re-run (that could take as long
+    as the query); its LINE context counts lines of the SQL stellardb wrapped around
+    the user's (LIMIT, COPY), so it is renumbered to the user's line
+    (:func:`_renumber_lines`).
     """
     message = str(exc)
+    if con is None:
+        message = _renumber_lines(message, sql)
     if con is not None and sql is not None:
         try:
             statements = con.extract_statements(sql)
@@ -91,6 +102,27 @@ def _sql_error(exc: duckdb.Error, con=None, sql: str | None = None) -> str:
     while lines and not lines[-1].strip():
         lines.pop()
     return "\n".join(lines) if lines else type(exc).__name__
+
+
+def _renumber_lines(message: str, sql: str | None) -> str:
+    """``LINE n:`` of a message about SQL that wraps the user's: the number of the user's line
+    that holds the quoted text (and the caret moved with it); without one, the context is dropped."""
+    lines = message.splitlines()
+    at = next((i for i, line in enumerate(lines) if re.match(r"LINE \d+: ", line)), None)
+    if at is None:
+        return message
+    prefix, _, quoted = lines[at].partition(": ")
+    user = (sql or "").splitlines()
+    matches = [k for k, line in enumerate(user, start=1) if line.rstrip() == quoted.rstrip()]
+    if len(matches) != 1:
+        return "\n".join(lines[:at]).rstrip()
+    new_prefix = f"LINE {matches[0]}"
+    shift = len(new_prefix) - len(prefix)
+    lines[at] = f"{new_prefix}: {quoted}"
+    if at + 1 < len(lines) and lines[at + 1].strip().startswith("^"):
+        caret = lines[at + 1]
+        lines[at + 1] = (" " * shift + caret) if shift >= 0 else caret[-shift:]
+    return "\n".join(lines)
 
 
 def _cell(v) -> str:

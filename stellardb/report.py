@@ -76,7 +76,9 @@ def print_ingests(ingests, console: Console | None = None) -> None:
         return
     table = Table(title="ingested files")
     for col in ("id", "table", "rows", "rows now", "format", "preset", "ingested (UTC)", "file"):
-        table.add_column(col, justify="right" if col in ("id", "rows", "rows now") else "left")
+        # the path folds rather than being cut short: `stellardb forget FILE` takes it
+        table.add_column(col, justify="right" if col in ("id", "rows", "rows now") else "left",
+                         overflow="fold" if col == "file" else "ellipsis")
     for i in ingests:
         table.add_row(str(i.ingest_id), i.table, f"{i.rows:,}", f"{i.rows_now:,}", i.format or "-", i.preset or "-",
                       f"{i.ingested_at:%Y-%m-%d %H:%M:%S}", Text(i.file))

@@ -265,7 +265,8 @@ class NumpyScorer:
                 elif kind == 2:
                     rows.append(merged)
                     flag_columns.append(cols[0])
-            rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
+            # (no varying flag column at all, e.g. a chunk of one star: an empty block of rows)
+            rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), flag_weight.shape[1])
             weight = np.concatenate([self.first_weight[:ni], rows.astype(np.float32)], axis=0)
             cached = (np.ascontiguousarray(weight), bias.astype(np.float32), np.asarray(flag_columns, dtype=np.intp))
             if len(self._first_layers) < 256:
@@ -522,7 +523,8 @@ def load_scorer(name: str, models_dir=None, db=None) -> tuple[dict, dict]:
             raise UserError(f"{path} is missing; {retrain}.")
         from .errors import require_ml
 
-        require_ml(f"Model {name} was trained before {SCORER_FILE} existed; reading its .keras files")
+        require_ml(f"Model {name} was trained before {SCORER_FILE} existed; reading its .keras files",
+                   modules=("keras",))
         _, models = load_model_folder(name, models_dir, db)
         return card, {p: fold_model(models[p]) for p in card["parameters"]}
     import hashlib

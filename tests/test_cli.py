@@ -584,3 +584,118 @@ def test_values_that_look_like_markup_print_verbatim(sky_db_path):
     result = invoke(sky_db_path, "query", """select '[bold]x[/bold]' as "[/x]", '[red]' as b""")
     assert result.exit_code == 0, result.output
     assert "[bold]x[/bold]" in result.output and "[/x]" in result.output and "[red]" in result.output
+
+
+def test_csv_to_a_redirected_stdout_appends(export_db, tmp_path):
+    """`query --format csv >> FILE` appends to what FILE held, and text printed before it in the same
+    redirected stream stays (COPY to /dev/fd/1 reopened the file at offset 0)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.csv"
+    exe = [sys.executable, "-m", "stellardb", "--db", str(export_db), "query", "select 1 as a", "--format", "csv"]
+    script = f'echo first > "{out}"; "$@" >> "{out}"; {{ echo "# header"; "$@"; echo "# trailer"; }} >> "{out}"'
+    run = subprocess.run(["sh", "-c", script, "sh", *exe], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert out.read_text() == "first\na\n1\n# header\na\n1\n# trailer\n"
+
+
+def test_export_files_are_readable_like_any_file(export_db, tmp_path):
+    """Exports get the permissions of a plain file (umask), not the scratch file's 0600."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        for fmt in ("votable", "fits", "ecsv", "csv"):
+            out = tmp_path / f"r.{fmt}"
+            assert invoke(export_db, "query", "select 1 as a", "--format", fmt, "-o", out).exit_code == 0
+            assert out.stat().st_mode & 0o777 == 0o644, fmt
+    finally:
+        os.umask(old)
+
+
+def test_export_of_a_join_with_repeated_names_and_odd_types(export_db, tmp_path, stilts):
+    """A join's repeated column names get _2; HUGEINT stays exact text, lists/structs are JSON, and a
+    computed column is not described as the table column it happens to share a name with."""
+    import subprocess
+
+    from astropy.table import Table
+
+    out = tmp_path / "j.vot"
+    sql = ("select g.source_id, p.source_id, 170141183460469231731687303715884105727::hugeint as h, [1, 2] as l, "
+           "{'a': 1} as s, true as b from gaia g join predictions p on g.source_id = p.source_id limit 3")
+    result = invoke(export_db, "query", sql, "--format", "votable", "-o", out)
+    assert result.exit_code == 0, result.output
+    t = Table.read(out, format="votable")
+    assert t.colnames == ["source_id", "source_id_2", "h", "l", "s", "b"]
+    assert str(t["h"][0]) == "170141183460469231731687303715884105727" and json.loads(str(t["s"][0])) == {"a": 1}
+    assert t["b"].description is None and t["b"].unit is None  # not gaia's Galactic latitude
+    count = subprocess.run([stilts, "tpipe", f"in={out}", "omode=count"], capture_output=True, text=True, timeout=120)
+    assert count.stdout.split() == ["columns:", "6", "rows:", "3"], count.stderr
+
+
+def test_fits_refuses_non_ascii_text_in_one_line(export_db, tmp_path):
+    """FITS text is ASCII: a non-ASCII value is a one-line error naming the column and the formats that keep it."""
+    out = tmp_path / "a.fits"
+    line = error_line(invoke(export_db, "query", "select 'α Cen' as name", "--format", "fits", "-o", out))
+    assert "name" in line and "votable or ecsv" in line
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert invoke(export_db, "query", "select 'α Cen' as name", "--format", "votable", "-o", tmp_path / "a.vot").exit_code == 0
+    from astropy.table import Table
+
+    assert Table.read(tmp_path / "a.vot", format="votable")["name"][0] == "α Cen"
+
+
+def test_output_in_an_unwritable_place_is_one_line(export_db):
+    """--output where no file can be made: one-line error, no traceback."""
+    line = error_line(invoke(export_db, "query", "select 1 as a", "--format", "csv", "-o", "/proc/x.csv"))
+    assert "Cannot write /proc/x.csv" in line
+
+
+def test_runtime_sql_error_points_at_the_users_line(export_db, tmp_path):
+    """An error raised while rows are written (COPY) gives DuckDB's text with the user's own line number."""
+    sql = "select 1 as a,\n  cast('x' as integer) as b"
+    result = invoke(export_db, "query", sql, "--format", "csv", "-o", tmp_path / "e.csv")
+    assert result.exit_code == 1
+    assert "LINE 2:   cast('x' as integer) as b" in result.output
+
+
+def test_memory_limit_setting_errors_are_one_line(export_db, monkeypatch):
+    """STELLARDB_MEMORY_LIMIT: empty means the default; nonsense is a one-line error."""
+    monkeypatch.setenv("STELLARDB_MEMORY_LIMIT", "")
+    assert invoke(export_db, "query", "select 1 as a", "--format", "csv").exit_code == 0
+    monkeypatch.setenv("STELLARDB_MEMORY_LIMIT", "abc")
+    assert "STELLARDB_MEMORY_LIMIT='abc'" in error_line(invoke(export_db, "query", "select 1"))
+
+
+def test_interrupt_is_one_line_exit_130(export_db, monkeypatch):
+    """Ctrl-C during a command: exit 130 and one line, no traceback."""
+    from stellardb import query as query_lib
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(query_lib, "run_query", interrupted)
+    result = invoke(export_db, "query", "select 1")
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.output.strip().startswith("Interrupted")
+
+
+def test_plain_duckdb_connect_beside_stellardb_says_how(copy_db):
+    """A plain duckdb.connect of a file stellardb holds open: a UserError that names the fix, and the
+    fix (engine_config) works."""
+    from stellardb import db
+
+    other = duckdb.connect(str(copy_db), read_only=True)
+    try:
+        with pytest.raises(UserError, match=r"engine_config\(\)"):
+            stellardb.connect(copy_db)
+    finally:
+        other.close()
+    con = stellardb.connect(copy_db)
+    same = duckdb.connect(str(copy_db), read_only=True, config=db.engine_config())
+    try:
+        assert same.execute("select count(*) from gaia").fetchone() == con.execute("select count(*) from gaia").fetchone()
+    finally:
+        same.close()
+        con.close()

@@ -176,3 +176,23 @@ def test_keep_of_a_missing_column_is_refused(tmp_path, data_path):
                                                "--preset", "sweetcat", "--keep", "NoSuchColumn"]))
     assert "--keep NoSuchColumn names no column" in line
     assert not path.exists()
+
+
+@pytest.mark.parametrize("table", ["skymapper", "distances"])
+def test_forget_deletes_predictions_made_from_the_rows(both_and_first, tmp_path, table):
+    """Forgetting the SkyMapper or distance file deletes the predictions whose inputs it gave
+    (every scored star here has both) and keeps those of stars it did not touch."""
+    both, _ = both_and_first
+    path = tmp_path / f"{table}.duckdb"
+    shutil.copy(both, path)
+    _add_predictions(path)
+    if table == "skymapper":
+        touched = fetch(path, "select count(*) from predictions where source_id in (select gaia_source_id from xmatch)")
+    else:
+        touched = fetch(path, "select count(*) from predictions where source_id in (select source_id from distances)")
+    n_before = fetch(path, "select count(*) from predictions")[0][0]
+    target = [i for i in forget_lib.list_ingests(path) if i.table == table][0]
+    plan = forget_lib.plan_forget(path, str(target.ingest_id))
+    assert plan.predictions == touched[0][0] > 0
+    forget_lib.forget(path, str(target.ingest_id))
+    assert fetch(path, "select count(*) from predictions")[0][0] == n_before - touched[0][0] > 0

@@ -26,6 +26,7 @@ def test_gaia_dr2_file_is_refused(tmp_path, data_path):
 
 @pytest.mark.parametrize("column, value, says", [
     ("designation", "Gaia DR2 {sid}", "its designations say 'Gaia DR2"),
+    ("designation", "GAIA DR2 {sid}", "its designations say 'GAIA DR2"),
     ("ref_epoch", 2015.5, "ref_epoch 2015.5, Gaia DR2's"),
 ])
 def test_dr3_columns_with_dr2_content_are_refused(tmp_path, data_path, column, value, says):
@@ -105,3 +106,18 @@ def test_models_live_beside_the_database(tmp_path, monkeypatch, sky_db_path):
     assert f"No models in {tmp_path / 'data' / 'models'}" in line
     monkeypatch.setenv("STELLARDB_MODELS", "mine")
     assert models_root(None, db_path) == tmp_path / "elsewhere" / "mine"
+
+
+def test_sos_file_keeps_its_own_epoch(tmp_path):
+    """A label file in the Survey-of-Surveys spelling with its own ref_epoch keeps it (auto-detection
+    once chose GBS's preset, which renames ref_epoch away, and stored J2000 while saying it was absent)."""
+    src = tmp_path / "epoch.csv"
+    src.write_text("ra,dec,ref_epoch,teff,logg,feh,e_teff,e_logg,e_feh,survey\n10,-20,2010.0,5000,4,0,1,1,1,X\n")
+    path = tmp_path / "e.duckdb"
+    result = CliRunner().invoke(cli, ["--db", str(path), "ingest", "sos", str(src)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "no ref_epoch column" not in result.output and " sos " in result.output
+    assert fetch(path, "select ref_epoch from sos") == [(2010.0,)]
+    line = error_line(CliRunner().invoke(cli, ["--db", str(tmp_path / "f.duckdb"), "ingest", "sos", str(src),
+                                               "--epoch", "2016"]))
+    assert "this file has a ref_epoch column" in line

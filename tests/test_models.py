@@ -284,6 +284,17 @@ def test_numpy_scorer_blas_single_threaded_on_every_path(monkeypatch):
     assert len(seen) == 2 * len(range(0, 20_000, 8192)) and set(seen) == {1}
 
 
+@pytest.mark.parametrize("n", [1, 8193])
+def test_numpy_scorer_chunk_of_one_star(n):
+    """A chunk whose missing flags never vary (one star; 8193 rows leave one in the last chunk) scores,
+    equal to Keras (it crashed on an empty block of merged flag rows)."""
+    model, _ = _trained_model()
+    x = _inputs(n + 1, seed=3)[1:]  # row 0 of _inputs has an inf, row 1 is all NaN: start at a normal row
+    got = NumpyScorer({"teff": fold_model(model)}).predict(x)
+    want = model.predict(x, batch_size=4096, verbose=0)
+    np.testing.assert_allclose(got["teff"][0], want[:, 0], rtol=1e-5, atol=1e-4 * 60.0)
+
+
 def test_numpy_scorer_threads_give_identical_results():
     """Scoring chunks on several threads gives bit-for-bit the single-threaded result."""
     model, _ = _trained_model(members=3)
