@@ -155,6 +155,8 @@ def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
                 "the same way."
             ) from None
         raise UserError(f"Cannot open database {path}: {message.splitlines()[0]}") from None
+    if con.execute("select current_setting('lock_configuration')").fetchone()[0]:
+        return con  # a read-only instance another connection of this process locked down already
     memory_limit = os.environ.get(MEMORY_LIMIT_ENVVAR, "").strip() or DEFAULT_MEMORY_LIMIT
     try:
         con.execute("set memory_limit = $limit", {"limit": memory_limit})
@@ -164,7 +166,28 @@ def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
         reason = "is too small to run anything" if isinstance(exc, duckdb.OutOfMemoryException) else \
             "is not a memory size DuckDB understands"
         raise UserError(f"{MEMORY_LIMIT_ENVVAR}={memory_limit!r} {reason}; use a value like 4GB or 500MB.") from None
+    if read_only:
+        _lock_down(con)
     return con
+
+
+#: Settings of a read-only database: it reads its own tables and nothing else.  No file
+#: access (COPY ... TO, EXPORT DATABASE, ATTACH, read_csv of other files, INSTALL), no
+#: extension downloads or loads, and the configuration locked so SQL cannot undo any
+#: of it (SET, PRAGMA).  They hold for every connection to the file in this process
+#: (DuckDB keeps one instance per file), SQLAlchemy's included.
+READ_ONLY_SETTINGS = (
+    ("autoinstall_known_extensions", False),
+    ("autoload_known_extensions", False),
+    ("allow_community_extensions", False),
+    ("enable_external_access", False),
+    ("lock_configuration", True),
+)
+
+
+def _lock_down(con) -> None:
+    for name, value in READ_ONLY_SETTINGS:
+        con.execute(f"set {name} = {str(value).lower()}")
 
 
 def connect(path: str | os.PathLike | None = None, read_only: bool = True, *,

@@ -39,7 +39,7 @@ def export(con, rel, fmt: str, output: str | None, sql: str | None = None) -> in
     """
     require_output(fmt, output)
     if fmt in COPY_FORMATS:
-        return _copy(rel, fmt, output, _copy_source(con, sql))
+        return _copy(rel, fmt, output)
     if fmt in ASTROPY_FORMATS:
         return _astropy(con, rel, fmt, output, sql)
     raise UserError(f"Unknown format {fmt!r}; choose one of {', '.join([*COPY_FORMATS, *ASTROPY_FORMATS])}.")
@@ -63,21 +63,7 @@ def _atomic_target(output: str):
     return Path(tmp), lambda: os.replace(tmp, target)
 
 
-def _copy_source(con, sql: str | None):
-    """How COPY reads the rows: the user's single SELECT itself, on lines of its own (so
-    DuckDB's LINE n of an error is the user's line n + 1), or else the relation."""
-    if con is None or not sql:
-        return None
-    try:
-        statements = con.extract_statements(sql)
-    except Exception:  # noqa: BLE001 - the relation path reports any problem
-        return None
-    if len(statements) != 1 or statements[0].type != __import__("duckdb").StatementType.SELECT:
-        return None
-    return con, "(\n" + sql.strip().rstrip(";").rstrip() + "\n)"
-
-
-def _copy(rel, fmt: str, output: str | None, source=None) -> None:
+def _copy(rel, fmt: str, output: str | None) -> None:
     options = COPY_FORMATS[fmt]
     if output is None:
         # To the terminal, a pipe or a redirected file: DuckDB writes a scratch file that is
@@ -85,12 +71,12 @@ def _copy(rel, fmt: str, output: str | None, source=None) -> None:
         # at offset 0 (`>>` would overwrite, text printed before would be lost).
         with tempfile.TemporaryDirectory(prefix="stellardb-query-") as scratch:
             path = Path(scratch) / f"result.{fmt}"
-            _copy_to(rel, path, options, source)
+            _copy_to(rel, path, options)
             _send_to_stdout(path)
         return None
     tmp, commit = _atomic_target(output)
     try:
-        _copy_to(rel, tmp, options, source)
+        _copy_to(rel, tmp, options)
         commit()
     except OSError as exc:
         raise UserError(f"Cannot write {output}: {exc.strerror or exc}.") from None
@@ -99,13 +85,22 @@ def _copy(rel, fmt: str, output: str | None, source=None) -> None:
     return None
 
 
-def _copy_to(rel, path: Path, options: str, source=None) -> None:
-    quoted = str(path).replace("'", "''")
-    if source is not None:
-        con, select = source
-        con.execute(f"copy {select} to '{quoted}' {options}")
-        return
-    rel.query("_stellardb_export", f"copy (select * from _stellardb_export) to '{quoted}' {options}")
+def _copy_to(rel, path: Path, options: str) -> None:
+    """DuckDB's COPY of the rows of ``rel`` to ``path``, by a separate in-memory DuckDB.
+
+    A read-only stellardb database has no file access at all (stellardb.db.READ_ONLY_SETTINGS),
+    so its rows stream as Arrow batches into a scratch connection, which writes the file
+    that stellardb chose: user SQL never names a file.
+    """
+    import duckdb
+
+    writer = duckdb.connect()
+    try:
+        writer.register("result", rel.to_arrow_reader(65_536))
+        quoted = str(path).replace("'", "''")
+        writer.execute(f"copy result to '{quoted}' {options}")
+    finally:
+        writer.close()
 
 
 def _send_to_stdout(path: Path) -> None:

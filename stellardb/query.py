@@ -56,6 +56,7 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
     export.check_output_path(output)
     con = db.connect(db_path, read_only=True)
     try:
+        _check_statement(con, sql)
         try:
             rel = con.sql(sql)
         except duckdb.Error as exc:
@@ -74,6 +75,35 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
             raise SqlError(_sql_error(exc, sql=sql)) from None
     finally:
         con.close()
+
+
+#: What `stellardb query` runs: reading statements.  The connection is read-only with
+#: file access and configuration changes off (stellardb.db.READ_ONLY_SETTINGS); this
+#: refuses the rest before DuckDB sees it, with a message that says what to use instead.
+READ_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def _check_statement(con, sql: str) -> None:
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        # DuckDB's parser text with its LINE and caret comes from running it; it cannot
+        # parse, so nothing runs
+        try:
+            con.execute(sql)
+        except duckdb.Error as again:
+            exc = again
+        raise SqlError(_sql_error(exc, sql=sql)) from None
+    if len(statements) != 1:
+        raise UserError(f"stellardb query is read-only and runs one statement at a time; this SQL holds "
+                        f"{len(statements)}.")
+    kind = statements[0].type.name
+    if kind not in READ_STATEMENTS:
+        raise UserError(
+            f"stellardb query is read-only (SELECT, EXPLAIN); this is a {kind} statement. Change the database with "
+            "stellardb ingest, forget, xmatch, train or score; write results with --format/--output; for PRAGMA "
+            "information use its table function (select * from pragma_table_info('gaia'))."
+        )
 
 
 def _sql_error(exc: duckdb.Error, con=None, sql: str | None = None) -> str:

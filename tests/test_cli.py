@@ -154,6 +154,42 @@ def test_query_cannot_modify_the_database(sql, copy_db):
     assert snapshot(copy_db) == before
 
 
+@pytest.mark.parametrize("sql", [
+    "copy gaia to '{tmp}/card.json'",
+    "copy (select 1) to '{tmp}/card.json' (format json)",
+    "export database '{tmp}/exported'",
+    "attach '{tmp}/other.duckdb' as other",
+    "set memory_limit = '1KB'",
+    "set enable_external_access = true",
+    "pragma memory_limit = '1KB'",
+    "install httpfs",
+    "load httpfs",
+    "call checkpoint()",
+    "select * from read_csv('{tmp}/card.json')",
+])
+def test_query_touches_no_file_and_no_setting(sql, copy_db, tmp_path):
+    """`stellardb query` and a read-only stellardb.connect cannot write, attach or read other files,
+    change settings, or install/load extensions: each kind of statement fails and every file is unchanged."""
+    card = tmp_path / "card.json"
+    card.write_text('{"name": "demo"}')
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("create table t as select 1 as a").close()
+    before = snapshot(copy_db), card.read_bytes(), other.read_bytes()
+    text = sql.format(tmp=tmp_path)
+    result = invoke(copy_db, "query", text)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    con = stellardb.connect(copy_db)
+    try:
+        if not text.startswith("call"):  # (checkpoint of a read-only file is a no-op for DuckDB)
+            with pytest.raises(duckdb.Error):
+                con.execute(text).fetchall()
+        assert con.execute("select current_setting('enable_external_access')").fetchone()[0] is False
+    finally:
+        con.close()
+    assert (snapshot(copy_db), card.read_bytes(), other.read_bytes()) == before
+    assert not (tmp_path / "exported").exists()
+
+
 def test_query_needs_an_existing_database(tmp_path):
     """`stellardb query` on a missing file says how to create one, and creates nothing."""
     missing = tmp_path / "none.duckdb"
