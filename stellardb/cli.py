@@ -32,6 +32,9 @@ def cli(ctx, db_path):
     """stellardb: Gaia DR3, SkyMapper, Bailer-Jones distances and spectroscopic
     labels in DuckDB, and better Teff, log g and [Fe/H] for every star."""
     ctx.ensure_object(dict)
+    if db_path == ":memory:":
+        raise click.BadParameter("an in-memory database would be lost when the command ends; give a file path.",
+                                 param_hint="--db")
     ctx.obj["db"] = db_path
     _exit_cleanly_on_sigterm()
 
@@ -50,7 +53,7 @@ def _exit_cleanly_on_sigterm() -> None:
 @click.argument("table", type=click.Choice(["gaia", "skymapper", "distances", "sos"]))
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--preset", default=None, help="Column spellings of the source (default: detected). See `stellardb presets`.")
-@click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Rename a file column to a stellardb column; repeatable.")
+@click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Store file column OLD as stellardb column NEW (OLD= leaves it out); repeatable.")
 @click.option("--survey", default=None, help="sos only: survey name for label files without a survey column.")
 @click.option(
     "--on-duplicate", type=click.Choice(["error", "skip"]), default="error", show_default=True,
@@ -59,13 +62,16 @@ def _exit_cleanly_on_sigterm() -> None:
 @click.option("--epoch", type=float, default=None, metavar="YEAR",
               help="sos only: Julian year of the label positions when the file has no ref_epoch column "
                    "(default: the preset's, else 2000.0; the report says which was used).")
+@click.option("--hdu", default=None, metavar="N|NAME",
+              help="Which table of a FITS file (extension number or EXTNAME) or VOTable (0, 1, ...) to read; needed "
+                   "when a file holds several.")
 @click.option("--keep", "keep", multiple=True, metavar="COL",
               help="Also store file column COL, which no stellardb column takes (e.g. SWEET-Cat's SWFlag), as a new "
                    "column of TABLE; repeatable.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
 @click.pass_context
 @user_errors
-def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, keep, quiet):
+def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, hdu, keep, quiet):
     """Load catalogue FILES into TABLE, in one transaction.
 
     TABLE is gaia (Gaia DR3 gaia_source), skymapper (SkyMapper master),
@@ -92,7 +98,7 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, keep
     with progress_bar(f"ingest {table}", total=len(files), disable=quiet) as advance:
         result = ingest_lib.run(
             ctx.obj["db"], table, list(files), preset=preset, renames=ingest_lib.parse_renames(renames),
-            survey=survey, progress=advance, on_duplicate=on_duplicate, keep=keep, epoch=epoch,
+            survey=survey, progress=advance, on_duplicate=on_duplicate, keep=keep, epoch=epoch, hdu=hdu,
         )
     if not quiet:
         from .report import print_ingest_summary
@@ -159,6 +165,36 @@ def forget(ctx, target, yes):
 
 
 @cli.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be repaired.")
+@click.pass_context
+@user_errors
+def doctor(ctx, dry_run):
+    """Find and repair what an interrupted train left: a model folder the database never
+    recorded (the recorded one is put back from where train parked it) and scratch folders.
+
+    `score` refuses a model folder that differs from the one the database recorded;
+    this puts the recorded one back when it is still there.
+
+    Example:
+
+        stellardb doctor --dry-run
+    """
+    from .db import connect
+    from .doctor import diagnose
+    from .score import models_root
+
+    con = connect(ctx.obj["db"], read_only=True)
+    try:
+        findings = diagnose(con, models_root(None, ctx.obj["db"]), repair=not dry_run)
+    finally:
+        con.close()
+    if not findings:
+        click.echo(f"Nothing to repair in {models_root(None, ctx.obj['db'])}.")
+    for f in findings:
+        click.echo(f"{f.model}: {f.problem}: {f.action}.")
+
+
+@cli.command()
 @click.option("--radius-arcsec", type=float, default=None, help="Match radius in arcsec (stored; default 1.0).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG: separations of the pairs, and the matched fraction per SkyMapper r_psf.")
@@ -185,6 +221,11 @@ def xmatch(ctx, radius_arcsec, plot):
         f"{(stats['median_sep_arcsec'] or 0):.3f} arcsec; {stats['ambiguous']:,} with more than one candidate; "
         f"{stats['label_matches']:,} position-only labels matched) in {stats['seconds']:.2f} s"
     )
+    skipped = {"Gaia": stats["gaia_skipped"], "SkyMapper": stats["skymapper_skipped"]}
+    if any(skipped.values()):
+        click.echo("left out, unusable for a crossmatch (position off the sphere, non-finite or absurd proper motion "
+                   "or epoch): " + ", ".join(f"{n:,} {name} rows" for name, n in skipped.items() if n)
+                   + "; `stellardb forget` their file, or fix and ingest it again.")
     if plot:
         click.echo(f"plot: {plot}")
 

@@ -90,6 +90,8 @@ def train(epochs, seed, name, quick, no_plots, quiet):
     from . import train as train_lib
 
     summary = train_lib.run(_db_path(), name=name, epochs=epochs, seed=seed, quick=quick, progress=not quiet, plots=not no_plots)
+    for finding in summary.repairs:  # said even with --quiet: folders changed
+        click.echo(f"repaired first: {finding.problem}: {finding.action}.")
     if not quiet:
         from rich.console import Console
 

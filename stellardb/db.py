@@ -133,6 +133,34 @@ def check_file_format(path) -> None:
         )
 
 
+def check_database_path(path) -> None:
+    """Refuse, in one line, a path that is not a DuckDB file or a new path for one.
+
+    A CSV or gzip file named by mistake would otherwise be opened by DuckDB as an
+    (empty) database and every command would report work it did not keep; ``md:`` and
+    other ``scheme:`` paths make DuckDB load a network extension.
+    """
+    text = str(path)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", text):
+        raise UserError(f"--db {text}: stellardb databases are local DuckDB files; give a file path "
+                        "(e.g. demo/stellardb.duckdb).")
+    p = Path(text)
+    if p.exists() and not p.is_file():
+        raise UserError(f"--db {text} is a {'folder' if p.is_dir() else 'special file'}, not a DuckDB database file.")
+    if p.is_file():
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(12)
+        except OSError as exc:
+            raise UserError(f"Cannot read database {text}: {exc.strerror or exc}.") from None
+        if head[8:12] != b"DUCK":
+            what = ("a gzip file" if head[:2] == b"\x1f\x8b" else "a Parquet file" if head[:4] == b"PAR1"
+                    else "a FITS file" if head.startswith(b"SIMPLE") else "an empty file" if not head
+                    else "a text file" if head.isascii() else "a file of another kind")
+            raise UserError(f"--db {text} is {what}, not a DuckDB database; --db names the stellardb database file "
+                            "(e.g. demo/stellardb.duckdb) and catalogue files go after the command.")
+
+
 def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     if path != ":memory:":
         check_file_format(path)
@@ -222,6 +250,7 @@ def connect(path: str | os.PathLike | None = None, read_only: bool = True, *,
         con = _open(path, read_only=False)
         apply_sql(con)
         return con
+    check_database_path(path)
     if not Path(path).is_file() and not create:
         raise UserError(f"No stellardb database at {Path(path).absolute()}. Create one with `stellardb ingest`, "
                         "or pass --db PATH (env STELLARDB_DB).")
@@ -390,3 +419,29 @@ def column_metadata(con, names, sql: str | None = None, types: dict | None = Non
             out[name] = {"unit": unit, "ucd": ucd, "description": description}
             break
     return out
+
+
+# ---------------------------------------------------------------- ending transactions
+
+
+def rollback(con) -> bool:
+    """Roll back the open transaction; False if there was none (it had committed).
+
+    Ctrl-C or SIGTERM raises in Python only between statements, so it can arrive just
+    after a commit returned; the caller's clean-up then finds nothing to roll back,
+    and must report the work as done (:func:`undo_or_report`).
+    """
+    try:
+        con.execute("rollback")
+    except duckdb.TransactionException:
+        return False
+    return True
+
+
+def undo_or_report(con, exc: BaseException, what: str) -> None:
+    """In a command's ``except BaseException`` around its transaction: roll back, or, if the
+    transaction had committed before an interrupt, raise InterruptedAfterCommit saying ``what`` is stored."""
+    from .errors import InterruptedAfterCommit
+
+    if not rollback(con) and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise InterruptedAfterCommit(f"Interrupted after the commit: {what} is stored and complete.") from None

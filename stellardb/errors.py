@@ -7,6 +7,7 @@ class UserError(Exception):
 
 def user_errors(fn):
     """CLI decorator: a UserError becomes click's one-line ``Error: ...`` and exit status 1."""
+    import errno
     import functools
 
     import click
@@ -17,12 +18,21 @@ def user_errors(fn):
 
         try:
             return fn(*args, **kwargs)
+        except InterruptedAfterCommit as exc:
+            click.echo(str(exc), err=True)
+            raise SystemExit(130) from None
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
         except (KeyboardInterrupt, duckdb.InterruptException):
             # Ctrl-C: every command rolls back its transaction on the way out
             click.echo("Interrupted; nothing was changed by the unfinished step.", err=True)
             raise SystemExit(130) from None
+        except (OSError, duckdb.IOException) as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+                raise click.ClickException(
+                    "The disk is full (no space left on device); free some space and run again: the database and "
+                    "any output file are as they were before this command.") from None
+            raise
         except duckdb.OutOfMemoryException as exc:
             raise click.ClickException(
                 f"DuckDB ran out of memory ({str(exc).splitlines()[0]}); raise STELLARDB_MEMORY_LIMIT "
@@ -49,3 +59,8 @@ def require_ml(what: str, modules=("keras", "matplotlib")) -> None:
             missing.append(name)
     if missing:
         raise UserError(f"{what} needs {', '.join(missing)}, from the ml extra: pip install 'stellardb[ml]'.")
+
+
+class InterruptedAfterCommit(UserError):
+    """Ctrl-C or SIGTERM arrived as the transaction was committing, after the commit: the
+    work is stored, and the command must say so rather than report a failure."""

@@ -80,8 +80,14 @@ def _copy(rel, fmt: str, output: str | None) -> None:
         commit()
     except OSError as exc:
         raise UserError(f"Cannot write {output}: {exc.strerror or exc}.") from None
+    except __import__("duckdb").IOException as exc:
+        if "No space left" in str(exc):
+            raise UserError(f"Cannot write {output}: the disk is full (no space left on device); free some space "
+                            "and run again (no partial file is left).") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+        Path(tmp.parent, f"tmp_{tmp.name}").unlink(missing_ok=True)  # DuckDB's own scratch name
     return None
 
 

@@ -170,8 +170,8 @@ def forget(db_path, target: str) -> ForgetResult:
             if table in ("gaia", "sos"):
                 labels = db.refresh_label_match(con) if db.row_count(con, "gaia") else _clear(con, "xmatch_labels")
             con.commit()
-        except BaseException:
-            con.rollback()
+        except BaseException as exc:
+            db.undo_or_report(con, exc, f"forgetting ingest {ingest.ingest_id} ({ingest.file})")
             raise
         return ForgetResult(plan=plan, xmatch_pairs=pairs, label_matches=labels)
     finally:

@@ -113,9 +113,9 @@ def parse_renames(items) -> dict[str, str]:
     out = {}
     for item in items or ():
         old, sep, new = item.partition("=")
-        if not sep or not old.strip() or not new.strip():
-            raise UserError(f"--rename expects OLD=NEW (e.g. --rename Source=source_id), got {item!r}.")
-        out[old.strip()] = new.strip()
+        if not sep or not old.strip():
+            raise UserError(f"--rename expects OLD=NEW (e.g. --rename Source=source_id; OLD= leaves OLD out), got {item!r}.")
+        out[old.strip()] = new.strip()  # "" : do not store the column
     return out
 
 
@@ -131,6 +131,7 @@ def run(
     on_duplicate: str = "error",
     keep=(),
     epoch: float | None = None,
+    hdu: int | str | None = None,
 ) -> IngestResult:
     """Ingest ``files`` into ``table`` in one transaction.
 
@@ -156,6 +157,9 @@ def run(
     epoch : float, optional
         ``sos`` only: the epoch (Julian year) of label positions in files without a
         ``ref_epoch`` column; default the preset's, else J2000.0.  Stated in the report.
+    hdu : int or str, optional
+        Which table of a FITS file (extension number or EXTNAME) or VOTable (index)
+        to read; required when a file holds several.
     keep : sequence of str
         File columns that no stellardb column takes, to store anyway: each becomes
         a new column of ``table`` (lower-cased, the file's type; NULL for rows of other
@@ -180,7 +184,7 @@ def run(
         raise UserError(f"--epoch is the Julian year of label positions (sos only, 1900-2100), got {epoch!r} for {table}.")
     spec = TABLES[table]
     paths = [Path(f) for f in files]
-    sources = [readers.detect(p) for p in paths]  # fails fast, before the database is opened
+    sources = [readers.detect(p, hdu) for p in paths]  # fails fast, before the database is opened
 
     started = time.perf_counter()
     created = str(db_path) != ":memory:" and not Path(db_path).exists()
@@ -215,11 +219,13 @@ def run(
                 if table in ("gaia", "sos") and db.row_count(con, "gaia"):
                     result.label_matches = db.refresh_label_match(con)
         con.commit()
-    except BaseException:
+    except BaseException as exc:
         stop_hashing.set()
         background.shutdown(wait=False, cancel_futures=True)
-        con.rollback()
-        con.close()
+        try:
+            db.undo_or_report(con, exc, f"the ingest of {len(sources)} file(s) into {table}")
+        finally:
+            con.close()
         if created:
             # the database did not exist before this ingest: "exactly as before" is no file
             for leftover in (Path(db_path), Path(f"{db_path}.wal")):
@@ -389,8 +395,10 @@ def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_na
     elif keyless:
         notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
     _check_positions(con, spec, present, path)
-    _check_ranges(con, spec, present, path)
+    _check_ranges(con, spec, present, path, targets)
     duplicates = _check_keys(con, spec, path, on_duplicate)
+    if spec.name == "gaia":
+        _check_gaia_positions(con, path)
     if duplicates:
         notes.append(f"{duplicates:,} duplicate rows skipped (--on-duplicate skip; first occurrence kept)")
     n_rows = con.execute("select count(*) from _ingest_typed").fetchone()[0]
@@ -417,6 +425,12 @@ def _insert_staged(con, spec: TableSpec, source: readers.SourceFile, staged: _St
         what = (f"some rows have no {found.group(1)}, which table {spec.name} requires" if found
                 else str(exc).splitlines()[0])
         raise UserError(f"{source.path}: {what}; fill it in, or map another column to it with --rename.") from None
+    # The rows stored must be the rows read minus those reported left out; anything else
+    # is a bug that would silently duplicate or lose rows, so the whole ingest rolls back.
+    stored = con.execute(f"select count(*) from {spec.name} where ingest_id = $id", {"id": ingest_id}).fetchone()[0]
+    if stored != staged.n_rows:
+        raise RuntimeError(f"{source.path}: stored {stored:,} rows but {staged.n_rows:,} passed the checks; nothing "
+                           "was ingested (please report this with the file).")
     return ingest_id
 
 
@@ -458,10 +472,22 @@ def _choose_preset(spec: TableSpec, header: list[str], preset_name, renames, pat
 def _check_mapping(mapping: dict[str, str], renames: dict[str, str], header: list[str], targets, path) -> None:
     """--rename must name a file column, and no two file columns may land in one stored column."""
     lower = {h.lower() for h in header}
-    for old in renames:
+    renamed = {old.lower() for old in renames}
+    for old, new in renames.items():
         if old not in header and old.lower() not in lower:
             shown = ", ".join(header[:12]) + (" ..." if len(header) > 12 else "")
             raise UserError(f"{path}: --rename {old}=... names no column of the file (columns: {shown}).")
+        if new == "":
+            continue  # OLD= : the column is left out on purpose
+        if new in DERIVED:
+            raise UserError(f"{path}: --rename {old}={new}: {new} is computed by stellardb and cannot come from a file.")
+        if new not in targets:
+            shown = ", ".join(c for c in targets if c not in DERIVED)
+            raise UserError(f"{path}: --rename {old}={new}: the table has no column {new} (its columns: {shown}); "
+                            "to store a column under its own name, use --keep.")
+        if new.lower() in lower and new.lower() != old.lower() and new.lower() not in renamed:
+            raise UserError(f"{path}: --rename {old}={new}: the file already has a column {new}, which would be "
+                            f"discarded; rename that one too (--rename {new}=OTHER) or choose another target.")
     seen: dict[str, str] = {}
     for old, new in mapping.items():
         if new in targets and new not in DERIVED:
@@ -706,17 +732,58 @@ def _check_positions(con, spec, present, path) -> None:
             )
 
 
-#: (table, column, SQL condition that is wrong, what is wrong and how to fix it)
+_MAG = "{c} < -2 or {c} > 30"
+_MAG_FIX = "magnitudes lie between about -1 and 25; is the column a flux, or another column?"
+
+#: (table, column, SQL condition that is wrong, what is wrong and the likely unit mistake).
+#: Physical bounds with room to spare: a value outside cannot be right in these units.
 RANGE_CHECKS = [
     ("skymapper", "mean_epoch", "mean_epoch < 40000 or mean_epoch > 70000",
      "mean_epoch must be a Modified Julian Date (SkyMapper's unit, about 56000-60000), not a year"),
+    *[("skymapper", f"{b}_psf", _MAG.format(c=f"{b}_psf"), _MAG_FIX) for b in "uvgriz"],
+    *[("skymapper", f"e_{b}_psf", f"e_{b}_psf < 0 or e_{b}_psf > 10",
+       "magnitude errors are positive and in mag (a few hundredths to about 1)") for b in "uvgriz"],
     ("distances", "r_med_geo", "r_med_geo <= 0", "distances are in pc and must be positive"),
+    ("distances", "r_med_geo", "r_med_geo < 1 or r_med_geo > 1000000",
+     "distances are in pc (the nearest star is 1.3 pc away, the Milky Way about 30,000 pc across); kpc or parsec "
+     "of another scale?"),
     ("gaia", "ref_epoch", "ref_epoch < 1900 or ref_epoch > 2100", "ref_epoch must be a Julian year (2016.0 for DR3)"),
+    ("gaia", "parallax", "abs(parallax) > 1000",
+     "parallax is in mas (the largest, Proxima Centauri, is 768 mas); another unit, or a shifted column?"),
+    *[("gaia", c, f"abs({c}) > 20000",
+       "proper motions are in mas/yr (the fastest star, Barnard's, moves 10,400 mas/yr); another unit, or a shifted "
+       "column?") for c in ("pmra", "pmdec")],
+    *[("gaia", c, _MAG.format(c=c), _MAG_FIX) for c in ("phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag")],
+    # (brown dwarfs in SWEET-Cat have 1,000 K; Y dwarfs 300 K)
+    ("sos", "teff", "teff < 100 or teff > 100000",
+     "Teff is in K (100-100,000); values of 3-5 are log10(Teff)"),
+    ("sos", "logg", "logg < -1.5 or logg > 10",
+     "log g is log10 of the gravity in cm/s^2 (-1 for supergiants to 9 for white dwarfs); values above 100 are g "
+     "itself, not its logarithm"),
+    ("sos", "feh", "feh < -10 or feh > 2.5",
+     "[Fe/H] is in dex relative to the Sun (-7 to +1); is it Z, a linear ratio, or a sentinel such as -99?"),
+    # (errors only need to be positive and finite: real catalogues publish a few huge ones)
+    ("sos", "e_teff", "e_teff < 0 or e_teff > 100000", "e_teff is a 1-sigma error in K (positive)"),
+    ("sos", "e_logg", "e_logg < 0 or e_logg > 10", "e_logg is a 1-sigma error in dex (positive)"),
+    ("sos", "e_feh", "e_feh < 0 or e_feh > 10", "e_feh is a 1-sigma error in dex (positive)"),
+    ("sos", "ref_epoch", "ref_epoch < 1900 or ref_epoch > 2100",
+     "ref_epoch is a Julian year (2000.0, 2016.0), not a Julian or Modified Julian Date"),
 ]
 
 
-def _check_ranges(con, spec, present, path) -> None:
-    """Values in the wrong unit would silently break the crossmatch or the features."""
+def _check_ranges(con, spec, present, path, targets=None) -> None:
+    """Values in the wrong unit would silently break the crossmatch or the features
+    (Teff in log10 once won every label and gave "MAD 0.0 K"); inf is never a value."""
+    for column, kind in (targets or {}).items():
+        if column not in present or kind not in FLOAT_TYPES:
+            continue
+        q = db.quote_identifier(column)
+        bad = con.execute(
+            f"select _row + 1, {q}, count(*) over () from _ingest_typed where isinf({q}) order by _row limit 1"
+        ).fetchone()
+        if bad is not None:
+            raise UserError(f"{path}: {bad[2]} row(s) with {column} = {bad[1]}, first at data row {bad[0]}; infinity is "
+                            "not a measurement: write an empty value (NULL) for a missing one.")
     for table, column, bad_if, fix in RANGE_CHECKS:
         if table != spec.name or column not in present:
             continue
@@ -724,7 +791,38 @@ def _check_ranges(con, spec, present, path) -> None:
             f"select _row + 1, {column}, count(*) over () from _ingest_typed where {bad_if} order by _row limit 1"
         ).fetchone()
         if bad is not None:
-            raise UserError(f"{path}: {bad[2]} row(s) with {column} = {bad[1]}, first at data row {bad[0]}; {fix}.")
+            end = "" if fix.endswith(("?", ".")) else "."
+            raise UserError(f"{path}: {bad[2]} row(s) with {column} = {bad[1]}, first at data row {bad[0]}; {fix}{end}")
+
+
+#: How far (deg) a Gaia position may lie from the centre of the order-12 HEALPix pixel
+#: its source_id encodes (pixels are 0.86 arcmin across; sources move by mas).
+GAIA_POSITION_TOLERANCE_DEG = 0.5
+
+
+def _check_gaia_positions(con, path) -> None:
+    """Refuse Gaia rows whose ra/dec contradict the sky position in their own source_id
+    (ra/dec in radians, or columns shifted by one): such rows would be matched to the
+    wrong stars with no sign of it."""
+    rows = con.execute("select _row, source_id, ra, dec from _ingest_typed").fetchnumpy()
+    sid = np.asarray(rows["source_id"], dtype=np.int64)
+    ra, dec = np.asarray(rows["ra"], dtype=np.float64), np.asarray(rows["dec"], dtype=np.float64)
+    encoded = sid >> GAIA_SOURCE_ID_SHIFT
+    differ = np.flatnonzero(radec_to_healpix(ra, dec) != encoded)
+    if differ.size == 0:
+        return
+    import healpy  # only for the rare rows on a pixel edge, or the wrong ones
+
+    lon, lat = healpy.pix2ang(4096, encoded[differ], nest=True, lonlat=True)
+    cos_sep = (np.sin(np.radians(dec[differ])) * np.sin(np.radians(lat))
+               + np.cos(np.radians(dec[differ])) * np.cos(np.radians(lat)) * np.cos(np.radians(ra[differ] - lon)))
+    far = differ[np.degrees(np.arccos(np.clip(cos_sep, -1, 1))) > GAIA_POSITION_TOLERANCE_DEG]
+    if far.size:
+        i = far[np.argmin(np.asarray(rows["_row"])[far])]
+        raise UserError(
+            f"{path}: {far.size:,} row(s) whose ra/dec lie more than {GAIA_POSITION_TOLERANCE_DEG} deg from the sky "
+            f"position their source_id encodes, first at data row {int(rows['_row'][i]) + 1} (source_id {int(sid[i])}, "
+            f"ra={ra[i]}, dec={dec[i]}); are ra/dec in radians, or the columns shifted?")
 
 
 def _key_condition(spec) -> list[tuple[str, str]]:

@@ -278,8 +278,8 @@ def run_xmatch(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
             pairs = db.refresh_xmatch(con)
             labels = db.refresh_label_match(con)
             con.commit()
-        except BaseException:
-            con.rollback()
+        except BaseException as exc:
+            db.undo_or_report(con, exc, "the crossmatch (table xmatch)")
             raise
         stats = con.execute(
             "select count(*), median(sep_arcsec), coalesce(count_if(n_candidates > 1), 0) from xmatch"
@@ -300,6 +300,9 @@ def run_xmatch(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
             "radius_arcsec": db.get_setting(con, "xmatch_radius_arcsec"),
             "skymapper_rows": db.row_count(con, "skymapper"),
             "gaia_rows": db.row_count(con, "gaia"),
+            # rows the crossmatch cannot use (bad positions, motions or epochs), left out
+            "gaia_skipped": db.row_count(con, "gaia") - db.row_count(con, "gaia_motion"),
+            "skymapper_skipped": db.row_count(con, "skymapper") - db.row_count(con, "skymapper_positions"),
             "seconds": time.perf_counter() - t0,
         }
     finally:

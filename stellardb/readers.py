@@ -17,6 +17,7 @@ import contextlib
 import gzip
 import io
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -61,6 +62,12 @@ class SourceFile:
     #: field separator: ECSV's header says (space by default, the archive writes ','); CSV sniffed
     delimiter: str | None = None
     _arrow: object = None  # FITS/VOTable read once by astropy
+    #: set by load(): the staged column holding the 0-based file row (a Parquet view), or
+    #: None when the stage is a table whose rowid is the file row
+    row_column: str | None = None
+    staged_as: str = "table"
+    #: FITS extension (index or EXTNAME) or VOTable table index to read (--hdu); None: the only one
+    hdu: int | str | None = None
 
 
 def _peek(path: Path, n: int = 65536) -> tuple[bytes, bool]:
@@ -81,11 +88,21 @@ def _peek(path: Path, n: int = 65536) -> tuple[bytes, bool]:
         raise UserError(f"{path}: not a valid gzip file ({exc}); download it again.") from None
 
 
-def detect(path: str | Path) -> SourceFile:
-    """Detect the format of ``path`` from its content."""
-    path = Path(path)
+def detect(path: str | Path, hdu: int | str | None = None) -> SourceFile:
+    """Detect the format of ``path`` from its content (``hdu``: which table of a FITS or VOTable file)."""
+    source = _detect(Path(path))
+    if hdu is not None and source.format not in ("fits", "votable"):
+        raise UserError(f"{path}: --hdu chooses a table of a FITS or VOTable file; this is {source.format.upper()}.")
+    source.hdu = hdu
+    return source
+
+
+def _detect(path: Path) -> SourceFile:
     if not path.exists():
         raise UserError(f"{path}: no such file.")
+    if not path.is_file() and not path.is_dir():
+        # a device or a pipe (/dev/zero would be read for ever)
+        raise UserError(f"{path} is not a regular file; give a catalogue file.")
     head, gzipped = _peek(path)
     if not head.strip():
         raise UserError(f"{path} is empty; nothing to ingest.")
@@ -152,6 +169,8 @@ def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
             with opener(source.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
                 return next(csv.reader(fh, delimiter=source.delimiter))
         return _astropy_to_arrow(source).column_names
+    except UserError:
+        raise
     except (OSError, EOFError, StopIteration, zlib.error) as exc:
         raise UserError(f"{source.path}: cannot read its header ({exc or 'empty file'}).") from None
     except Exception as exc:  # pyarrow raises its own types for a broken Parquet file
@@ -170,7 +189,28 @@ def _sniff_delimiter(source: SourceFile) -> str:
             row = scratch.execute("select delimiter from sniff_csv($p)", {"p": str(source.path)}).fetchone()
     except duckdb.Error:
         return ","
-    return row[0] if row and row[0] else ","
+    sniffed = row[0] if row and row[0] else ","
+    # A ragged file (a row with fewer fields) defeats the sniffer, which then falls back
+    # to a delimiter the header does not use; the header's own delimiter reads the file
+    # and names the bad row instead.
+    header = _header_line(source)
+    counts = {d: header.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    if counts[best] and counts.get(sniffed, 0) < counts[best]:
+        return best
+    return sniffed
+
+
+def _header_line(source: SourceFile) -> str:
+    opener = gzip.open if source.gzipped else open
+    try:
+        with opener(source.path, "rt", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.startswith("#"):
+                    return line
+    except (OSError, EOFError, zlib.error):
+        pass
+    return ""
 
 
 def staged_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str]:
@@ -188,9 +228,48 @@ def staged_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
 
 def _read_error(source: SourceFile, exc: duckdb.Error) -> UserError:
     """One line for a file DuckDB cannot read, with what to do about it."""
-    if source.gzipped and "gzip" in str(exc).lower():
+    text = str(exc)
+    if source.gzipped and "gzip" in text.lower():
         return _corrupt_gzip(source, _first_line(exc))
+    if "not utf-8 encoded" in text.lower():
+        line = re.search(r"on Line: (\d+)", text)
+        where = f" (line {line.group(1)})" if line else ""
+        return UserError(f"{source.path} is not UTF-8 text{where}, perhaps Latin-1; convert it, e.g. "
+                         f"`iconv -f latin1 -t utf-8 {source.path.name} > utf8.csv`, and ingest the copy.")
+    if source.format in ("csv", "ecsv") and ("sniff" in text.lower() or "expected number of columns" in text.lower()
+                                               or "too many columns" in text.lower()):
+        ragged = _first_ragged_line(source)
+        if ragged is not None:
+            line, found, expected = ragged
+            return UserError(f"{source.path}: line {line} has {found} fields but the header has {expected}; fix or "
+                             "remove that row (a missing value is an empty field between delimiters).")
     return UserError(f"{source.path}: cannot read it as {source.format.upper()}: {_first_line(exc)}")
+
+
+def _first_ragged_line(source: SourceFile) -> tuple[int, int, int] | None:
+    """(line number, fields, header fields) of the first row whose field count differs from the header's."""
+    import csv
+
+    opener = gzip.open if source.gzipped else open
+    try:
+        with opener(source.path, "rt", encoding="utf-8", errors="replace", newline="") as fh:
+            lines = (line for line in fh)
+            number = 0
+            for line in lines:  # the ECSV header and comments
+                number += 1
+                if not line.startswith("#"):
+                    break
+            else:
+                return None
+            reader = csv.reader([line], delimiter=source.delimiter or ",")
+            expected = len(next(reader))
+            for record in csv.reader(lines, delimiter=source.delimiter or ","):
+                number += 1
+                if record and len(record) != expected:
+                    return number, len(record), expected
+    except (OSError, EOFError, zlib.error, csv.Error):
+        return None
+    return None
 
 
 def _corrupt_gzip(source: SourceFile, detail) -> UserError:
@@ -221,13 +300,22 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
                                             source.delimiter), stage, varchar_columns)
             except UserError as exc:  # name the user's file, not the scratch copy
                 raise UserError(str(exc).replace(str(plain), str(source.path))) from None
+    source.row_column, source.staged_as = None, "table"
     try:
         if source.format == "parquet":
-            # A view, not a copy: Parquet is columnar, so each check reads only its
-            # columns and the rows are copied once, by the final insert.
             literal = "'" + path.replace("'", "''") + "'"
-            con.execute(f"create temp view {stage} as select * exclude (file_row_number), "
-                        f"file_row_number as {ROW_COLUMN} from read_parquet({literal}, file_row_number = true)")
+            names = [r[0] for r in con.execute(f"describe select * from read_parquet({literal})").fetchall()]
+            if "file_row_number" in {n.lower() for n in names}:
+                # the file has DuckDB's own row-number column: copy it, its rowid is the row
+                con.execute(f"create temp table {stage} as select * from read_parquet({literal})")
+            else:
+                # A view, not a copy: Parquet is columnar, so each check reads only its
+                # columns and the rows are copied once, by the final insert.  The row
+                # number gets a name no column of the file has.
+                row = _unused_name(ROW_COLUMN, names)
+                con.execute(f"create temp view {stage} as select * exclude (file_row_number), "
+                            f"file_row_number as {row} from read_parquet({literal}, file_row_number = true)")
+                source.row_column, source.staged_as = row, "view"
         elif source.format == "ecsv":
             con.execute(
                 f"create temp table {stage} as select * from read_csv($p, skip = $skip, header = true, "
@@ -256,19 +344,35 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
                 con.unregister("_astropy_source")
     except duckdb.Error as exc:
         raise _read_error(source, exc) from None
-    return [r[0] for r in con.execute(f"describe {stage}").fetchall() if r[0] != ROW_COLUMN]
+    names = [r[0] for r in con.execute(f"describe {stage}").fetchall()]
+    if source.row_column is None:
+        # A file column named rowid (any case) would shadow DuckDB's row number, which the
+        # checks and the error messages rely on (a 3,000-row file with rowid = 7 once stored
+        # 9 M rows): it is staged under another name (columns are matched by position).
+        for name in names:
+            if name.lower() == "rowid":
+                con.execute(f'alter table {stage} rename column "{name}" to "{_unused_name(name + "_file", names)}"')
+        names = [r[0] for r in con.execute(f"describe {stage}").fetchall()]
+    return [n for n in names if n != source.row_column]
+
+
+def _unused_name(base: str, names) -> str:
+    taken = {n.lower() for n in names}
+    name, k = base, 1
+    while name.lower() in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
 
 
 def row_expression(source: SourceFile, stage: str) -> str:
     """SQL for the 0-based file row of a staged row (a transaction's new rows have offset rowids)."""
-    if source.format == "parquet":
-        return ROW_COLUMN
+    if source.row_column is not None:
+        return source.row_column
     return f"rowid - (select min(rowid) from {stage})"
 
 
 def drop_stage(con, source: SourceFile, stage: str) -> None:
-    kind = "view" if source.format == "parquet" else "table"
-    con.execute(f"drop {kind} if exists {stage}")
+    con.execute(f"drop {source.staged_as} if exists {stage}")
 
 
 @contextlib.contextmanager
@@ -278,7 +382,13 @@ def _inflated(source: SourceFile):
 
     from isal.isal_zlib import IsalError
 
-    fd, name = tempfile.mkstemp(prefix="stellardb-", suffix=".csv", dir=_scratch_dir(4 * source.path.stat().st_size))
+    folder = _scratch_dir(4 * source.path.stat().st_size)
+    for place in {"/dev/shm", None, folder}:
+        if place is None or Path(place).is_dir():
+            sweep_scratch(place)
+    # the owner's PID in the name: a copy left by a process killed with SIGKILL (no
+    # finally runs) is removed by the next ingest that finds its owner gone
+    fd, name = tempfile.mkstemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".csv", dir=folder)
     try:
         try:
             with os.fdopen(fd, "wb") as out, igzip.open(source.path, "rb") as fh:
@@ -289,6 +399,28 @@ def _inflated(source: SourceFile):
     finally:
         # always, Ctrl-C included: a copy left in /dev/shm would hold memory until reboot
         os.unlink(name)
+
+
+SCRATCH_PREFIX = "stellardb-inflated-"
+
+
+def sweep_scratch(folder: str | None) -> list[Path]:
+    """Remove inflated copies whose owner process no longer exists; returns what was removed.
+
+    A copy in /dev/shm holds RAM until reboot (0.6-1.5 GB per Gaia file), so one left by
+    a killed ingest must not outlive it.
+    """
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass  # another user's file, or gone already
+    return removed
 
 
 def _scratch_dir(needed_bytes: int) -> str | None:
@@ -325,6 +457,41 @@ def _first_line(exc: Exception) -> str:
     return f"{lines[0]} {detail} - fix that value, or check the column mapping."
 
 
+def _choose_table(source: SourceFile, data, fmt: str) -> dict:
+    """Which table of the file to read, as astropy's Table.read options.
+
+    astropy reads the first table of a file with several and only warns, which hid
+    the wrong one being ingested; so a file with more than one needs --hdu.
+    """
+    if fmt == "fits":
+        from astropy.io import fits
+
+        with fits.open(data, memmap=False) as hdus:
+            tables = [(i, h.name, h.header.get("NAXIS2", 0)) for i, h in enumerate(hdus)
+                      if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
+        if source.hdu is None:
+            if len(tables) > 1:
+                listed = ", ".join(f"{i} {name!r} ({rows:,} rows)" for i, name, rows in tables)
+                raise UserError(f"{source.path} has {len(tables)} table HDUs: {listed}; choose one with --hdu N or "
+                                "--hdu NAME.")
+            return {}
+        for i, name, _ in tables:
+            if str(source.hdu) == str(i) or str(source.hdu).upper() == name.upper():
+                return {"hdu": i}
+        listed = ", ".join(f"{i} {name!r}" for i, name, _ in tables)
+        raise UserError(f"{source.path}: --hdu {source.hdu} is not one of its table HDUs ({listed}).")
+    from astropy.io.votable import parse
+
+    n_tables = sum(1 for _ in parse(data).iter_tables())
+    if source.hdu is None:
+        if n_tables > 1:
+            raise UserError(f"{source.path} holds {n_tables} tables; choose one with --hdu N (0 to {n_tables - 1}).")
+        return {}
+    if not str(source.hdu).isdigit() or int(source.hdu) >= n_tables:
+        raise UserError(f"{source.path}: --hdu {source.hdu} is not a table index of this VOTable (0 to {n_tables - 1}).")
+    return {"table_id": int(source.hdu)}
+
+
 def _astropy_to_arrow(source: SourceFile):
     """Read FITS or VOTable with astropy and return a pyarrow Table (nulls, native endianness)."""
     import numpy as np
@@ -344,9 +511,14 @@ def _astropy_to_arrow(source: SourceFile):
             if source.gzipped:
                 with gzip.open(source.path, "rb") as fh:
                     data = io.BytesIO(fh.read())
-                table = Table.read(data, format=fmt)
             else:
-                table = Table.read(source.path, format=fmt)
+                data = source.path
+            choice = _choose_table(source, data, fmt)
+            if isinstance(data, io.BytesIO):
+                data.seek(0)
+            table = Table.read(data, format=fmt, **choice)
+    except UserError:
+        raise
     except Exception as exc:  # astropy raises many types for a broken file
         raise UserError(f"{source.path}: cannot read it as {fmt.upper()} ({type(exc).__name__}: {exc}).") from None
     arrays, names = [], []

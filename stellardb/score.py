@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -478,6 +479,19 @@ def load_folded(path: Path) -> dict:
     return out
 
 
+#: A model name is one folder name: letters, digits, ".", "_", "-", starting with a letter or
+#: digit; no path (``./demo``, ``demo/``, ``../x/demo``), no newline (checked with fullmatch).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_model_name(name) -> str:
+    """``name`` if it is a valid model name (for train and score alike), else a one-line UserError."""
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise UserError(f"Model name {name!r} is not allowed: use up to 64 letters, digits, '.', '_' or '-', starting "
+                        "with a letter or digit (a name, not a path: models live in the models directory).")
+    return name
+
+
 def read_card(name: str, models_dir=None, db=None) -> tuple[Path, dict]:
     """The folder of model ``name`` and its validated card.json.
 
@@ -487,7 +501,7 @@ def read_card(name: str, models_dir=None, db=None) -> tuple[Path, dict]:
         Unknown name, or a card that is missing, corrupt or for other parameters.
     """
     root = models_root(models_dir, db)
-    folder = root / name
+    folder = root / check_model_name(name)
     if not (folder / "card.json").is_file():
         known = available_models(root)
         hint = f"Known models in {root}: {', '.join(known)}." if known else f"No models in {root}; run `stellardb train` first."
@@ -632,6 +646,9 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
     features = list(card["features"])
     con = connect_db(db)
     try:
+        from .doctor import check_recorded
+
+        check_recorded(con, model, models_root(models_dir, db) / model)
         db_features = database_features(con)
         if set(db_features) != set(features):
             missing = sorted(set(features) - set(db_features))
@@ -675,9 +692,12 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
                     advance(done, total)
             _record_run(writer, "score", model, scored_at, done, models_root(models_dir, db) / model, card, versions)
             writer.execute("commit")
-        except BaseException:
-            # KeyboardInterrupt included: the previous predictions stay as they were.
-            writer.execute("rollback")
+        except BaseException as exc:
+            # KeyboardInterrupt included: the previous predictions stay as they were
+            # (unless it came just after the commit: then the new ones are all there)
+            from .db import undo_or_report
+
+            undo_or_report(writer, exc, f"scoring with model {model} ({done:,} stars)")
             raise
         finally:
             reader.close()

@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import InterruptedAfterCommit, UserError
 
 # Before Keras pulls in TensorFlow: its C++ start-up chatter would bury the
 # one-line messages users need.
@@ -64,7 +63,6 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 MIN_LABELLED_STARS = 100
 MIN_SPLIT_STARS = 5
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Hyper-parameters, chosen on a simulated 1M-star sky (the test-split MADs of one
 # seed, so treat them as indicative).  With the colours as inputs two layers of 64 beat three
@@ -324,6 +322,7 @@ class TrainSummary:
     metrics: dict = field(default_factory=dict)
     seconds: float = 0.0
     predictions_deleted: int = 0  # earlier `predictions` rows of this model name, deleted with the new metrics
+    repairs: list = field(default_factory=list)  # stellardb.doctor findings repaired before training
 
 
 def batch_size_for(n_train: int) -> int:
@@ -509,10 +508,9 @@ def run(
     """
     from .features import FEATURES, PARAMETERS, UNITS, colour_names, colour_pairs_for, input_names, log_mask_for, prepare_inputs
     from .progress import progress_bar
-    from .score import NumpyScorer, fold_model, models_root
+    from .score import NumpyScorer, check_model_name, fold_model, models_root
 
-    if not MODEL_NAME.match(str(name)):
-        raise UserError(f'Model name "{name}" is not allowed: use up to 64 letters, digits, ".", "_" or "-", starting with a letter or digit.')
+    check_model_name(name)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise UserError(f"--epochs must be a positive whole number, got {epochs!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -530,6 +528,10 @@ def run(
     t0 = time.perf_counter()
     con = connect_db(db)
     try:
+        from .doctor import diagnose
+
+        # what an interrupted train left (stellardb doctor): the recorded model back, scratch gone
+        repairs = diagnose(con, root, repair=True)
         check_features(con, features)
         data = load_training_set(con, features)
         if data.source_id.size == 0:
@@ -617,6 +619,8 @@ def run(
         folder, previous = _save_atomically(root, name, models, card, data, predictions, plots, scorer_parts, g_mag)
         try:
             deleted = _store_tables(con, name, data, metrics, trained_at, folder, card)
+        except InterruptedAfterCommit:
+            raise  # the tables committed: the new folder is the model now
         except BaseException:
             # the tables did not change: put the previous model of this name back
             shutil.rmtree(folder, ignore_errors=True)
@@ -629,7 +633,7 @@ def run(
     finally:
         con.close()
     return TrainSummary(name=name, folder=folder, card=card, metrics=metrics, seconds=time.perf_counter() - t0,
-                        predictions_deleted=deleted)
+                        predictions_deleted=deleted, repairs=repairs)
 
 
 def _save_atomically(root: Path, name: str, models: dict, card: dict, data, predictions, plots: bool, folded: dict,
@@ -706,8 +710,10 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at,
 
         _record_run(con, "train", name, trained_at, int(data.source_id.size), folder, card, card["versions"])
         con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
+    except BaseException as exc:
+        from .db import undo_or_report
+
+        undo_or_report(con, exc, f"model {name} (its folder and its metrics)")
         raise
     finally:
         con.unregister("_stellardb_split")

@@ -806,7 +806,8 @@ def test_locked_database(db, tmp_path):
         (["--preset", "pastel"], ["Preset 'pastel' is for table 'sos'"]),
         (["--rename", "raj2000"], ["--rename expects OLD=NEW", "'raj2000'"]),
         (["--rename", "=ra"], ["--rename expects OLD=NEW"]),
-        (["--rename", "raj2000="], ["--rename expects OLD=NEW"]),
+        # OLD= leaves a column out: here a required one
+        (["--rename", "raj2000="], ["missing required column raj2000"]),
     ],
 )
 def test_bad_options(args, words, db, tmp_path):

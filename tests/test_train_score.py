@@ -727,3 +727,49 @@ def test_score_plot_writes_the_kiel_diagram(scored, db_path, models_dir, tmp_pat
     n = _query(db_path, "select count(*) from predictions where model = $m", {"m": MODEL})[0][0]
     assert f"Kiel diagram of {n:,} scored stars" in result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+_KILL_AT_COMMIT = """
+import os, sys
+from stellardb import train
+# kill -9 after the new model folder is in place and before the database commits
+train._store_tables = lambda *args, **kwargs: os.kill(os.getpid(), 9)
+train.run(sys.argv[1], name=sys.argv[3], epochs=1, seed=7, models_dir=sys.argv[2], progress=False, plots=False)
+"""
+
+
+def test_train_killed_between_folder_and_commit_is_refused_then_repaired(scored, db_path, models_dir, tmp_path):
+    """kill -9 of train between the folder swap and the database commit: score refuses the unrecorded
+    networks, `stellardb doctor` puts the recorded model back, then score gives the old predictions again."""
+    import hashlib
+    import subprocess
+    import sys
+
+    path = _copy_database(db_path, tmp_path / "kill.duckdb")
+    models = tmp_path / "models"
+    shutil.copytree(models_dir / MODEL, models / MODEL)
+    recorded = hashlib.sha256((models / MODEL / "card.json").read_bytes()).hexdigest()
+    sql = "select source_id, teff from predictions where model = $m order by source_id"
+    before = np.array(_query(path, sql, {"m": MODEL}))
+    killed = subprocess.run([sys.executable, "-c", _KILL_AT_COMMIT, str(path), str(models), MODEL],
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert hashlib.sha256((models / MODEL / "card.json").read_bytes()).hexdigest() != recorded
+    assert list(models.glob(f".{MODEL}.old-*"))  # the recorded model, parked
+    env = {"STELLARDB_MODELS": str(models)}
+    refused = CliRunner().invoke(_cli, ["--db", str(path), "score", "--model", MODEL], env=env)
+    assert refused.exit_code == 1 and "stellardb doctor" in refused.output
+    from stellardb.cli import cli as main_cli
+
+    repaired = CliRunner().invoke(main_cli, ["--db", str(path), "doctor"], env=env)
+    assert repaired.exit_code == 0 and "put the recorded model back" in repaired.output, repaired.output
+    assert hashlib.sha256((models / MODEL / "card.json").read_bytes()).hexdigest() == recorded
+    assert not list(models.glob(f".{MODEL}.*"))
+    assert CliRunner().invoke(_cli, ["--db", str(path), "score", "--model", MODEL], env=env).exit_code == 0
+    after = np.array(_query(path, sql, {"m": MODEL}))
+    # the same networks: the same stars and values (to float32 rounding: the scorer's chunks may hold
+    # other neighbours on another run)
+    assert after.shape == before.shape and (after[:, 0] == before[:, 0]).all()
+    np.testing.assert_allclose(after[:, 1], before[:, 1], rtol=1e-6)
+    again = CliRunner().invoke(main_cli, ["--db", str(path), "doctor"], env=env)
+    assert "Nothing to repair" in again.output

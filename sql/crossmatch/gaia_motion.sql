@@ -2,6 +2,9 @@
 -- tangent vector in radians per Julian year, so that its position at epoch t is
 -- p + (t - ref_epoch) * v (linear motion on the tangent plane, the same model as
 -- stellardb.astrometry.propagate; parallax and radial velocity terms are neglected).
+-- Rows the crossmatch cannot use (a position off the sphere, a non-finite or absurd
+-- proper motion or epoch; ingest refuses them, but a database may predate the checks)
+-- are left out, so one bad row cannot stop every crossmatch; `stellardb xmatch` counts them.
 create or replace view gaia_motion as
 with
 
@@ -20,6 +23,10 @@ trig as (
         cos(radians(dec)) as cos_dec,
         sin(radians(dec)) as sin_dec
     from gaia
+    where isfinite(ra) and isfinite(dec) and dec between -90 and 90
+        and isfinite(coalesce(pmra, 0.0)) and abs(coalesce(pmra, 0.0)) <= 100000.0
+        and isfinite(coalesce(pmdec, 0.0)) and abs(coalesce(pmdec, 0.0)) <= 100000.0
+        and isfinite(coalesce(ref_epoch, 2016.0)) and coalesce(ref_epoch, 2016.0) between 1900 and 2100
 ),
 
 final as (

@@ -15,7 +15,7 @@ params as (
         max(mjd_to_jyear(mean_epoch)) as epoch_max_yr,
         min(dej2000) as dec_min_deg,
         max(dej2000) as dec_max_deg
-    from skymapper
+    from skymapper_positions
 ),
 
 skymapper_cells as (
@@ -26,7 +26,7 @@ skymapper_cells as (
         sky_y(raj2000, dej2000) as qy,
         sky_z(raj2000, dej2000) as qz,
         zone_cell_of(raj2000, dej2000) as cell
-    from skymapper
+    from skymapper_positions
 ),
 
 gaia_cells as (

@@ -377,7 +377,10 @@ def build_chunk(rng: np.random.Generator, n: int, first_index: int, first_object
         sig_b = photometry.skymapper_mag_error(band, mags[band])
         m_obs = mags[band] + rng.normal(0.0, 1.0, n) * sig_b
         limit = photometry.SKYMAPPER_M5[band] + rng.normal(0.0, 0.15, n)
-        sm_missing[band] = (m_obs > limit) | (rng.uniform(size=n) < 0.01)
+        # A star far below the limit is not detected whatever its noise: with errors that grow
+        # as 10^(0.4 m), its "observed" magnitude scattered to -240 mag (u) and was published.
+        # More than 0.75 mag beyond the limit the S/N is below 2.5.
+        sm_missing[band] = (m_obs > limit) | (mags[band] > limit + 0.75) | (rng.uniform(size=n) < 0.01)
         sm_mag[band], sm_err[band] = m_obs, sig_b * np.exp(rng.normal(0.0, 0.05, n))
     detected_gri = sum((~sm_missing[b]).astype(int) for b in "gri")
     in_sm = (detected_gri >= 2) & (rng.uniform(size=n) >= SKYMAPPER_LOST_FRACTION)
