@@ -142,8 +142,10 @@ def check_database_path(path) -> None:
     """
     text = str(path)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", text):
-        raise UserError(f"--db {text}: stellardb databases are local DuckDB files; give a file path "
-                        "(e.g. demo/stellardb.duckdb).")
+        raise UserError(f"--db {text}: DuckDB reads 'name:' as a cloud or extension path; stellardb databases are "
+                        f"local files: write ./{text} for a file of that name (e.g. demo/stellardb.duckdb).")
+    if text.endswith(("/", os.sep)):
+        raise UserError(f"--db {text} names a folder; give the database file (e.g. {text.rstrip('/')}/stellardb.duckdb).")
     p = Path(text)
     if p.exists() and not p.is_file():
         raise UserError(f"--db {text} is a {'folder' if p.is_dir() else 'special file'}, not a DuckDB database file.")
@@ -153,10 +155,10 @@ def check_database_path(path) -> None:
                 head = fh.read(12)
         except OSError as exc:
             raise UserError(f"Cannot read database {text}: {exc.strerror or exc}.") from None
-        if head[8:12] != b"DUCK":
+        if head[8:12] != b"DUCK":  # (DuckDB 2 refuses an empty file too)
             what = ("a gzip file" if head[:2] == b"\x1f\x8b" else "a Parquet file" if head[:4] == b"PAR1"
-                    else "a FITS file" if head.startswith(b"SIMPLE") else "an empty file" if not head
-                    else "a text file" if head.isascii() else "a file of another kind")
+                    else "a FITS file" if head.startswith(b"SIMPLE") else "an empty file (delete it, or give a new path)"
+                    if not head else "a text file" if head.isascii() else "a file of another kind")
             raise UserError(f"--db {text} is {what}, not a DuckDB database; --db names the stellardb database file "
                             "(e.g. demo/stellardb.duckdb) and catalogue files go after the command.")
 
@@ -438,10 +440,16 @@ def rollback(con) -> bool:
     return True
 
 
-def undo_or_report(con, exc: BaseException, what: str) -> None:
+def undo_or_report(con, exc: BaseException, what: str, begun: bool = True) -> None:
     """In a command's ``except BaseException`` around its transaction: roll back, or, if the
-    transaction had committed before an interrupt, raise InterruptedAfterCommit saying ``what`` is stored."""
-    from .errors import InterruptedAfterCommit
+    transaction had committed before an interrupt, raise InterruptedAfterCommit saying ``what`` is stored.
 
-    if not rollback(con) and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+    ``begun``: whether the transaction had been started (an interrupt before ``begin``
+    finds nothing to roll back either, and nothing was stored).
+    """
+    from .errors import InterruptedAfterCommit, is_interrupt
+
+    if not begun:
+        return
+    if not rollback(con) and is_interrupt(exc):
         raise InterruptedAfterCommit(f"Interrupted after the commit: {what} is stored and complete.") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,25 +57,56 @@ def check_recorded(con, model: str, folder: Path) -> None:
         )
 
 
+#: ``.NAME.partial-PID-xxxx`` / ``.NAME.old-PID-xxxx`` (train's temporary folders); the last
+#: ``.old-``/``.partial-`` counts, so a model name may itself contain one
+_TEMP = re.compile(r"^\.(?P<model>.+)\.(?P<kind>old|partial)-(?:(?P<pid>\d+)-)?(?P<tag>\w+)$")
+
+
+def _alive(pid: str | None) -> bool | None:
+    """Whether the train that made a folder still runs (None: the name has no PID)."""
+    if pid is None:
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def diagnose(con, root: Path, repair: bool = True) -> list[Finding]:
-    """Leftover and mismatched model folders under ``root``; repaired when ``repair``."""
+    """Leftover and mismatched model folders under ``root``; repaired when ``repair``.
+
+    Folders of a train that is still running (its PID is in their names) are left alone,
+    and so is everything of that model.
+    """
     findings = []
     if not root.is_dir():
         return findings
     parked: dict[str, list[Path]] = {}
+    busy: set[str] = set()
     for entry in sorted(root.iterdir()):
-        name = entry.name
-        if entry.is_dir() and name.startswith(".") and (".old-" in name or ".partial-" in name):
-            model = name[1:].split(".old-")[0].split(".partial-")[0]
-            if ".old-" in name and (entry / model / "card.json").is_file():
-                parked.setdefault(model, []).append(entry / model)
-            else:
-                findings.append(Finding(model, f"scratch folder {entry} left by an interrupted train",
-                                        "removed" if repair else "would be removed"))
-                if repair:
-                    shutil.rmtree(entry, ignore_errors=True)
+        found = _TEMP.match(entry.name) if entry.is_dir() else None
+        if found is None:
+            continue
+        model, kind, pid = found["model"], found["kind"], found["pid"]
+        if _alive(pid):
+            busy.add(model)
+            continue
+        children = [c for c in entry.iterdir() if c.is_dir()] if kind == "old" else []
+        if len(children) == 1 and (children[0] / "card.json").is_file():
+            parked.setdefault(children[0].name, []).append(children[0])
+        elif pid is None:
+            findings.append(Finding(model, f"temporary folder {entry} of an earlier train (no record of its process)",
+                                    "left in place; remove it by hand if no train is running"))
+        else:
+            findings.append(Finding(model, f"scratch folder {entry} left by an interrupted train",
+                                    "removed" if repair else "would be removed"))
+            if repair:
+                shutil.rmtree(entry, ignore_errors=True)
     models = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} | set(parked)
-    for model in sorted(models):
+    for model in sorted(models - busy):
         want = recorded_card_sha(con, model)
         folder = root / model
         if want is not None and card_sha(folder) != want:
@@ -91,8 +123,7 @@ def diagnose(con, root: Path, repair: bool = True) -> list[Finding]:
             else:
                 findings.append(Finding(model, f"{folder} does not match the model the database recorded, and no "
                                                "parked copy does", f"train it again: stellardb train --name {model}"))
-        settled = want is not None and (card_sha(folder) == want or (repair and folder.exists() and
-                                                                    card_sha(folder) == want))
+        settled = want is not None and card_sha(folder) == want
         for p in parked.get(model, []):
             if not p.exists():
                 continue

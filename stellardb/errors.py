@@ -23,22 +23,36 @@ def user_errors(fn):
             raise SystemExit(130) from None
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
-        except (KeyboardInterrupt, duckdb.InterruptException):
-            # Ctrl-C: every command rolls back its transaction on the way out
-            click.echo("Interrupted; nothing was changed by the unfinished step.", err=True)
-            raise SystemExit(130) from None
-        except (OSError, duckdb.IOException) as exc:
-            if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+        except BaseException as exc:  # noqa: BLE001 - sorted below, re-raised unless recognised
+            if is_interrupt(exc):
+                # Ctrl-C or kill: every command rolls back its transaction on the way out
+                click.echo("Interrupted; nothing was changed by the unfinished step.", err=True)
+                raise SystemExit(130) from None
+            if isinstance(exc, (OSError, duckdb.Error)) and (
+                    getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)):
                 raise click.ClickException(
                     "The disk is full (no space left on device); free some space and run again: the database and "
                     "any output file are as they were before this command.") from None
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                raise click.ClickException(
+                    f"DuckDB ran out of memory ({str(exc).splitlines()[0]}); raise STELLARDB_MEMORY_LIMIT "
+                    "(default 4GB) or free memory, then run again.") from None
             raise
-        except duckdb.OutOfMemoryException as exc:
-            raise click.ClickException(
-                f"DuckDB ran out of memory ({str(exc).splitlines()[0]}); raise STELLARDB_MEMORY_LIMIT "
-                "(default 4GB) or free memory, then run again.") from None
 
     return wrapper
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C or SIGTERM, however it surfaced: between statements as KeyboardInterrupt or
+    SystemExit (the CLI's SIGTERM handler), inside a DuckDB statement as DuckDB's
+    interrupt (a RuntimeError "Query interrupted" in duckdb 2.0)."""
+    import duckdb
+
+    if isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)):
+        return True
+    if isinstance(exc, SystemExit):
+        return exc.code in (130, 143)  # the CLI's SIGTERM handler exits 143
+    return isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
 
 
 def require_ml(what: str, modules=("keras", "matplotlib")) -> None:

@@ -188,7 +188,13 @@ def run(
 
     started = time.perf_counter()
     created = str(db_path) != ":memory:" and not Path(db_path).exists()
-    con = db.connect(db_path, read_only=False, create=True)
+    try:
+        con = db.connect(db_path, read_only=False, create=True)
+    except BaseException:
+        if created:  # e.g. a full disk while the new file's tables were made: leave no file behind
+            for leftover in (Path(db_path), Path(f"{db_path}.wal")):
+                leftover.unlink(missing_ok=True)
+        raise
     results: list[FileResult] = []
     result = IngestResult(files=results)
     # Files are hashed in a thread while DuckDB (which releases the GIL) loads the previous
@@ -196,9 +202,11 @@ def run(
     # that had no file yet (see _ingest_file).
     stop_hashing = threading.Event()
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stellardb-ingest")
+    begun = False
     try:
         digests = [background.submit(sha256_of, source.path, stop_hashing) for source in sources]
         con.begin()
+        begun = True
         rows_before = db.row_count(con, table)
         seen_hashes = dict(con.execute(
             "select sha256, max(ingested_at) from ingests where table_name = $t group by sha256", {"t": table}
@@ -223,7 +231,7 @@ def run(
         stop_hashing.set()
         background.shutdown(wait=False, cancel_futures=True)
         try:
-            db.undo_or_report(con, exc, f"the ingest of {len(sources)} file(s) into {table}")
+            db.undo_or_report(con, exc, f"the ingest of {len(sources)} file(s) into {table}", begun)
         finally:
             con.close()
         if created:
@@ -347,6 +355,8 @@ def _stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_na
     path = source.path
     header = readers.column_names(con, source)
     targets = dict(db.table_columns(con, spec.name))
+    # --rename teff=Teff means stellardb's teff (its names are lower case)
+    renames = {old: next((t for t in targets if t.lower() == new.lower()), new) for old, new in renames.items()}
     preset, mapping = _choose_preset(spec, header, preset_name, renames, path, set(targets) - DERIVED)
     id_positions = [i for i, col in enumerate(header) if mapping.get(col) in ("source_id", "object_id")]
     sniffed = readers.staged_names(con, source) if id_positions and source.format == "csv" else []
@@ -487,7 +497,7 @@ def _check_mapping(mapping: dict[str, str], renames: dict[str, str], header: lis
                             "to store a column under its own name, use --keep.")
         if new.lower() in lower and new.lower() != old.lower() and new.lower() not in renamed:
             raise UserError(f"{path}: --rename {old}={new}: the file already has a column {new}, which would be "
-                            f"discarded; rename that one too (--rename {new}=OTHER) or choose another target.")
+                            f"discarded; leave it out (--rename {new}=) or store it elsewhere (--rename {new}=OTHER).")
     seen: dict[str, str] = {}
     for old, new in mapping.items():
         if new in targets and new not in DERIVED:
@@ -756,7 +766,8 @@ RANGE_CHECKS = [
     *[("gaia", c, _MAG.format(c=c), _MAG_FIX) for c in ("phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag")],
     # (brown dwarfs in SWEET-Cat have 1,000 K; Y dwarfs 300 K)
     ("sos", "teff", "teff < 100 or teff > 100000",
-     "Teff is in K (100-100,000); values of 3-5 are log10(Teff)"),
+     "Teff is in K (100-100,000): values of 3-5 are log10(Teff), negative ones missing-value codes (write NULL, or "
+     "use a --preset that knows them)"),
     ("sos", "logg", "logg < -1.5 or logg > 10",
      "log g is log10 of the gravity in cm/s^2 (-1 for supergiants to 9 for white dwarfs); values above 100 are g "
      "itself, not its logarithm"),
@@ -773,26 +784,28 @@ RANGE_CHECKS = [
 
 def _check_ranges(con, spec, present, path, targets=None) -> None:
     """Values in the wrong unit would silently break the crossmatch or the features
-    (Teff in log10 once won every label and gave "MAD 0.0 K"); inf is never a value."""
-    for column, kind in (targets or {}).items():
-        if column not in present or kind not in FLOAT_TYPES:
+    (Teff in log10 once won every label and gave "MAD 0.0 K"); inf is never a value.
+
+    Every condition is counted in one pass over the rows (one query per check cost a
+    2 M-row Gaia ingest several seconds); only a failing one is looked at again, to
+    name its first row.
+    """
+    inf_fix = "infinity is not a measurement: write an empty value (NULL) for a missing one."
+    checks = [(column, f"isinf({db.quote_identifier(column)})", inf_fix)
+              for column, kind in (targets or {}).items() if column in present and kind in FLOAT_TYPES]
+    checks += [(column, bad_if, fix) for table, column, bad_if, fix in RANGE_CHECKS
+               if table == spec.name and column in present]
+    if not checks:
+        return
+    counts = con.execute("select " + ", ".join(f"count_if({cond})" for _, cond, _ in checks)
+                         + " from _ingest_typed").fetchone()
+    for (column, cond, fix), n in zip(checks, counts):
+        if not n:
             continue
-        q = db.quote_identifier(column)
-        bad = con.execute(
-            f"select _row + 1, {q}, count(*) over () from _ingest_typed where isinf({q}) order by _row limit 1"
-        ).fetchone()
-        if bad is not None:
-            raise UserError(f"{path}: {bad[2]} row(s) with {column} = {bad[1]}, first at data row {bad[0]}; infinity is "
-                            "not a measurement: write an empty value (NULL) for a missing one.")
-    for table, column, bad_if, fix in RANGE_CHECKS:
-        if table != spec.name or column not in present:
-            continue
-        bad = con.execute(
-            f"select _row + 1, {column}, count(*) over () from _ingest_typed where {bad_if} order by _row limit 1"
-        ).fetchone()
-        if bad is not None:
-            end = "" if fix.endswith(("?", ".")) else "."
-            raise UserError(f"{path}: {bad[2]} row(s) with {column} = {bad[1]}, first at data row {bad[0]}; {fix}{end}")
+        row, value = con.execute(f"select _row + 1, {db.quote_identifier(column)} from _ingest_typed where {cond} "
+                                 "order by _row limit 1").fetchone()
+        end = "" if fix.endswith(("?", ".")) else "."
+        raise UserError(f"{path}: {n} row(s) with {column} = {value}, first at data row {row}; {fix}{end}")
 
 
 #: How far (deg) a Gaia position may lie from the centre of the order-12 HEALPix pixel
@@ -808,6 +821,12 @@ def _check_gaia_positions(con, path) -> None:
     sid = np.asarray(rows["source_id"], dtype=np.int64)
     ra, dec = np.asarray(rows["ra"], dtype=np.float64), np.asarray(rows["dec"], dtype=np.float64)
     encoded = sid >> GAIA_SOURCE_ID_SHIFT
+    invalid = np.flatnonzero((encoded < 0) | (encoded >= 12 * 4 ** 12))
+    if invalid.size:
+        i = invalid[np.argmin(np.asarray(rows["_row"])[invalid])]
+        raise UserError(f"{path}: {invalid.size:,} row(s) with a source_id that is no Gaia DR3 id (it must encode a "
+                        f"HEALPix pixel: 0 <= source_id < {12 * 4 ** 12 * 2 ** 35}), first at data row "
+                        f"{int(rows['_row'][i]) + 1} (source_id {int(sid[i])}); is it the right column?")
     differ = np.flatnonzero(radec_to_healpix(ra, dec) != encoded)
     if differ.size == 0:
         return
@@ -816,7 +835,8 @@ def _check_gaia_positions(con, path) -> None:
     lon, lat = healpy.pix2ang(4096, encoded[differ], nest=True, lonlat=True)
     cos_sep = (np.sin(np.radians(dec[differ])) * np.sin(np.radians(lat))
                + np.cos(np.radians(dec[differ])) * np.cos(np.radians(lat)) * np.cos(np.radians(ra[differ] - lon)))
-    far = differ[np.degrees(np.arccos(np.clip(cos_sep, -1, 1))) > GAIA_POSITION_TOLERANCE_DEG]
+    # (written as "not within": a NaN separation is not within the tolerance either)
+    far = differ[~(np.degrees(np.arccos(np.clip(cos_sep, -1, 1))) <= GAIA_POSITION_TOLERANCE_DEG)]
     if far.size:
         i = far[np.argmin(np.asarray(rows["_row"])[far])]
         raise UserError(

@@ -94,13 +94,24 @@ def _check_statement(con, sql: str) -> None:
         except duckdb.Error as again:
             exc = again
         raise SqlError(_sql_error(exc, sql=sql)) from None
+    if not statements:
+        raise UserError("No SQL given; write a SELECT, e.g. stellardb query \"select count(*) from stars\".")
     if len(statements) != 1:
         raise UserError(f"stellardb query is read-only and runs one statement at a time; this SQL holds "
                         f"{len(statements)}.")
     kind = statements[0].type.name
+    if kind == "EXPLAIN":
+        # EXPLAIN ANALYZE runs the statement it explains: that one must be a SELECT too
+        inner = re.sub(r"^\s*explain(\s+analy[sz]e)?\s+", "", sql, flags=re.IGNORECASE)
+        try:
+            explained = con.extract_statements(inner)
+            kind = explained[0].type.name if len(explained) == 1 else "MULTI"
+        except duckdb.Error:
+            pass
     if kind not in READ_STATEMENTS:
         raise UserError(
-            f"stellardb query is read-only (SELECT, EXPLAIN); this is a {kind} statement. Change the database with "
+            f"stellardb query is read-only (SELECT, EXPLAIN of a SELECT); this is a {kind} statement. Change the "
+            "database with "
             "stellardb ingest, forget, xmatch, train or score; write results with --format/--output; for PRAGMA "
             "information use its table function (select * from pragma_table_info('gaia'))."
         )

@@ -413,7 +413,7 @@ def sweep_scratch(folder: str | None) -> list[Path]:
     removed = []
     for path in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+        if not pid.isdigit() or _alive(int(pid)):
             continue
         try:
             path.unlink()
@@ -421,6 +421,18 @@ def sweep_scratch(folder: str | None) -> list[Path]:
         except OSError:
             pass  # another user's file, or gone already
     return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine: a scratch folder shared between
+    machines must not be swept by one of them)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _scratch_dir(needed_bytes: int) -> str | None:
@@ -466,7 +478,9 @@ def _choose_table(source: SourceFile, data, fmt: str) -> dict:
     if fmt == "fits":
         from astropy.io import fits
 
-        with fits.open(data, memmap=False) as hdus:
+        # (fits.open closes a file object it is given: hand it a view of the bytes)
+        probe = io.BytesIO(data.getbuffer()) if isinstance(data, io.BytesIO) else data
+        with fits.open(probe, memmap=False) as hdus:
             tables = [(i, h.name, h.header.get("NAXIS2", 0)) for i, h in enumerate(hdus)
                       if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
         if source.hdu is None:
@@ -482,7 +496,8 @@ def _choose_table(source: SourceFile, data, fmt: str) -> dict:
         raise UserError(f"{source.path}: --hdu {source.hdu} is not one of its table HDUs ({listed}).")
     from astropy.io.votable import parse
 
-    n_tables = sum(1 for _ in parse(data).iter_tables())
+    probe = io.BytesIO(data.getbuffer()) if isinstance(data, io.BytesIO) else data
+    n_tables = sum(1 for _ in parse(probe).iter_tables())
     if source.hdu is None:
         if n_tables > 1:
             raise UserError(f"{source.path} holds {n_tables} tables; choose one with --hdu N (0 to {n_tables - 1}).")

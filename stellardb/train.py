@@ -645,7 +645,8 @@ def _save_atomically(root: Path, name: str, models: dict, card: dict, data, pred
     database tables are written too, or moves it back if they could not be.
     """
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=root))
+    # the PID in the name: `stellardb doctor` leaves the folders of a train that is still running alone
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.partial-{os.getpid()}-", dir=root))
     old = None
     try:
         for p, model in models.items():
@@ -662,7 +663,7 @@ def _save_atomically(root: Path, name: str, models: dict, card: dict, data, pred
             write_plots(tmp / "plots", data, predictions, card["features"], g_mag=g_mag)
         final = root / name
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-{os.getpid()}-", dir=root))
             os.replace(final, old / name)
         os.replace(tmp, final)
     except BaseException:

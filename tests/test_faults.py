@@ -304,3 +304,172 @@ def test_disk_full_is_one_line_and_leaves_no_file(sky_db_path, small_disk):
                                  "--output", small_disk / f"out.{fmt}"))
         assert "no space left" in line.lower() or "full" in line.lower()
     assert list(small_disk.iterdir()) == []
+
+
+_KILL_INGEST = """
+import os, sys
+from stellardb import db, ingest
+point = sys.argv[3]
+if point == "before_commit":
+    # the last step before the commit: the crossmatch refresh
+    db.refresh_label_match = lambda con: os.kill(os.getpid(), 9)
+else:
+    connect = db.connect
+    class Killed:
+        def __init__(self, con): self._con = con
+        def commit(self):
+            self._con.commit()
+            os.kill(os.getpid(), 9)
+        def __getattr__(self, name): return getattr(self._con, name)
+    db.connect = lambda *a, **k: Killed(connect(*a, **k))
+ingest.run(sys.argv[1], "sos", [sys.argv[2]])
+"""
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_ingest_killed_at_its_commit_leaves_one_consistent_state(db, tmp_path, point):
+    """kill -9 of an ingest just before or just after its commit: the database holds either none of the
+    file (and no ingests row) or all of it with its ingests row, never a mix."""
+    _, _, _, labels = small_sky(n=30, seed=9)
+    labels["survey"] = "KILLED"
+    src = write(labels, tmp_path / "l.csv")
+    before = snapshot(db)
+    run = subprocess.run([sys.executable, "-c", _KILL_INGEST, str(db), str(src), point], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    rows = fetch(db, "select count(*) from sos where survey = 'KILLED'")[0][0]
+    files = fetch(db, "select count(*) from ingests where file = $f", {"f": str(src.absolute())})[0][0]
+    if point == "before_commit":
+        assert (rows, files) == (0, 0) and snapshot(db) == before
+    else:
+        assert (rows, files) == (len(labels), 1)
+
+
+# ---------------------------------------------------------------- second review
+
+
+def test_gzipped_fits_ingests(tmp_path):
+    """A single-table .fits.gz ingests (choosing the table once closed the in-memory copy)."""
+    import gzip
+
+    _, _, dist, _ = small_sky()
+    plain = tmp_path / "d.fits"
+    Table.from_pandas(dist).write(plain)
+    src = tmp_path / "d.fits.gz"
+    src.write_bytes(gzip.compress(plain.read_bytes()))
+    path = tmp_path / "d.duckdb"
+    assert invoke(path, "ingest", "distances", src).exit_code == 0
+    assert fetch(path, "select count(*) from distances")[0][0] == len(dist)
+
+
+@pytest.mark.parametrize("bad_id", [-5, 9_000_000_000_000_000_000 // 2 * 2 - 1])
+def test_source_id_that_encodes_no_pixel_is_refused(db, tmp_path, bad_id):
+    """A source_id outside Gaia's range (no HEALPix pixel) is refused, not stored with healpix_12 = -1."""
+    gaia, _, _, _ = small_sky(n=30, seed=6)
+    gaia.loc[3, "source_id"] = bad_id
+    before = snapshot(db)
+    result = invoke(db, "ingest", "gaia", write(gaia, tmp_path / "g.csv"))
+    line = error_line(result)
+    assert "no Gaia DR3 id" in line and "Error encountered" not in result.output
+    assert snapshot(db) == before
+
+
+def test_duckdb_interrupt_is_one_line_exit_130(db, monkeypatch):
+    """A signal inside a DuckDB statement surfaces as RuntimeError("Query interrupted") in duckdb 2.0:
+    still one line and exit 130."""
+    from stellardb import query as query_lib
+
+    def interrupted(*args, **kwargs):
+        raise RuntimeError("Query interrupted")
+
+    monkeypatch.setattr(query_lib, "run_query", interrupted)
+    result = invoke(db, "query", "select 1")
+    assert result.exit_code == 130 and result.output.strip().startswith("Interrupted") and "Traceback" not in result.output
+
+
+def test_interrupt_before_begin_is_not_reported_as_stored():
+    """Only a transaction that had begun can have committed."""
+    from stellardb import db as db_module
+
+    con = duckdb.connect()
+    db_module.undo_or_report(con, KeyboardInterrupt(), "x", begun=False)  # no error: nothing was stored
+    with pytest.raises(InterruptedAfterCommit):
+        db_module.undo_or_report(con, KeyboardInterrupt(), "x", begun=True)
+
+
+def test_doctor_spares_running_trains_and_dotted_names(tmp_path):
+    """A model whose name contains ".old-" is restored from its parked copy, and the folders of a train
+    that is still running (its PID alive) are left alone."""
+    import hashlib
+    import json
+
+    from stellardb import doctor
+
+    models = tmp_path / "models"
+    name = "v1.old-2"
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    parked = models / f".{name}.old-{dead}-abc" / name
+    parked.mkdir(parents=True)
+    (parked / "card.json").write_text(json.dumps({"n": "recorded"}))
+    (models / name).mkdir()
+    (models / name / "card.json").write_text(json.dumps({"n": "unrecorded"}))
+    live = models / f".other.partial-{os.getpid()}-xyz"
+    live.mkdir()
+    con = duckdb.connect()
+    con.execute("create table model_runs as select 'train' as command, $m as model, now() as run_at, $s as card_sha256",
+                {"m": name, "s": hashlib.sha256((parked / "card.json").read_bytes()).hexdigest()})
+    findings = doctor.diagnose(con, models, repair=True)
+    assert json.loads((models / name / "card.json").read_text()) == {"n": "recorded"}
+    assert live.is_dir() and not parked.parent.exists()
+    assert [f.action for f in findings] == ["put the recorded model back"]
+
+
+def test_label_crossmatch_skips_unusable_stored_rows(db):
+    """A stored position-only label with an absurd epoch (a database from before the checks) does not
+    stop the crossmatch."""
+    con = stellardb.connect(db, read_only=False)
+    con.execute("insert into sos (survey, ra, dec, ref_epoch, teff, ingest_id) values ('OLD', 10, -20, 1e300, 5000, 99)")
+    con.close()
+    result = invoke(db, "xmatch")
+    assert result.exit_code == 0, result.output
+
+
+def test_explain_analyze_runs_only_selects(db):
+    """EXPLAIN ANALYZE runs what it explains: only a SELECT is allowed there too."""
+    assert "read-only" in error_line(invoke(db, "query", "explain analyze create temp table t as select 1"))
+    assert invoke(db, "query", "explain analyze select count(*) from gaia").exit_code == 0
+
+
+def test_path_and_name_messages(db, tmp_path):
+    """--rename to a column in another case works; a folder-like, scheme-like or empty --db file says what to
+    do; an empty query says so."""
+    _, _, _, labels = small_sky()
+    labels = labels.rename(columns={"teff": "T"})
+    result = invoke(db, "ingest", "sos", write(labels, tmp_path / "l.csv"), "--rename", "T=Teff", "--on-duplicate",
+                    "skip")
+    assert result.exit_code == 0, result.output
+    assert "write ./data:2024.duckdb" in error_line(CliRunner().invoke(cli, ["--db", "data:2024.duckdb", "query", "select 1"]))
+    assert "names a folder" in error_line(CliRunner().invoke(cli, ["--db", f"{tmp_path}/nope/", "ingest", "sos",
+                                                                   str(tmp_path / "l.csv")]))
+    empty = tmp_path / "empty.duckdb"  # (DuckDB 2 refuses an empty file as a database)
+    empty.write_bytes(b"")
+    _, _, dist, _ = small_sky()
+    assert "is an empty file" in error_line(invoke(empty, "ingest", "distances", write(dist, tmp_path / "d.csv")))
+    assert "No SQL given" in error_line(invoke(db, "query", ""))
+
+
+def test_disk_full_while_creating_a_database_leaves_nothing(tmp_path):
+    """A full disk while a new database is made: one line, and no half-made file left behind."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()}): disk-full NOT checked")
+    try:
+        _, _, dist, _ = small_sky()
+        line = error_line(invoke(folder / "new.duckdb", "ingest", "distances", write(dist, tmp_path / "d.csv")))
+        assert "disk is full" in line
+        assert list(folder.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)

@@ -773,3 +773,45 @@ def test_train_killed_between_folder_and_commit_is_refused_then_repaired(scored,
     np.testing.assert_allclose(after[:, 1], before[:, 1], rtol=1e-6)
     again = CliRunner().invoke(main_cli, ["--db", str(path), "doctor"], env=env)
     assert "Nothing to repair" in again.output
+
+
+def test_score_interrupted_just_after_commit_says_the_predictions_are_stored(scored, db_path, models_dir, tmp_path,
+                                                                             monkeypatch):
+    """Ctrl-C arriving as score commits: exit 130, "stored and complete", the new predictions all there
+    (it exited 1 with "cannot rollback" tracebacks)."""
+    from stellardb import db as db_module
+
+    class Cursor:
+        def __init__(self, cur):
+            self._cur = cur
+
+        def execute(self, sql, *args, **kwargs):
+            result = self._cur.execute(sql, *args, **kwargs)
+            if sql == "commit":
+                raise KeyboardInterrupt
+            return result
+
+        def __getattr__(self, name):
+            return getattr(self._cur, name)
+
+    class Connection:
+        def __init__(self, con):
+            self._con = con
+
+        def cursor(self):
+            return Cursor(self._con.cursor())
+
+        def __getattr__(self, name):
+            return getattr(self._con, name)
+
+    path = _copy_database(db_path, tmp_path / "int.duckdb")
+    connect = db_module.connect
+    monkeypatch.setattr(db_module, "connect", lambda *a, **k: Connection(connect(*a, **k)))
+    result = CliRunner().invoke(_cli, ["--db", str(path), "score", "--model", MODEL, "-q"],
+                                env={"STELLARDB_MODELS": str(models_dir)})
+    monkeypatch.setattr(db_module, "connect", connect)
+    assert result.exit_code == 130 and "Traceback" not in result.output, result.output
+    assert "stored and complete" in result.output
+    n, newest = _query(path, "select count(*), max(scored_at) from predictions where model = $m", {"m": MODEL})[0]
+    assert n == _query(path, "select count(*) from scoring_set")[0][0]
+    assert newest == _query(path, "select max(run_at) from model_runs where command = 'score'")[0][0]

@@ -18,6 +18,9 @@ labels_without_id as (
         zone_cell_of(ra, dec) as cell
     from sos
     where source_id is null and ra is not null and dec is not null
+        -- rows no crossmatch can use (a database from before ingest checked them) are left out
+        and isfinite(ra) and isfinite(dec) and dec between -90 and 90
+        and coalesce(ref_epoch, 2000.0) between 1900 and 2100
 ),
 
 params as (
