@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(SDB) ingest distances $(DEMO_DIR)/sky/bailer_jones_distances.csv
 	$(SDB) ingest sos $(DEMO_DIR)/sky/sos_spectro.csv
 	$(SDB) xmatch --radius-arcsec 1.0 --plot $(DEMO_DIR)/xmatch.png
-	$(SDB) train --quick --name demo
+	$(SDB) train --quick --model demo
 	$(SDB) score --model demo --plot $(DEMO_DIR)/kiel.png
 	$(SDB) query "select count(*) as metal_poor_giants, round(median(teff)) as median_teff_k from stars_with_predictions where model = 'demo' and feh < -1 and logg < 3"
 

@@ -60,7 +60,7 @@ def astropy_exact(g, s):
     import astropy.units as u
     from astropy.coordinates import SkyCoord
 
-    from stellardb.astrometry import angular_separation_arcsec, mjd_to_jyear, propagate
+    from stellardb.catalog.astrometry import angular_separation_arcsec, mjd_to_jyear, propagate
 
     dt = mjd_to_jyear(s["mean_epoch"]) - 2016.0
     pm = np.hypot(np.nan_to_num(g["pmra"]), np.nan_to_num(g["pmdec"]))
@@ -88,7 +88,7 @@ def astropy_match_one_epoch(g, s):
     import astropy.units as u
     from astropy.coordinates import SkyCoord
 
-    from stellardb.astrometry import mjd_to_jyear, propagate
+    from stellardb.catalog.astrometry import mjd_to_jyear, propagate
 
     epoch = float(np.median(mjd_to_jyear(s["mean_epoch"])))
     ra, dec = propagate(g["ra"], g["dec"], g["pmra"], g["pmdec"], epoch - 2016.0)
@@ -110,7 +110,8 @@ def main() -> None:
 
     import duckdb
 
-    from stellardb import db, ingest
+    from stellardb.catalog import db, xmatch
+    from stellardb.ingest import pipeline as ingest
     from stellardb.simulate import simulate
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -196,7 +197,7 @@ def main() -> None:
         # ------------------------------------------------------------ crossmatch
         con = db.connect(dbp, read_only=False)
         db.set_setting(con, "xmatch_radius_arcsec", RADIUS_ARCSEC)
-        xm_s, n_pairs = best_of(lambda: db.refresh_xmatch(con))
+        xm_s, n_pairs = best_of(lambda: xmatch.refresh_xmatch(con))
         # the same view into a temporary (in-memory) table: the result in memory, as astropy's is
         xm_mem_s, _ = best_of(lambda: con.execute("create or replace temp table xm_mem as select * from xm_gaia_skymapper"))
         ours = con.execute("select skymapper_object_id, gaia_source_id, sep_arcsec from xmatch").fetchnumpy()
@@ -248,7 +249,7 @@ def main() -> None:
 def _ingest_peers(work: Path, sky: Path, gaia_parquet: Path, sm_parquet: Path) -> dict[str, float]:
     import duckdb
 
-    from stellardb import readers
+    from stellardb.ingest import readers
 
     out = {}
 
@@ -298,7 +299,7 @@ def _lsdb_peer(work: Path, g, s):
 
     import pandas as pd
 
-    from stellardb.astrometry import mjd_to_jyear, propagate
+    from stellardb.catalog.astrometry import mjd_to_jyear, propagate
 
     python = Path(__file__).resolve().parent / ".venv-lsdb" / "bin" / "python"
     if not python.exists():
@@ -317,7 +318,7 @@ def _lsdb_peer(work: Path, g, s):
 
 
 def _ecsv_skip(path) -> int:
-    from stellardb.readers import detect
+    from stellardb.ingest.readers import detect
 
     return detect(path).header_lines
 

@@ -21,12 +21,13 @@ otherwise trains a quick one on a small simulated sky first.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from stellardb.config import quiet_tensorflow_logs  # noqa: E402
+
+quiet_tensorflow_logs()
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402
@@ -35,9 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import sky_database  # noqa: E402
 from common import OUT, machine, save  # noqa: E402
 
-from stellardb import score, train  # noqa: E402
-from stellardb.db import connect  # noqa: E402
-from stellardb.features import FEATURES, PARAMETERS  # noqa: E402
+from stellardb.ml import score  # noqa: E402
+from stellardb.ml import model_store, train  # noqa: E402
+from stellardb.ml.scorer import NumpyScorer  # noqa: E402
+from stellardb.catalog.db import connect  # noqa: E402
+from stellardb.ml.features import FEATURES, PARAMETERS  # noqa: E402
 
 
 def _best_of(fn, repeats=3):
@@ -61,8 +64,8 @@ def main() -> None:
     db = sky_database(args.sky_stars, 11)
     if not (models_dir / args.model / "card.json").is_file():
         print(f"no model {args.model} in {models_dir}: training a quick one", flush=True)
-        train.run(db, name=args.model, quick=True, seed=1, models_dir=models_dir, progress=False, plots=False)
-    card, models = score.load_model_folder(args.model, models_dir)
+        train.run(db, model=args.model, quick=True, seed=1, models_dir=models_dir, progress=None, plots=False)
+    card, models = model_store.load_model_folder(args.model, models_dir)
     hidden = card["architecture"]["hidden_units"]
     members = card["architecture"].get("members", {q: 1 for q in PARAMETERS})
 
@@ -74,8 +77,8 @@ def main() -> None:
     x = np.tile(base, (int(np.ceil(args.stars / len(base))), 1))[: args.stars]
     missing = float(np.mean(~np.isfinite(x)))
 
-    scorer = score.NumpyScorer({p: score.fold_model(models[p]) for p in PARAMETERS})
-    numpy_s, pred = _best_of(lambda: scorer.predict(x))
+    numpy_scorer = NumpyScorer({p: model_store.fold_model(models[p]) for p in PARAMETERS})
+    numpy_s, pred = _best_of(lambda: numpy_scorer.predict(x))
     numpy_rate = len(x) / numpy_s
 
     xk = x[: args.keras_stars]
@@ -96,7 +99,7 @@ def main() -> None:
         agree[p]["pass"] = agree[p]["max_abs_diff_value"] <= 1e-4 * scale and agree[p]["max_abs_diff_error"] <= 1e-4 * scale
 
     t0 = time.perf_counter()
-    summary = score.run(db, model=args.model, models_dir=models_dir, progress=False)
+    summary = score.run(db, model=args.model, models_dir=models_dir, progress=None)
     end_to_end_s = time.perf_counter() - t0
     # peer for the loop: DuckDB alone reading the same columns of scoring_set
     con = duckdb.connect(str(db), read_only=True)

@@ -29,17 +29,19 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from stellardb.config import quiet_tensorflow_logs  # noqa: E402
+
+quiet_tensorflow_logs()
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, machine, save  # noqa: E402
 
-from stellardb import train  # noqa: E402
-from stellardb.db import connect  # noqa: E402
-from stellardb.metrics import residual_stats  # noqa: E402
-from stellardb.features import FEATURES, GSPPHOT, PARAMETERS, UNITS  # noqa: E402
+from stellardb.ml import train  # noqa: E402
+from stellardb.catalog.db import connect  # noqa: E402
+from stellardb.ml.metrics import residual_stats  # noqa: E402
+from stellardb.ml.features import FEATURES, GSPPHOT, PARAMETERS, UNITS  # noqa: E402
 
 # The full SWEET-Cat table (4,201 rows; not committed, tests use a 585-row cut): --sweetcat PATH or
 # $STELLARDB_SWEETCAT; the stage is skipped, saying so, when it is not on this machine.
@@ -49,7 +51,7 @@ TOLERANCE = {"teff": 5.0, "logg": 0.01, "feh": 0.01}
 
 def sky_database(stars: int, seed: int, all_labelled: bool = False) -> Path:
     """Simulate, ingest and crossmatch a sky (cached); optionally label every star from the truth."""
-    from stellardb import ingest
+    from stellardb.ingest import pipeline as ingest
     from stellardb.simulate import simulate
 
     OUT.mkdir(exist_ok=True)
@@ -121,9 +123,10 @@ def lightgbm_mads(db: Path, seed: int) -> dict:
 
 def test_predictions(summary, db: Path):
     """Predictions of a trained model for the comparison sample, keyed by source_id order."""
-    from stellardb.score import NumpyScorer, load_model_folder, fold_model
+    from stellardb.ml.model_store import fold_model, load_model_folder
+    from stellardb.ml.scorer import NumpyScorer
 
-    card, models = load_model_folder(summary.name, summary.folder.parent)
+    card, models = load_model_folder(summary.model, summary.folder.parent)
     con = connect(db)  # read-only
     data = train.load_training_set(con, list(FEATURES))
     con.close()
@@ -137,7 +140,7 @@ def bench_accuracy(args, result):
     db = sky_database(args.stars, args.seed)
     models = OUT / "models"
     t0 = time.perf_counter()
-    summary = train.run(db, name="bench", seed=1, models_dir=models, progress=False)
+    summary = train.run(db, model="bench", seed=1, models_dir=models, progress=None)
     result["train_s"] = round(time.perf_counter() - t0, 1)
     result["labelled_stars"] = summary.card["data_fingerprint"]["rows"]
     result["members"] = summary.card["architecture"]["members"]
@@ -162,7 +165,7 @@ def bench_accuracy(args, result):
 def bench_repeatability(args, result, db, first):
     summaries = [first]
     for seed in range(2, args.repeats + 1):
-        summaries.append(train.run(db, name=f"bench_seed{seed}", seed=seed, models_dir=OUT / "models", progress=False, plots=False))
+        summaries.append(train.run(db, model=f"bench_seed{seed}", seed=seed, models_dir=OUT / "models", progress=None, plots=False))
     preds = [test_predictions(s, db) for s in summaries]
     rep = {}
     print(f"\nRepeatability over {len(summaries)} seeds (test MAD max - min; median |pred_i - pred_1|):")
@@ -185,7 +188,7 @@ def bench_speed(args, result):
     n = con.execute("select count(*) from training_set").fetchone()[0]
     con.close()
     t0 = time.perf_counter()
-    summary = train.run(db, name="bench_speed", seed=1, models_dir=OUT / "models", progress=False, plots=False)
+    summary = train.run(db, model="bench_speed", seed=1, models_dir=OUT / "models", progress=None, plots=False)
     wall = time.perf_counter() - t0
     ok = wall <= 15 * 60 and n >= 600_000
     per = summary.card["training"]["per_parameter"]
@@ -201,7 +204,7 @@ def bench_sweetcat(args, result):
     import keras
     import pandas as pd
 
-    from stellardb.mlp import build_mlp, heteroscedastic_loss, training_head, value_loss
+    from stellardb.ml.mlp import build_mlp, heteroscedastic_loss, training_head, value_loss
 
     df = pd.read_csv(args.sweetcat)
     df = df.replace(-1, np.nan)

@@ -4,6 +4,6 @@ DuckDB, and MLP stellar parameters for every star.
 ``stellardb.connect(path)`` opens the database with all views of ``sql/``.
 """
 
-from .db import connect
+from stellardb.catalog.db import connect
 
 __all__ = ["connect"]

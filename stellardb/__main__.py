@@ -1,3 +1,3 @@
-from .cli import main
+from stellardb.cli.main import main
 
 main()

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
-from pathlib import Path
+import shutil
 
 import duckdb
-import pyarrow.parquet as pq
 import pytest
 
+from stellardb.ingest import pipeline as ingest
 from stellardb.simulate import simulate
 
-DATA = Path(__file__).parent / "data"
-SKY_STARS = 40_000
-SKY_SEED = 7
+from .helpers import DATA, SKY_SEED, SKY_STARS, gaia_read_csv, small_sky, write
 
 
 @pytest.fixture(scope="session")
@@ -41,37 +38,13 @@ def sky_db(sky):
     return con
 
 
-def ecsv_header_lines(path) -> int:
-    """Number of '#' header lines at the top of a (gzipped) ECSV file."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    n = 0
-    with opener(path, "rt") as fh:
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            n += 1
-    return n
-
-
-def gaia_read_csv(path) -> str:
-    """DuckDB read_csv call for a Gaia archive bulk file (ECSV header, 'null' for missing)."""
-    return (
-        f"read_csv('{path}', skip = {ecsv_header_lines(path)}, header = true, nullstr = 'null', "
-        "delim = ',', quote = '\"', escape = '\"')"
-    )
-
-
-def read_truth(sky):
-    return pq.read_table(sky.files["truth"]).to_pandas()
-
-
 @pytest.fixture(scope="session")
 def sky_db_path(sky, tmp_path_factory):
     """A stellardb DuckDB file with the 40k-star simulated sky ingested and crossmatched.
 
     Tests must not write to it; copy it (``copy_db``) for tests that change the database.
     """
-    from stellardb import ingest
+    from stellardb.ingest import pipeline as ingest
 
     path = tmp_path_factory.mktemp("skydb") / "sky.duckdb"
     for table in ("gaia", "skymapper", "distances", "sos"):
@@ -104,4 +77,23 @@ def stilts():
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_db(tmp_path_factory):
+    """A small database with all four tables filled (copy it before writing)."""
+    folder = tmp_path_factory.mktemp("base")
+    path = folder / "base.duckdb"
+    gaia, sm, dist, labels = small_sky()
+    for table, frame in (("gaia", gaia), ("skymapper", sm), ("distances", dist), ("sos", labels)):
+        ingest.run(path, table, [write(frame, folder / f"{table}.csv")])
+    return path
+
+
+@pytest.fixture
+def db(base_db, tmp_path):
+    """A private copy of the small database."""
+    path = tmp_path / "db.duckdb"
+    shutil.copy(base_db, path)
     return path

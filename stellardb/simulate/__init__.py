@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..cores import process_pool, usable_cores
-from ..errors import UserError
-from . import writers
+from stellardb.cores import process_pool, usable_cores
+from stellardb.errors import UserError
+from stellardb.simulate import writers
 
 CHUNK_STARS = 200_000
 FIRST_OBJECT_ID = 100_000_001
@@ -150,7 +150,7 @@ def simulate(
 
 
 def _build(args):
-    from .surveys import build_chunk
+    from stellardb.simulate.surveys import build_chunk
 
     chunk, lo, n, seed = args
     rng = np.random.default_rng(np.random.SeedSequence([seed, chunk]))

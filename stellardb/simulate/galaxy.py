@@ -66,8 +66,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..astrometry import ICRS_TO_GAL, galactic_to_icrs
-from . import photometry
+from stellardb.catalog.astrometry import ICRS_TO_GAL, galactic_to_icrs
+from stellardb.simulate import photometry
 
 THIN, THICK, HALO = 0, 1, 2
 POPULATION_NAMES = ("thin_disk", "thick_disk", "halo")

@@ -4,7 +4,7 @@ Model
 -----
 **Gaia colour.**  The intrinsic colour X0 = (BP-RP)_0 of a star with (Teff, log g,
 [Fe/H]) is found by inverting the IRFM colour-Teff relation of Casagrande et al.
-2021 (MNRAS 507, 2684; coefficients in CATALOGUES.md), which carries the gravity
+2021 (MNRAS 507, 2684; coefficients in docs/catalogues.md), which carries the gravity
 and metallicity terms real stars have.  Outside its validity range (X0 in
 [0.20, 2.00] for dwarfs, [0.20, 2.55] for giants) Teff(X0) is continued linearly.
 Then ``G - RP = 0.02 + 0.67 X0 - 0.09 X0^2`` and ``BP - G = X0 - (G - RP)``.

@@ -53,10 +53,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ..astrometry import icrs_to_galactic, mjd_to_jyear, propagate, tangent_offset, unit_to_lonlat, lonlat_to_unit
-from ..healpix import GAIA_SOURCE_ID_DIVISOR, radec_to_healpix
-from . import galaxy, photometry
-from .gaia_schema import GAIA_DR3_SOLUTION_ID, GAIA_DR3_ZP
+from stellardb.catalog.astrometry import icrs_to_galactic, mjd_to_jyear, propagate, tangent_offset, unit_to_lonlat, lonlat_to_unit
+from stellardb.catalog.healpix import GAIA_SOURCE_ID_DIVISOR, radec_to_healpix
+from stellardb.simulate import galaxy, photometry
+from stellardb.simulate.gaia_schema import GAIA_DR3_SOLUTION_ID, GAIA_DR3_ZP
 
 GAIA_REF_EPOCH = 2016.0
 CLOSE_PAIR_FRACTION = 0.008

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .gaia_schema import GAIA_SOURCE_COLUMNS
+from stellardb.simulate.gaia_schema import GAIA_SOURCE_COLUMNS
 
 try:  # ISA-L deflate is ~3x faster than zlib at similar ratio; zlib is the fallback.
     from isal import isal_zlib as _zlib

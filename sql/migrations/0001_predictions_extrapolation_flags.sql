@@ -1,0 +1,8 @@
+-- Version 0 -> 1.  Version 0 is every database written before stellardb stored a schema
+-- version (schema_migrations); the oldest of them have predictions without the
+-- extrapolation flags (added 2026-11).  Rows already there keep NULL flags: they were
+-- scored before the flags existed.  "if not exists" because version 0 databases differ.
+alter table predictions add column if not exists teff_outside_training boolean;
+alter table predictions add column if not exists logg_outside_training boolean;
+alter table predictions add column if not exists feh_outside_training boolean;
+alter table predictions add column if not exists inputs_outside_training smallint;

@@ -1,0 +1,486 @@
+"""The ``stellardb`` command line: a thin layer over the library.
+
+Each command parses its options and calls one library function; errors a user
+can fix are :class:`stellardb.errors.UserError` and are printed as one line.
+TensorFlow is never imported here, so ``stellardb --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from stellardb import config
+from stellardb.cli.errors import user_errors
+
+# TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines, oneDNN notes)
+# would bury the progress bars; users can still ask for it (STELLARDB_TF_VERBOSE=1).
+config.quiet_tensorflow_logs()
+
+
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stellardb")
+@click.option(
+    "--db", "db_path", envvar=config.setting("db").envvar, default=config.setting("db").default, show_default=True,
+    type=click.Path(dir_okay=False), help=f"{config.setting('db').help} (env {config.setting('db').envvar})",
+)
+@click.pass_context
+def cli(ctx, db_path):
+    """stellardb: Gaia DR3, SkyMapper, Bailer-Jones distances and spectroscopic
+    labels in DuckDB, and better Teff, log g and [Fe/H] for every star."""
+    ctx.ensure_object(dict)
+    if db_path == ":memory:":
+        raise click.BadParameter("an in-memory database would be lost when the command ends; give a file path.",
+                                 param_hint="--db")
+    ctx.obj["db"] = db_path
+    _exit_cleanly_on_sigterm()
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """`kill` (SIGTERM) ends a command like Ctrl-C does: the transaction is rolled back,
+    a database this command created and scratch copies are removed, then exit 143."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+@cli.command()
+@click.argument("table", type=click.Choice(["gaia", "skymapper", "distances", "sos"]))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--preset", default=None, help="Column spellings of the source (default: detected). See `stellardb presets`.")
+@click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Store file column OLD as stellardb column NEW (OLD= leaves it out); repeatable.")
+@click.option("--survey", default=None, help="sos only: survey name for label files without a survey column.")
+@click.option(
+    "--on-duplicate", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+    help="A key repeated in a file or already stored: refuse the ingest, or keep the first row and report the rest.",
+)
+@click.option("--epoch", type=float, default=None, metavar="YEAR",
+              help="sos only: Julian year of the label positions when the file has no ref_epoch column "
+                   "(default: the preset's, else 2000.0; the report says which was used).")
+@click.option("--hdu", default=None, metavar="N|NAME",
+              help="Which table of a FITS file (extension number or EXTNAME) or VOTable (0, 1, ...) to read; needed "
+                   "when a file holds several.")
+@click.option("--keep", "keep", multiple=True, metavar="COL",
+              help="Also store file column COL, which no stellardb column takes (e.g. SWEET-Cat's SWFlag), as a new "
+                   "column of TABLE; repeatable.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary.")
+@click.pass_context
+@user_errors
+def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, hdu, keep, quiet):
+    """Load catalogue FILES into TABLE, in one transaction.
+
+    TABLE is gaia (Gaia DR3 gaia_source), skymapper (SkyMapper master),
+    distances (Bailer-Jones 2021) or sos (spectroscopic labels of any survey).
+    Files may be the Gaia archive's ECSV .csv.gz, CSV (gzipped or not), FITS,
+    VOTable or Parquet; the format is detected from the content.  Each row gets
+    its nested HEALPix order-12 index; the crossmatch tables are refreshed.  A
+    file already ingested (same sha256) is skipped; any error leaves the
+    database exactly as it was.
+
+    Example:
+
+        stellardb ingest gaia GaiaSource_000000-003111.csv.gz
+
+        stellardb ingest distances gedr3dis.fits --preset bailer-jones-vizier
+
+        stellardb ingest sos pastel.fits --preset pastel
+
+        stellardb ingest sos SWEETCAT_Dataframe.csv --preset sweetcat --keep SWFlag
+    """
+    from stellardb.ingest import pipeline as ingest_lib
+    from stellardb.cli.progress import progress_bar
+
+    with progress_bar(f"ingest {table}", total=len(files), disable=quiet) as advance:
+        result = ingest_lib.run(
+            ctx.obj["db"], table, list(files), preset=preset, renames=ingest_lib.parse_renames(renames),
+            survey=survey, progress=advance, on_duplicate=on_duplicate, keep=keep, epoch=epoch, hdu=hdu,
+        )
+    if not quiet:
+        from stellardb.cli.report import print_ingest_summary
+
+        print_ingest_summary(result)
+
+
+@cli.command()
+@click.pass_context
+@user_errors
+def ingests(ctx):
+    """List the ingested files: id, table, rows stored and still there, format, preset, when, path.
+
+    `stellardb forget ID` removes one of them.
+
+    Example:
+
+        stellardb ingests
+    """
+    from stellardb.ingest import forget as forget_lib
+    from stellardb.cli.report import print_ingests
+
+    print_ingests(forget_lib.list_ingests(ctx.obj["db"]))
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@user_errors
+def forget(ctx, target, yes):
+    """Undo an ingest: remove the rows of one ingested file and what was derived from them.
+
+    TARGET is an ingest id (see `stellardb ingests`) or the ingested file.  In one
+    transaction: the file's rows are deleted, the crossmatches are rebuilt from
+    what remains, the predictions made from those rows (of its Gaia sources, or
+    of stars whose SkyMapper photometry or distance it gave) are deleted, and the
+    file is dropped from `ingests` (so it can be ingested again).
+
+    Example:
+
+        stellardb forget 3
+
+        stellardb forget GaiaSource_000000-003111.csv.gz --yes
+    """
+    from stellardb.ingest import forget as forget_lib
+
+    plan = forget_lib.plan_forget(ctx.obj["db"], target)
+    i = plan.ingest
+    what = f"ingest {i.ingest_id}: {plan.rows:,} rows of {i.table} from {i.file}"
+    also = []
+    if plan.predictions:
+        also.append(f"{plan.predictions:,} predictions made from those rows")
+    if plan.xmatch_pairs:
+        also.append(f"{plan.xmatch_pairs:,} crossmatch pairs (the crossmatch is rebuilt)")
+    if not yes:
+        click.confirm(f"Forget {what}{'; also ' + ', '.join(also) if also else ''}?", abort=True, err=True)
+    result = forget_lib.forget(ctx.obj["db"], str(i.ingest_id))
+    click.echo(f"Forgot {what}" + (f"; deleted {', '.join(also)}" if also else "") + ".")
+    if result.xmatch_pairs is not None:
+        click.echo(f"xmatch now holds {result.xmatch_pairs:,} Gaia-SkyMapper pairs.")
+    if i.table == "sos":
+        click.echo("Models trained on these labels are unchanged until you retrain them (`stellardb train`).")
+
+
+@cli.command()
+@click.pass_context
+@user_errors
+def migrate(ctx):
+    """Bring a database written by an older stellardb to this version's schema.
+
+    Runs, in one transaction, the numbered migrations of sql/migrations/ that the file
+    has not had (every command that writes does this too); nothing stored is lost.
+    Read-only commands (query, library connections) refuse an older file until then.
+
+    Example:
+
+        stellardb --db old.duckdb migrate
+    """
+    from stellardb.catalog import db
+
+    before, after, run = db.migrate(ctx.obj["db"])
+    if not run and before == after:
+        click.echo(f"{ctx.obj['db']} is at schema version {after}, the latest; nothing to do.")
+        return
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in run) or "none needed (tables already current)"
+    click.echo(f"Migrated {ctx.obj['db']} from schema version {before} to {after} (migrations run: {names}).")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be repaired.")
+@click.pass_context
+@user_errors
+def doctor(ctx, dry_run):
+    """Find and repair what an interrupted train left: a model folder the database never
+    recorded (the recorded one is put back from where train parked it) and scratch folders.
+
+    `score` refuses a model folder that differs from the one the database recorded;
+    this puts the recorded one back when it is still there.
+
+    Example:
+
+        stellardb doctor --dry-run
+    """
+    from stellardb.catalog.db import connect
+    from stellardb.ml.doctor import diagnose
+    from stellardb.ml.model_store import models_root
+
+    con = connect(ctx.obj["db"], read_only=True)
+    try:
+        findings = diagnose(con, models_root(None, ctx.obj["db"]), repair=not dry_run)
+    finally:
+        con.close()
+    if not findings:
+        click.echo(f"Nothing to repair in {models_root(None, ctx.obj['db'])}.")
+    for f in findings:
+        click.echo(f"{f.model}: {f.problem}: {f.action}.")
+
+
+@cli.command()
+@click.option("--radius-arcsec", type=float, default=None, help="Match radius in arcsec (stored; default 1.0).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: separations of the pairs, and the matched fraction per SkyMapper r_psf.")
+@click.pass_context
+@user_errors
+def xmatch(ctx, radius_arcsec, plot):
+    """Crossmatch Gaia with SkyMapper (and position-only labels with Gaia).
+
+    For each SkyMapper source, the nearest Gaia source within the radius after
+    moving Gaia along its proper motion to that row's mean_epoch; a Gaia source
+    keeps only its nearest SkyMapper partner.  The logic is the SQL view
+    sql/30_crossmatch/xm_gaia_skymapper.sql; this materialises it as table xmatch.
+
+    Example:
+
+        stellardb xmatch --radius-arcsec 1.0 --plot xmatch.png
+    """
+    from stellardb.catalog import xmatch as xmatch_lib
+
+    stats = xmatch_lib.run(ctx.obj["db"], radius_arcsec, plot)
+    click.echo(
+        f"xmatch: {stats['pairs']:,} Gaia-SkyMapper pairs within {stats['radius_arcsec']:g} arcsec "
+        f"({stats['gaia_rows']:,} Gaia, {stats['skymapper_rows']:,} SkyMapper; median separation "
+        f"{(stats['median_sep_arcsec'] or 0):.3f} arcsec; {stats['ambiguous']:,} with more than one candidate; "
+        f"{stats['label_matches']:,} position-only labels matched) in {stats['seconds']:.2f} s"
+    )
+    skipped = {"Gaia": stats["gaia_skipped"], "SkyMapper": stats["skymapper_skipped"]}
+    if any(skipped.values()):
+        click.echo("left out, unusable for a crossmatch (position off the sphere, non-finite or absurd proper motion "
+                   "or epoch): " + ", ".join(f"{n:,} {name} rows" for name, n in skipped.items() if n)
+                   + "; `stellardb forget` their file, or fix and ingest it again.")
+    if plot:
+        click.echo(f"plot: {plot}")
+
+
+@cli.command()
+@click.argument("sql")
+@click.option(
+    "--format", "fmt", default="table", show_default=True,
+    type=click.Choice(["table", "line", "csv", "json", "parquet", "votable", "fits", "ecsv"]),
+    help="table/line: the first rows on the terminal (line: one 'column = value' per line, for wide rows); "
+         "csv, json (JSON lines) and ecsv to stdout or --output; parquet, votable (BINARY2) and fits to --output. "
+         "VOTable, FITS and ECSV carry each column's unit, UCD and description.",
+)
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="Write to FILE instead of the terminal.")
+@click.option("--max-rows", default=50, show_default=True, help="Rows shown by --format table or line.")
+@click.pass_context
+@user_errors
+def query(ctx, sql, fmt, output, max_rows):
+    """Run SQL on the database (read-only).
+
+    Tables: gaia, skymapper, distances, sos, xmatch, predictions, ingests, model_runs, column_metadata.
+
+    Views: stars, features, scoring_set, training_set, why_not_scored, stars_with_predictions.
+
+    Example:
+
+        stellardb query "select count(*) from stars_with_predictions where feh < -1 and logg < 3"
+
+        stellardb query "select * from stars_with_predictions where model = 'demo'" --format votable -o demo.vot
+
+        stellardb query "select reason, count(*) from why_not_scored group by reason"
+    """
+    from stellardb.catalog import query as query_lib
+
+    preview = query_lib.run_query(ctx.obj["db"], sql, fmt=fmt, output=output, max_rows=max_rows)
+    if fmt in query_lib.PREVIEW_FORMATS and preview is not None:
+        from stellardb.cli.tables import print_lines, print_table
+
+        (print_table if fmt == "table" else print_lines)(preview, max_rows)
+
+
+@cli.command()
+def presets():
+    """List the column-spelling presets that `stellardb ingest --preset` knows.
+
+    Example:
+
+        stellardb presets
+    """
+    from stellardb.ingest.presets import PRESETS
+
+    for p in PRESETS.values():
+        click.echo(f"{p.name:22s} {p.table:10s} {p.description}")
+
+
+@cli.command()
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--stars", default=200_000, show_default=True, type=int, help="Number of Gaia sources to simulate.")
+@click.option("--seed", default=42, show_default=True, type=int, help="Random seed; the same seed gives identical files.")
+@click.option(
+    "--format", "fmt", default="csv", show_default=True, type=click.Choice(["csv", "parquet"]),
+    help="Format of the SkyMapper, distance and label files (Gaia is always the archive's csv.gz).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing, non-empty OUTDIR.")
+@click.option("--truth", is_flag=True, help="Also write truth.parquet (true parameters, for validation only).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@user_errors
+def simulate(outdir, stars, seed, fmt, overwrite, truth, quiet):
+    """Write a simulated southern sky to OUTDIR in the surveys' own formats.
+
+    Four files describe the same simulated stars: gaia_source.csv.gz (Gaia
+    archive bulk ECSV, DR3 columns), skymapper_master.csv (SkyMapper master
+    columns, positions at each row's mean_epoch), bailer_jones_distances.csv and
+    sos_spectro.csv (reference labels for about 5 per cent of the stars).  The
+    model is documented in the stellardb.simulate modules.
+
+    Example:
+
+        stellardb simulate data/sky --stars 200000 --seed 42
+    """
+    from stellardb import simulate as sim
+    from stellardb.cli.progress import progress_bar
+
+    sim.check_arguments(outdir, stars, seed, fmt, overwrite)
+    with progress_bar("simulating stars", total=stars, disable=quiet) as advance:
+        summary = sim.simulate(outdir, stars=stars, seed=seed, fmt=fmt, overwrite=overwrite, truth=truth, progress=advance)
+    if not quiet:
+        from stellardb.cli.report import print_simulation_summary
+
+        print_simulation_summary(summary)
+
+
+def _db_path() -> str:
+    """The group's --db value; else $STELLARDB_DB; else ./stellardb.duckdb."""
+    ctx = click.get_current_context()
+    obj = ctx.find_object(dict)
+    if obj and obj.get("db"):
+        return str(obj["db"])
+    from stellardb.catalog.db import default_path
+
+    return default_path()
+
+
+@cli.command()
+@click.option("--epochs", default=120, show_default=True, type=int, help="Maximum epochs per network; early stopping on the validation split usually ends sooner.")
+@click.option("--seed", default=42, show_default=True, type=int, help="Random seed for weights, dropout and shuffling (the split depends only on source_id).")
+@click.option("--model", "model", default=None, help="Model folder under the models directory ($STELLARDB_MODELS, else models/ beside the database); replaced when training succeeds.  [default: default]")
+@click.option("--name", "name", default=None, hidden=True, help="Old spelling of --model.")
+@click.option("--quick", is_flag=True, help="At most 40 epochs and a shorter patience: for demos and smoke tests.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
+@user_errors
+def train(epochs, seed, model, name, quick, no_plots, quiet):
+    """Train one MLP per parameter (log g: a small deep ensemble) on the training_set view.
+
+    Stars are split 80/10/10 (train/validation/test) by a hash of source_id,
+    stored in the training_split table.  Writes models/MODEL/ beside the database
+    ({teff,logg,feh}.keras; scorer.npz, the networks as arrays that `score` reads
+    without Keras; card.json with features, scaling, split rule, seed, data
+    fingerprint, library versions and metrics; plots/), prints ML and GSP-Phot minus reference on the test
+    split, and stores those numbers in the model_metrics table.  Earlier rows
+    of the predictions table for model MODEL are deleted in the same
+    transaction (they came from the replaced networks); score again.
+
+    Example:
+
+        stellardb --db sky.duckdb train --quick --model demo
+    """
+    from stellardb.errors import require_ml
+
+    if model is not None and name is not None and model != name:
+        raise click.UsageError(f"--model {model} and --name {name} name different models; give one (--name is the old "
+                               "spelling of --model).")
+    model = model if model is not None else name if name is not None else "default"
+    require_ml("stellardb train")
+    from stellardb.ml import train as train_lib
+
+    train_lib.import_keras_quietly()
+
+    from stellardb.cli.progress import staged_progress
+
+    with staged_progress("training", disable=quiet) as progress:  # one bar per network, as each starts
+        summary = train_lib.run(_db_path(), model=model, epochs=epochs, seed=seed, quick=quick, progress=progress,
+                                plots=not no_plots)
+    for finding in summary.repairs:  # said even with --quiet: folders changed
+        click.echo(f"repaired first: {finding.problem}: {finding.action}.")
+    if not quiet:
+        from rich.console import Console
+
+        from stellardb.cli.tables import comparison_table
+
+        # the seed-style table needs ~100 columns; a narrow or piped terminal would truncate it
+        import shutil
+
+        console = Console(width=max(104, shutil.get_terminal_size((104, 24)).columns))
+        console.print(comparison_table(summary.metrics, title=f"Model {summary.model}: test split, predicted - reference (same stars)"))
+        console.print(f"Saved {summary.folder} in {summary.seconds:.0f} s.")
+    if summary.predictions_deleted:
+        # said even with --quiet: rows of the predictions table are gone
+        click.echo(
+            f"Deleted {summary.predictions_deleted:,} earlier predictions of model {summary.model} (made by the networks just "
+            f"replaced); run `stellardb score --model {summary.model}` to predict with the new ones."
+        )
+
+
+@cli.command()
+@click.option("--model", "model", default="default", show_default=True, help="Model folder under the models directory ($STELLARDB_MODELS, else models/ beside the database).")
+@click.option("--batch-rows", default=131_072, show_default=True, type=int, help="Rows per batch read from DuckDB (bounds memory).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: a Kiel diagram (Teff vs log g coloured by [Fe/H]) of the scored stars next to "
+                   "GSP-Phot's for the same stars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@user_errors
+def score(model, batch_rows, plot, quiet):
+    """Predict Teff, log g and [Fe/H] with errors for every star in scoring_set.
+
+    Every star that passes the feature cuts is scored, labelled or not.  The
+    model's rows of the predictions table are replaced in one transaction, so an
+    interrupted run leaves the previous predictions intact.  Each row flags
+    extrapolation: teff/logg/feh_outside_training (prediction outside the
+    training labels' range) and inputs_outside_training (how many inputs lie
+    outside the training range).
+
+    Example:
+
+        stellardb --db sky.duckdb score --model demo
+
+        stellardb --db sky.duckdb score --model demo --plot kiel.png
+    """
+    if plot is not None:
+        from pathlib import Path
+
+        from stellardb.errors import require_ml
+        from stellardb.catalog.export import check_plot_path
+
+        check_plot_path(Path(plot))  # a non-.png or unwritable path is refused before scoring
+        require_ml("score --plot", modules=("matplotlib",))
+    from stellardb.ml import score as score_lib
+
+    from stellardb.cli.progress import staged_progress
+
+    # the bar appears at the first batch: a model or database refused before leaves no empty bar
+    with staged_progress(f"scoring with {model}", disable=quiet) as progress:
+        summary = score_lib.run(_db_path(), model=model, batch_rows=batch_rows, progress=progress)
+    if not quiet:
+        rate = summary.rows / summary.seconds if summary.seconds > 0 else float("inf")
+        click.echo(f"Scored {summary.rows:,} stars with model {summary.model} in {summary.seconds:.1f} s ({rate:,.0f} stars/s).")
+        out = summary.outside_training
+        if out is None:
+            click.echo("No extrapolation flags: this model's card.json has no training_ranges (retrain it to get them).")
+        else:
+            click.echo(
+                "Outside the training labels' range (flagged in *_outside_training): "
+                + ", ".join(f"{p} {out[p]:,}" for p in ("teff", "logg", "feh"))
+                + f"; stars with an input outside the training range (inputs_outside_training > 0): {out['inputs']:,}."
+            )
+    if plot is not None:
+        from stellardb.catalog.db import connect
+        from stellardb.ml.score_plots import write_score_plots
+
+        con = connect(_db_path())  # read-only; score.run has closed its connection
+        try:
+            drawn = write_score_plots(con, summary.model, plot)
+        finally:
+            con.close()
+        click.echo(f"plot: {plot} (Kiel diagram of {drawn['n_scored']:,} scored stars, ML and GSP-Phot)")
+
+
+def main():  # pragma: no cover - entry point for python -m stellardb
+    cli(prog_name="stellardb")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

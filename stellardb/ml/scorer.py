@@ -1,0 +1,331 @@
+"""The NumPy scorer: trained networks as float32 matrices, evaluated without Keras.
+
+:func:`stellardb.ml.model_store.fold_model` exports each trained network to plain
+float32 matrices - the input standardisation and every BatchNormalization folded into
+the adjacent Dense layer - and :class:`NumpyScorer` evaluates the networks of the three
+parameters together with batched matrix products (all first layers, ensemble members
+included, are one product; an ensemble's members are combined as
+:class:`stellardb.ml.mlp.TargetScaling` does).  Its output equals ``model.predict``
+within float32 rounding (tests/ml/test_models.py) and it is several times faster
+(bench/bench_score.py).
+
+Each row also gets extrapolation flags (:class:`RangeFlags`): whether each prediction
+lies outside the training labels' range, and how many inputs lie outside the training
+inputs' range (both ranges are in ``card.json``).  No Keras, TensorFlow or rich here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stellardb.cores import usable_cores
+from stellardb.ml.features import PARAMETERS
+
+# Rows per matrix product: small enough that a layer's activations stay in the
+# L2/L3 cache (8192 x 320 float32 = 10 MB for the five networks of the default
+# models), large enough to amortise Python overhead.
+CHUNK_ROWS = 8192
+# Scorer threads at most (one per core by default).
+MAX_THREADS = 8
+
+
+@dataclass
+class FoldedNet:
+    """One network (one ensemble member) as float32 arrays; the input is ``[x with NaN -> 0, isfinite(x)]``."""
+
+    first_weight: np.ndarray  # (2 * n_inputs, units)
+    first_bias: np.ndarray  # (units,)
+    hidden: list = field(default_factory=list)  # [(weight, bias), ...] after the first layer
+    head_weight: np.ndarray = None  # (units, 2)
+    head_bias: np.ndarray = None  # (2,)
+
+
+@dataclass
+class FoldedMLP:
+    """One parameter's model as float32 arrays: its networks (one, or the ensemble members) and the target scaling."""
+
+    members: list  # [FoldedNet, ...]
+    target_mean: float = 0.0
+    target_scale: float = 1.0
+    error_factor: float = 1.0
+    log_mask: list = field(default_factory=list)  # raw inputs that enter as log10
+    colour_pairs: list = field(default_factory=list)  # appended input differences
+
+    @property
+    def n_inputs(self) -> int:
+        """Network inputs (raw features plus colours), before the missing flags."""
+        return self.members[0].first_weight.shape[0] // 2
+
+
+class NumpyScorer:
+    """Evaluate several folded models on the same raw inputs with batched NumPy.
+
+    Parameters
+    ----------
+    folded : dict
+        ``{parameter: FoldedMLP}``, all with the same inputs.
+    threads : int or None
+        Worker threads, each scoring its own chunks of rows; default one per CPU
+        core (at most :data:`MAX_THREADS`).
+    """
+
+    def __init__(self, folded: dict, threads: int | None = None):
+        from stellardb.ml.features import LOG_SIGMA_MAX, LOG_SIGMA_MIN
+
+        self.threads = max(1, int(threads if threads is not None else min(usable_cores(), MAX_THREADS)))
+        self._blas = None
+
+        self.parameters = tuple(folded)
+        models = [folded[p] for p in self.parameters]
+        # Network inputs: the raw features, then the colours appended to them.
+        self.n_inputs = models[0].n_inputs
+        if any(m.n_inputs != self.n_inputs for m in models):
+            raise ValueError("all networks of a NumpyScorer must take the same inputs")
+        self.colour_pairs = [(int(p[0]), int(p[1]), float(p[2]) if len(p) > 2 else 1.0) for p in models[0].colour_pairs]
+        self.n_features = self.n_inputs - len(self.colour_pairs)
+        # One product for the first layers of every network (ensemble members
+        # included): the input matrix is read once.
+        nets = [net for m in models for net in m.members]
+        self.first_weight = np.ascontiguousarray(np.concatenate([f.first_weight for f in nets], axis=1))
+        self.first_bias = np.concatenate([f.first_bias for f in nets])
+        edges = np.cumsum([0] + [f.first_bias.size for f in nets])
+        slices = iter([slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])])
+        # per parameter: its FoldedMLP and [(columns of the first-layer output, member), ...]
+        self.plan = [(p, m, [(next(slices), net) for net in m.members]) for p, m in zip(self.parameters, models)]
+        masks = {(tuple(f.log_mask), tuple(map(tuple, f.colour_pairs))) for f in models}
+        if len(masks) != 1:
+            raise ValueError("all networks of a NumpyScorer must transform their inputs the same way")
+        self.log_columns = np.flatnonzero(models[0].log_mask or [False] * self.n_features)
+        self.log_sigma_range = (LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        self._first_layers = {}  # missing-flag pattern of a chunk -> its first-layer weights (see _first_layer)
+
+    def predict(self, x: np.ndarray) -> dict:
+        """Predictions for raw inputs ``x`` (n, n_features); NaN or inf means missing.
+
+        Returns
+        -------
+        dict
+            ``{parameter: (value, error)}``, float32 arrays of length n, physical units.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected inputs of shape (n, {self.n_features}), got {x.shape}")
+        n = x.shape[0]
+        out = {p: (np.empty(n, np.float32), np.empty(n, np.float32)) for p in self.parameters}
+        starts = list(range(0, n, CHUNK_ROWS))
+        workers = min(self.threads, len(starts))
+
+        def work(k):
+            # Column-major: the per-column log10, colours and masks below touch
+            # contiguous memory, and BLAS takes either layout at the same speed.
+            buf = np.empty((min(n, CHUNK_ROWS), 2 * self.n_inputs), np.float32, order="F")
+            for lo in starts[k::workers]:
+                hi = min(n, lo + CHUNK_ROWS)
+                self._predict_chunk(x[lo:hi], buf[: hi - lo], out, lo, hi)
+
+        # BLAS is single-threaded on every path, one thread or many: a multi-threaded
+        # OpenBLAS may split a product differently and change the last bit of a few
+        # values (seen: 77 of 30,000 differed by 1 ulp on an AMD EPYC), and a star's
+        # prediction must not depend on the thread count.  Chunks are the same rows
+        # whatever the thread count, so each thread computes exactly what one thread
+        # would.  With one chunk per thread at a time, NumPy releases the GIL in its
+        # loops, so the element-wise work (a third of the time) runs on every core
+        # too, and BLAS threads do not fight the workers for the cores.
+        with self._blas_limit():
+            if workers <= 1:
+                work(0)
+                return out
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(work, range(workers)))
+        return out
+
+    def _blas_limit(self):
+        """Context: BLAS limited to one thread (a no-op without threadpoolctl)."""
+        import contextlib
+
+        if self._blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                self._blas = ThreadpoolController()
+            except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+                self._blas = False
+        return self._blas.limit(limits=1, user_api="blas") if self._blas else contextlib.nullcontext()
+
+    def _first_layer(self, finite):
+        """First-layer weights for a chunk whose is-finite matrix is ``finite``: (weight, bias, flag columns).
+
+        Inputs go missing together (a SkyMapper band takes its absolute magnitudes,
+        error and colours with it; GSP-Phot its six columns), so within a chunk
+        many flag columns are identical, and some are 1 everywhere.  Identical
+        columns f share one column with the sum of their weight rows
+        (``f Wi + f Wj = f (Wi + Wj)``) and a column of ones moves into the bias:
+        the same result with about a third fewer first-layer products.  The
+        merged weights are cached per pattern.
+        """
+        ni = self.n_inputs
+        groups = {}
+        for j in range(ni):
+            groups.setdefault(finite[:, j].tobytes(), []).append(j)
+        key = []
+        for cols in groups.values():
+            column = finite[:, cols[0]]
+            key.append((tuple(cols), 1 if column.all() else 0 if not column.any() else 2))
+        key = tuple(key)
+        cached = self._first_layers.get(key)
+        if cached is None:
+            flag_weight = self.first_weight[ni:].astype(np.float64)
+            bias = self.first_bias.astype(np.float64)
+            rows, flag_columns = [], []
+            for cols, kind in key:
+                merged = flag_weight[list(cols)].sum(axis=0)
+                if kind == 1:  # finite in every row: a constant
+                    bias += merged
+                elif kind == 2:
+                    rows.append(merged)
+                    flag_columns.append(cols[0])
+            # (no varying flag column at all, e.g. a chunk of one star: an empty block of rows)
+            rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), flag_weight.shape[1])
+            weight = np.concatenate([self.first_weight[:ni], rows.astype(np.float32)], axis=0)
+            cached = (np.ascontiguousarray(weight), bias.astype(np.float32), np.asarray(flag_columns, dtype=np.intp))
+            if len(self._first_layers) < 256:
+                self._first_layers[key] = cached
+        return cached
+
+    def _predict_chunk(self, x, inp, out, lo, hi):
+        nf, ni = self.n_features, self.n_inputs
+        xin = inp[:, :ni]
+        xin[:, :nf] = x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j in self.log_columns:
+                # log10 of a negative value is NaN and of 0 is -inf: both non-finite,
+                # so missing, as the Keras layer treats non-positive values.
+                np.log10(xin[:, j], out=xin[:, j])
+            for c, (i, j, k) in enumerate(self.colour_pairs):
+                col = xin[:, nf + c]
+                if k == 1.0:
+                    np.subtract(xin[:, i], xin[:, j], out=col)
+                else:
+                    np.multiply(xin[:, j], -k, out=col)
+                    col += xin[:, i]
+        finite = np.isfinite(xin)
+        np.copyto(xin, 0.0, where=~finite)
+        weight, bias, flag_columns = self._first_layer(finite)
+        width = ni + len(flag_columns)
+        inp[:, ni:width] = finite[:, flag_columns]
+        h = inp[:, :width] @ weight
+        h += bias
+        np.maximum(h, 0.0, out=h)
+        for p, model, members in self.plan:
+            heads = []
+            for cols, net in members:
+                a = h[:, cols]
+                for w, b in net.hidden:
+                    a = a @ w
+                    a += b
+                    np.maximum(a, 0.0, out=a)
+                head = a @ net.head_weight
+                head += net.head_bias
+                heads.append(head)
+            value, error = out[p]
+            if len(heads) == 1:
+                mu, log_sigma = heads[0][:, 0], np.clip(heads[0][:, 1], *self.log_sigma_range)
+                np.exp(log_sigma, out=error[lo:hi])
+            else:
+                # the mixture of the members' Gaussians (stellardb.ml.mlp.TargetScaling)
+                mus = np.stack([hd[:, 0] for hd in heads], axis=1)
+                log_sigmas = np.clip(np.stack([hd[:, 1] for hd in heads], axis=1), *self.log_sigma_range)
+                mu = mus.mean(axis=1)
+                variance = np.exp(2.0 * log_sigmas).mean(axis=1)
+                variance += np.square(mus - mu[:, None]).mean(axis=1)
+                np.sqrt(variance, out=error[lo:hi])
+            np.multiply(mu, model.target_scale, out=value[lo:hi])
+            value[lo:hi] += model.target_mean
+            error[lo:hi] *= model.target_scale * model.error_factor
+
+
+# ---------------------------------------------------------------- extrapolation flags
+
+
+class RangeFlags:
+    """Flags for predictions and inputs outside the training data (card.json ``training_ranges``).
+
+    * ``{parameter}_outside_training``: the prediction is below the smallest or
+      above the largest label of the training split;
+    * ``inputs_outside_training``: the number of network inputs (features in the
+      units the network sees, then colours) whose finite value lies outside the
+      training split's range; missing inputs do not count.
+
+    Parameters
+    ----------
+    ranges : dict
+        ``card["training_ranges"]`` (``labels``: parameter -> [min, max];
+        ``inputs``: input name -> [min, max], in network-input order).
+    features : sequence of str
+        The model's raw input columns.
+    """
+
+    def __init__(self, ranges: dict, features):
+        from stellardb.ml.features import colour_pairs_for, input_names, log_mask_for
+
+        self.features = list(features)
+        self.log_mask = log_mask_for(self.features)
+        self.colour_pairs = colour_pairs_for(self.features)
+        names = input_names(self.features)
+        inputs = ranges["inputs"]
+        if list(inputs) != names:
+            raise ValueError(f"training_ranges.inputs names {list(inputs)[:3]}... do not match the model's inputs")
+        lo = [(r[0] if r is not None else np.inf) for r in inputs.values()]
+        hi = [(r[1] if r is not None else -np.inf) for r in inputs.values()]
+        # an input never seen finite in training: any finite value is outside
+        self.input_min = np.asarray(lo, dtype=np.float64)
+        self.input_max = np.asarray(hi, dtype=np.float64)
+        labels = ranges["labels"]
+        if set(labels) != set(PARAMETERS):
+            raise ValueError(f"training_ranges.labels has {sorted(labels)}, not {list(PARAMETERS)}")
+        if any(r is not None and len(r) != 2 for r in labels.values()) or any(
+                r is not None and len(r) != 2 for r in inputs.values()):
+            raise ValueError("a training range is not a [min, max] pair")
+        self.label_range = {p: (tuple(float(v) for v in r) if r is not None else (np.inf, -np.inf)) for p, r in labels.items()}
+
+    @classmethod
+    def from_card(cls, card: dict):
+        """The flags of a model, or None for a card written before ``training_ranges`` existed."""
+        ranges = card.get("training_ranges")
+        if not ranges:
+            return None
+        return cls(ranges, card["features"])
+
+    def inputs_outside(self, x: np.ndarray) -> np.ndarray:
+        """Per row of raw inputs ``x``: how many network inputs lie outside the training range (int16).
+
+        Computed in float32 column by column, as training computed the ranges
+        (log10, then colours), so a training star at a bound is inside.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        count = np.zeros(x.shape[0], np.int16)
+        lo, hi = self.input_min.astype(np.float32), self.input_max.astype(np.float32)
+        columns = []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j in range(x.shape[1]):
+                column = x[:, j]
+                if self.log_mask[j]:
+                    column = np.log10(np.where(column > 0, column, np.nan))
+                # +-inf is missing for the network, as NaN is; NaN compares False
+                column = np.where(np.isinf(column), np.nan, column)
+                columns.append(column)
+                count += (column < lo[j]) | (column > hi[j])
+            for c, (i, j, k) in enumerate(self.colour_pairs):
+                colour = columns[i] - columns[j] if k == 1.0 else columns[i] - k * columns[j]
+                count += (colour < lo[len(columns) + c]) | (colour > hi[len(columns) + c])
+        return count
+
+    def outside_label_range(self, parameter: str, value: np.ndarray) -> np.ndarray:
+        """Whether each prediction of ``parameter`` lies outside the training labels' range."""
+        lo, hi = self.label_range[parameter]
+        value = np.asarray(value, dtype=np.float64)
+        return (value < lo) | (value > hi)

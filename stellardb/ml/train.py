@@ -1,0 +1,613 @@
+"""``stellardb train``: one MLP (or small deep ensemble) per stellar parameter, trained on the ``training_set`` view.
+
+The pipeline, in order:
+
+1. Check the database: the ``features`` view must carry exactly
+   :data:`stellardb.ml.features.FEATURES`; ``training_set`` must hold enough labelled
+   stars.  Nothing is written before these checks pass.
+2. Split the labelled stars 80/10/10 by a hash of ``source_id``
+   (:func:`split_bucket`), so a star keeps its split across runs and database
+   rebuilds.  The split is stored in the ``training_split`` table.
+3. Standardise the inputs (log10 of long-tailed columns, plus colours) with the
+   training-split mean and standard deviation (missing values become 0 after
+   standardising, plus an is-missing flag) and train each network with a cosine
+   learning-rate decay and early stopping on the validation split.  A
+   parameter with several :data:`ENSEMBLE_MEMBERS` trains them together in one
+   model whose output is their mean and mixture sigma.  The ranges of the
+   training labels and inputs go into ``card.json`` for ``score``'s
+   extrapolation flags.
+4. Calibrate the per-star error on the validation split, then report on the test
+   split: ML minus reference and, on the same stars, GSP-Phot minus reference.
+5. Write ``models/NAME/{teff,logg,feh}.keras``, ``card.json`` and ``plots/``
+   into a temporary folder that replaces ``models/NAME`` only when complete,
+   and the metrics into the ``model_metrics`` table, in the transaction that
+   deletes the earlier ``predictions`` rows of that model name (they came from
+   the networks being replaced).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stellardb.catalog import db as catalog_db
+from stellardb.config import get as get_setting
+from stellardb.config import quiet_tensorflow_logs
+from stellardb.errors import InterruptedAfterCommit, UserError
+from stellardb.ml.doctor import diagnose
+from stellardb.ml.metrics import calibration_factor, residual_stats
+from stellardb.ml.features import (FEATURES, GSPPHOT, PARAMETERS, UNITS, check_features, colour_names, colour_pairs_for,
+                                   input_names, log_mask_for, prepare_inputs)
+from stellardb.ml.model_store import check_model_name, fold_model, models_root, record_run, save_atomically
+from stellardb.ml.scorer import NumpyScorer
+
+# Before Keras pulls in TensorFlow: its C++ start-up chatter would bury the
+# one-line messages users need.
+quiet_tensorflow_logs()
+
+# ---------------------------------------------------------------- the split rule
+
+SPLIT_RULE = (
+    "bucket = splitmix64(source_id as uint64) % 100 "
+    "(splitmix64: z += 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9; "
+    "z = (z ^ z >> 27) * 0x94D049BB133111EB; z ^= z >> 31; all mod 2^64); "
+    "bucket 0-79 train, 80-89 validation, 90-99 test"
+)
+SPLITS = ("train", "validation", "test")
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+# Fewer labelled stars than this per parameter cannot fill three splits usefully.
+MIN_LABELLED_STARS = 100
+MIN_SPLIT_STARS = 5
+
+
+# Hyper-parameters chosen on a simulated 1 M-star sky; the experiments are in docs/decisions.md.
+HIDDEN_UNITS = (64, 64)
+DROPOUT = 0.02
+LEARNING_RATE = 3e-3
+HUBER_DELTA = 1.0  # standardised units (smaller deltas gave larger MADs: docs/decisions.md)
+PATIENCE_EPOCHS = 25
+QUICK_PATIENCE_EPOCHS = 10
+QUICK_MAX_EPOCHS = 40
+# Samples each network may see (epochs x training rows): on large training sets this,
+# not --epochs, limits the epochs, so 600k labelled stars train in minutes.
+SAMPLE_BUDGET = 24_000_000
+# Networks per parameter: a deep ensemble (stellardb.ml.mlp.build_mlp, members=) of
+# networks trained together from different initial weights; their mean is the
+# prediction and their mixture sigma the error.  Three for log g, whose single network
+# varied more between seeds than its lead over LightGBM; one elsewhere, since each
+# network costs the scorer a fifth of its speed (docs/decisions.md).
+ENSEMBLE_MEMBERS = {"teff": 1, "logg": 3, "feh": 1}
+
+
+def epochs_for(n_train: int, epochs: int) -> int:
+    """Maximum epochs: ``epochs``, capped by :data:`SAMPLE_BUDGET` (but at least 10)."""
+    return int(min(epochs, max(10, SAMPLE_BUDGET // max(n_train, 1))))
+
+
+def split_bucket(source_id) -> np.ndarray:
+    """``splitmix64(source_id) % 100`` for an array of Gaia source_ids (int64).
+
+    splitmix64 (Steele, Lea & Flood 2014) mixes every bit of the id, so
+    neighbouring source_ids (neighbouring HEALPix pixels) land in unrelated
+    buckets.
+    """
+    z = np.asarray(source_id, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MIX1
+        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = z ^ (z >> np.uint64(31))
+    return (z % np.uint64(100)).astype(np.int16)
+
+
+def assign_split(source_id) -> np.ndarray:
+    """Split name per star: ``"train"``, ``"validation"`` or ``"test"`` (see :data:`SPLIT_RULE`)."""
+    bucket = split_bucket(source_id)
+    return np.where(bucket < 80, "train", np.where(bucket < 90, "validation", "test"))
+
+
+TRAINING_QUERY = "select source_id, {features}, teff, e_teff, logg, e_logg, feh, e_feh from training_set order by source_id"
+
+@dataclass
+class LabelledData:
+    source_id: np.ndarray
+    x: np.ndarray  # (n, n_features) float32, NaN where missing
+    labels: dict  # parameter -> float64 array, NaN where missing
+    split: np.ndarray  # "train" | "validation" | "test"
+    fingerprint: str = ""
+
+
+def load_training_set(con, features) -> LabelledData:
+    """Read ``training_set`` into memory, split it, and fingerprint it (sha256 of ids, inputs and labels)."""
+
+    sql = TRAINING_QUERY.format(features=", ".join(catalog_db.quote_identifier(f) for f in features))
+    try:
+        table = con.sql(sql).to_arrow_table()
+    except Exception as exc:
+        raise UserError(f"Cannot read the training_set view ({str(exc).splitlines()[0]}); run `stellardb ingest` with reference labels first.") from None
+    source_id = table.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    x = np.empty((table.num_rows, len(features)), np.float32)
+    for j, name in enumerate(features):
+        x[:, j] = table.column(name).to_numpy(zero_copy_only=False)
+    labels = {p: table.column(p).to_numpy(zero_copy_only=False).astype(np.float64) for p in PARAMETERS}
+    digest = hashlib.sha256()
+    digest.update(source_id.tobytes())
+    digest.update(np.ascontiguousarray(x).tobytes())
+    for p in PARAMETERS:
+        digest.update(labels[p].tobytes())
+    return LabelledData(source_id, x, labels, assign_split(source_id), digest.hexdigest())
+
+
+def why_no_training_stars(con) -> str:
+    """What is missing when ``training_set`` is empty, naming the input and the command that supplies it."""
+
+    n_scored = con.execute("select count(*) from scoring_set").fetchone()[0]
+    if n_scored == 0:
+        return f"no star passes the feature cuts ({catalog_db.why_not_scored_summary(con)})"
+    n_labels = catalog_db.row_count(con, "sos")
+    if n_labels == 0:
+        return (f"{n_scored:,} stars pass the feature cuts but no reference labels are stored; "
+                "ingest some (e.g. `stellardb ingest sos sos_spectro.csv`)")
+    n_matched = con.execute("select count(*) from best_labels").fetchone()[0]
+    if n_matched == 0:
+        return (f"none of the {n_labels:,} stored label rows belongs to an ingested Gaia source (by source_id, or by "
+                "position for labels without one); check that the labels and the Gaia files cover the same sky")
+    return (f"{n_matched:,} Gaia sources have a reference label but none of them passes the feature cuts "
+            "(`stellardb query \"select reason, count(*) from why_not_scored join best_labels using (source_id) "
+            "group by reason\"` says why)")
+
+
+def check_enough_labels(data: LabelledData) -> None:
+    """Raise UserError when a parameter has too few labelled stars in any split."""
+
+    if data.source_id.size == 0:
+        raise UserError(
+            "training_set is empty: no star that passes the feature cuts has a reference label. "
+            "Ingest labels (e.g. `stellardb ingest sos sos_spectro.csv`) and crossmatch first."
+        )
+    for p in PARAMETERS:
+        ok = np.isfinite(data.labels[p])
+        counts = {s: int(np.sum(ok & (data.split == s))) for s in SPLITS}
+        if ok.sum() < MIN_LABELLED_STARS or min(counts.values()) < MIN_SPLIT_STARS:
+            raise UserError(
+                f"Too few stars with a {p} label to train: {int(ok.sum())} "
+                f"(train/validation/test {counts['train']}/{counts['validation']}/{counts['test']}); "
+                f"at least {MIN_LABELLED_STARS}, and {MIN_SPLIT_STARS} per split, are needed. Ingest more reference labels."
+            )
+
+
+def feature_scaling(x_train: np.ndarray):
+    """Mean and standard deviation of each input over its finite training values (1 where constant or empty)."""
+    x = np.where(np.isfinite(x_train), x_train, np.nan).astype(np.float64)
+    with warnings.catch_warnings():
+        # An input with no finite training value (all-NaN column) is allowed; it gets 0 and 1.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=0)
+        scale = np.nanstd(x, axis=0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    return mean, scale
+
+
+def finite_range(values) -> list | None:
+    """``[min, max]`` of the finite values (None when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return [float(v.min()), float(v.max())] if v.size else None
+
+
+def training_ranges(data: "LabelledData", prepared_train: np.ndarray, input_names) -> dict:
+    """The training split's label range per parameter and range of every network input.
+
+    ``score`` flags predictions outside the label range and counts the inputs
+    outside the input range (``stellardb.ml.scorer.RangeFlags``).  ``prepared_train``
+    holds the network inputs of the training rows (log10 columns, then colours),
+    named by ``input_names``.
+    """
+
+    train_rows = data.split == "train"
+    return {
+        "rule": "min and max over the finite values of the training split; inputs in the units the network sees "
+                "(log10 for log_features, colours appended)",
+        "labels": {p: finite_range(data.labels[p][train_rows]) for p in PARAMETERS},
+        "inputs": {name: finite_range(prepared_train[:, j]) for j, name in enumerate(input_names)},
+    }
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class TrainSummary:
+    model: str
+    folder: Path
+    card: dict
+    metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    predictions_deleted: int = 0  # earlier `predictions` rows of this model name, deleted with the new metrics
+    repairs: list = field(default_factory=list)  # stellardb.ml.doctor findings repaired before training
+
+
+def batch_size_for(n_train: int) -> int:
+    """Mini-batch size: about 200 steps per epoch, a power of two in [64, 2048]."""
+    return int(np.clip(2 ** np.round(np.log2(max(n_train, 1) / 200)), 64, 2048))
+
+
+def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience, hidden_units=HIDDEN_UNITS,
+                  progress=None, log_mask=None, colour_pairs=None, members=1):
+    """Train the network (or deep ensemble) for one parameter; return (inference model, history dict).
+
+    Parameters
+    ----------
+    parameter : str
+        ``teff``, ``logg`` or ``feh`` (the model's name).
+    x : ndarray (n, n_features)
+        Raw inputs of the labelled stars; ``y`` their labels (finite).
+    split : ndarray of str
+        Split of each row.
+    seed : int
+        Seeds Keras, NumPy and the backend (weights, dropout, shuffling).
+    epochs, patience : int
+        Maximum epochs and early-stopping patience (on the validation Huber loss).
+    progress : callable(done, total) or None
+        Called after each epoch.
+    log_mask : sequence of bool or None
+        Inputs that enter as log10 (``feature_mean``/``feature_scale`` are of the log).
+    colour_pairs : sequence of (int, int) or None
+        Input differences appended as extra inputs (``feature_mean`` covers them).
+    members : int
+        Networks in the deep ensemble, trained together (one model, the sum of
+        their losses, each with its own initial weights and dropout); early
+        stopping watches the Huber loss of their mean prediction.
+    """
+    import keras
+
+    from stellardb.ml.mlp import build_mlp, heteroscedastic_loss, training_head, value_loss
+
+    keras.utils.set_random_seed(seed)
+    tr, va = split == "train", split == "validation"
+    y_mean, y_scale = float(np.mean(y[tr])), float(np.std(y[tr]) or 1.0)
+    model = build_mlp(
+        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask,
+        colour_pairs=colour_pairs, members=members,
+    )
+    head = training_head(model)
+    batch_size = batch_size_for(int(tr.sum()))
+    steps_per_epoch = int(np.ceil(tr.sum() / batch_size))
+    # Cosine decay to 2 per cent over the maximum epochs: every run ends at a small
+    # learning rate, so seeds agree (docs/decisions.md).
+    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=epochs * steps_per_epoch, alpha=0.02)
+    head.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=heteroscedastic_loss(HUBER_DELTA),
+        metrics=[value_loss(HUBER_DELTA)],
+    )
+
+    class _Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if progress is not None:
+                progress(epoch + 1, epochs)
+
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_huber", mode="min", patience=patience, restore_best_weights=True),
+        _Progress(),
+    ]
+    z = ((y - y_mean) / y_scale).astype(np.float32)
+    history = head.fit(
+        x[tr], z[tr],
+        validation_data=(x[va], z[va]),
+        epochs=epochs,
+        batch_size=batch_size,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    if progress is not None:
+        progress(epochs, epochs)
+    val = model.predict(x[va], batch_size=8192, verbose=0)
+    factor = calibration_factor(val[:, 0], y[va], val[:, 1])
+    # Rebuild with the calibration factor in the config, so the saved file carries it.
+    calibrated = build_mlp(
+        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask,
+        colour_pairs=colour_pairs, members=members,
+    )
+    calibrated.get_layer("target_scaling").error_factor = factor
+    calibrated.set_weights(model.get_weights())
+    val_huber = history.history["val_huber"]
+    info = {
+        "target_mean": y_mean,
+        "target_scale": y_scale,
+        "error_factor": factor,
+        "members": int(members),
+        "batch_size": batch_size,
+        "epochs_run": len(val_huber),
+        "best_epoch": int(np.argmin(val_huber)) + 1,
+        "best_val_huber": float(np.min(val_huber)),
+        "n_train": int(tr.sum()),
+        "n_validation": int(va.sum()),
+        "n_test": int((split == "test").sum()),
+    }
+    return calibrated, info
+
+
+def evaluate(data: LabelledData, predictions: dict, features) -> dict:
+    """Test-split statistics: ML on all test stars, and ML vs GSP-Phot on the test stars that have both."""
+
+    test = data.split == "test"
+    out = {}
+    for p in PARAMETERS:
+        value, error = predictions[p]
+        ref = data.labels[p]
+        gsp = data.x[:, list(features).index(GSPPHOT[p])].astype(np.float64)
+        gsp_err = data.x[:, list(features).index(GSPPHOT[p] + "_err")].astype(np.float64)
+        labelled = test & np.isfinite(ref)
+        both = labelled & np.isfinite(gsp)
+        out[p] = {
+            "mlp": residual_stats(value[both], ref[both], error[both]),
+            "gspphot": residual_stats(gsp[both], ref[both], gsp_err[both]),
+            "mlp_all_test": residual_stats(value[labelled], ref[labelled], error[labelled]),
+        }
+    return out
+
+
+def library_versions() -> dict:
+    """Versions of the libraries that train (card.json ``versions``), Keras's backend included."""
+    import keras
+
+    from stellardb.ml.versions import library_versions as versions
+
+    return versions(ml=True) | {"keras_backend": keras.backend.backend()}
+
+
+def import_keras_quietly() -> None:
+    """Load Keras/TensorFlow with stderr silenced at the file-descriptor level.
+
+    TensorFlow's C++ start-up lines (absl's "log messages before InitializeLog",
+    oneDNN notes, CUDA probing on CPU-only machines) bypass TF_CPP_MIN_LOG_LEVEL
+    and would bury progress bars and one-line errors.  Set
+    STELLARDB_TF_VERBOSE=1 to see them.
+    """
+    quiet_tensorflow_logs()
+    if get_setting("tf_verbose"):
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401  (imports the backend)
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the device probe prints at first use
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def run(
+    db,
+    model: str = "default",
+    epochs: int = 120,
+    seed: int = 42,
+    quick: bool = False,
+    models_dir=None,
+    progress=None,
+    plots: bool = True,
+    hidden_units=HIDDEN_UNITS,
+    members=None,
+) -> TrainSummary:
+    """Train, evaluate and save the three models; see the module docstring.
+
+    Parameters
+    ----------
+    db : path
+        DuckDB database with the stellardb views.
+    model : str
+        Model folder name under the models directory (letters, digits, ``._-``),
+        checked by :func:`stellardb.ml.model_store.check_model_name` as ``score`` does.
+        An existing folder of that name is replaced once the new one is complete.
+    epochs : int
+        Maximum epochs per network (early stopping usually ends sooner).
+    seed : int
+        Random seed (weights, dropout, shuffling); the split does not depend on it.
+    quick : bool
+        At most 40 epochs and a shorter patience (for demos and tests).
+    models_dir : path or None
+        Default $STELLARDB_MODELS, else models/ beside the database file.
+    progress : callable, optional
+        ``progress(done, total, stage=...)`` after each epoch; ``stage`` names the
+        network being trained (``"training teff (epochs)"``).
+    plots : bool
+        Write the PNG plots.
+    hidden_units : sequence of int
+        Hidden layer widths.
+    members : dict or None
+        Networks per parameter (deep-ensemble members); default :data:`ENSEMBLE_MEMBERS`.
+
+    Returns
+    -------
+    TrainSummary
+
+    Raises
+    ------
+    UserError
+        Bad arguments, a database without the expected views or columns, or too
+        few labelled stars.  Nothing is written in that case.
+    """
+    name = check_model_name(model)
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise UserError(f"--epochs must be a positive whole number, got {epochs!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {seed!r}.")
+    root = models_root(models_dir, db)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"Models directory {root} is not a directory; set STELLARDB_MODELS to another path.")
+    members = {**ENSEMBLE_MEMBERS, **(members or {})}
+    if sorted(members) != sorted(PARAMETERS) or not all(isinstance(k, (int, np.integer)) and k >= 1 for k in members.values()):
+        raise UserError(f"members must give a positive whole number for each of {', '.join(PARAMETERS)}, got {members!r}.")
+    features = list(FEATURES)
+    max_epochs = min(epochs, QUICK_MAX_EPOCHS) if quick else epochs
+    patience = QUICK_PATIENCE_EPOCHS if quick else PATIENCE_EPOCHS
+
+    t0 = time.perf_counter()
+    con = catalog_db.connect(db, read_only=False)
+    try:
+        # what an interrupted train left (stellardb doctor): the recorded model back, scratch gone
+        repairs = diagnose(con, root, repair=True)
+        check_features(con, features)
+        data = load_training_set(con, features)
+        if data.source_id.size == 0:
+            raise UserError(f"training_set is empty: {why_no_training_stars(con)}.")
+        check_enough_labels(data)
+        train_rows = data.split == "train"
+        log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
+        prepared_train = prepare_inputs(data.x[train_rows], log_mask, colour_pairs)
+        feature_mean, feature_scale = feature_scaling(prepared_train)
+        ranges = training_ranges(data, prepared_train, input_names(features))
+        del prepared_train
+
+        models, infos = {}, {}
+        max_epochs = epochs_for(int(np.sum(train_rows)), max_epochs)
+        for k, p in enumerate(PARAMETERS):
+            ok = np.isfinite(data.labels[p])
+            advance = None if progress is None else (
+                lambda done, total, stage=f"training {p} (epochs)": progress(done, total, stage=stage))
+            models[p], infos[p] = fit_parameter(
+                p, data.x[ok], data.labels[p][ok], data.split[ok], feature_mean, feature_scale,
+                seed + k, max_epochs, patience, hidden_units, advance, log_mask, colour_pairs, members[p],
+            )
+        scorer_parts = {p: fold_model(models[p]) for p in PARAMETERS}
+        scorer = NumpyScorer(scorer_parts)
+        predictions = scorer.predict(data.x)
+        metrics = evaluate(data, predictions, features)
+        trained_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        card = {
+            "name": name,
+            "trained_at": trained_at.isoformat() + "Z",
+            "parameters": list(PARAMETERS),
+            "units": {p: UNITS[p] for p in PARAMETERS},
+            "source_view": "training_set",
+            "query": TRAINING_QUERY.format(features=", ".join(features)),
+            "features": features,
+            "scaling": {
+                "rule": "x -> log10(x) for log_features (non-positive -> missing); z = (x - mean) / scale over the finite "
+                        "training-split values; missing (non-finite) -> z = 0 plus an is-missing flag",
+                "log_features": [f for f, m in zip(features, log_mask) if m],
+                "colours": colour_names(features),
+                "inputs": "features, then colours (derived inputs a - k b); feature_mean/feature_scale cover both",
+                "feature_mean": [float(v) for v in feature_mean],
+                "feature_scale": [float(v) for v in feature_scale],
+                "targets": {p: {"mean": infos[p]["target_mean"], "scale": infos[p]["target_scale"]} for p in PARAMETERS},
+            },
+            "architecture": {
+                "hidden_units": list(hidden_units),
+                "dropout": DROPOUT,
+                "layer": "Dense (no bias) -> BatchNormalization -> ReLU -> Dropout",
+                "head": "Dense(2): prediction and log sigma in standardised units",
+                "members": {p: int(members[p]) for p in PARAMETERS},
+                "ensemble": "a parameter with members > 1 is a deep ensemble inside its one .keras file: that many copies "
+                            "of the hidden layers and head (layers member{k}_dense_{i}, ...), from different initial "
+                            "weights, trained together on the sum of their losses; value = mean of the members' "
+                            "predictions, error = sqrt(mean(sigma_k^2) + var(mu_k)) (the mixture's sigma) times error_factor",
+                "loss": f"Huber(delta={HUBER_DELTA}) on the prediction + Gaussian NLL of sigma with the prediction held fixed",
+                "uncertainty": "heteroscedastic sigma head (the members' mixture sigma for an ensemble), scaled by "
+                               "error_factor so that 68.27% of validation stars have |r| < error",
+            },
+            "training": {
+                "optimizer": "Adam, cosine decay of the learning rate to 2% over max_epochs",
+                "learning_rate": LEARNING_RATE,
+                "max_epochs": max_epochs,
+                "sample_budget": SAMPLE_BUDGET,
+                "patience_epochs": patience,
+                "quick": bool(quick),
+                "per_parameter": infos,
+            },
+            "training_ranges": ranges,
+            "split_rule": SPLIT_RULE,
+            "split_counts": {s: int(np.sum(data.split == s)) for s in SPLITS},
+            "seed": int(seed),
+            "epochs": int(epochs),
+            "data_fingerprint": {"sha256": data.fingerprint, "rows": int(data.source_id.size),
+                                 "of": "source_id, features (float32) and teff/logg/feh of training_set ordered by source_id"},
+            "versions": library_versions(),
+            "metrics_definitions": "r = predicted - reference; sigma = std(r); MAD = median(|r - median(r)|) (unscaled); "
+                                   "mad_scaled = 1.4826 MAD; calibration_68 = fraction of stars with |r| < error",
+            "metrics": metrics,
+        }
+        g_mag = None
+        if plots:
+            from stellardb.ml.plots import g_magnitudes
+
+            g_mag = g_magnitudes(con, data.source_id)  # Gaia G is no model input: read it for the calibration plot
+        folder, previous = save_atomically(root, name, models, card, data, predictions, plots, scorer_parts, g_mag)
+        try:
+            deleted = _store_tables(con, name, data, metrics, trained_at, folder, card)
+        except InterruptedAfterCommit:
+            raise  # the tables committed: the new folder is the model now
+        except BaseException:
+            # the tables did not change: put the previous model of this name back
+            shutil.rmtree(folder, ignore_errors=True)
+            if previous is not None:
+                os.replace(previous / name, folder)
+            raise
+        finally:
+            if previous is not None:
+                shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        con.close()
+    return TrainSummary(model=name, folder=folder, card=card, metrics=metrics, seconds=time.perf_counter() - t0,
+                        predictions_deleted=deleted, repairs=repairs)
+
+
+def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at, folder: Path, card: dict) -> int:
+    """Replace the stored split and this model's metrics, and delete this model's predictions, in one transaction.
+
+    The predictions came from the networks this training replaces; keeping them
+    would show numbers no saved model produces.  Returns the rows deleted.
+    """
+    import pyarrow as pa
+
+
+    split_rows = pa.table({"source_id": data.source_id, "bucket": split_bucket(data.source_id), "split": data.split.astype(str)})
+    rows = []
+    for p, by_method in metrics.items():
+        for key, method, sample in (("mlp", "mlp", "test_with_gspphot"), ("gspphot", "gspphot", "test_with_gspphot"), ("mlp_all_test", "mlp", "test")):
+            s = by_method[key]
+            rows.append({"model": name, "parameter": p, "method": method, "sample": sample, "unit": UNITS[p], **s, "trained_at": trained_at})
+    metric_rows = pa.Table.from_pylist(rows)
+    con.execute("begin transaction")
+    try:
+        con.register("_stellardb_split", split_rows)
+        con.register("_stellardb_metrics", metric_rows)
+        con.execute("delete from training_split")
+        con.execute("insert into training_split select source_id, bucket, split from _stellardb_split")
+        deleted = con.execute("delete from predictions where model = $model", {"model": name}).fetchone()[0]
+        con.execute("delete from model_metrics where model = $model", {"model": name})
+        con.execute(
+            "insert into model_metrics select model, parameter, method, sample, unit, n, mean, median, sigma, mad, "
+            "mad_scaled, rmse, calibration_68, trained_at from _stellardb_metrics"
+        )
+        record_run(con, "train", name, trained_at, int(data.source_id.size), folder, card, card["versions"])
+        con.execute("commit")
+    except BaseException as exc:
+        catalog_db.undo_or_report(con, exc, f"model {name} (its folder and its metrics)")
+        raise
+    finally:
+        con.unregister("_stellardb_split")
+        con.unregister("_stellardb_metrics")
+    return int(deleted)
