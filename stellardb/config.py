@@ -1,9 +1,10 @@
 """Every setting stellardb reads, in one declarative table.
 
 Each setting has a name, a default, the environment variable that overrides it and a
-help line; ``stellardb --help`` and the README's table come from here.  Precedence is
-the same everywhere: a command-line option (or a library argument) beats the
-environment, which beats the default (:func:`get`).
+help line; ``stellardb --help`` lists them from here (and tests/cli/test_docs.py checks
+that the README's settings table names each).  Precedence is the same everywhere: a
+command-line option (or a library argument) beats the environment, which beats the
+default (:func:`get`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ SETTINGS = (
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
-#: TensorFlow's C++ log level while stellardb imports it: 2 hides its start-up notes
-#: (oneDNN, CUDA probing on CPU-only machines) but keeps errors.
-TF_LOG_LEVEL = "2"
+#: TensorFlow's C++ log level while stellardb imports it: 3 hides its start-up notes and the
+#: "failed call to cuInit" error every CPU-only machine prints; stellardb reports its own errors.
+TF_LOG_LEVEL = "3"
 
 
 def setting(name: str) -> Setting:

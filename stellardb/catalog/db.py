@@ -9,6 +9,7 @@ the column metadata (units, UCDs) exports carry.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import struct
@@ -17,7 +18,8 @@ from pathlib import Path
 import duckdb
 
 from stellardb import config
-from stellardb.catalog.schema import apply_sql, check_not_newer, latest_version, migrations, schema_version
+from stellardb.catalog.schema import (apply_sql, check_not_newer, latest_version, migrations, needed_by_readers,
+                                      schema_version)
 from stellardb.errors import UserError
 
 
@@ -212,14 +214,17 @@ def connect(path: str | os.PathLike | None = None, read_only: bool = True, *,
             raise UserError(f"{path} has no stellardb views; open it once for writing (e.g. `stellardb xmatch`) to create them.")
         try:
             version = check_not_newer(con, path)
-        except UserError:
+            # an older file is read as it is unless a migration it lacks changes what readers see
+            needed = needed_by_readers(con, version) if version < latest_version() else []
+        except BaseException:
             con.close()
             raise
-        if version < latest_version():
+        if needed:
             con.close()
-            raise UserError(f"{path} has schema version {version}, written by an older stellardb (this one uses "
-                            f"{latest_version()}); run `stellardb --db {path} migrate` once to update it (nothing is "
-                            "lost), then open it again.")
+            names = ", ".join(f"{m.version:04d}_{m.name}" for m in needed)
+            raise UserError(f"{path} has schema version {version}, written by an older stellardb, and needs {names} "
+                            f"to be read correctly; run `stellardb --db {path} migrate` once (nothing is lost), then "
+                            "open it again.")
         return con
     con = _open(path, read_only=False)
     try:
@@ -291,7 +296,7 @@ def why_not_scored_summary(con, limit: int = 3) -> str:
         "select reason, count(*) as n from why_not_scored where reason is not null "
         "group by reason order by n desc, reason limit $k", {"k": limit}
     ).fetchall()
-    n_gaia = row_count(con, "gaia")
+    n_gaia = row_count(con, "gaia_src")
     if n_gaia == 0:
         return "the gaia table is empty: `stellardb ingest gaia FILE` first"
     return "; ".join(f"{n:,} of {n_gaia:,} Gaia sources: {reason}" for reason, n in rows)
@@ -355,6 +360,8 @@ def column_metadata(con, names, sql: str | None = None, types: dict | None = Non
         except duckdb.Error:
             read = set()
         order: list[str] = []
+        # a source view (gaia_src) describes its table's columns
+        read = {name.removesuffix("_src") for name in read}
         for name in sorted(read, key=lambda n: (n not in _VIEW_SOURCES, n)):
             order.extend(t for t in _VIEW_SOURCES.get(name, (name,)) if t not in order)
     else:
@@ -409,3 +416,22 @@ def undo_or_report(con, exc: BaseException, what: str, begun: bool = True) -> No
         return
     if not rollback(con) and is_interrupt(exc):
         raise InterruptedAfterCommit(f"Interrupted after the commit: {what} is stored and complete.") from None
+
+
+@contextlib.contextmanager
+def transaction(con, what):
+    """``with transaction(con, "the crossmatch (table xmatch)"):`` one transaction around the
+    block: committed when the block ends, rolled back when anything (Ctrl-C included) escapes it,
+    and reported as stored when an interrupt arrives just after the commit (:func:`undo_or_report`).
+
+    ``what`` names the work for that report: a string, or a function giving it at that moment
+    (``lambda: f"{done:,} stars"``)."""
+    begun = False
+    try:
+        con.begin()
+        begun = True
+        yield con
+        con.commit()
+    except BaseException as exc:
+        undo_or_report(con, exc, what() if callable(what) else what, begun)
+        raise

@@ -51,6 +51,12 @@ class Migration:
     version: int
     name: str
     path: Path
+    #: SQL giving true when a file without this migration cannot be read correctly (from
+    #: the file's ``-- readers need it when:`` line); None: readers always need it
+    readers_need_it_when: str | None = None
+
+
+_READERS_LINE = re.compile(r"^--\s*readers need it when:\s*(.+)$", re.MULTILINE | re.IGNORECASE)
 
 
 def sql_dir() -> Path:
@@ -66,11 +72,14 @@ def object_name(path: Path) -> str:
     return path.stem
 
 
+#: what names nothing in SQL text, scanned left to right so that `--` inside a string or a
+#: quote inside a comment is read as SQL reads it: string literals, line and block comments
+_NOT_NAMES = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
 def _mentioned_names(text: str) -> set[str]:
-    """Identifiers in SQL text, comments left out."""
-    text = re.sub(r"--[^\n]*", " ", text)
-    text = re.sub(r"'(?:[^']|'')*'", " ", text)  # string literals name nothing
-    return set(re.findall(r"[a-z_][a-z0-9_]*", text.lower()))
+    """Identifiers in SQL text (string literals and comments left out)."""
+    return set(re.findall(r"[a-z_][a-z0-9_]*", _NOT_NAMES.sub(" ", text).lower()))
 
 
 def _ordered(paths: list[Path], known: set[str]) -> list[Path]:
@@ -81,8 +90,14 @@ def _ordered(paths: list[Path], known: set[str]) -> list[Path]:
     while len(done) < len(by_name):
         ready = sorted(n for n in by_name if n not in done and needs[n] <= done)
         if not ready:
-            stuck = sorted(n for n in by_name if n not in done)
-            raise SchemaError(f"sql/: these files mention each other in a cycle: {', '.join(stuck)}")
+            stuck = {n for n in by_name if n not in done}
+            # leave out the files that only wait for the cycle: what no stuck file needs, repeatedly
+            while True:
+                needed = set().union(*(needs[n] & stuck for n in stuck))
+                if needed >= stuck:
+                    break
+                stuck &= needed
+            raise SchemaError(f"sql/: these files mention each other in a cycle: {', '.join(sorted(stuck))}")
         for n in ready:
             ordered.append(by_name[n])
             done.add(n)
@@ -107,7 +122,8 @@ def migrations() -> list[Migration]:
         m = re.fullmatch(r"(\d{4})_([a-z0-9_]+)", path.stem)
         if not m:
             raise SchemaError(f"sql/migrations/{path.name}: name it NNNN_what_it_does.sql")
-        found.append(Migration(int(m.group(1)), m.group(2), path))
+        when = _READERS_LINE.search(path.read_text())
+        found.append(Migration(int(m.group(1)), m.group(2), path, when.group(1).strip() if when else None))
     numbers = [m.version for m in found]
     if numbers != list(range(1, len(found) + 1)):
         raise SchemaError(f"sql/migrations/ must be numbered 1, 2, 3, ... without gaps; found {numbers}")
@@ -129,6 +145,19 @@ def schema_version(con) -> int:
     return con.execute("select coalesce(max(version), 0) from schema_migrations").fetchall()[0][0]
 
 
+def needed_by_readers(con, version: int) -> list[Migration]:
+    """The migrations after ``version`` without which a read-only connection would read the file
+    wrongly (each says when in its ``-- readers need it when:`` line; no line: always)."""
+    needed = []
+    for migration in migrations():
+        if migration.version <= version:
+            continue
+        when = migration.readers_need_it_when
+        if when is None or con.execute(when).fetchall()[0][0]:
+            needed.append(migration)
+    return needed
+
+
 def check_not_newer(con, path) -> int:
     """The file's schema version; a file written by a newer stellardb is refused."""
     version = schema_version(con)
@@ -138,12 +167,17 @@ def check_not_newer(con, path) -> int:
     return version
 
 
+#: errors that mean a file of sql/ is wrong; any other (out of memory, a full disk, an
+#: interrupt) passes through unchanged, for the command line's own one-line message
+_DEFINITION_ERRORS = (duckdb.CatalogException, duckdb.BinderException, duckdb.ParserException)
+
+
 def _run_file(con, path: Path) -> None:
     try:
         con.execute(path.read_text())
-    except duckdb.Error as exc:
+    except _DEFINITION_ERRORS as exc:
         where = f"{path.parent.name}/{path.name}"
-        raise SchemaError(f"sql/{where}: {exc}") from exc
+        raise SchemaError(f"sql/{where}: {str(exc).splitlines()[0]}") from exc
 
 
 def _is_new(con) -> bool:
@@ -156,8 +190,10 @@ def apply_sql(con: duckdb.DuckDBPyConnection, path="database") -> list[Migration
     """Bring ``con`` to this version's schema, in one transaction; return the migrations run.
 
     A new database gets the tables of 00_tables at the latest version and records every
-    migration as applied; an existing one first runs the migrations it lacks.  Then every
-    layer is applied (tables ``if not exists``; macros and views ``create or replace``).
+    migration as applied; an existing one first runs the migrations it lacks (a migration
+    alters tables ``if exists``: a table the file lacks is made at the latest version by
+    00_tables afterwards).  Then every layer is applied (tables ``if not exists``; macros
+    and views ``create or replace``).
     """
     con.begin()
     try:

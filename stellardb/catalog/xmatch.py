@@ -56,16 +56,11 @@ def run(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
         if db.row_count(con, "gaia") == 0 or db.row_count(con, "skymapper") == 0:
             raise UserError("Crossmatch needs both tables: ingest gaia and skymapper files first (`stellardb ingest ...`).")
         t0 = time.perf_counter()
-        con.begin()
-        try:
+        with db.transaction(con, "the crossmatch (table xmatch)"):
             if radius_arcsec is not None:
                 db.set_setting(con, "xmatch_radius_arcsec", radius_arcsec)
             pairs = refresh_xmatch(con)
             labels = refresh_label_match(con)
-            con.commit()
-        except BaseException as exc:
-            db.undo_or_report(con, exc, "the crossmatch (table xmatch)")
-            raise
         stats = con.execute(
             "select count(*), median(sep_arcsec), coalesce(count_if(n_candidates > 1), 0) from xmatch"
         ).fetchone()
@@ -86,8 +81,8 @@ def run(db_path, radius_arcsec: float | None = None, plot=None) -> dict:
             "skymapper_rows": db.row_count(con, "skymapper"),
             "gaia_rows": db.row_count(con, "gaia"),
             # rows the crossmatch cannot use (bad positions, motions or epochs), left out
-            "gaia_skipped": db.row_count(con, "gaia") - db.row_count(con, "gaia_motion"),
-            "skymapper_skipped": db.row_count(con, "skymapper") - db.row_count(con, "skymapper_positions"),
+            "gaia_skipped": db.row_count(con, "gaia_src") - db.row_count(con, "gaia_motion"),
+            "skymapper_skipped": db.row_count(con, "skymapper_src") - db.row_count(con, "skymapper_positions"),
             "seconds": time.perf_counter() - t0,
         }
     finally:

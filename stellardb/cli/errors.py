@@ -7,6 +7,7 @@ import functools
 
 import click
 
+from stellardb.catalog.schema import SchemaError
 from stellardb.errors import InterruptedAfterCommit, UserError, is_interrupt
 
 
@@ -23,6 +24,9 @@ def user_errors(fn):
             raise SystemExit(130) from None
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
+        except SchemaError as exc:
+            raise click.ClickException(f"{exc} (stellardb's own SQL failed on this database, which is unchanged; "
+                                       "please report it with this line)") from None
         except BaseException as exc:  # noqa: BLE001 - sorted below, re-raised unless recognised
             if is_interrupt(exc):
                 # Ctrl-C or kill: every command rolls back its transaction on the way out

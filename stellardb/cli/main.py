@@ -21,7 +21,15 @@ config.quiet_tensorflow_logs()
 
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _settings_epilog() -> str:
+    """The environment variables of stellardb/config.py, for `stellardb --help`."""
+    lines = ["\b", "Environment:"]
+    for s in config.SETTINGS:
+        lines.append(f"  {s.envvar:24s} {s.help}" + (f" [default: {s.default}]" if s.default else ""))
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=_settings_epilog())
 @click.version_option(package_name="stellardb")
 @click.option(
     "--db", "db_path", envvar=config.setting("db").envvar, default=config.setting("db").default, show_default=True,

@@ -150,8 +150,7 @@ def forget(db_path, target: str) -> ForgetResult:
     con = db.connect(db_path, read_only=False)
     try:
         ingest = find_ingest(con, target)
-        con.begin()
-        try:
+        with db.transaction(con, f"forgetting ingest {ingest.ingest_id} ({ingest.file})"):
             plan = _plan(con, ingest)
             params = {"id": ingest.ingest_id}
             table = ingest.table
@@ -169,10 +168,6 @@ def forget(db_path, target: str) -> ForgetResult:
                     pairs = 0
             if table in ("gaia", "sos"):
                 labels = xmatch.refresh_label_match(con) if db.row_count(con, "gaia") else _clear(con, "xmatch_labels")
-            con.commit()
-        except BaseException as exc:
-            db.undo_or_report(con, exc, f"forgetting ingest {ingest.ingest_id} ({ingest.file})")
-            raise
         return ForgetResult(plan=plan, xmatch_pairs=pairs, label_matches=labels)
     finally:
         con.close()

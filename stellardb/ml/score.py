@@ -103,22 +103,17 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
         writer = con.cursor()
         done = 0
         flagged = np.zeros(len(PARAMETERS) + 1, np.int64)  # per parameter outside the label range, then any input outside
-        writer.execute("begin transaction")
         try:
-            writer.execute("delete from predictions where model = $model", {"model": model})
-            stream = reader.sql(f"select source_id, {columns} from scoring_set").to_arrow_reader(batch_rows)
-            for batch in stream:
-                flagged += _write_batch(writer, batch, features, scorer, model, scored_at, flags)
-                done += batch.num_rows
-                if progress is not None:
-                    progress(done, total)
-            record_run(writer, "score", model, scored_at, done, models_root(models_dir, db) / model, card, versions)
-            writer.execute("commit")
-        except BaseException as exc:
-            # KeyboardInterrupt included: the previous predictions stay as they were
-            # (unless it came just after the commit: then the new ones are all there)
-            catalog_db.undo_or_report(writer, exc, f"scoring with model {model} ({done:,} stars)")
-            raise
+            # Ctrl-C included, the previous predictions stay as they were unless the commit happened
+            with catalog_db.transaction(writer, lambda: f"scoring with model {model} ({done:,} stars)"):
+                writer.execute("delete from predictions where model = $model", {"model": model})
+                stream = reader.sql(f"select source_id, {columns} from scoring_set").to_arrow_reader(batch_rows)
+                for batch in stream:
+                    flagged += _write_batch(writer, batch, features, scorer, model, scored_at, flags)
+                    done += batch.num_rows
+                    if progress is not None:
+                        progress(done, total)
+                record_run(writer, "score", model, scored_at, done, models_root(models_dir, db) / model, card, versions)
         finally:
             reader.close()
         seconds = time.perf_counter() - t0

@@ -590,23 +590,19 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at,
             s = by_method[key]
             rows.append({"model": name, "parameter": p, "method": method, "sample": sample, "unit": UNITS[p], **s, "trained_at": trained_at})
     metric_rows = pa.Table.from_pylist(rows)
-    con.execute("begin transaction")
     try:
-        con.register("_stellardb_split", split_rows)
-        con.register("_stellardb_metrics", metric_rows)
-        con.execute("delete from training_split")
-        con.execute("insert into training_split select source_id, bucket, split from _stellardb_split")
-        deleted = con.execute("delete from predictions where model = $model", {"model": name}).fetchone()[0]
-        con.execute("delete from model_metrics where model = $model", {"model": name})
-        con.execute(
-            "insert into model_metrics select model, parameter, method, sample, unit, n, mean, median, sigma, mad, "
-            "mad_scaled, rmse, calibration_68, trained_at from _stellardb_metrics"
-        )
-        record_run(con, "train", name, trained_at, int(data.source_id.size), folder, card, card["versions"])
-        con.execute("commit")
-    except BaseException as exc:
-        catalog_db.undo_or_report(con, exc, f"model {name} (its folder and its metrics)")
-        raise
+        with catalog_db.transaction(con, f"model {name} (its folder and its metrics)"):
+            con.register("_stellardb_split", split_rows)
+            con.register("_stellardb_metrics", metric_rows)
+            con.execute("delete from training_split")
+            con.execute("insert into training_split select source_id, bucket, split from _stellardb_split")
+            deleted = con.execute("delete from predictions where model = $model", {"model": name}).fetchone()[0]
+            con.execute("delete from model_metrics where model = $model", {"model": name})
+            con.execute(
+                "insert into model_metrics select model, parameter, method, sample, unit, n, mean, median, sigma, mad, "
+                "mad_scaled, rmse, calibration_68, trained_at from _stellardb_metrics"
+            )
+            record_run(con, "train", name, trained_at, int(data.source_id.size), folder, card, card["versions"])
     finally:
         con.unregister("_stellardb_split")
         con.unregister("_stellardb_metrics")

@@ -79,7 +79,9 @@ def test_views_named_in_query_help_exist():
 REPO = Path(__file__).resolve().parents[2]
 #: what users query; every column of these must have a unit/UCD/description entry
 USER_FACING = ("gaia", "skymapper", "distances", "sos", "predictions", "xmatch", "xmatch_labels", "stars", "features",
-               "scoring_set", "training_set", "why_not_scored", "stars_with_predictions", "labels", "best_labels")
+               "scoring_set", "training_set", "why_not_scored", "stars_with_predictions", "labels", "best_labels",
+               "gaia_src", "skymapper_src", "distances_src", "sos_src", "xmatch_src", "xmatch_labels_src",
+               "predictions_src")
 
 
 def test_gaia_column_metadata_is_the_archives_own():
@@ -198,3 +200,40 @@ def test_environment_matches_the_lock():
     requires = metadata.requires("stellardb") or []
     names = {Requirement(r).name.lower().replace("_", "-") for r in requires}
     assert names <= set(locked), names - set(locked)
+
+
+def test_python_names_in_the_docs_exist():
+    """Every `stellardb.x.y` the README, CONTRIBUTING.md and docs/ name is a module or an attribute of one
+    (a moved function must not leave the docs pointing at nothing)."""
+    import importlib
+
+    texts = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+    missing = []
+    for path in texts:
+        for name in set(re.findall(r"\bstellardb(?:\.[A-Za-z_][A-Za-z0-9_]*)+", path.read_text())):
+            parts = name.split(".")
+            if parts[-1] in ("duckdb", "wal", "py", "md", "sql"):
+                continue  # a file name, not a Python name
+            for cut in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                    break
+                except ImportError:
+                    continue
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(f"{path.name}: {name}")
+    assert not missing, missing
+
+
+def test_every_setting_is_in_the_help_and_the_readme():
+    """stellardb/config.py is the one list of settings: `stellardb --help` and README's table name each."""
+    from stellardb import config
+
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    readme = (REPO / "README.md").read_text()
+    for s in config.SETTINGS:
+        assert s.envvar in help_text, s.envvar
+        assert f"| `{s.envvar}` |" in readme, s.envvar
