@@ -803,9 +803,13 @@ def test_score_interrupted_just_after_commit_says_the_predictions_are_stored(sco
 
         def execute(self, sql, *args, **kwargs):
             result = self._cur.execute(sql, *args, **kwargs)
-            if sql == "commit":
+            if sql.strip().lower() == "commit":
                 raise KeyboardInterrupt
             return result
+
+        def commit(self):  # however the commit is made, the interrupt comes just after it
+            self._cur.commit()
+            raise KeyboardInterrupt
 
         def __getattr__(self, name):
             return getattr(self._cur, name)
