@@ -273,3 +273,17 @@ def splitmix64_bucket(source_id: int) -> int:
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
     z ^= z >> 31
     return z % 100
+
+
+class InterruptAfterCommit:
+    """A connection whose commit succeeds and is then interrupted (Ctrl-C between two statements)."""
+
+    def __init__(self, con):
+        self._con = con
+
+    def commit(self):
+        self._con.commit()
+        raise KeyboardInterrupt
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)

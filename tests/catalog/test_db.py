@@ -6,6 +6,8 @@ import pytest
 
 from stellardb.catalog import db
 
+from ..helpers import InterruptAfterCommit
+
 
 def test_transaction_commits_the_block_or_nothing():
     con = db.connect(":memory:")
@@ -31,21 +33,10 @@ def test_interrupt_just_after_the_commit_is_reported_as_stored():
     """Ctrl-C arriving as commit returns: the work is there, and the error says so (not "nothing changed")."""
     from stellardb.errors import InterruptedAfterCommit
 
-    class InterruptedCommit:
-        def __init__(self, con):
-            self._con = con
-
-        def commit(self):
-            self._con.commit()
-            raise KeyboardInterrupt
-
-        def __getattr__(self, name):
-            return getattr(self._con, name)
-
     con = db.connect(":memory:")
     try:
         with pytest.raises(InterruptedAfterCommit, match="the e setting is stored and complete"):
-            with db.transaction(InterruptedCommit(con), lambda: "the e setting"):
+            with db.transaction(InterruptAfterCommit(con), lambda: "the e setting"):
                 con.execute("insert into settings values ('e', 5, 'v')")
         assert con.execute("select value from settings where name = 'e'").fetchall() == [(5.0,)]
     finally:

@@ -27,7 +27,7 @@ import stellardb
 from stellardb.ingest import pipeline as ingest
 from stellardb.cli.main import cli
 from stellardb.errors import InterruptedAfterCommit, UserError
-from ..helpers import error_line, fetch, invoke, small_sky, snapshot, write
+from ..helpers import InterruptAfterCommit, error_line, fetch, invoke, small_sky, snapshot, write
 
 
 
@@ -197,34 +197,20 @@ def test_rename_that_would_lose_or_drop_a_column_is_refused(db, tmp_path, rename
 # ---------------------------------------------------------------- 8. interrupted at commit
 
 
-class _InterruptAfterCommit:
-    """A connection whose commit succeeds and is then interrupted (Ctrl-C between two statements)."""
-
-    def __init__(self, con):
-        self._con = con
-
-    def commit(self):
-        self._con.commit()
-        raise KeyboardInterrupt
-
-    def __getattr__(self, name):
-        return getattr(self._con, name)
-
-
 def test_interrupt_just_after_commit_reports_the_ingest_as_stored(tmp_path, monkeypatch):
     """Ctrl-C arriving as the ingest commits: the rows are stored and the command says so, exit 130, no
     traceback, no "cannot rollback" (it reported a failure with two tracebacks)."""
     from stellardb.catalog import db as db_module
 
     connect = db_module.connect
-    monkeypatch.setattr(db_module, "connect", lambda *a, **k: _InterruptAfterCommit(connect(*a, **k)))
+    monkeypatch.setattr(db_module, "connect", lambda *a, **k: InterruptAfterCommit(connect(*a, **k)))
     _, _, dist, _ = small_sky()
     path = tmp_path / "i.duckdb"
     with pytest.raises(InterruptedAfterCommit, match="is stored and complete"):
         ingest.run(path, "distances", [write(dist, tmp_path / "d.csv")])
     monkeypatch.setattr(db_module, "connect", connect)
     assert fetch(path, "select count(*) from distances")[0][0] == len(dist)
-    monkeypatch.setattr(db_module, "connect", lambda *a, **k: _InterruptAfterCommit(connect(*a, **k)))
+    monkeypatch.setattr(db_module, "connect", lambda *a, **k: InterruptAfterCommit(connect(*a, **k)))
     result = invoke(tmp_path / "j.duckdb", "ingest", "distances", tmp_path / "d.csv")
     assert result.exit_code == 130 and "Traceback" not in result.output and "is stored" in result.output
 
