@@ -285,5 +285,11 @@ class InterruptAfterCommit:
         self._con.commit()
         raise KeyboardInterrupt
 
+    def execute(self, sql, *args, **kwargs):
+        result = self._con.execute(sql, *args, **kwargs)
+        if str(sql).strip().lower() == "commit":
+            raise KeyboardInterrupt
+        return result
+
     def __getattr__(self, name):
         return getattr(self._con, name)

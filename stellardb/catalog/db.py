@@ -196,7 +196,8 @@ def connect(path: str | os.PathLike | None = None, read_only: bool = True, *,
     ------
     UserError
         The file is missing, from a newer DuckDB, locked by another writing process,
-        or (read-only) lacks the stellardb views.
+        or (read-only) lacks the stellardb views or needs a migration to be read correctly
+        (`stellardb migrate`); a table of the user's holds the name of a stellardb view.
     """
     path = str(path if path is not None else default_path())
     if path == ":memory:":
@@ -431,7 +432,7 @@ def transaction(con, what):
         con.begin()
         begun = True
         yield con
-        con.commit()
+        con.execute("commit")  # not con.commit(), which does nothing when no transaction is open
     except BaseException as exc:
         undo_or_report(con, exc, what() if callable(what) else what, begun)
         raise

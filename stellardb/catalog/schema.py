@@ -186,6 +186,18 @@ def _is_new(con) -> bool:
     ).fetchall()[0][0] == 0
 
 
+def _check_names_free(con, files: list[Path], path) -> None:
+    """A table of the user's named like one of stellardb's views would make applying sql/ fail
+    with an error that looks like stellardb's fault: say whose it is instead."""
+    views = {object_name(p) for p in files if p.parent.name not in ("00_tables", "10_macros")}
+    tables = {r[0] for r in con.execute(
+        "select table_name from duckdb_tables() where schema_name = 'main'").fetchall()}
+    clash = sorted(views & tables)
+    if clash:
+        raise UserError(f"{path} holds a table named {clash[0]}, a name stellardb uses for a view; rename yours "
+                        f"(to my_{clash[0]}, say, with DuckDB) and run again.")
+
+
 def apply_sql(con: duckdb.DuckDBPyConnection, path="database") -> list[Migration]:
     """Bring ``con`` to this version's schema, in one transaction; return the migrations run.
 
@@ -211,7 +223,9 @@ def apply_sql(con: duckdb.DuckDBPyConnection, path="database") -> list[Migration
                 run.append(migration)
             con.execute("insert into schema_migrations values ($v, $n, $at)",
                         {"v": migration.version, "n": migration.name, "at": now_utc})
-        for sql_path in sql_files():
+        files = sql_files()
+        _check_names_free(con, files, path)
+        for sql_path in files:
             _run_file(con, sql_path)
         con.commit()
     except BaseException:

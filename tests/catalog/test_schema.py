@@ -360,3 +360,16 @@ def test_file_from_a_newer_stellardb_is_refused(tmp_path):
     for read_only in (True, False):
         with pytest.raises(UserError, match="schema version 99, written by a newer stellardb"):
             db.connect(path, read_only=read_only)
+
+
+def test_a_users_table_named_like_a_stellardb_view_is_named_in_one_line(tmp_path):
+    """A table of the user's called gaia_src: a UserError saying whose it is and how to rename it, the file unchanged."""
+    path = unpack_v0(tmp_path)
+    con = duckdb.connect(str(path))
+    con.execute("create table gaia_src as select 1 as mine")
+    con.close()
+    before = table_contents(path)
+    result = CliRunner().invoke(cli, ["--db", str(path), "migrate"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "holds a table named gaia_src" in result.output and "rename" in result.output
+    assert table_contents(path) == before
