@@ -18,8 +18,7 @@ from pathlib import Path
 import duckdb
 
 from stellardb import config
-from stellardb.catalog.schema import (apply_sql, check_not_newer, latest_version, migrations, needed_by_readers,
-                                      schema_version)
+from stellardb.catalog.schema import apply_sql, check_not_newer, latest_version, needed_by_readers, schema_version
 from stellardb.errors import UserError
 
 
@@ -243,17 +242,13 @@ def migrate(path) -> tuple[int, int, list]:
     check_database_path(path)
     if not Path(path).is_file():
         raise UserError(f"No stellardb database at {Path(path).absolute()}; pass --db PATH (env STELLARDB_DB).")
-    con = _open(path, read_only=True)
+    con = _open(path, read_only=False)  # one open: the version before, then what apply_sql ran
     try:
         before = schema_version(con)
+        run = apply_sql(con, path)
+        return before, schema_version(con), run
     finally:
         con.close()
-    con = connect(path, read_only=False)
-    try:
-        after = schema_version(con)
-    finally:
-        con.close()
-    return before, after, [m for m in migrations() if before < m.version <= after]
 
 
 def _has_views(con) -> bool:

@@ -82,7 +82,7 @@ def _mentioned_names(text: str) -> set[str]:
     return set(re.findall(r"[a-z_][a-z0-9_]*", _NOT_NAMES.sub(" ", text).lower()))
 
 
-def _ordered(paths: list[Path], known: set[str]) -> list[Path]:
+def _ordered(paths: list[Path]) -> list[Path]:
     """``paths`` with each file after the files (of this list) whose object it mentions."""
     by_name = {object_name(p): p for p in paths}
     needs = {name: (_mentioned_names(p.read_text()) & set(by_name)) - {name} for name, p in by_name.items()}
@@ -107,11 +107,9 @@ def _ordered(paths: list[Path], known: set[str]) -> list[Path]:
 def sql_files() -> list[Path]:
     """Every object file of sql/, layer by layer, each after what it uses in its layer."""
     root = sql_dir()
-    files, known = [], set()
+    files = []
     for layer in SQL_LAYERS:
-        layer_files = sorted((root / layer).glob("*.sql"))
-        files.extend(_ordered(layer_files, known))
-        known |= {object_name(p) for p in layer_files}
+        files.extend(_ordered(sorted((root / layer).glob("*.sql"))))
     return files
 
 

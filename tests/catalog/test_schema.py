@@ -84,11 +84,11 @@ def test_order_comes_from_dependencies_not_names(tmp_path):
                        "z_base": "create view z_base as select 1 as x;",
                        "m_alone": "create view m_alone as select 2 as y;"}.items():
         (tmp_path / f"{name}.sql").write_text(f"-- {name}\n{body}\n")
-    ordered = schema._ordered(sorted(tmp_path.glob("*.sql")), set())
+    ordered = schema._ordered(sorted(tmp_path.glob("*.sql")))
     assert [p.stem for p in ordered].index("z_base") < [p.stem for p in ordered].index("a_uses_b")
     (tmp_path / "z_base.sql").write_text("-- cycle\ncreate view z_base as select * from a_uses_b;\n")
     with pytest.raises(schema.SchemaError, match="a_uses_b, z_base"):
-        schema._ordered(sorted(tmp_path.glob("*.sql")), set())
+        schema._ordered(sorted(tmp_path.glob("*.sql")))
 
 
 def test_block_comments_and_strings_name_nothing(tmp_path):
@@ -98,11 +98,11 @@ def test_block_comments_and_strings_name_nothing(tmp_path):
              "z_second": "create view z_second as select * from a_first;"}
     for name, body in files.items():
         (tmp_path / f"{name}.sql").write_text(f"-- {name}\n{body}\n")
-    assert [p.stem for p in schema._ordered(sorted(tmp_path.glob("*.sql")), set())] == ["a_first", "z_second"]
+    assert [p.stem for p in schema._ordered(sorted(tmp_path.glob("*.sql")))] == ["a_first", "z_second"]
     (tmp_path / "a_first.sql").write_text("-- now a cycle\ncreate view a_first as select * from z_second;\n")
     (tmp_path / "m_downstream.sql").write_text("-- waits\ncreate view m_downstream as select * from a_first;\n")
     with pytest.raises(schema.SchemaError, match=r"cycle: a_first, z_second$"):
-        schema._ordered(sorted(tmp_path.glob("*.sql")), set())
+        schema._ordered(sorted(tmp_path.glob("*.sql")))
 
 
 def test_sql_loads_into_memory_database():

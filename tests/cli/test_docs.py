@@ -130,19 +130,25 @@ def test_column_metadata_prefers_the_tables_the_query_reads():
     assert "Reference" in from_sos and "prediction" in from_pred
 
 
+#: the name of the folder the project's first work lived in, beside the repository; spelled in two pieces
+#: so that this file, too, never names it
+_SIBLING = "sha" + "red"
+_OUTSIDE = re.compile("|".join([rf"\.\./{_SIBLING}", rf"/work/{_SIBLING}", rf"{_SIBLING}/data/real",
+                                rf"{_SIBLING} folder beside", r"CATALOGUES\.md", r"STYLE\.md"]))
+
+
 def test_repository_stands_alone():
-    """No tracked file refers to the folder beside the repository (../shared) or its documents: the
-    contract and conventions are docs/catalogues.md and CONTRIBUTING.md."""
+    """No tracked file refers to the folder beside the repository, which users do not have, or to its
+    documents: the contract and conventions are docs/catalogues.md and CONTRIBUTING.md."""
     import subprocess
 
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     offenders = []
     for name in files:
         path = REPO / name
-        if name == "tests/cli/test_docs.py" or not path.is_file() or path.suffix in (".fits", ".parquet", ".png"):
+        if not path.is_file() or path.suffix in (".fits", ".parquet", ".png", ".gz"):
             continue
-        text = path.read_text(errors="replace")
-        if re.search(r"\.\./shared|/work/shared|shared/data/real|shared folder beside|CATALOGUES\.md|STYLE\.md", text):
+        if _OUTSIDE.search(path.read_text(errors="replace")):
             offenders.append(name)
     assert not offenders, offenders
 
