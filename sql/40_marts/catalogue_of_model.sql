@@ -1,0 +1,22 @@
+-- The catalogue a user wants first: one row per Gaia source (everything of the view stars:
+-- Gaia astrometry, photometry and GSP-Phot, distance, SkyMapper photometry, reference label)
+-- with the predictions of one model, NULL where that model did not score the star.
+-- A release's `catalogue` table is this for the release's model.
+-- Example: select * from catalogue_of_model('demo') where feh < -1 and logg < 3
+create or replace macro catalogue_of_model(model_name) as table
+select
+    s.*,
+    p.teff,
+    p.teff_err,
+    p.logg,
+    p.logg_err,
+    p.feh,
+    p.feh_err,
+    p.teff_outside_training,
+    p.logg_outside_training,
+    p.feh_outside_training,
+    p.inputs_outside_training,
+    p.model,
+    p.scored_at
+from stars as s
+left join predictions_src as p on p.source_id = s.source_id and p.model = model_name

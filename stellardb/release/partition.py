@@ -1,0 +1,158 @@
+"""How a release cuts the sky: HATS partitions, co-partitioning and margin pixels.
+
+Everything here works on ``_healpix_29``, the NESTED HEALPix index of a row's position at
+order 29 (HATS's spatial index).  A partition is a NESTED pixel ``(order, pixel)``; it
+holds the rows whose ``_healpix_29`` lies in ``[pixel << 2*(29-order), (pixel+1) << 2*(29-order))``,
+so after sorting by ``_healpix_29`` every partition is one contiguous run of rows.
+
+The partitioning itself is hats's (``generate_alignment``, as hats-import uses it), over a
+row-count histogram at order 10 that DuckDB computes; margin pixels are hats's
+(``get_margin``), with hats-import's choice of margin order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SPATIAL_INDEX_COLUMN = "_healpix_29"
+SPATIAL_INDEX_ORDER = 29
+#: Order of the row-count histogram the partitions are cut from (hats-import's default).
+HISTOGRAM_ORDER = 10
+
+
+@dataclass(frozen=True, order=True)
+class Pixel:
+    order: int
+    pixel: int
+
+    @property
+    def shift(self) -> int:
+        return 2 * (SPATIAL_INDEX_ORDER - self.order)
+
+    @property
+    def lo(self) -> int:
+        """First ``_healpix_29`` inside the pixel."""
+        return self.pixel << self.shift
+
+    @property
+    def hi(self) -> int:
+        """First ``_healpix_29`` after the pixel."""
+        return (self.pixel + 1) << self.shift
+
+    @property
+    def directory(self) -> int:
+        """HATS ``Dir=``: the pixel number rounded down to a multiple of 10 000."""
+        return self.pixel // 10_000 * 10_000
+
+    def path(self) -> str:
+        """``Norder=k/Dir=d/Npix=n.parquet``, relative to a catalogue's ``dataset/``."""
+        return f"Norder={self.order}/Dir={self.directory}/Npix={self.pixel}.parquet"
+
+
+class PartitionTooDense(ValueError):
+    """One order-10 pixel holds more rows than a partition may."""
+
+
+def plan(counts_by_pixel: dict[int, int], max_rows: int, histogram_order: int = HISTOGRAM_ORDER) -> list[Pixel]:
+    """Adaptive partitions from row counts at ``histogram_order``, sorted in NESTED order.
+
+    hats-import's cut (hats ``generate_alignment`` with ``drop_empty_siblings``, which
+    tests/release/test_partition.py checks this against): a pixel of order k becomes one
+    partition when it holds at most ``max_rows`` rows and at least two of its four children
+    hold some; the lowest such ancestor wins, and a pixel with no such ancestor stays at
+    ``histogram_order``.  hats computes it over the dense histogram in Python loops (33 s
+    for the 12.6 M pixels of order 10, measured); this is the same rule over the occupied
+    pixels only, in NumPy.
+    """
+    if not counts_by_pixel:
+        return []
+    pixels = np.fromiter(counts_by_pixel.keys(), dtype=np.int64)
+    counts = np.fromiter(counts_by_pixel.values(), dtype=np.int64)
+    densest = int(counts.max())
+    if densest > max_rows:
+        raise PartitionTooDense(f"{densest:,} rows fall in one order-{histogram_order} HEALPix pixel "
+                                f"(about {_pixel_arcmin(histogram_order):.1f} arcmin across), more than "
+                                f"--max-rows-per-partition {max_rows:,}")
+    assigned = np.full(pixels.size, histogram_order, dtype=np.int64)
+    for order in range(histogram_order - 1, -1, -1):
+        ancestor = pixels >> 2 * (histogram_order - order)
+        child = pixels >> 2 * (histogram_order - order - 1)
+        groups, where = np.unique(ancestor, return_inverse=True)
+        rows = np.bincount(where, weights=counts, minlength=groups.size)
+        occupied_children = np.bincount(np.unique(np.stack([where, child]), axis=1)[0], minlength=groups.size)
+        collapse = (rows <= max_rows) & (occupied_children >= 2)
+        assigned = np.where(collapse[where], order, assigned)
+    found = {Pixel(int(o), int(p >> 2 * (histogram_order - o))) for o, p in zip(assigned, pixels)}
+    return sorted(found, key=lambda p: (p.lo, p.order))
+
+
+def _pixel_arcmin(order: int) -> float:
+    return float(np.degrees(np.sqrt(4 * np.pi / (12 * 4**order))) * 60)
+
+
+def covering(base: list[Pixel], uncovered_29: np.ndarray) -> list[Pixel]:
+    """Pixels for rows that lie outside every pixel of ``base`` (a co-partitioned table's
+    row whose Gaia source is not in the gaia catalogue): for each such row the largest
+    pixel that holds it and overlaps no base pixel.  The result overlaps neither ``base``
+    nor itself (two rows' pixels are nested only if one would have stopped at the larger).
+    """
+    if not len(uncovered_29):
+        return []
+    by_order: dict[int, set[int]] = {}
+    for p in base:
+        by_order.setdefault(p.order, set()).add(p.pixel)
+    deepest = max(by_order, default=0)
+
+    def overlaps_base(candidate: Pixel) -> bool:
+        for order, pixels in by_order.items():
+            if order <= candidate.order:
+                if (candidate.pixel >> 2 * (candidate.order - order)) in pixels:
+                    return True
+            else:
+                # a base pixel inside the candidate: its range lies in the candidate's
+                first = candidate.pixel << 2 * (order - candidate.order)
+                last = (candidate.pixel + 1) << 2 * (order - candidate.order)
+                if any(first <= p < last for p in pixels):
+                    return True
+        return False
+
+    found = set()
+    for h in np.unique(np.asarray(uncovered_29, dtype=np.int64) >> 2 * (SPATIAL_INDEX_ORDER - deepest)):
+        for order in range(deepest + 1):
+            candidate = Pixel(order, int(h) >> 2 * (deepest - order))
+            if not overlaps_base(candidate):
+                found.add(candidate)
+                break
+    return sorted(found, key=lambda p: (p.lo, p.order))
+
+
+def margin_order(partitions: list[Pixel], margin_arcsec: float) -> int:
+    """hats-import's margin order: the highest order whose pixels are still wider than
+    the margin (``margin2order``), which must be deeper than every partition."""
+    from hats.pixel_math.healpix_shim import margin2order, order2mindist
+
+    order = int(margin2order(margin_thr_arcmin=margin_arcsec / 60.0))
+    deepest = max(p.order for p in partitions)
+    if order <= deepest or order2mindist(order) * 60.0 < margin_arcsec:
+        raise ValueError(f"a {margin_arcsec:g} arcsec margin is wider than the order-{deepest} partitions allow "
+                         f"(about {order2mindist(deepest + 1) * 60:.0f} arcsec at most)")
+    return order
+
+
+def margin_pairs(partitions: list[Pixel], order: int):
+    """Arrow table (margin_pixel, norder, npix): each order-``order`` pixel just outside a
+    partition's border, with that partition.  A row belongs to partition P's margin when
+    its order-``order`` pixel is one of P's (hats-import's rule, no finer filter)."""
+    import pyarrow as pa
+    from hats.pixel_math import get_margin
+
+    margin, norder, npix = [], [], []
+    for p in partitions:
+        border = get_margin(p.order, p.pixel, order - p.order)
+        margin.extend(border)
+        norder.extend([p.order] * len(border))
+        npix.extend([p.pixel] * len(border))
+    return pa.table({"margin_pixel": pa.array(margin, pa.int64()), "norder": pa.array(norder, pa.int8()),
+                     "npix": pa.array(npix, pa.int64())})

@@ -1,0 +1,484 @@
+"""``stellardb release``: the database as an immutable release of HATS catalogues.
+
+DuckDB writes every Parquet file; hats writes and checks the HATS metadata.  Per table:
+
+1. one sorted pass: the rows with ``_healpix_29`` (computed from the positions, NESTED,
+   order 29), ordered by it, into a scratch Parquet file with small row groups.  The
+   tables keyed by a Gaia ``source_id`` take the ``_healpix_29`` of their Gaia source, so
+   they are cut exactly like ``gaia`` (co-partitioned: a join never crosses partitions);
+2. the partitions: hats's adaptive alignment over an order-10 histogram (``gaia``,
+   ``skymapper``), or gaia's partitions (the others);
+3. one ``COPY`` per partition: a range of ``_healpix_29`` of the sorted file, which
+   DuckDB finds from row-group statistics without reading the rest, so the whole write
+   reads each table about twice and holds one row group at a time, whatever its size;
+4. margin caches (``gaia``, ``catalogue``): the rows just outside each partition
+   (hats-import's rule), joined once against hats's border pixels;
+5. ``partition_info.csv``, ``hats.properties``, ``_metadata``/``_common_metadata`` (hats),
+   with each column's unit, UCD and description as a VO-Parquet header.
+
+The release is written in a hidden folder beside its final place and renamed when
+complete (stellardb/release/layout.py); anything that stops it removes the folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from stellardb.catalog import db
+from stellardb.catalog.healpix import radec_to_healpix
+from stellardb.errors import UserError
+from stellardb.release import layout
+from stellardb.release.partition import SPATIAL_INDEX_COLUMN, Pixel, PartitionTooDense, covering, margin_order, \
+    margin_pairs, plan
+
+#: hats-import's default partition size
+DEFAULT_MAX_ROWS = 1_000_000
+DEFAULT_MARGIN_ARCSEC = 10.0
+#: Rows per Parquet row group: small enough that a 1 arcmin cone reads a few thousand rows of
+#: a sorted file, large enough that the footers stay small (bench/bench_release.py)
+ROW_GROUP_ROWS = 20_000
+#: Gaia: source_id = healpix_12 * 2**35 + n; a source missing from gaia is placed in its order-12 pixel
+_GAIA_ID_TO_29 = "((({key}) >> 35) << 34)"
+
+
+@dataclass(frozen=True)
+class ReleaseTable:
+    name: str
+    #: the rows (``{model}``: the release's model, a quoted literal)
+    sql: str
+    #: the table's own position columns; None: it carries its Gaia source's ra, dec
+    ra: str | None
+    dec: str | None
+    #: the Gaia source_id column of a table co-partitioned with gaia; None: cut by its own positions
+    gaia_key: str | None
+    order_by: str
+    margin: bool = False
+    #: the SQL whose tables describe the columns (stellardb.catalog.db.column_metadata)
+    metadata_sql: str = ""
+    description: str = ""
+
+
+TABLES = (
+    ReleaseTable("gaia", "select * from gaia_src", "ra", "dec", None, "source_id", margin=True,
+                 metadata_sql="select * from gaia", description="Gaia DR3 gaia_source, every ingested column"),
+    ReleaseTable("skymapper", "select * from skymapper_src", "raj2000", "dej2000", None, "object_id",
+                 metadata_sql="select * from skymapper", description="SkyMapper DR4 master table"),
+    ReleaseTable("distances", "select * from distances_src", None, None, "source_id", "source_id",
+                 metadata_sql="select * from distances", description="Bailer-Jones et al. (2021) distances"),
+    ReleaseTable("labels", "select * from labels", None, None, "source_id", "source_id, survey",
+                 metadata_sql="select * from labels", description="Spectroscopic reference labels per Gaia source"),
+    ReleaseTable("xmatch", "select * from xmatch_src", None, None, "gaia_source_id",
+                 "gaia_source_id, skymapper_object_id", metadata_sql="select * from xmatch",
+                 description="Gaia DR3 x SkyMapper crossmatch"),
+    ReleaseTable("predictions", "select * from predictions_src where model = {model}", None, None, "source_id",
+                 "source_id", metadata_sql="select * from predictions",
+                 description="stellardb predictions of Teff, log g and [Fe/H]"),
+    ReleaseTable("catalogue", "select * from catalogue_of_model({model})", "ra", "dec", "source_id", "source_id",
+                 margin=True, metadata_sql="select * from stars_with_predictions",
+                 description="One row per Gaia source: astrometry, photometry, distance, SkyMapper, label, predictions"),
+)
+TABLE_NAMES = tuple(t.name for t in TABLES)
+
+_EXTRA_METADATA = {
+    SPATIAL_INDEX_COLUMN: {"unit": None, "ucd": "pos.healpix", "description":
+                           "HATS spatial index: NESTED HEALPix pixel of the position at order 29"},
+    "ra": {"unit": "deg", "ucd": "pos.eq.ra;meta.main",
+           "description": "Right ascension of the Gaia DR3 source (ICRS, epoch J2016.0)"},
+    "dec": {"unit": "deg", "ucd": "pos.eq.dec;meta.main",
+            "description": "Declination of the Gaia DR3 source (ICRS, epoch J2016.0)"},
+}
+
+
+@dataclass
+class CatalogueResult:
+    rows: int
+    partitions: list[Pixel]
+    margin_rows: int | None = None
+    margin_partitions: int | None = None
+
+
+@dataclass
+class ReleaseResult:
+    name: str
+    path: Path
+    model: str
+    catalogues: dict[str, CatalogueResult] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def write_release(db_path, name: str, model: str | None = None, out=None, max_rows: int = DEFAULT_MAX_ROWS,
+                  margin_arcsec: float = DEFAULT_MARGIN_ARCSEC, progress=None) -> ReleaseResult:
+    """Write release ``name`` of the database at ``db_path``; return what it holds.
+
+    Parameters
+    ----------
+    model : str, optional
+        The model whose predictions the release carries (default: the one scored last).
+    out : path, optional
+        The folder of releases (default ``releases/`` beside the database).
+    max_rows : int
+        At most this many rows per partition (``gaia`` and ``skymapper`` are cut adaptively).
+    margin_arcsec : float
+        Width of the margin caches of ``gaia`` and ``catalogue``.
+    progress : callable, optional
+        ``progress(done, total, stage)`` per partition written.
+
+    Raises
+    ------
+    UserError
+        A bad or existing name, nothing scored, an empty database, a write that fails;
+        nothing is left behind and ``latest`` is unchanged.
+    """
+    started = time.perf_counter()
+    layout.check_name(name)
+    if not isinstance(max_rows, int) or max_rows < 1:
+        raise UserError(f"--max-rows-per-partition must be a positive whole number, got {max_rows!r}.")
+    if not (0 < margin_arcsec <= 3600):
+        raise UserError(f"--margin-arcsec must be above 0 and at most 3600 (1 degree), got {margin_arcsec!r}.")
+    root = Path(out).absolute() if out is not None else layout.default_root(db_path)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} is a file, not a folder of releases.")
+    final = root / name
+    if final.exists() or final.is_symlink():
+        raise UserError(f"Release {name} already exists in {root}; releases are never overwritten: choose another name.")
+
+    con = db.connect(db_path, read_only=False)
+    partial = None
+    try:
+        model = _check_database(con, model)
+        root.mkdir(parents=True, exist_ok=True)
+        layout.sweep_partials(root)
+        partial = layout.partial_dir(root, name)
+        partial.mkdir()
+        work = partial / "_scratch"
+        work.mkdir()
+        _register_healpix(con)
+        result = ReleaseResult(name, final, model)
+        literal = "'" + model.replace("'", "''") + "'"
+        gaia_plan: list[Pixel] = []
+        for spec in TABLES:
+            sql = spec.sql.format(model=literal)
+            done = _write_table(con, spec, sql, partial, work, gaia_plan, max_rows, margin_arcsec, progress)
+            if done is None:
+                result.skipped.append(spec.name)
+                continue
+            result.catalogues[spec.name] = done
+            if spec.name == "gaia":
+                gaia_plan = done.partitions
+        shutil.rmtree(work)
+        _write_manifest(con, db_path, partial, result, max_rows, margin_arcsec)
+        layout.publish(partial, final)
+        partial = None
+        layout.point_latest(root, name)
+    except duckdb.IOException as exc:
+        raise UserError(f"Cannot write release {name} in {root}: {str(exc).splitlines()[0]}; nothing was "
+                        "published (free some space, or give --out on another disk).") from None
+    finally:
+        con.close()
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _check_database(con, model: str | None) -> str:
+    gaia_rows = con.execute("select count(*) from gaia_src").fetchone()[0]
+    if not gaia_rows:
+        raise UserError("The database holds no Gaia sources; a release needs them: stellardb ingest gaia FILE, "
+                        "then xmatch, train and score.")
+    bad = con.execute("select count(*) from gaia_src where ra is null or dec is null or not isfinite(ra) "
+                      "or not isfinite(dec) or dec < -90 or dec > 90").fetchone()[0]
+    if bad:
+        raise UserError(f"{bad:,} Gaia rows have no usable position (ra, dec), which a HEALPix partition needs; "
+                        "forget their file (stellardb ingests, stellardb forget) or fix it and ingest it again.")
+    scored = [r[0] for r in con.execute(
+        "select model from predictions_src group by model order by max(scored_at) desc").fetchall()]
+    if model is None:
+        if not scored:
+            raise UserError("Nothing is scored yet, and a release carries predictions: run stellardb score --model M "
+                            "(after stellardb train --model M), then release again.")
+        return scored[0]
+    if model not in scored:
+        hint = f"scored models: {', '.join(scored)}" if scored else "nothing is scored yet"
+        raise UserError(f"Model {model!r} has no predictions in this database ({hint}); run stellardb score "
+                        f"--model {model} first, or pick one of those with --model.")
+    return model
+
+
+def _register_healpix(con) -> None:
+    import pyarrow as pa
+
+    def healpix_29(ra, dec):
+        return pa.array(radec_to_healpix(ra.to_numpy(zero_copy_only=False), dec.to_numpy(zero_copy_only=False), 29))
+
+    con.create_function("healpix_29", healpix_29, ["DOUBLE", "DOUBLE"], "BIGINT", type="arrow",
+                        null_handling="special")
+
+
+def _quote_path(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, gaia_plan: list[Pixel],
+                 max_rows: int, margin_arcsec: float, progress) -> CatalogueResult | None:
+    expected = con.execute(f"select count(*) from ({sql})").fetchone()[0]
+    if not expected:
+        return None
+    sorted_file = work / f"{spec.name}.parquet"
+    if spec.gaia_key is None:
+        rows = f"select healpix_29({spec.ra}, {spec.dec}) as {SPATIAL_INDEX_COLUMN}, * from ({sql})"
+    else:
+        gaia = _quote_path(work / "gaia.parquet")
+        carried = "" if spec.ra else ", g.ra, g.dec"
+        rows = (f"select coalesce(g.{SPATIAL_INDEX_COLUMN}, {_GAIA_ID_TO_29.format(key='t.' + spec.gaia_key)}) "
+                f"as {SPATIAL_INDEX_COLUMN}, t.*{carried} from ({sql}) as t left join "
+                f"(select source_id, {SPATIAL_INDEX_COLUMN}, ra, dec from read_parquet({gaia})) as g "
+                f"on g.source_id = t.{spec.gaia_key}")
+    con.execute(f"copy (select * from ({rows}) order by {SPATIAL_INDEX_COLUMN}, {spec.order_by}) to "
+                f"{_quote_path(sorted_file)} (format parquet, row_group_size {ROW_GROUP_ROWS})")
+    source = f"read_parquet({_quote_path(sorted_file)})"
+
+    if spec.gaia_key is None:
+        counts = dict(con.execute(f"select {SPATIAL_INDEX_COLUMN} >> 38, count(*) from {source} group by 1").fetchall())
+        try:
+            partitions = plan(counts, max_rows)
+        except PartitionTooDense as exc:
+            raise UserError(f"{spec.name}: {exc}; raise --max-rows-per-partition.") from None
+    else:
+        partitions = _co_partitions(con, source, gaia_plan)
+
+    collection = partial / spec.name
+    catalogue = collection / spec.name
+    header = _vo_header(con, spec, source)
+    written = _copy_partitions(con, source, catalogue, partitions, header, spec.name, progress)
+    if written != expected:  # a defect, never the user's input: refuse to publish it
+        raise RuntimeError(f"release {spec.name}: wrote {written} rows of {expected}")
+    _finish_catalogue(catalogue, spec, partitions, written, max_rows, header)
+    result = CatalogueResult(written, partitions)
+    margins = []
+    if spec.margin:
+        margin_name = f"{spec.name}_{margin_arcsec:g}arcs"
+        result.margin_rows, result.margin_partitions = _write_margin(
+            con, spec, source, work, collection / margin_name, partitions, margin_arcsec, header, progress)
+        margins.append(margin_name)
+    _finish_collection(collection, spec.name, margins)
+    return result
+
+
+def _co_partitions(con, source: str, base: list[Pixel]) -> list[Pixel]:
+    """gaia's partitions that hold rows of this table, and pixels for rows outside all of them."""
+    import pyarrow as pa
+
+    ranges = pa.table({"idx": pa.array(range(len(base)), pa.int32()),
+                       "lo": pa.array([p.lo for p in base], pa.int64()),
+                       "hi": pa.array([p.hi for p in base], pa.int64())})
+    con.register("_release_ranges", ranges)
+    try:
+        # ASOF: the range with the largest lo <= _healpix_29; the row is in it when below its hi
+        found = con.execute(
+            f"select r.idx, t.{SPATIAL_INDEX_COLUMN} < r.hi as inside, count(*), "
+            f"list(distinct t.{SPATIAL_INDEX_COLUMN}) filter (where r.idx is null or t.{SPATIAL_INDEX_COLUMN} >= r.hi) "
+            f"from {source} as t asof left join _release_ranges as r on t.{SPATIAL_INDEX_COLUMN} >= r.lo "
+            "group by all").fetchall()
+    finally:
+        con.unregister("_release_ranges")
+    used = sorted({idx for idx, inside, _, _ in found if inside})
+    outside = [h for idx, inside, _, values in found if not inside for h in (values or [])]
+    return sorted([base[i] for i in used] + covering(base, np.array(outside, dtype=np.int64)),
+                  key=lambda p: (p.lo, p.order))
+
+
+def _vo_header(con, spec: ReleaseTable, source: str) -> str:
+    """The VO-Parquet header (a VOTable with FIELDs, no DATA) of the table's columns."""
+    from stellardb.catalog.export import to_astropy, votable_xml
+
+    rel = con.sql(f"select * from {source} limit 0")
+    types = dict(zip(rel.columns, (str(t) for t in rel.types)))
+    metadata = db.column_metadata(con, rel.columns, spec.metadata_sql, types)
+    for name, meta in _EXTRA_METADATA.items():
+        if name in types and (name == SPATIAL_INDEX_COLUMN or spec.ra is None):
+            metadata[name] = meta
+    return votable_xml(to_astropy(rel.to_arrow_table(), metadata), description=spec.description, with_data=False)
+
+
+def _kv_metadata(header: str) -> str:
+    return ("{'IVOA.VOTable-Parquet.version': '1.0', 'IVOA.VOTable-Parquet.content': '"
+            + header.replace("'", "''") + "'}")
+
+
+def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel], header: str, stage: str,
+                     progress, where: str = "") -> int:
+    written = 0
+    kv = _kv_metadata(header)
+    for i, pixel in enumerate(partitions):
+        target = catalogue / "dataset" / pixel.path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        condition = where.format(order=pixel.order, pixel=pixel.pixel) if where else \
+            f"{SPATIAL_INDEX_COLUMN} >= {pixel.lo} and {SPATIAL_INDEX_COLUMN} < {pixel.hi}"
+        columns = "* exclude (_margin_norder, _margin_npix)" if where else "*"
+        written += con.execute(
+            f"copy (select {columns} from {source} where {condition}) to {_quote_path(target)} "
+            f"(format parquet, compression zstd, row_group_size {ROW_GROUP_ROWS}, kv_metadata {kv})").fetchone()[0]
+        if progress:
+            progress(i + 1, len(partitions), stage)
+    return written
+
+
+def _write_margin(con, spec: ReleaseTable, source: str, work: Path, margin_dir: Path, partitions: list[Pixel],
+                  margin_arcsec: float, header: str, progress) -> tuple[int, int]:
+    try:
+        order = margin_order(partitions, margin_arcsec)
+    except ValueError as exc:
+        raise UserError(f"{spec.name}: {exc}; use a smaller --margin-arcsec or a larger "
+                        "--max-rows-per-partition.") from None
+    con.register("_release_margin_pairs", margin_pairs(partitions, order))
+    margin_file = work / f"{spec.name}_margin.parquet"
+    try:
+        con.execute(
+            f"copy (select m.norder as _margin_norder, m.npix as _margin_npix, t.* from {source} as t "
+            f"join _release_margin_pairs as m on (t.{SPATIAL_INDEX_COLUMN} >> {2 * (29 - order)}) = m.margin_pixel "
+            f"order by m.norder, m.npix, t.{SPATIAL_INDEX_COLUMN}, t.{spec.order_by.split(',')[0]}) "
+            f"to {_quote_path(margin_file)} (format parquet, row_group_size {ROW_GROUP_ROWS})")
+    finally:
+        con.unregister("_release_margin_pairs")
+    margin_source = f"read_parquet({_quote_path(margin_file)})"
+    pixels = [Pixel(int(k), int(n)) for k, n in con.execute(
+        f"select distinct _margin_norder, _margin_npix from {margin_source} order by 1, 2").fetchall()]
+    rows = _copy_partitions(con, margin_source, margin_dir, pixels, header, f"{spec.name} margin", progress,
+                            where="_margin_norder = {order} and _margin_npix = {pixel}")
+    _finish_catalogue(margin_dir, spec, pixels, rows, None, header, margin_of=spec.name,
+                      margin_arcsec=margin_arcsec, margin_order=order)
+    return rows, len(pixels)
+
+
+def _finish_catalogue(catalogue: Path, spec: ReleaseTable, partitions: list[Pixel], rows: int, max_rows,
+                      header: str, margin_of: str | None = None, margin_arcsec=None, margin_order=None) -> None:
+    """hats's files: partition_info.csv, _metadata and _common_metadata (with the VO-Parquet
+    header), hats.properties."""
+    import hats
+    from hats.catalog import PartitionInfo, TableProperties
+    from hats.pixel_math import HealpixPixel
+
+    import stellardb
+
+    (catalogue / "dataset").mkdir(parents=True, exist_ok=True)
+    PartitionInfo.from_healpix([HealpixPixel(p.order, p.pixel) for p in partitions]).write_to_file(
+        catalog_path=catalogue)
+    _write_parquet_metadata(catalogue / "dataset", partitions, header)
+    properties = {
+        "catalog_name": catalogue.name,
+        "catalog_type": "margin" if margin_of else "object",
+        "total_rows": rows,
+        "ra_column": spec.ra or "ra",
+        "dec_column": spec.dec or "dec",
+        "healpix_column": SPATIAL_INDEX_COLUMN,
+        "healpix_order": 29,
+        "hats_builder": f"stellardb v{stellardb.__version__}, hats v{hats.__version__}",
+        "hats_creation_date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M%Z"),
+        "hats_estsize": sum(f.stat().st_size for f in (catalogue / "dataset").rglob("*.parquet")) // 1024,
+        "hats_order": max((p.order for p in partitions), default=0),
+        "obs_title": spec.description,
+    }
+    if max_rows:
+        properties["hats_max_rows"] = max_rows
+    if margin_of:
+        properties |= {"primary_catalog": margin_of, "margin_threshold": margin_arcsec,
+                       "hats_margin_order": margin_order}
+    TableProperties(**properties).to_properties_file(catalogue)
+
+
+def _write_parquet_metadata(dataset: Path, partitions: list[Pixel], header: str) -> None:
+    """``_metadata`` (every file's row-group footers, with its path) and ``_common_metadata``
+    (the schema, with the VO-Parquet header), as pyarrow writes them.
+
+    Why not hats's ``write_parquet_metadata``: it rebuilds the Parquet schema from the Arrow
+    one, whose INT64 lacks the INT_64 annotation DuckDB writes, and the footers then refuse
+    to combine ("AppendRowGroups requires equal schemas"); here the first footer is the base.
+    """
+    import pyarrow.parquet as pq
+
+    combined = None
+    for pixel in sorted(partitions):
+        footer = pq.read_metadata(dataset / pixel.path())
+        footer.set_file_path(pixel.path())
+        if combined is None:
+            combined = footer
+        else:
+            combined.append_row_groups(footer)
+    combined.write_metadata_file(str(dataset / "_metadata"))
+    schema = pq.read_schema(dataset / partitions[0].path())
+    pq.write_metadata(schema.with_metadata({**(schema.metadata or {}), b"IVOA.VOTable-Parquet.version": b"1.0",
+                                            b"IVOA.VOTable-Parquet.content": header.encode()}),
+                      dataset / "_common_metadata")
+
+
+def _finish_collection(collection: Path, name: str, margins: list[str]) -> None:
+    from hats.catalog.dataset.collection_properties import CollectionProperties
+
+    fields = {"name": name, "hats_primary_table_url": name}
+    if margins:
+        fields |= {"all_margins": margins, "default_margin": margins[0]}
+    CollectionProperties(**fields).to_properties_file(collection)
+
+
+def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows: int, margin_arcsec: float) -> None:
+    import hats
+
+    import stellardb
+    from stellardb.catalog.schema import schema_version
+
+    ingests = [
+        {"table": t, "file": Path(f).name, "sha256": s, "format": fmt, "preset": p, "rows": n,
+         "ingested_at_utc": at.isoformat() if at else None}
+        for t, f, s, fmt, p, n, at in con.execute(
+            "select table_name, file, sha256, format, preset, rows, ingested_at from ingests order by ingest_id"
+        ).fetchall()
+    ]
+    runs = [
+        {"command": c, "run_at_utc": at.isoformat(), "stars": n, "card_sha256": sha, "versions": json.loads(v)}
+        for c, at, n, sha, v in con.execute(
+            "select command, run_at, stars, card_sha256, versions from model_runs where model = $m order by run_at",
+            {"m": result.model}).fetchall()
+    ]
+    card, card_sha256 = _model_card(result.model, db_path)
+    manifest = {
+        "name": result.name,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "format": "HATS (hats.properties, partition_info.csv, dataset/Norder=k/Dir=d/Npix=n.parquet)",
+        "stellardb_version": stellardb.__version__,
+        "hats_version": hats.__version__,
+        "duckdb_version": duckdb.__version__,
+        "database": {"file": Path(db_path).name, "schema_version": schema_version(con)},
+        "parameters": {"max_rows_per_partition": max_rows, "margin_arcsec": margin_arcsec},
+        "model": {"name": result.model, "card": card, "card_sha256": card_sha256, "runs": runs},
+        "ingests": ingests,
+        "catalogues": {
+            name: {"rows": c.rows, "partitions": len(c.partitions),
+                   "orders": sorted({p.order for p in c.partitions}),
+                   **({"margin_rows": c.margin_rows, "margin_partitions": c.margin_partitions,
+                       "margin_arcsec": margin_arcsec} if c.margin_rows is not None else {})}
+            for name, c in result.catalogues.items()
+        },
+        "left_out": {name: "no rows in the database" for name in result.skipped},
+    }
+    (partial / layout.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _model_card(model: str, db_path) -> tuple[dict | None, str | None]:
+    from stellardb.ml.model_store import read_card
+
+    try:
+        folder, card = read_card(model, db=db_path)
+    except UserError:
+        return None, None  # the model folder is gone; model_runs still has the card's sha256
+    return card, hashlib.sha256((folder / "card.json").read_bytes()).hexdigest()
