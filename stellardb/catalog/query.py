@@ -30,7 +30,8 @@ class Preview:
     more: bool  # the result has more rows than shown
 
 
-def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, max_rows: int = 50):
+def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, max_rows: int = 50,
+              connect=None):
     """Run ``sql`` on a read-only connection; write the result, or return its first rows.
 
     Parameters
@@ -46,6 +47,9 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
         csv/json/ecsv when None), with units, UCDs and descriptions in the last three
         (:mod:`stellardb.catalog.export`).
     output : path, optional
+    connect : callable, optional
+        Returns the read-only connection to use instead of the database's (a release's:
+        stellardb.release.reader.connect); ``db_path`` is then not opened.
 
     Raises
     ------
@@ -60,7 +64,7 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     export.require_output(fmt, output)
     export.check_output_path(output)
-    con = db.connect(db_path, read_only=True)
+    con = connect() if connect is not None else db.connect(db_path, read_only=True)
     try:
         _check_statement(con, sql)
         try:

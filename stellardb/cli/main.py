@@ -59,7 +59,7 @@ def _exit_cleanly_on_sigterm() -> None:
 
 @cli.command()
 @click.argument("table", type=click.Choice(["gaia", "skymapper", "distances", "sos"]))
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--preset", default=None, help="Column spellings of the source (default: detected). See `stellardb presets`.")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Store file column OLD as stellardb column NEW (OLD= leaves it out); repeatable.")
 @click.option("--survey", default=None, help="sos only: survey name for label files without a survey column.")
@@ -85,7 +85,8 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, hdu,
     TABLE is gaia (Gaia DR3 gaia_source), skymapper (SkyMapper master),
     distances (Bailer-Jones 2021) or sos (spectroscopic labels of any survey).
     Files may be the Gaia archive's ECSV .csv.gz, CSV (gzipped or not), FITS,
-    VOTable or Parquet; the format is detected from the content.  Each row gets
+    VOTable or Parquet, or HATS catalogue folders (hats-import's, a release's, Gaia
+    DR3's); the format is detected from the content.  Each row gets
     its nested HEALPix order-12 index; the crossmatch tables are refreshed.  A
     file already ingested (same sha256) is skipped; any error leaves the
     database exactly as it was.
@@ -99,6 +100,8 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, hdu,
         stellardb ingest sos pastel.fits --preset pastel
 
         stellardb ingest sos SWEETCAT_Dataframe.csv --preset sweetcat --keep SWFlag
+
+        stellardb ingest gaia gaia_dr3_hats/
     """
     from stellardb.ingest import pipeline as ingest_lib
     from stellardb.cli.progress import progress_bar
@@ -273,9 +276,12 @@ def xmatch(ctx, radius_arcsec, plot):
 )
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="Write to FILE instead of the terminal.")
 @click.option("--max-rows", default=50, show_default=True, help="Rows shown by --format table or line.")
+@click.option("--release", "release_name", default=None, metavar="NAME",
+              help="Query release NAME (or `latest`, or a release folder) instead of the database; the database "
+                   "file is not opened.")
 @click.pass_context
 @user_errors
-def query(ctx, sql, fmt, output, max_rows):
+def query(ctx, sql, fmt, output, max_rows, release_name):
     """Run SQL on the database (read-only).
 
     Tables: gaia, skymapper, distances, sos, xmatch, predictions, ingests, model_runs, column_metadata.
@@ -289,10 +295,23 @@ def query(ctx, sql, fmt, output, max_rows):
         stellardb query "select * from stars_with_predictions where model = 'demo'" --format votable -o demo.vot
 
         stellardb query "select reason, count(*) from why_not_scored group by reason"
+
+    With --release NAME: tables gaia, skymapper, distances, labels, xmatch, predictions,
+    catalogue (each with _healpix_29), views stars, stars_with_predictions, features, and
+    cone searches that read only the partitions they need: gaia_cone(ra_deg, dec_deg,
+    radius_arcsec), catalogue_cone(...), skymapper_cone(...).
+
+        stellardb query --release latest "select * from catalogue_cone(56.75, -24.12, 60)"
     """
     from stellardb.catalog import query as query_lib
 
-    preview = query_lib.run_query(ctx.obj["db"], sql, fmt=fmt, output=output, max_rows=max_rows)
+    connect = None
+    if release_name is not None:
+        from stellardb.release import layout, reader
+
+        folder = layout.resolve(layout.default_root(ctx.obj["db"]), release_name)
+        connect = lambda: reader.connect(folder)  # noqa: E731
+    preview = query_lib.run_query(ctx.obj["db"], sql, fmt=fmt, output=output, max_rows=max_rows, connect=connect)
     if fmt in query_lib.PREVIEW_FORMATS and preview is not None:
         from stellardb.cli.tables import print_lines, print_table
 
@@ -484,6 +503,72 @@ def score(model, batch_rows, plot, quiet):
         finally:
             con.close()
         click.echo(f"plot: {plot} (Kiel diagram of {drawn['n_scored']:,} scored stars, ML and GSP-Phot)")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--model", "model", default=None,
+              help="The model whose predictions the release carries.  [default: the one scored last]")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of releases.  [default: releases/ beside the database]")
+@click.option("--max-rows-per-partition", "max_rows", default=1_000_000, show_default=True, type=int,
+              help="At most this many rows per Parquet partition (dense sky gets smaller HEALPix pixels).")
+@click.option("--margin-arcsec", default=10.0, show_default=True, type=float,
+              help="Width of the margin caches of gaia and catalogue (rows just outside each partition).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@click.pass_context
+@user_errors
+def release(ctx, name, model, out, max_rows, margin_arcsec, quiet):
+    """Publish the database as release NAME: immutable HATS catalogues (HEALPix-partitioned
+    Parquet) that DuckDB, hats and lsdb read.
+
+    Catalogues: gaia, skymapper, distances, labels, xmatch, predictions (one model) and
+    catalogue (one row per star with everything, the table to start from).  Tables keyed by
+    Gaia source_id are partitioned exactly like gaia.  The release appears complete or not
+    at all, `latest` then points to it, and an existing release is never replaced.
+
+    Example:
+
+        stellardb release 2026-12a --model demo
+
+        stellardb query --release 2026-12a "select count(*) from catalogue where feh < -1"
+
+        python -c "import lsdb; print(lsdb.open_catalog('releases/2026-12a/catalogue'))"
+    """
+    from stellardb.cli.progress import staged_progress
+    from stellardb.release.writer import write_release
+
+    with staged_progress(f"release {name}", disable=quiet) as progress:
+        result = write_release(ctx.obj["db"], name, model=model, out=out, max_rows=max_rows,
+                               margin_arcsec=margin_arcsec, progress=progress)
+    if not quiet:
+        from stellardb.cli.report import print_release_summary
+
+        print_release_summary(result)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of releases.  [default: releases/ beside the database]")
+@click.pass_context
+@user_errors
+def releases(ctx, out):
+    """List the releases: name, when, stars, model, size; * marks `latest`.
+
+    Example:
+
+        stellardb releases
+    """
+    from pathlib import Path
+
+    from stellardb.cli.report import print_releases
+    from stellardb.release import layout
+
+    root = Path(out) if out else layout.default_root(ctx.obj["db"])
+    found = layout.list_releases(root)
+    if not found:
+        raise click.ClickException(f"No releases in {root}; make one with `stellardb release NAME`.")
+    print_releases(found)
 
 
 def main():  # pragma: no cover - entry point for python -m stellardb

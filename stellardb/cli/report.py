@@ -10,7 +10,10 @@ from rich.text import Text
 
 
 def _size(path) -> str:
-    n = os.path.getsize(path)
+    return _bytes(os.path.getsize(path))
+
+
+def _bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -83,3 +86,35 @@ def print_ingests(ingests, console: Console | None = None) -> None:
         table.add_row(str(i.ingest_id), i.table, f"{i.rows:,}", f"{i.rows_now:,}", i.format or "-", i.preset or "-",
                       f"{i.ingested_at:%Y-%m-%d %H:%M:%S}", Text(i.file))
     console.print(table)
+
+
+def print_release_summary(result, console: Console | None = None) -> None:
+    """What ``stellardb release`` wrote: rows and partitions per catalogue."""
+    console = console or Console()
+    table = Table(title=f"release {result.name} (model {result.model}) in {result.seconds:.1f} s")
+    for col in ("catalogue", "rows", "partitions", "HEALPix orders", "margin rows"):
+        table.add_column(col, justify="left" if col == "catalogue" else "right")
+    for name, c in result.catalogues.items():
+        orders = sorted({p.order for p in c.partitions})
+        table.add_row(name, f"{c.rows:,}", f"{len(c.partitions):,}",
+                      f"{orders[0]}-{orders[-1]}" if len(orders) > 1 else str(orders[0]),
+                      "-" if c.margin_rows is None else f"{c.margin_rows:,}")
+    console.print(table)
+    if result.skipped:
+        console.print(f"left out (no rows in the database): {', '.join(result.skipped)}")
+    console.print(f"{result.path} (latest)")
+
+
+def print_releases(found, console: Console | None = None) -> None:
+    """Table of ``stellardb releases``."""
+    console = console or Console(width=max(100, Console().width))
+    table = Table(title=f"releases in {found[0].path.parent}")
+    for col in ("name", "created (UTC)", "stars", "model", "size"):
+        table.add_column(col, justify="right" if col in ("stars", "size") else "left")
+    for r in found:
+        m = r.manifest
+        table.add_row(r.name + (" *" if r.latest else ""), m.get("created_utc", "?").replace("T", " ")[:19],
+                      f"{m.get('catalogues', {}).get('catalogue', {}).get('rows', 0):,}",
+                      (m.get("model") or {}).get("name", "-"), _bytes(r.size_bytes))
+    console.print(table)
+    console.print("* latest")

@@ -52,7 +52,18 @@ class IngestResult:
 
 
 def sha256_of(path: Path, stop: threading.Event | None = None) -> str | None:
-    """Hex sha256 of a file's bytes; None if ``stop`` is set before it is done."""
+    """Hex sha256 of a file's bytes; None if ``stop`` is set before it is done.
+
+    A folder (a HATS catalogue): the sha256 of its files' relative paths and sha256s, in
+    sorted order, so the same catalogue copied elsewhere has the same checksum."""
+    if Path(path).is_dir():
+        h = hashlib.sha256()
+        for file in sorted(f for f in Path(path).rglob("*") if f.is_file()):
+            digest = sha256_of(file, stop)
+            if digest is None:
+                return None
+            h.update(f"{file.relative_to(path).as_posix()}\0{digest}\n".encode())
+        return h.hexdigest()
     h = hashlib.sha256()
     block = bytearray(1 << 22)
     view = memoryview(block)

@@ -9,6 +9,10 @@ The format is detected from the file's first bytes, never from its name:
 * Parquet (``PAR1``): DuckDB's Parquet reader.
 * FITS (``SIMPLE  =``) and VOTable (XML): astropy, then Arrow (masked values and
   FITS TNULL become NULL, big-endian columns are byte-swapped, bytes become text).
+* a HATS catalogue folder (``hats.properties``, or a collection's ``collection.properties``;
+  made by hats-import, a stellardb release, or a download such as Gaia DR3 in HATS): hats
+  lists its partitions, DuckDB reads their Parquet; the HATS columns (``_healpix_29``, and
+  ``Norder``/``Dir``/``Npix`` of older catalogues) are left out.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ ECSV_TYPES = {
 @dataclass
 class SourceFile:
     path: Path
-    format: str  # ecsv | csv | parquet | fits | votable
+    format: str  # ecsv | csv | parquet | fits | votable | hats
     gzipped: bool
     header_lines: int = 0
     ecsv_columns: dict | None = None
@@ -68,6 +72,8 @@ class SourceFile:
     staged_as: str = "table"
     #: FITS extension (index or EXTNAME) or VOTable table index to read (--hdu); None: the only one
     hdu: int | str | None = None
+    #: a HATS catalogue's Parquet files, in partition order
+    hats_files: list | None = None
 
 
 def _peek(path: Path, n: int = 65536) -> tuple[bytes, bool]:
@@ -103,6 +109,8 @@ def _detect(path: Path) -> SourceFile:
     if not path.is_file() and not path.is_dir():
         # a device or a pipe (/dev/zero would be read for ever)
         raise UserError(f"{path} is not a regular file; give a catalogue file.")
+    if path.is_dir():
+        return _detect_hats(path)
     head, gzipped = _peek(path)
     if not head.strip():
         raise UserError(f"{path} is empty; nothing to ingest.")
@@ -119,6 +127,41 @@ def _detect(path: Path) -> SourceFile:
             raise UserError(f"{path}: the ECSV header lists no columns (no 'datatype:' section); is the file complete?")
         return SourceFile(path, "ecsv", gzipped, header_lines=header, ecsv_columns=columns, delimiter=delimiter)
     return SourceFile(path, "csv", gzipped)
+
+
+#: columns HATS adds to a catalogue, which are not the survey's
+HATS_COLUMNS = ("_healpix_29", "Norder", "Dir", "Npix")
+
+
+def _detect_hats(path: Path) -> SourceFile:
+    """A HATS catalogue folder (or a collection: its primary catalogue) and its data files."""
+    if not ((path / "hats.properties").is_file() or (path / "collection.properties").is_file()
+            or (path / "properties").is_file()):
+        raise UserError(f"{path} is a folder but not a HATS catalogue (no hats.properties or collection.properties); "
+                        "give a catalogue file, or the folder of a HATS catalogue.")
+    import hats
+    from hats.catalog.catalog_collection import CatalogCollection
+
+    try:
+        catalog = hats.read_hats(path)
+    except Exception as exc:  # hats raises many kinds for a broken folder
+        raise UserError(f"{path}: not a readable HATS catalogue ({type(exc).__name__}: {_first_line(exc)}); "
+                        "check that the folder is complete.") from None
+    if isinstance(catalog, CatalogCollection):
+        catalog = catalog.main_catalog
+    kind = str(getattr(catalog.catalog_info.catalog_type, "value", catalog.catalog_info.catalog_type))
+    if kind not in ("object", "source"):
+        raise UserError(f"{path} is a HATS {kind} catalogue, not a catalogue of rows to ingest; give the folder of "
+                        "the object catalogue (its collection, or the primary catalogue).")
+    from hats.io import paths as hats_paths
+
+    files = [Path(str(hats_paths.pixel_catalog_file(catalog.catalog_base_dir, pixel)))
+             for pixel in catalog.get_healpix_pixels()]
+    missing = [f for f in files if not f.is_file()]
+    if not files or missing:
+        raise UserError(f"{path}: the HATS catalogue lists {len(files)} partitions but "
+                        f"{'has none' if not files else f'{missing[0]} is missing'}; the folder is incomplete.")
+    return SourceFile(path, "hats", False, hats_files=files)
 
 
 def _ecsv_header(path: Path, gzipped: bool) -> tuple[int, dict]:
@@ -160,6 +203,10 @@ def column_names(con: duckdb.DuckDBPyConnection, source: SourceFile) -> list[str
             import pyarrow.parquet as pq
 
             return list(pq.read_schema(source.path).names)
+        if source.format == "hats":
+            import pyarrow.parquet as pq
+
+            return [n for n in pq.read_schema(source.hats_files[0]).names if n not in HATS_COLUMNS]
         if source.format == "csv":
             import csv
 
@@ -302,7 +349,16 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
                 raise UserError(str(exc).replace(str(plain), str(source.path))) from None
     source.row_column, source.staged_as = None, "table"
     try:
-        if source.format == "parquet":
+        if source.format == "hats":
+            files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in source.hats_files) + "]"
+            names = [r[0] for r in con.execute(
+                f"describe select * from read_parquet({files}, hive_partitioning = false)").fetchall()]
+            dropped = [n for n in names if n in HATS_COLUMNS]
+            exclude = f" exclude ({', '.join(dropped)})" if dropped else ""
+            # a copy, so that rowid numbers the catalogue's rows in partition order
+            con.execute(f"create temp table {stage} as select *{exclude} from "
+                        f"read_parquet({files}, hive_partitioning = false)")
+        elif source.format == "parquet":
             literal = "'" + path.replace("'", "''") + "'"
             names = [r[0] for r in con.execute(f"describe select * from read_parquet({literal})").fetchall()]
             if "file_row_number" in {n.lower() for n in names}:

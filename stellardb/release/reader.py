@@ -1,0 +1,190 @@
+"""Read a release with DuckDB, without the database file: ``stellardb query --release``.
+
+An in-memory DuckDB gets one view per catalogue of the release, over its Parquet files,
+named as in the release (``gaia``, ``skymapper``, ``distances``, ``labels``, ``xmatch``,
+``predictions``, ``catalogue``), and the views of ``sql/`` that read them (``stars``,
+``stars_with_predictions``, ``best_labels``, ``features``), so the SQL that runs on the
+database runs here and returns the same rows.
+
+Cone searches: ``select * from gaia_cone(ra_deg, dec_deg, radius_arcsec)`` (also
+``catalogue_cone``, ``skymapper_cone``).  Each adds ``_healpix_29`` ranges covering the
+cone (cdshealpix) to the distance test; DuckDB folds them to constants and skips every row
+group outside them by its statistics, so a small cone reads one or two row groups of one
+or two partitions instead of the whole release.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from stellardb.catalog import db
+from stellardb.catalog.schema import sql_dir, sql_files
+from stellardb.errors import UserError
+from stellardb.release import layout
+from stellardb.release.partition import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
+
+#: release catalogue -> the *_src view of the database that the views of sql/ read
+SOURCE_VIEWS = {"gaia": "gaia_src", "skymapper": "skymapper_src", "distances": "distances_src",
+                "xmatch": "xmatch_src", "predictions": "predictions_src"}
+#: views of sql/ that a release can answer (they read only the views above and ``labels``)
+MART_FILES = ("40_marts/best_labels.sql", "40_marts/stars.sql", "40_marts/stars_with_predictions.sql",
+              "40_marts/features.sql")
+#: catalogues with positions, and their columns, for the *_cone table macros
+CONE_TABLES = {"gaia": ("ra", "dec"), "catalogue": ("ra", "dec"), "skymapper": ("raj2000", "dej2000")}
+#: at most this many _healpix_29 ranges per cone (unused ones are empty)
+CONE_RANGES = 8
+
+
+def connect(release: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only, in-memory DuckDB over the release folder ``release``."""
+    release = Path(release)
+    manifest = json.loads((release / layout.MANIFEST).read_text())
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("set memory_limit = $m", {"m": _memory_limit()})
+        for path in sql_files():  # dependency-sorted
+            if path.parent.name == "10_macros":
+                con.execute(path.read_text())
+        _register_cone_functions(con)
+        present = list(manifest["catalogues"])
+        for name in present:
+            files = layout.data_files_glob(release, name)
+            con.execute(f"create view {name} as select * from read_parquet({_literal(files)}, hive_partitioning = false)")
+            if name in SOURCE_VIEWS:
+                con.execute(f"create view {SOURCE_VIEWS[name]} as select * exclude ({SPATIAL_INDEX_COLUMN}"
+                            f"{', ra, dec' if name in ('distances', 'xmatch', 'predictions') else ''}) from {name}")
+        for name in set(SOURCE_VIEWS) - set(present):  # a table the database had no rows of
+            con.execute(f"create view {SOURCE_VIEWS[name]} as select * from ({_empty_source(name)})")
+        if "labels" not in present:
+            con.execute("create view labels as select null::varchar as survey, null::bigint as source_id, "
+                        "null::double as teff, null::double as e_teff, null::double as logg, null::double as e_logg, "
+                        "null::double as feh, null::double as e_feh, null::double as match_sep_arcsec where false")
+        for relative in MART_FILES:
+            con.execute((sql_dir() / relative).read_text())
+        for name, (ra, dec) in CONE_TABLES.items():
+            if name in present:
+                con.execute(_cone_macro(name, ra, dec))
+        _column_metadata_table(con, release, present)
+        con.execute("set allowed_directories = [$d]", {"d": str(release) + "/"})
+        db._lock_down(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _memory_limit() -> str:
+    from stellardb import config
+
+    return config.get("memory_limit")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _empty_source(name: str) -> str:
+    """No rows, the columns of the database's view: a release of a database without, say, skymapper."""
+    memory = duckdb.connect(":memory:")
+    try:
+        from stellardb.catalog.schema import apply_sql
+
+        apply_sql(memory)
+        columns = memory.execute(
+            "select column_name, data_type from duckdb_columns() where table_name = $t order by column_index",
+            {"t": SOURCE_VIEWS[name]}).fetchall()
+    finally:
+        memory.close()
+    return "select " + ", ".join(f"null::{t} as {c}" for c, t in columns) + " where false"
+
+
+def cone_ranges(ra_deg: float, dec_deg: float, radius_arcsec: float) -> list[tuple[int, int]]:
+    """At most CONE_RANGES ``[lo, hi]`` ranges of ``_healpix_29`` that cover the cone.
+
+    cdshealpix's cone coverage (every cell the cone touches, possibly a few more) at the
+    deepest order whose cells, merged where consecutive, give at most CONE_RANGES ranges.
+    """
+    import cdshealpix
+    from astropy import units as u
+    from astropy.coordinates import Latitude, Longitude
+
+    if not (np.isfinite(ra_deg) and np.isfinite(dec_deg) and np.isfinite(radius_arcsec)) or radius_arcsec <= 0 \
+            or abs(dec_deg) > 90:
+        return []
+    if radius_arcsec >= 180 * 3600:
+        return [(0, 12 * 4**SPATIAL_INDEX_ORDER - 1)]
+    best = [(0, 12 * 4**SPATIAL_INDEX_ORDER - 1)]
+    for depth in range(0, 20):
+        ipix, _, _ = cdshealpix.nested.cone_search(Longitude(ra_deg % 360, u.deg), Latitude(dec_deg, u.deg),
+                                                   radius_arcsec * u.arcsec, depth=depth, flat=True)
+        shift = 2 * (SPATIAL_INDEX_ORDER - depth)
+        cells = np.unique(np.asarray(ipix, dtype=np.int64))
+        starts = np.flatnonzero(np.diff(cells, prepend=-2) != 1)
+        stops = np.append(starts[1:], cells.size) - 1
+        ranges = [(int(cells[a]) << shift, ((int(cells[b]) + 1) << shift) - 1) for a, b in zip(starts, stops)]
+        if len(ranges) > CONE_RANGES:
+            break
+        best = ranges
+    return best
+
+
+def _register_cone_functions(con) -> None:
+    cache: dict = {}
+
+    def ranges(ra, dec, radius):
+        key = (ra, dec, radius)
+        if key not in cache:
+            cache[key] = cone_ranges(ra, dec, radius)
+        return cache[key]
+
+    def lo(ra, dec, radius, i):
+        found = ranges(ra, dec, radius)
+        return found[i][0] if i < len(found) else 1
+
+    def hi(ra, dec, radius, i):
+        found = ranges(ra, dec, radius)
+        return found[i][1] if i < len(found) else 0
+
+    types = ["DOUBLE", "DOUBLE", "DOUBLE", "INTEGER"]
+    con.create_function("_cone_lo", lo, types, "BIGINT", side_effects=False)
+    con.create_function("_cone_hi", hi, types, "BIGINT", side_effects=False)
+
+
+def _cone_macro(name: str, ra: str, dec: str) -> str:
+    terms = " or ".join(
+        f"{SPATIAL_INDEX_COLUMN} between _cone_lo(ra_deg, dec_deg, radius_arcsec, {i}) "
+        f"and _cone_hi(ra_deg, dec_deg, radius_arcsec, {i})" for i in range(CONE_RANGES))
+    return (f"create macro {name}_cone(ra_deg, dec_deg, radius_arcsec) as table "
+            f"select * from {name} where ({terms}) "
+            f"and vector_sep_arcsec(sky_x({ra}, {dec}), sky_y({ra}, {dec}), sky_z({ra}, {dec}), "
+            f"sky_x(ra_deg, dec_deg), sky_y(ra_deg, dec_deg), sky_z(ra_deg, dec_deg)) <= radius_arcsec")
+
+
+def _column_metadata_table(con, release: Path, present: list[str]) -> None:
+    """Table column_metadata (as in the database) from the VO-Parquet headers, so exports of
+    a release carry units, UCDs and descriptions."""
+    from astropy.io.votable import parse
+
+    import io
+    import pyarrow.parquet as pq
+
+    rows = []
+    for name in present:
+        common = layout.catalogue_dir(release, name) / "dataset" / "_common_metadata"
+        header = (pq.read_schema(common).metadata or {}).get(b"IVOA.VOTable-Parquet.content")
+        if not header:
+            continue
+        table = parse(io.BytesIO(header), verify="ignore").get_first_table()
+        # the catalogue's columns are those of the view stars (and its predictions)
+        for owner in (name, "stars") if name == "catalogue" else (name,):
+            for f in table.fields:
+                rows.append((owner, f.name, str(f.unit) if f.unit is not None else None, f.ucd, f.description))
+    con.execute("create table column_metadata (table_name varchar, column_name varchar, unit varchar, "
+                "ucd varchar, description varchar)")
+    if rows:
+        con.executemany("insert into column_metadata values (?, ?, ?, ?, ?)", rows)
