@@ -180,9 +180,10 @@ def write_release(db_path, name: str, model: str | None = None, out=None, max_ro
         layout.publish(partial, final)
         partial = None
         layout.point_latest(root, name)
-    except duckdb.IOException as exc:
-        raise UserError(f"Cannot write release {name} in {root}: {str(exc).splitlines()[0]}; nothing was "
-                        "published (free some space, or give --out on another disk).") from None
+    except (duckdb.IOException, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise UserError(f"Cannot write release {name} in {root}: {reason}; nothing was published (free some "
+                        "space or fix the folder's permissions, or give --out elsewhere).") from None
     finally:
         con.close()
         if partial is not None:
@@ -257,6 +258,13 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
     else:
         partitions = _co_partitions(con, source, gaia_plan)
 
+    order = None
+    if spec.margin:  # refused before any partition is written
+        try:
+            order = margin_order(partitions, margin_arcsec)
+        except ValueError as exc:
+            raise UserError(f"{spec.name}: {exc}; use a smaller --margin-arcsec or a larger "
+                            "--max-rows-per-partition.") from None
     collection = partial / spec.name
     catalogue = collection / spec.name
     header = _vo_header(con, spec, source)
@@ -269,7 +277,7 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
     if spec.margin:
         margin_name = f"{spec.name}_{margin_arcsec:g}arcs"
         result.margin_rows, result.margin_partitions = _write_margin(
-            con, spec, source, work, collection / margin_name, partitions, margin_arcsec, header, progress)
+            con, spec, source, work, collection / margin_name, partitions, order, margin_arcsec, header, progress)
         margins.append(margin_name)
     _finish_collection(collection, spec.name, margins)
     return result
@@ -335,12 +343,8 @@ def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel],
 
 
 def _write_margin(con, spec: ReleaseTable, source: str, work: Path, margin_dir: Path, partitions: list[Pixel],
-                  margin_arcsec: float, header: str, progress) -> tuple[int, int]:
-    try:
-        order = margin_order(partitions, margin_arcsec)
-    except ValueError as exc:
-        raise UserError(f"{spec.name}: {exc}; use a smaller --margin-arcsec or a larger "
-                        "--max-rows-per-partition.") from None
+                  order: int, margin_arcsec: float, header: str, progress) -> tuple[int, int]:
+    """The margin cache: for each partition, the rows whose order-``order`` pixel borders it."""
     con.register("_release_margin_pairs", margin_pairs(partitions, order))
     margin_file = work / f"{spec.name}_margin.parquet"
     try:

@@ -1,0 +1,207 @@
+"""The release commands from the command line: what they print, and what bad input gets (one line,
+a non-zero exit, the database, the releases and ``latest`` exactly as they were)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from stellardb.release import layout
+
+from ..helpers import error_line, invoke, snapshot
+from .conftest import add_predictions
+
+
+@pytest.fixture
+def scored_copy(scored_db, tmp_path):
+    path = tmp_path / "db" / "sky.duckdb"
+    path.parent.mkdir()
+    shutil.copy(scored_db, path)
+    return path
+
+
+def releases_state(root):
+    """What a reader sees: the listed releases, where latest points, and every file name."""
+    latest = os.readlink(root / "latest") if (root / "latest").is_symlink() else None
+    return ([r.name for r in layout.list_releases(root)], latest,
+            sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else [])
+
+
+def test_release_then_releases_then_query(scored_copy):
+    result = invoke(scored_copy, "release", "2026-12a", "--max-rows-per-partition", "5000", "-q")
+    assert result.exit_code == 0, result.output
+    root = scored_copy.parent / "releases"
+    assert os.readlink(root / "latest") == "2026-12a"
+    listed = invoke(scored_copy, "releases")
+    assert listed.exit_code == 0 and "2026-12a *" in listed.output and "m1" in listed.output
+    n = invoke(scored_copy, "query", "--release", "latest", "select count(*) as n from catalogue", "--format", "csv")
+    assert n.exit_code == 0 and n.output.split() == ["n", str(snapshot(scored_copy)["gaia"][0])]
+
+
+def test_a_second_release_moves_latest_and_keeps_the_first(scored_copy):
+    add_predictions(scored_copy, model="m2", seed_offset=3600)  # scored later: the default model
+    for name in ("a", "b"):
+        assert invoke(scored_copy, "release", name, "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    root = scored_copy.parent / "releases"
+    assert [r.name for r in layout.list_releases(root)] == ["a", "b"]
+    assert os.readlink(root / "latest") == "b"
+    assert layout.list_releases(root)[0].manifest["model"]["name"] == "m2"
+    old = invoke(scored_copy, "query", "--release", "a", "select count(*) from predictions", "--format", "csv")
+    assert old.exit_code == 0
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("../x", "is not allowed"), ("a/b", "is not allowed"), ("..", "is not allowed"), (".hidden", "is not allowed"),
+    ("latest", "names the pointer"), ("", "is not allowed"),
+])
+def test_bad_names_are_refused(scored_copy, name, expected):
+    before = snapshot(scored_copy)
+    assert expected in error_line(invoke(scored_copy, "release", name))
+    assert snapshot(scored_copy) == before
+    assert not (scored_copy.parent / "releases").exists()
+
+
+def test_an_existing_release_is_never_overwritten(scored_copy):
+    assert invoke(scored_copy, "release", "a", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    root = scored_copy.parent / "releases"
+    before = releases_state(root)
+    assert "already exists" in error_line(invoke(scored_copy, "release", "a"))
+    assert releases_state(root) == before
+
+
+def test_nothing_scored_unknown_model_and_empty_database_are_refused(scored_copy, sky_db_path, tmp_path):
+    before = snapshot(scored_copy)
+    assert "has no predictions" in error_line(invoke(scored_copy, "release", "x", "--model", "nope"))
+    unscored = tmp_path / "unscored.duckdb"
+    shutil.copy(sky_db_path, unscored)
+    assert "Nothing is scored yet" in error_line(invoke(unscored, "release", "x"))
+    empty = tmp_path / "empty.duckdb"
+    duckdb.connect(str(empty)).close()
+    assert "holds no Gaia sources" in error_line(invoke(empty, "release", "x"))
+    assert "No stellardb database" in error_line(invoke(tmp_path / "missing.duckdb", "release", "x"))
+    assert snapshot(scored_copy) == before
+    for folder in (scored_copy.parent, tmp_path):
+        assert not (folder / "releases").exists() or layout.list_releases(folder / "releases") == []
+
+
+def test_bad_options_are_refused(scored_copy):
+    assert "--max-rows-per-partition must be" in error_line(invoke(scored_copy, "release", "x",
+                                                                   "--max-rows-per-partition", "0"))
+    assert "--margin-arcsec must be" in error_line(invoke(scored_copy, "release", "x", "--margin-arcsec", "-1"))
+    # a margin wider than the smallest partitions allow is refused, and nothing is left
+    line = error_line(invoke(scored_copy, "release", "x", "--max-rows-per-partition", "500", "--margin-arcsec", "900"))
+    assert "--margin-arcsec" in line
+    assert layout.list_releases(scored_copy.parent / "releases") == []
+    assert [p.name for p in (scored_copy.parent / "releases").iterdir()] == []
+
+
+_RELEASE = "from stellardb.cli.main import cli; cli(prog_name='stellardb')"
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_an_interrupted_release_is_never_listed_and_latest_is_unchanged(scored_copy, how):
+    assert invoke(scored_copy, "release", "first", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    root = scored_copy.parent / "releases"
+    before = releases_state(root)
+    process = subprocess.Popen([sys.executable, "-c", _RELEASE, "--db", str(scored_copy), "release", "second",
+                                "--max-rows-per-partition", "500", "-q"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(root.glob(".second.partial-*/skymapper")) and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert process.poll() is None, "the release ended before it could be interrupted"
+    process.send_signal(how)
+    process.wait(60)
+    assert process.returncode != 0
+    listed, latest, _ = releases_state(root)
+    assert (listed, latest) == before[:2]
+    if how == signal.SIGTERM:  # it cleaned up after itself
+        assert releases_state(root) == before
+    else:  # killed outright: the next release removes what it left
+        assert any(root.glob(".second.partial-*"))
+        assert invoke(scored_copy, "release", "third", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+        assert not any(root.glob(".second.partial-*"))
+        assert not (root / "second").exists()
+
+
+def test_a_full_disk_leaves_no_release(scored_copy, tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()}): disk-full NOT checked")
+    try:
+        line = error_line(invoke(scored_copy, "release", "x", "--out", folder))
+        assert "nothing was published" in line and "space" in line
+        assert list(folder.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_query_release_works_while_another_process_writes_the_database(scored_copy):
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('open', flush=True); time.sleep(60)", str(scored_copy)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"open"
+        assert "in use by another process" in error_line(invoke(scored_copy, "query", "select 1"))
+        result = invoke(scored_copy, "query", "--release", "r", "select count(*) as n from gaia", "--format", "csv")
+        assert result.exit_code == 0, result.output
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_query_release_is_read_only_and_names_unknown_releases(scored_copy):
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    line = error_line(invoke(scored_copy, "query", "--release", "nope", "select 1"))
+    assert "No release 'nope'" in line and "r" in line
+    for sql, expected in (("select * from read_csv('/etc/passwd')", "file system operations are disabled"),
+                          ("copy (select 1) to 'x.csv'", "read-only"), ("create table t (a int)", "read-only")):
+        result = invoke(scored_copy, "query", "--release", "r", sql)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.startswith("Error:") and expected in result.output.splitlines()[0]
+    assert not (scored_copy.parent / "x.csv").exists()
+    assert "No releases in" in error_line(invoke(scored_copy, "releases", "--out", scored_copy.parent / "none"))
+
+
+def test_ingest_refuses_folders_that_are_not_the_right_hats_catalogue(scored_copy, tmp_path):
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    release = scored_copy.parent / "releases" / "r"
+    target = tmp_path / "new.duckdb"
+    assert "not a HATS catalogue" in error_line(invoke(target, "ingest", "gaia", tmp_path))
+    assert "margin catalogue" in error_line(invoke(target, "ingest", "gaia", release / "gaia" / "gaia_10arcs"))
+    assert "looks like a skymapper file" in error_line(invoke(target, "ingest", "gaia", release / "skymapper"))
+    broken = tmp_path / "broken"
+    shutil.copytree(release / "distances" / "distances", broken)
+    next(broken.rglob("Npix=*.parquet")).unlink()
+    assert "is missing" in error_line(invoke(target, "ingest", "gaia", broken))
+    assert not target.exists()
+
+
+def test_a_release_ingests_back_into_the_same_tables(scored_copy, tmp_path):
+    """gaia and skymapper of a release ingest into a new database with the rows they came from."""
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    release = scored_copy.parent / "releases" / "r"
+    target = tmp_path / "new.duckdb"
+    for table in ("gaia", "skymapper"):
+        assert invoke(target, "ingest", table, release / table, "-q").exit_code == 0
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach '{scored_copy}' as a (read_only); attach '{target}' as b (read_only)")
+        for table in ("gaia", "skymapper", "xmatch"):
+            names = ", ".join(r[0] for r in con.execute(
+                "select column_name from duckdb_columns() where database_name = 'a' and table_name = $t "
+                "and column_name <> 'ingest_id'", {"t": table}).fetchall())
+            for x, y in (("a", "b"), ("b", "a")):
+                assert con.execute(f"select count(*) from (select {names} from {x}.{table} except all "
+                                   f"select {names} from {y}.{table})").fetchone()[0] == 0, table
+    finally:
+        con.close()
