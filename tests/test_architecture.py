@@ -1,9 +1,10 @@
 """The package's layers, checked on its import graph (every import, those inside functions too)
 and in a fresh interpreter's sys.modules:
 
-    cli -> ingest, ml, simulate -> catalog -> config, errors, cores
+    cli -> ingest, ml, simulate, release -> catalog -> config, errors, cores
 
-catalog imports nothing from ingest, ml or cli; ingest and ml never import each other; only
+catalog imports nothing from ingest, ml, release or cli; ingest and ml never import each other;
+release reads the database through catalog and model cards through ml.model_store only; only
 ml/mlp.py, ml/train.py and ml/model_store.py import Keras or TensorFlow; only cli/ imports
 rich; and no module imports itself back through others.
 """
@@ -68,17 +69,27 @@ def violations(rule) -> list[str]:
 
 def test_the_layers_exist():
     """The package tree the README describes (a rule about an empty layer would prove nothing)."""
-    for package in ("catalog", "ingest", "ml", "cli", "simulate"):
+    for package in ("catalog", "ingest", "ml", "cli", "simulate", "release"):
         assert f"stellardb.{package}" in MODULES, package
     for module in ("config", "errors", "cores", "ingest.pipeline", "ingest.specs", "ingest.checks", "ingest.staging",
                    "ingest.readers", "ingest.presets", "catalog.db", "catalog.schema", "catalog.query", "catalog.xmatch",
                    "catalog.healpix", "catalog.astrometry", "ml.features", "ml.mlp", "ml.scorer", "ml.model_store",
-                   "ml.train", "ml.score", "ml.metrics", "ml.plots"):
+                   "ml.train", "ml.score", "ml.metrics", "ml.plots", "release.writer", "release.reader",
+                   "release.partition", "release.layout"):
         assert f"stellardb.{module}" in MODULES, module
 
 
+def test_release_reads_through_catalog_and_model_store_only():
+    allowed = ("stellardb.catalog", "stellardb.release", "stellardb.config", "stellardb.errors", "stellardb.cores",
+               "stellardb.ml.model_store")
+    assert not violations(lambda n, t: layer(n) == "release" and t.startswith("stellardb.")
+                          and t != "stellardb" and not t.startswith(allowed))
+    # nothing but the command line builds on releases
+    assert not violations(lambda n, t: layer(n) not in ("cli", "release") and t.startswith("stellardb.release"))
+
+
 def test_catalog_imports_nothing_above_it():
-    above = ("stellardb.ingest", "stellardb.ml", "stellardb.cli", "stellardb.simulate")
+    above = ("stellardb.ingest", "stellardb.ml", "stellardb.cli", "stellardb.simulate", "stellardb.release")
     assert not violations(lambda n, t: layer(n) == "catalog" and t.startswith(above))
 
 
@@ -143,6 +154,8 @@ def loaded_after(statement: str) -> set[str]:
      ("keras", "tensorflow", "rich", "stellardb.ingest", "stellardb.cli")),
     ("import stellardb, stellardb.catalog.query, stellardb.catalog.xmatch, stellardb.catalog.export",
      ("keras", "tensorflow", "rich", "click", "stellardb.ml", "stellardb.ingest", "stellardb.cli")),
+    ("import stellardb.release.reader, stellardb.release.layout",
+     ("keras", "tensorflow", "rich", "click", "stellardb.ml", "stellardb.ingest", "stellardb.cli", "lsdb", "dask")),
 ])
 def test_a_fresh_interpreter_loads_only_what_the_layer_needs(statement, absent):
     """What a web process or a notebook pays for: no Keras, TensorFlow, rich or command line."""

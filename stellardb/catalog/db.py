@@ -308,8 +308,6 @@ _METADATA_ORDER = ("predictions", "stars", "features", "why_not_scored", "gaia",
 _VIEW_SOURCES = {
     "stars_with_predictions": ("predictions", "stars", "gaia", "distances", "skymapper", "xmatch"),
     "catalogue_of_model": ("predictions", "stars", "gaia", "distances", "skymapper", "xmatch"),
-    "labels": ("sos", "xmatch_labels"),
-    "best_labels": ("sos", "xmatch_labels"),
     "stars": ("stars", "gaia", "distances", "skymapper", "xmatch"),
     "features": ("features", "gaia", "distances", "skymapper"),
     "scoring_set": ("features", "gaia", "distances", "skymapper"),

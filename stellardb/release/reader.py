@@ -16,7 +16,6 @@ or two partitions instead of the whole release.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import duckdb
@@ -24,7 +23,6 @@ import numpy as np
 
 from stellardb.catalog import db
 from stellardb.catalog.schema import sql_dir, sql_files
-from stellardb.errors import UserError
 from stellardb.release import layout
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 
