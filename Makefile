@@ -24,7 +24,7 @@ lock: $(STAMP)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra ml --extra dev --extra bench --universal \
 		--python-version 3.11 --quiet -o requirements.lock
 
-## make demo: the main job end to end on the embedded default (simulated) sky
+## make demo: the main job end to end on the embedded default (simulated) sky, published as a release
 demo: $(STAMP)
 	mkdir -p $(DEMO_DIR)
 	rm -f $(DEMO_DIR)/stellardb.duckdb $(DEMO_DIR)/stellardb.duckdb.wal
@@ -37,6 +37,9 @@ demo: $(STAMP)
 	$(SDB) train --quick --model demo
 	$(SDB) score --model demo --plot $(DEMO_DIR)/kiel.png
 	$(SDB) query "select count(*) as metal_poor_giants, round(median(teff)) as median_teff_k from stars_with_predictions where model = 'demo' and feh < -1 and logg < 3"
+	rm -rf $(DEMO_DIR)/releases
+	$(SDB) release demo-1 --model demo
+	$(SDB) query --release latest "select count(*) as stars_within_1_deg, round(median(teff)) as median_teff_k from catalogue_cone(150.0, -45.0, 3600) where teff is not null"
 
 ## make test: the offline, seeded test suite
 test: $(STAMP)
@@ -49,11 +52,13 @@ bench: $(STAMP)
 	$(PY) bench/bench_ingest_xmatch.py
 	$(PY) bench/bench_score.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_release.py
 	$(PY) bench/results.py
 
-## make bench-big: the 10 M-star memory check (about 15 minutes)
+## make bench-big: the 10 M-star memory check and release benchmark (about an hour)
 bench-big: $(STAMP)
 	$(PY) bench/bench_ingest_xmatch.py --stars 10000000 --skymapper-rows 8000000 --memory
+	$(PY) bench/bench_release.py --stars 10000000
 	$(PY) bench/results.py
 
 clean:

@@ -26,6 +26,9 @@ BENCHES = {
     "bench_score": "the NumPy scorer and `stellardb score` end to end, against Keras predict and DuckDB's read",
     "bench_train": "accuracy against Gaia GSP-Phot and LightGBM on the simulated sky, repeatability over seeds, "
                    "training speed, and real SWEET-Cat stars",
+    "release": "`stellardb release` of 1 M stars against hats-import (Gaia catalogue and margin, same rows), "
+               "and 1 arcmin cones through `query --release` against a plain filter",
+    "release_10000000": "the same for 10 M stars (`make bench-big`)",
 }
 
 

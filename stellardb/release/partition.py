@@ -55,8 +55,9 @@ class PartitionTooDense(ValueError):
     """One order-10 pixel holds more rows than a partition may."""
 
 
-def plan(counts_by_pixel: dict[int, int], max_rows: int, histogram_order: int = HISTOGRAM_ORDER) -> list[Pixel]:
-    """Adaptive partitions from row counts at ``histogram_order``, sorted in NESTED order.
+def plan(pixels, counts, max_rows: int, histogram_order: int = HISTOGRAM_ORDER) -> list[Pixel]:
+    """Adaptive partitions from the occupied pixels at ``histogram_order`` and their row
+    counts (arrays, pixels unique), sorted in NESTED order.
 
     hats-import's cut (hats ``generate_alignment`` with ``drop_empty_siblings``, which
     tests/release/test_partition.py checks this against): a pixel of order k becomes one
@@ -66,25 +67,30 @@ def plan(counts_by_pixel: dict[int, int], max_rows: int, histogram_order: int = 
     for the 12.6 M pixels of order 10, measured); this is the same rule over the occupied
     pixels only, in NumPy.
     """
-    if not counts_by_pixel:
+    pixels, counts = np.asarray(pixels, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+    if not pixels.size:
         return []
-    pixels = np.fromiter(counts_by_pixel.keys(), dtype=np.int64)
-    counts = np.fromiter(counts_by_pixel.values(), dtype=np.int64)
     densest = int(counts.max())
     if densest > max_rows:
         raise PartitionTooDense(f"{densest:,} rows fall in one order-{histogram_order} HEALPix pixel "
                                 f"(about {_pixel_arcmin(histogram_order):.1f} arcmin across), more than "
                                 f"--max-rows-per-partition {max_rows:,}")
+    # bottom-up over the occupied pixels only: at each order, the parents of the pixels below,
+    # their row counts and how many of their children are occupied
+    collapsing = {}
+    level, rows = pixels, counts
+    for order in range(histogram_order - 1, -1, -1):
+        parents, where = np.unique(level >> 2, return_inverse=True)
+        parent_rows = np.bincount(where, weights=rows, minlength=parents.size)
+        occupied_children = np.bincount(where, minlength=parents.size)
+        collapsing[order] = parents[(parent_rows <= max_rows) & (occupied_children >= 2)]
+        level, rows = parents, parent_rows
+    # each pixel goes to its lowest collapsing ancestor, else stays at histogram_order
     assigned = np.full(pixels.size, histogram_order, dtype=np.int64)
     for order in range(histogram_order - 1, -1, -1):
-        ancestor = pixels >> 2 * (histogram_order - order)
-        child = pixels >> 2 * (histogram_order - order - 1)
-        groups, where = np.unique(ancestor, return_inverse=True)
-        rows = np.bincount(where, weights=counts, minlength=groups.size)
-        occupied_children = np.bincount(np.unique(np.stack([where, child]), axis=1)[0], minlength=groups.size)
-        collapse = (rows <= max_rows) & (occupied_children >= 2)
-        assigned = np.where(collapse[where], order, assigned)
-    found = {Pixel(int(o), int(p >> 2 * (histogram_order - o))) for o, p in zip(assigned, pixels)}
+        assigned[np.isin(pixels >> 2 * (histogram_order - order), collapsing[order])] = order
+    keys = np.unique((assigned << 58) | (pixels >> 2 * (histogram_order - assigned)))
+    found = [Pixel(int(k >> 58), int(k & ((1 << 58) - 1))) for k in keys]
     return sorted(found, key=lambda p: (p.lo, p.order))
 
 

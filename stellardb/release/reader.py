@@ -45,6 +45,9 @@ def connect(release: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     try:
         con.execute("set memory_limit = $m", {"m": _memory_limit()})
+        # a release never changes: keep each file's footer after the first read (a cone then
+        # opens no footer again; 18 ms -> 1 ms per query over 12 files, measured)
+        con.execute("set parquet_metadata_cache = true")
         for path in sql_files():  # dependency-sorted
             if path.parent.name == "10_macros":
                 con.execute(path.read_text())

@@ -104,6 +104,7 @@ class CatalogueResult:
     partitions: list[Pixel]
     margin_rows: int | None = None
     margin_partitions: int | None = None
+    seconds: float = 0.0  # writing this catalogue and its margin
 
 
 @dataclass
@@ -232,9 +233,7 @@ def _quote_path(path: Path) -> str:
 
 def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, gaia_plan: list[Pixel],
                  max_rows: int, margin_arcsec: float, progress) -> CatalogueResult | None:
-    expected = con.execute(f"select count(*) from ({sql})").fetchone()[0]
-    if not expected:
-        return None
+    started = time.perf_counter()
     sorted_file = work / f"{spec.name}.parquet"
     if spec.gaia_key is None:
         rows = f"select healpix_29({spec.ra}, {spec.dec}) as {SPATIAL_INDEX_COLUMN}, * from ({sql})"
@@ -245,14 +244,19 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
                 f"as {SPATIAL_INDEX_COLUMN}, t.*{carried} from ({sql}) as t left join "
                 f"(select source_id, {SPATIAL_INDEX_COLUMN}, ra, dec from read_parquet({gaia})) as g "
                 f"on g.source_id = t.{spec.gaia_key}")
-    con.execute(f"copy (select * from ({rows}) order by {SPATIAL_INDEX_COLUMN}, {spec.order_by}) to "
-                f"{_quote_path(sorted_file)} (format parquet, row_group_size {ROW_GROUP_ROWS})")
+    expected = con.execute(
+        f"copy (select * from ({rows}) order by {SPATIAL_INDEX_COLUMN}, {spec.order_by}) to "
+        f"{_quote_path(sorted_file)} (format parquet, compression lz4_raw, row_group_size {ROW_GROUP_ROWS})"
+    ).fetchone()[0]
+    if not expected:
+        return None
     source = f"read_parquet({_quote_path(sorted_file)})"
 
     if spec.gaia_key is None:
-        counts = dict(con.execute(f"select {SPATIAL_INDEX_COLUMN} >> 38, count(*) from {source} group by 1").fetchall())
+        counts = con.execute(f"select {SPATIAL_INDEX_COLUMN} >> 38 as pixel, count(*) as n from {source} "
+                             "group by 1").fetchnumpy()
         try:
-            partitions = plan(counts, max_rows)
+            partitions = plan(counts["pixel"], counts["n"], max_rows)
         except PartitionTooDense as exc:
             raise UserError(f"{spec.name}: {exc}; raise --max-rows-per-partition.") from None
     else:
@@ -280,6 +284,7 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
             con, spec, source, work, collection / margin_name, partitions, order, margin_arcsec, header, progress)
         margins.append(margin_name)
     _finish_collection(collection, spec.name, margins)
+    result.seconds = time.perf_counter() - started
     return result
 
 
@@ -336,7 +341,7 @@ def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel],
         columns = "* exclude (_margin_norder, _margin_npix)" if where else "*"
         written += con.execute(
             f"copy (select {columns} from {source} where {condition}) to {_quote_path(target)} "
-            f"(format parquet, compression zstd, row_group_size {ROW_GROUP_ROWS}, kv_metadata {kv})").fetchone()[0]
+            f"(format parquet, compression snappy, row_group_size {ROW_GROUP_ROWS}, kv_metadata {kv})").fetchone()[0]
         if progress:
             progress(i + 1, len(partitions), stage)
     return written
@@ -352,7 +357,7 @@ def _write_margin(con, spec: ReleaseTable, source: str, work: Path, margin_dir: 
             f"copy (select m.norder as _margin_norder, m.npix as _margin_npix, t.* from {source} as t "
             f"join _release_margin_pairs as m on (t.{SPATIAL_INDEX_COLUMN} >> {2 * (29 - order)}) = m.margin_pixel "
             f"order by m.norder, m.npix, t.{SPATIAL_INDEX_COLUMN}, t.{spec.order_by.split(',')[0]}) "
-            f"to {_quote_path(margin_file)} (format parquet, row_group_size {ROW_GROUP_ROWS})")
+            f"to {_quote_path(margin_file)} (format parquet, compression lz4_raw, row_group_size {ROW_GROUP_ROWS})")
     finally:
         con.unregister("_release_margin_pairs")
     margin_source = f"read_parquet({_quote_path(margin_file)})"
@@ -467,7 +472,7 @@ def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows
         "model": {"name": result.model, "card": card, "card_sha256": card_sha256, "runs": runs},
         "ingests": ingests,
         "catalogues": {
-            name: {"rows": c.rows, "partitions": len(c.partitions),
+            name: {"rows": c.rows, "partitions": len(c.partitions), "seconds": round(c.seconds, 2),
                    "orders": sorted({p.order for p in c.partitions}),
                    **({"margin_rows": c.margin_rows, "margin_partitions": c.margin_partitions,
                        "margin_arcsec": margin_arcsec} if c.margin_rows is not None else {})}

@@ -25,13 +25,13 @@ def test_plan_is_hats_imports_alignment(seed):
     alignment = generate_alignment(histogram, highest_order=order, lowest_order=0, threshold=threshold,
                                    drop_empty_siblings=True)
     expected = {Pixel(int(a[0]), int(a[1])) for a in alignment[histogram > 0]}
-    counts = {int(p): int(histogram[p]) for p in np.flatnonzero(histogram)}
-    assert set(plan(counts, threshold, histogram_order=order)) == expected
+    occupied = np.flatnonzero(histogram)
+    assert set(plan(occupied, histogram[occupied], threshold, histogram_order=order)) == expected
 
 
 def test_plan_refuses_a_pixel_denser_than_a_partition():
     with pytest.raises(PartitionTooDense, match="more than --max-rows-per-partition 10"):
-        plan({5: 11}, 10)
+        plan([5], [11], 10)
 
 
 def test_pixel_ranges_are_healpix_nesting():
