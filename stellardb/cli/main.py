@@ -288,6 +288,11 @@ def query(ctx, sql, fmt, output, max_rows, release_name):
 
     Views: stars, features, scoring_set, training_set, why_not_scored, stars_with_predictions.
 
+    With --release NAME: tables gaia, skymapper, distances, labels, xmatch, predictions,
+    catalogue (each with _healpix_29), views stars, stars_with_predictions, features, and
+    cone searches that read only the partitions they need: gaia_cone(ra_deg, dec_deg,
+    radius_arcsec), catalogue_cone(...), skymapper_cone(...).  The database is not opened.
+
     Example:
 
         stellardb query "select count(*) from stars_with_predictions where feh < -1 and logg < 3"
@@ -295,11 +300,6 @@ def query(ctx, sql, fmt, output, max_rows, release_name):
         stellardb query "select * from stars_with_predictions where model = 'demo'" --format votable -o demo.vot
 
         stellardb query "select reason, count(*) from why_not_scored group by reason"
-
-    With --release NAME: tables gaia, skymapper, distances, labels, xmatch, predictions,
-    catalogue (each with _healpix_29), views stars, stars_with_predictions, features, and
-    cone searches that read only the partitions they need: gaia_cone(ra_deg, dec_deg,
-    radius_arcsec), catalogue_cone(...), skymapper_cone(...).
 
         stellardb query --release latest "select * from catalogue_cone(56.75, -24.12, 60)"
     """
@@ -526,14 +526,13 @@ def release(ctx, name, model, out, max_rows, margin_arcsec, quiet):
     catalogue (one row per star with everything, the table to start from).  Tables keyed by
     Gaia source_id are partitioned exactly like gaia.  The release appears complete or not
     at all, `latest` then points to it, and an existing release is never replaced.
+    lsdb opens its catalogues: lsdb.open_catalog("releases/2026-12a/catalogue").
 
     Example:
 
         stellardb release 2026-12a --model demo
 
-        stellardb query --release 2026-12a "select count(*) from catalogue where feh < -1"
-
-        python -c "import lsdb; print(lsdb.open_catalog('releases/2026-12a/catalogue'))"
+        stellardb release 2026-12b --out /data/releases --max-rows-per-partition 500000
     """
     from stellardb.cli.progress import staged_progress
     from stellardb.release.writer import write_release
