@@ -359,6 +359,8 @@ def column_metadata(con, names, sql: str | None = None, types: dict | None = Non
         order: list[str] = []
         # a source view (gaia_src) describes its table's columns
         read = {name.removesuffix("_src") for name in read}
+        # table macros (catalogue_of_model('m')) are calls, not table names, to DuckDB's parser
+        read |= {name.lower() for name in re.findall(r"\b(\w+)\s*\(", sql)} & set(_VIEW_SOURCES)
         for name in sorted(read, key=lambda n: (n not in _VIEW_SOURCES, n)):
             order.extend(t for t in _VIEW_SOURCES.get(name, (name,)) if t not in order)
     else:

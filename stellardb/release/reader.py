@@ -185,7 +185,9 @@ def _column_metadata_table(con, release: Path, present: list[str]) -> None:
         for owner in (name, "stars") if name == "catalogue" else (name,):
             for f in table.fields:
                 rows.append((owner, f.name, str(f.unit) if f.unit is not None else None, f.ucd, f.description))
-    con.execute("create table column_metadata (table_name varchar, column_name varchar, unit varchar, "
-                "ucd varchar, description varchar)")
-    if rows:
-        con.executemany("insert into column_metadata values (?, ?, ?, ?, ?)", rows)
+    import pyarrow as pa
+
+    names = ("table_name", "column_name", "unit", "ucd", "description")
+    # an in-memory Arrow table, registered (the database's column_metadata, same columns)
+    con.register("column_metadata", pa.table({n: pa.array([r[i] for r in rows], pa.string())
+                                              for i, n in enumerate(names)}))

@@ -205,3 +205,22 @@ def test_a_release_ingests_back_into_the_same_tables(scored_copy, tmp_path):
                                    f"select {names} from {y}.{table})").fetchone()[0] == 0, table
     finally:
         con.close()
+
+
+def test_query_release_exports_carry_units_and_ucds(scored_copy, tmp_path, stilts):
+    """A VOTable from a release has the units and UCDs of the database's own exports (STILTS and astropy read it)."""
+    from astropy.table import Table
+
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    sql = "select source_id, parallax, r_med_geo, teff, feh from catalogue where teff is not null limit 20"
+    released, stored = tmp_path / "release.vot", tmp_path / "db.vot"
+    assert invoke(scored_copy, "query", "--release", "r", sql, "--format", "votable", "-o", released).exit_code == 0
+    assert invoke(scored_copy, "query", sql.replace("catalogue", "catalogue_of_model('m1')"), "--format", "votable",
+                  "-o", stored).exit_code == 0
+    a, b = Table.read(released, format="votable"), Table.read(stored, format="votable")
+    assert [str(c.unit) for c in a.columns.values()] == [str(c.unit) for c in b.columns.values()]
+    assert str(a["parallax"].unit) == "mas" and str(a["teff"].unit) == "K"
+    assert a["teff"].meta.get("ucd") == b["teff"].meta.get("ucd") == "phys.temperature.effective"
+    out = subprocess.run([stilts, "tpipe", f"in={released}", "ifmt=votable", "omode=meta"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "mas" in out.stdout, out.stderr
