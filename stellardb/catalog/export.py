@@ -231,11 +231,13 @@ def _write_votable(table, path: Path, description: str | None = None) -> None:
     Path(path).write_text(votable_xml(table, description), encoding="utf-8")
 
 
-def votable_xml(table, description: str | None = None, with_data: bool = True) -> str:
+def votable_xml(table, description: str | None = None, with_data: bool = True,
+                char_widths: dict | None = None) -> str:
     """VOTable 1.4 with the rows as one BINARY2 stream, encoded with NumPy.
 
     ``with_data=False``: the FIELDs only, the header a VO-Parquet file carries
-    (IVOA note "Parquet files in the Virtual Observatory": key ``IVOA.VOTable-Parquet.content``).
+    (IVOA note "Parquet files in the Virtual Observatory": key ``IVOA.VOTable-Parquet.content``),
+    with each text column's ``arraysize`` from ``char_widths`` (name -> widest value).
 
     astropy's writer converts cell by cell in Python (0.6 ms per row of 69 columns:
     a minute for the demo's 100k predictions); here each column is one NumPy
@@ -263,6 +265,8 @@ def votable_xml(table, description: str | None = None, with_data: bool = True) -
             encoded = np.char.encode(values, "ascii" if ascii_only else "utf-16-be")
             width = max(1, encoded.dtype.itemsize)
             attrs["datatype"] = "char" if ascii_only else "unicodeChar"
+            if not with_data and char_widths:  # a header without rows (VO-Parquet): the data's widest value
+                width = max(1, char_widths.get(column.name, 1))
             attrs["arraysize"] = str(width if ascii_only else width // 2)
             dtype.append((f"f{k}", f"S{width}"))
             arrays.append(encoded.astype(f"S{width}"))

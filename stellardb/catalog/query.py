@@ -64,6 +64,7 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     export.require_output(fmt, output)
     export.check_output_path(output)
+    _check_output_protected(output, db_path)
     con = connect() if connect is not None else db.connect(db_path, read_only=True)
     try:
         _check_statement(con, sql)
@@ -85,6 +86,22 @@ def run_query(db_path, sql: str, fmt: str = "table", output: str | None = None, 
             raise SqlError(_sql_error(exc, sql=sql)) from None
     finally:
         con.close()
+
+
+def _check_output_protected(output, db_path) -> None:
+    """--output never replaces the database (or its WAL) nor writes into a release (immutable)."""
+    if output is None:
+        return
+    from pathlib import Path
+
+    target = Path(output).absolute().resolve()
+    database = Path(db_path).absolute().resolve() if db_path else None
+    if database is not None and target in (database, database.with_name(database.name + ".wal")):
+        raise UserError(f"--output {output} is the database file itself; write the result to another file.")
+    for folder in target.parents:
+        if (folder / "manifest.json").is_file() and (folder / "catalogue").is_dir():
+            raise UserError(f"--output {output} is inside release {folder.name}, and releases are never changed; "
+                            "write the result elsewhere.")
 
 
 #: What `stellardb query` runs: reading statements.  The connection is read-only with

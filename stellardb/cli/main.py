@@ -564,6 +564,7 @@ def releases(ctx, out):
     from stellardb.release import layout
 
     root = Path(out) if out else layout.default_root(ctx.obj["db"])
+    layout.sweep_partials(root)  # what a killed `release` left (its process is gone)
     found = layout.list_releases(root)
     if not found:
         raise click.ClickException(f"No releases in {root}; make one with `stellardb release NAME`.")

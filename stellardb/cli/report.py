@@ -113,8 +113,11 @@ def print_releases(found, console: Console | None = None) -> None:
         table.add_column(col, justify="right" if col in ("stars", "size") else "left")
     for r in found:
         m = r.manifest
-        table.add_row(r.name + (" *" if r.latest else ""), m.get("created_utc", "?").replace("T", " ")[:19],
+        if r.damaged:
+            table.add_row(r.name + (" *" if r.latest else ""), f"damaged: {r.damaged}", "-", "-", _bytes(r.size_bytes))
+            continue
+        table.add_row(r.name + (" *" if r.latest else ""), str(m.get("created_utc", "?")).replace("T", " ")[:19],
                       f"{m.get('catalogues', {}).get('catalogue', {}).get('rows', 0):,}",
                       (m.get("model") or {}).get("name", "-"), _bytes(r.size_bytes))
     console.print(table)
-    console.print("* latest")
+    console.print("* latest" if any(r.latest for r in found) else "no `latest` link: make a release to set it")

@@ -155,11 +155,21 @@ def _detect_hats(path: Path) -> SourceFile:
                         "the object catalogue (its collection, or the primary catalogue).")
     from hats.io import paths as hats_paths
 
-    files = [Path(str(hats_paths.pixel_catalog_file(catalog.catalog_base_dir, pixel)))
-             for pixel in catalog.get_healpix_pixels()]
-    missing = [f for f in files if not f.is_file()]
+    suffix = catalog.catalog_info.npix_suffix or ".parquet"
+    files, missing = [], []
+    for pixel in catalog.get_healpix_pixels():
+        where = Path(str(hats_paths.pixel_catalog_file(catalog.catalog_base_dir, pixel, npix_suffix=suffix)))
+        if suffix == "/":  # a folder per partition (hats_npix_suffix=/): every Parquet file in it
+            found = sorted(f for f in where.rglob("*") if f.is_file() and not f.name.startswith((".", "_")))
+            files.extend(found)
+            if not found:
+                missing.append(where)
+        else:
+            files.append(where)
+            if not where.is_file():
+                missing.append(where)
     if not files or missing:
-        raise UserError(f"{path}: the HATS catalogue lists {len(files)} partitions but "
+        raise UserError(f"{path}: the HATS catalogue lists {len(catalog.get_healpix_pixels())} partitions but "
                         f"{'has none' if not files else f'{missing[0]} is missing'}; the folder is incomplete.")
     return SourceFile(path, "hats", False, hats_files=files)
 

@@ -57,6 +57,27 @@ def data_files_glob(release: Path, table: str) -> str:
     return str(catalogue_dir(release, table) / "dataset" / "Norder=*" / "Dir=*" / "Npix=*.parquet")
 
 
+def data_files(release: Path, table: str) -> list[Path]:
+    """The Parquet files of a catalogue, from its partition_info.csv (not a glob: a file that is
+    not one of its partitions is never read, and a folder name may hold glob characters)."""
+    import csv
+
+    from stellardb.release.partition import Pixel
+
+    base = catalogue_dir(release, table)
+    with open(base / "partition_info.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [base / "dataset" / Pixel(int(r["Norder"]), int(r["Npix"])).path() for r in rows]
+
+
+def release_holding(path: Path) -> Path | None:
+    """The release folder that ``path`` is (or lies inside), if any."""
+    for folder in (path, *path.parents):
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
 def partial_dir(root: Path, name: str) -> Path:
     return root / f".{name}.partial-{os.getpid()}"
 
@@ -112,6 +133,8 @@ class ReleaseInfo:
     path: Path
     manifest: dict
     latest: bool
+    #: why the release cannot be read (its manifest is unreadable), or None
+    damaged: str | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -121,8 +144,11 @@ class ReleaseInfo:
 def resolve(root: Path, name_or_path: str) -> Path:
     """A release folder from a name under ``root`` (``latest`` included) or a path to one."""
     candidate = Path(name_or_path)
-    if ("/" in name_or_path or os.sep in name_or_path) and (candidate / MANIFEST).is_file():
-        return candidate.resolve()
+    if "/" in name_or_path or os.sep in name_or_path:
+        if (candidate / MANIFEST).is_file():
+            return candidate.resolve()
+        raise UserError(f"{name_or_path} is not a release folder (no {MANIFEST}); give a release name (see "
+                        "`stellardb releases`) or the folder of one.")
     if name_or_path != LATEST:
         check_name(name_or_path)
     path = root / name_or_path
@@ -145,7 +171,10 @@ def list_releases(root: Path) -> list[ReleaseInfo]:
             continue
         try:
             manifest = json.loads((entry / MANIFEST).read_text())
-        except (OSError, ValueError):
-            continue
-        found.append(ReleaseInfo(entry.name, entry, manifest, entry.name == latest))
+            damaged = None if isinstance(manifest, dict) and isinstance(manifest.get("catalogues"), dict) else \
+                "its manifest.json lists no catalogues"
+        except (OSError, ValueError) as exc:
+            manifest, damaged = {}, f"its manifest.json cannot be read ({type(exc).__name__})"
+        found.append(ReleaseInfo(entry.name, entry, manifest if isinstance(manifest, dict) else {},
+                                 entry.name == latest, damaged))
     return sorted(found, key=lambda r: (r.manifest.get("created_utc", ""), r.name))

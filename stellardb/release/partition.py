@@ -98,40 +98,48 @@ def _pixel_arcmin(order: int) -> float:
     return float(np.degrees(np.sqrt(4 * np.pi / (12 * 4**order))) * 60)
 
 
-def covering(base: list[Pixel], uncovered_29: np.ndarray) -> list[Pixel]:
-    """Pixels for rows that lie outside every pixel of ``base`` (a co-partitioned table's
-    row whose Gaia source is not in the gaia catalogue): for each such row the largest
-    pixel that holds it and overlaps no base pixel.  The result overlaps neither ``base``
-    nor itself (two rows' pixels are nested only if one would have stopped at the larger).
-    """
-    if not len(uncovered_29):
+def covering(base: list[Pixel], uncovered_29: np.ndarray, max_rows: int = 2**62) -> list[Pixel]:
+    """Partitions for rows outside every pixel of ``base`` (a co-partitioned table's row whose
+    Gaia source is not in the gaia catalogue), cut like any table (:func:`plan`, at most
+    ``max_rows`` rows each) and split further where a pixel would overlap ``base``.  The
+    result overlaps neither ``base`` nor itself."""
+    uncovered_29 = np.asarray(uncovered_29, dtype=np.int64)
+    if not uncovered_29.size:
         return []
-    by_order: dict[int, set[int]] = {}
+    pixels, counts = np.unique(uncovered_29 >> 2 * (SPATIAL_INDEX_ORDER - HISTOGRAM_ORDER), return_counts=True)
+    by_order: dict[int, np.ndarray] = {}
     for p in base:
-        by_order.setdefault(p.order, set()).add(p.pixel)
-    deepest = max(by_order, default=0)
+        by_order.setdefault(p.order, []).append(p.pixel)
+    by_order = {k: np.sort(np.array(v, dtype=np.int64)) for k, v in by_order.items()}
 
     def overlaps_base(candidate: Pixel) -> bool:
-        for order, pixels in by_order.items():
-            if order <= candidate.order:
-                if (candidate.pixel >> 2 * (candidate.order - order)) in pixels:
+        for order, found in by_order.items():
+            if order <= candidate.order:  # a base pixel holds the candidate
+                if np.isin(candidate.pixel >> 2 * (candidate.order - order), found):
                     return True
-            else:
-                # a base pixel inside the candidate: its range lies in the candidate's
+            else:  # a base pixel inside the candidate
                 first = candidate.pixel << 2 * (order - candidate.order)
                 last = (candidate.pixel + 1) << 2 * (order - candidate.order)
-                if any(first <= p < last for p in pixels):
+                if np.searchsorted(found, first) < np.searchsorted(found, last):
                     return True
         return False
 
-    found = set()
-    for h in np.unique(np.asarray(uncovered_29, dtype=np.int64) >> 2 * (SPATIAL_INDEX_ORDER - deepest)):
-        for order in range(deepest + 1):
-            candidate = Pixel(order, int(h) >> 2 * (deepest - order))
-            if not overlaps_base(candidate):
-                found.add(candidate)
-                break
-    return sorted(found, key=lambda p: (p.lo, p.order))
+    result, stack = [], list(plan(pixels, counts, max_rows))
+    while stack:
+        candidate = stack.pop()
+        if not overlaps_base(candidate):
+            result.append(candidate)
+            continue
+        # split: its children that hold rows (at HISTOGRAM_ORDER no pixel with a row can overlap
+        # base, whose pixels are no deeper, without holding that row)
+        child_order = candidate.order + 1
+        children = np.unique(pixels >> 2 * (HISTOGRAM_ORDER - child_order))
+        stack.extend(Pixel(child_order, int(c)) for c in children[children >> 2 == candidate.pixel])
+    return sorted(result, key=lambda p: (p.lo, p.order))
+
+
+#: at most this many border pixels in all (each a row of the margin join's build side)
+MAX_MARGIN_PIXELS = 20_000_000
 
 
 def margin_order(partitions: list[Pixel], margin_arcsec: float) -> int:
@@ -144,6 +152,12 @@ def margin_order(partitions: list[Pixel], margin_arcsec: float) -> int:
     if order <= deepest or order2mindist(order) * 60.0 < margin_arcsec:
         raise ValueError(f"a {margin_arcsec:g} arcsec margin is wider than the order-{deepest} partitions allow "
                          f"(about {order2mindist(deepest + 1) * 60:.0f} arcsec at most)")
+    # each partition of order k borders about 4 * 2**(order - k) + 4 margin pixels
+    border = sum(4 * 2 ** (order - p.order) + 4 for p in partitions)
+    if border > MAX_MARGIN_PIXELS:
+        raise ValueError(f"a {margin_arcsec:g} arcsec margin is so narrow that its border pixels (order {order}) "
+                         f"number {border:,}, more than the {MAX_MARGIN_PIXELS:,} a release holds in memory; "
+                         "use a wider margin")
     return order
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from stellardb.catalog import db
 from stellardb.catalog.schema import sql_dir, sql_files
+from stellardb.errors import UserError
 from stellardb.release import layout
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN, SPATIAL_INDEX_ORDER
 
@@ -39,11 +40,30 @@ CONE_RANGES = 8
 
 
 def connect(release: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only, in-memory DuckDB over the release folder ``release``."""
+    """A read-only, in-memory DuckDB over the release folder ``release``.
+
+    Raises
+    ------
+    UserError
+        The release is damaged: its manifest or a catalogue's files are missing or unreadable.
+    """
     release = Path(release)
+    try:
+        return _connect(release)
+    except (OSError, ValueError, KeyError, TypeError, duckdb.IOException, duckdb.InvalidInputException) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise UserError(f"Release {release.name} is damaged ({type(exc).__name__}: "
+                        f"{detail.replace(str(release.parent), '...')}); make a new release.") from None
+
+
+def _connect(release: Path) -> duckdb.DuckDBPyConnection:
     manifest = json.loads((release / layout.MANIFEST).read_text())
     con = duckdb.connect(":memory:")
     try:
+        # DuckDB adds its spill folder to the readable ones: make it an empty one of its own
+        import tempfile
+
+        con.execute("set temp_directory = $t", {"t": tempfile.mkdtemp(prefix="stellardb-release-")})
         con.execute("set memory_limit = $m", {"m": _memory_limit()})
         # a release never changes: keep each file's footer after the first read (a cone then
         # opens no footer again; 18 ms -> 1 ms per query over 12 files, measured)
@@ -54,24 +74,28 @@ def connect(release: Path) -> duckdb.DuckDBPyConnection:
         _register_cone_functions(con)
         present = list(manifest["catalogues"])
         for name in present:
-            files = layout.data_files_glob(release, name)
-            con.execute(f"create view {name} as select * from read_parquet({_literal(files)}, hive_partitioning = false)")
+            files = "[" + ", ".join(_literal(str(f)) for f in layout.data_files(release, name)) + "]"
+            con.execute(f"create view {name} as select * from read_parquet({files}, hive_partitioning = false)")
             if name in SOURCE_VIEWS:
                 con.execute(f"create view {SOURCE_VIEWS[name]} as select * exclude ({SPATIAL_INDEX_COLUMN}"
                             f"{', ra, dec' if name in ('distances', 'xmatch', 'predictions') else ''}) from {name}")
-        for name in set(SOURCE_VIEWS) - set(present):  # a table the database had no rows of
+        for name in set(SOURCE_VIEWS) - set(present):  # a table the database had no rows of: no rows here
             con.execute(f"create view {SOURCE_VIEWS[name]} as select * from ({_empty_source(name)})")
+            extra = ", null::double as ra, null::double as dec" if name in ("distances", "xmatch", "predictions") else ""
+            con.execute(f"create view {name} as select null::bigint as {SPATIAL_INDEX_COLUMN}, *{extra} "
+                        f"from {SOURCE_VIEWS[name]}")
         if "labels" not in present:
-            con.execute("create view labels as select null::varchar as survey, null::bigint as source_id, "
+            con.execute(f"create view labels as select null::bigint as {SPATIAL_INDEX_COLUMN}, "
+                        "null::varchar as survey, null::bigint as source_id, "
                         "null::double as teff, null::double as e_teff, null::double as logg, null::double as e_logg, "
-                        "null::double as feh, null::double as e_feh, null::double as match_sep_arcsec where false")
+                        "null::double as feh, null::double as e_feh, null::double as match_sep_arcsec, null::double as ra, "
+                        "null::double as dec where false")
         for relative in MART_FILES:
             con.execute((sql_dir() / relative).read_text())
         for name, (ra, dec) in CONE_TABLES.items():
-            if name in present:
-                con.execute(_cone_macro(name, ra, dec))
+            con.execute(_cone_macro(name, ra, dec))
         _column_metadata_table(con, release, present)
-        con.execute("set allowed_directories = [$d]", {"d": str(release) + "/"})
+        con.execute("set allowed_directories = [$d]", {"d": str(release.resolve()) + "/"})
         db._lock_down(con)
     except BaseException:
         con.close()

@@ -48,6 +48,8 @@ DEFAULT_MARGIN_ARCSEC = 10.0
 ROW_GROUP_ROWS = 20_000
 #: Gaia: source_id = healpix_12 * 2**35 + n; a source missing from gaia is placed in its order-12 pixel
 _GAIA_ID_TO_29 = "((({key}) >> 35) << 34)"
+#: source_id / 2**35 is an order-12 pixel: below 12 * 4**12
+_GAIA_ID_LIMIT = 12 * 4**12 * 2**35
 
 
 @dataclass(frozen=True)
@@ -152,11 +154,20 @@ def write_release(db_path, name: str, model: str | None = None, out=None, max_ro
     final = root / name
     if final.exists() or final.is_symlink():
         raise UserError(f"Release {name} already exists in {root}; releases are never overwritten: choose another name.")
+    inside = layout.release_holding(root)
+    if inside is not None:
+        raise UserError(f"--out {root} is inside release {inside.name}, and releases are never changed; give a "
+                        "folder of releases outside it.")
+    latest = root / layout.LATEST
+    if (latest.exists() or latest.is_symlink()) and not latest.is_symlink():
+        raise UserError(f"{latest} is not the link stellardb keeps to the newest release (a copied folder?); rename "
+                        "or remove it, then release again.")
 
     con = db.connect(db_path, read_only=False)
     partial = None
     try:
         model = _check_database(con, model)
+        _cap_memory(con)
         root.mkdir(parents=True, exist_ok=True)
         layout.sweep_partials(root)
         partial = layout.partial_dir(root, name)
@@ -180,7 +191,11 @@ def write_release(db_path, name: str, model: str | None = None, out=None, max_ro
         _write_manifest(con, db_path, partial, result, max_rows, margin_arcsec)
         layout.publish(partial, final)
         partial = None
-        layout.point_latest(root, name)
+        try:
+            layout.point_latest(root, name)
+        except OSError as exc:
+            raise UserError(f"Release {name} is published in {final}, but {root / layout.LATEST} could not be "
+                            f"switched to it ({exc.strerror or exc}); query it by name.") from None
     except (duckdb.IOException, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise UserError(f"Cannot write release {name} in {root}: {reason}; nothing was published (free some "
@@ -217,6 +232,23 @@ def _check_database(con, model: str | None) -> str:
     return model
 
 
+_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
+          "TIB": 2**40}
+
+
+def _cap_memory(con) -> None:
+    """DuckDB gets three quarters of STELLARDB_MEMORY_LIMIT, so that the whole process (Python,
+    Arrow, hats) stays under it: the sorts spill to disk instead (bench/bench_release.py
+    measured 4.6 GB peak at 10 M stars with DuckDB at the full 4 GB)."""
+    import re
+
+    limit = con.execute("select current_setting('memory_limit')").fetchone()[0]  # e.g. '3.7 GiB'
+    match = re.fullmatch(r"([\d.]+)\s*([KMGT]?i?B)", limit.strip(), re.IGNORECASE)
+    if match:
+        size = float(match[1]) * _UNITS[match[2].upper()]
+        con.execute("set memory_limit = $m", {"m": f"{int(size * 0.75) // 2**20}MiB"})
+
+
 def _register_healpix(con) -> None:
     import pyarrow as pa
 
@@ -238,6 +270,12 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
     if spec.gaia_key is None:
         rows = f"select healpix_29({spec.ra}, {spec.dec}) as {SPATIAL_INDEX_COLUMN}, * from ({sql})"
     else:
+        bad = con.execute(f"select count(*) from ({sql}) where {spec.gaia_key} < 0 or {spec.gaia_key} >= "
+                          f"{_GAIA_ID_LIMIT}").fetchone()[0]
+        if bad:
+            raise UserError(f"{spec.name}: {bad:,} rows have a {spec.gaia_key} that is not a Gaia DR3 source_id "
+                            f"(0 <= source_id < {_GAIA_ID_LIMIT:,}), so no sky position; forget their file "
+                            "(stellardb ingests, stellardb forget) or fix it and ingest it again.")
         gaia = _quote_path(work / "gaia.parquet")
         carried = "" if spec.ra else ", g.ra, g.dec"
         rows = (f"select coalesce(g.{SPATIAL_INDEX_COLUMN}, {_GAIA_ID_TO_29.format(key='t.' + spec.gaia_key)}) "
@@ -260,7 +298,10 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
         except PartitionTooDense as exc:
             raise UserError(f"{spec.name}: {exc}; raise --max-rows-per-partition.") from None
     else:
-        partitions = _co_partitions(con, source, gaia_plan)
+        try:
+            partitions = _co_partitions(con, source, gaia_plan, max_rows)
+        except PartitionTooDense as exc:
+            raise UserError(f"{spec.name}: {exc}; raise --max-rows-per-partition.") from None
 
     order = None
     if spec.margin:  # refused before any partition is written
@@ -271,24 +312,27 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
                             "--max-rows-per-partition.") from None
     collection = partial / spec.name
     catalogue = collection / spec.name
-    header = _vo_header(con, spec, source)
-    written = _copy_partitions(con, source, catalogue, partitions, header, spec.name, progress)
+    widths = _text_widths(con, source)
+    header = _vo_header(con, spec, source, widths)
+    written = _copy_partitions(con, source, catalogue, partitions, header, spec.name, progress, widths=widths)
     if written != expected:  # a defect, never the user's input: refuse to publish it
         raise RuntimeError(f"release {spec.name}: wrote {written} rows of {expected}")
-    _finish_catalogue(catalogue, spec, partitions, written, max_rows, header)
+    _finish_catalogue(catalogue, spec, partitions, written, max_rows, header, widths)
     result = CatalogueResult(written, partitions)
     margins = []
     if spec.margin:
         margin_name = f"{spec.name}_{margin_arcsec:g}arcs"
         result.margin_rows, result.margin_partitions = _write_margin(
-            con, spec, source, work, collection / margin_name, partitions, order, margin_arcsec, header, progress)
-        margins.append(margin_name)
+            con, spec, source, work, collection / margin_name, partitions, order, margin_arcsec, header, widths,
+            progress)
+        if result.margin_rows:
+            margins.append(margin_name)
     _finish_collection(collection, spec.name, margins)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _co_partitions(con, source: str, base: list[Pixel]) -> list[Pixel]:
+def _co_partitions(con, source: str, base: list[Pixel], max_rows: int) -> list[Pixel]:
     """gaia's partitions that hold rows of this table, and pixels for rows outside all of them."""
     import pyarrow as pa
 
@@ -307,11 +351,23 @@ def _co_partitions(con, source: str, base: list[Pixel]) -> list[Pixel]:
         con.unregister("_release_ranges")
     used = sorted({idx for idx, inside, _, _ in found if inside})
     outside = [h for idx, inside, _, values in found if not inside for h in (values or [])]
-    return sorted([base[i] for i in used] + covering(base, np.array(outside, dtype=np.int64)),
+    return sorted([base[i] for i in used] + covering(base, np.array(outside, dtype=np.int64), max_rows),
                   key=lambda p: (p.lo, p.order))
 
 
-def _vo_header(con, spec: ReleaseTable, source: str) -> str:
+def _text_widths(con, source: str) -> dict[str, int]:
+    """The widest value (bytes) of each text column: the VO-Parquet header's arraysize, and
+    astropy's ``table::len::`` key (without it astropy cannot read a text column with NULLs)."""
+    rel = con.sql(f"select * from {source} limit 0")
+    text = [c for c, t in zip(rel.columns, rel.types) if str(t) == "VARCHAR"]
+    if not text:
+        return {}
+    row = con.execute("select " + ", ".join(f'coalesce(max(strlen("{c}")), 0)' for c in text)
+                      + f" from {source}").fetchone()
+    return {c: max(1, int(n)) for c, n in zip(text, row)}
+
+
+def _vo_header(con, spec: ReleaseTable, source: str, widths: dict[str, int]) -> str:
     """The VO-Parquet header (a VOTable with FIELDs, no DATA) of the table's columns."""
     from stellardb.catalog.export import to_astropy, votable_xml
 
@@ -321,18 +377,25 @@ def _vo_header(con, spec: ReleaseTable, source: str) -> str:
     for name, meta in _EXTRA_METADATA.items():
         if name in types and (name == SPATIAL_INDEX_COLUMN or spec.ra is None):
             metadata[name] = meta
-    return votable_xml(to_astropy(rel.to_arrow_table(), metadata), description=spec.description, with_data=False)
+    return votable_xml(to_astropy(rel.to_arrow_table(), metadata), description=spec.description, with_data=False,
+                       char_widths=widths)
 
 
-def _kv_metadata(header: str) -> str:
-    return ("{'IVOA.VOTable-Parquet.version': '1.0', 'IVOA.VOTable-Parquet.content': '"
-            + header.replace("'", "''") + "'}")
+def _file_metadata(header: str, widths: dict[str, int]) -> dict[str, str]:
+    """Key-value metadata of every file: the VO-Parquet header and astropy's text widths."""
+    return {"IVOA.VOTable-Parquet.version": "1.0", "IVOA.VOTable-Parquet.content": header,
+            **{f"table::len::{c}": str(n) for c, n in widths.items()}}
+
+
+def _kv_metadata(header: str, widths: dict[str, int]) -> str:
+    return "{" + ", ".join(f"'{k.replace(chr(39), chr(39) * 2)}': '{v.replace(chr(39), chr(39) * 2)}'"
+                           for k, v in _file_metadata(header, widths).items()) + "}"
 
 
 def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel], header: str, stage: str,
-                     progress, where: str = "") -> int:
+                     progress, where: str = "", widths: dict | None = None) -> int:
     written = 0
-    kv = _kv_metadata(header)
+    kv = _kv_metadata(header, widths or {})
     for i, pixel in enumerate(partitions):
         target = catalogue / "dataset" / pixel.path()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +411,7 @@ def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel],
 
 
 def _write_margin(con, spec: ReleaseTable, source: str, work: Path, margin_dir: Path, partitions: list[Pixel],
-                  order: int, margin_arcsec: float, header: str, progress) -> tuple[int, int]:
+                  order: int, margin_arcsec: float, header: str, widths: dict, progress) -> tuple[int, int]:
     """The margin cache: for each partition, the rows whose order-``order`` pixel borders it."""
     con.register("_release_margin_pairs", margin_pairs(partitions, order))
     margin_file = work / f"{spec.name}_margin.parquet"
@@ -363,15 +426,17 @@ def _write_margin(con, spec: ReleaseTable, source: str, work: Path, margin_dir: 
     margin_source = f"read_parquet({_quote_path(margin_file)})"
     pixels = [Pixel(int(k), int(n)) for k, n in con.execute(
         f"select distinct _margin_norder, _margin_npix from {margin_source} order by 1, 2").fetchall()]
+    if not pixels:  # no row lies near a partition border (a small field, one partition): no margin cache
+        return 0, 0
     rows = _copy_partitions(con, margin_source, margin_dir, pixels, header, f"{spec.name} margin", progress,
-                            where="_margin_norder = {order} and _margin_npix = {pixel}")
-    _finish_catalogue(margin_dir, spec, pixels, rows, None, header, margin_of=spec.name,
+                            where="_margin_norder = {order} and _margin_npix = {pixel}", widths=widths)
+    _finish_catalogue(margin_dir, spec, pixels, rows, None, header, widths, margin_of=spec.name,
                       margin_arcsec=margin_arcsec, margin_order=order)
     return rows, len(pixels)
 
 
 def _finish_catalogue(catalogue: Path, spec: ReleaseTable, partitions: list[Pixel], rows: int, max_rows,
-                      header: str, margin_of: str | None = None, margin_arcsec=None, margin_order=None) -> None:
+                      header: str, widths: dict, margin_of: str | None = None, margin_arcsec=None, margin_order=None) -> None:
     """hats's files: partition_info.csv, _metadata and _common_metadata (with the VO-Parquet
     header), hats.properties."""
     import hats
@@ -383,7 +448,7 @@ def _finish_catalogue(catalogue: Path, spec: ReleaseTable, partitions: list[Pixe
     (catalogue / "dataset").mkdir(parents=True, exist_ok=True)
     PartitionInfo.from_healpix([HealpixPixel(p.order, p.pixel) for p in partitions]).write_to_file(
         catalog_path=catalogue)
-    _write_parquet_metadata(catalogue / "dataset", partitions, header)
+    _write_parquet_metadata(catalogue / "dataset", partitions, header, widths)
     properties = {
         "catalog_name": catalogue.name,
         "catalog_type": "margin" if margin_of else "object",
@@ -406,7 +471,7 @@ def _finish_catalogue(catalogue: Path, spec: ReleaseTable, partitions: list[Pixe
     TableProperties(**properties).to_properties_file(catalogue)
 
 
-def _write_parquet_metadata(dataset: Path, partitions: list[Pixel], header: str) -> None:
+def _write_parquet_metadata(dataset: Path, partitions: list[Pixel], header: str, widths: dict) -> None:
     """``_metadata`` (every file's row-group footers, with its path) and ``_common_metadata``
     (the schema, with the VO-Parquet header), as pyarrow writes them.
 
@@ -426,9 +491,8 @@ def _write_parquet_metadata(dataset: Path, partitions: list[Pixel], header: str)
             combined.append_row_groups(footer)
     combined.write_metadata_file(str(dataset / "_metadata"))
     schema = pq.read_schema(dataset / partitions[0].path())
-    pq.write_metadata(schema.with_metadata({**(schema.metadata or {}), b"IVOA.VOTable-Parquet.version": b"1.0",
-                                            b"IVOA.VOTable-Parquet.content": header.encode()}),
-                      dataset / "_common_metadata")
+    extra = {k.encode(): v.encode() for k, v in _file_metadata(header, widths).items()}
+    pq.write_metadata(schema.with_metadata({**(schema.metadata or {}), **extra}), dataset / "_common_metadata")
 
 
 def _finish_collection(collection: Path, name: str, margins: list[str]) -> None:
@@ -447,11 +511,11 @@ def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows
     from stellardb.catalog.schema import schema_version
 
     ingests = [
-        {"table": t, "file": Path(f).name, "sha256": s, "format": fmt, "preset": p, "rows": n,
+        {"ingest_id": i, "table": t, "file": Path(f).name, "sha256": s, "format": fmt, "preset": p, "rows": n,
          "ingested_at_utc": at.isoformat() if at else None}
-        for t, f, s, fmt, p, n, at in con.execute(
-            "select table_name, file, sha256, format, preset, rows, ingested_at from ingests order by ingest_id"
-        ).fetchall()
+        for i, t, f, s, fmt, p, n, at in con.execute(
+            "select ingest_id, table_name, file, sha256, format, preset, rows, ingested_at from ingests "
+            "order by ingest_id").fetchall()
     ]
     runs = [
         {"command": c, "run_at_utc": at.isoformat(), "stars": n, "card_sha256": sha, "versions": json.loads(v)}

@@ -87,3 +87,13 @@ def test_margin_pairs_are_the_border_pixels():
 def test_margin_wider_than_the_partitions_is_refused():
     with pytest.raises(ValueError, match="wider than the order-10 partitions allow"):
         margin_order([Pixel(10, 5)], 600.0)
+
+
+def test_covering_respects_max_rows():
+    """Rows far from every base pixel are cut like any table: at most max_rows per pixel."""
+    rng = np.random.default_rng(3)
+    base = [Pixel(0, 0)]
+    h29 = rng.integers(Pixel(0, 5).lo, Pixel(0, 7).hi, 5000)  # base pixels 5..7, away from base
+    extra = covering(base, h29, max_rows=300)
+    held = [int(np.sum((h29 >= p.lo) & (h29 < p.hi))) for p in extra]
+    assert sum(held) == h29.size and max(held) <= 300

@@ -258,25 +258,42 @@ def test_lsdb_crossmatch_finds_our_xmatch_pairs_for_slow_stars(release):
 
 
 def test_column_metadata_travels_in_vo_parquet(release):
-    """astropy reads each column's unit from a partition file and from _common_metadata (VO-Parquet)."""
+    """Every catalogue's _common_metadata and data files carry the VO-Parquet header, with the
+    database's units; astropy's VO-Parquet reader reads the catalogues whose column types it can
+    merge (not predictions and catalogue: astropy 8.0 cannot merge a timestamp or a boolean with
+    NULLs with their VOTable FIELDs, TableMergeError)."""
+    import io
+
+    from astropy.io.votable import parse
     from astropy.table import Table
 
     folder, db_path, _ = release
-    _, _, path = partitions(folder, "distances")[0]
-    table = Table.read(path, format="parquet.votable")
-    assert table["r_med_geo"].unit == u.pc
-    assert table["ra"].unit == u.deg
-    header = pq.read_schema(layout.catalogue_dir(folder, "gaia") / "dataset" / "_common_metadata").metadata
-    xml = header[b"IVOA.VOTable-Parquet.content"].decode()
-    units = dict(fetch(db_path, "select column_name, unit from column_metadata where table_name = 'gaia' "
-                                "and unit is not null"))
-    from astropy.io.votable import parse
+    for table in TABLE_NAMES:
+        common = layout.catalogue_dir(folder, table) / "dataset" / "_common_metadata"
+        xml = pq.read_schema(common).metadata[b"IVOA.VOTable-Parquet.content"]
+        fields = {f.name: f for f in parse(io.BytesIO(xml)).get_first_table().fields}
+        assert list(fields) == pq.read_schema(common).names, table
+        source = {"catalogue": "stars", "labels": "sos"}.get(table, table)
+        units = dict(fetch(db_path, "select column_name, unit from column_metadata where table_name = $t and "
+                                    "unit is not null", {"t": source}))
+        checked = [c for c in units if c in fields]
+        assert checked and all(u.Unit(fields[c].unit) == u.Unit(units[c], format="vounit", parse_strict="silent")
+                               for c in checked), table
+        if table in ("predictions", "catalogue"):
+            continue
+        for path in [common, *[p for _, _, p in partitions(folder, table)]]:
+            read = Table.read(path, format="parquet.votable")
+            assert all(read[c].unit == u.Unit(units[c], format="vounit", parse_strict="silent") for c in checked)
+    assert fields_of(folder, "gaia")["parallax"].ucd == "pos.parallax.trig"
+
+
+def fields_of(folder, table):
     import io
 
-    fields = {f.name: f for f in parse(io.BytesIO(xml.encode())).get_first_table().fields}
-    assert units and all(u.Unit(fields[c].unit) == u.Unit(unit, format="vounit", parse_strict="silent")
-                         for c, unit in units.items() if c in fields)
-    assert fields["parallax"].ucd == "pos.parallax.trig"
+    from astropy.io.votable import parse
+
+    xml = pq.read_schema(layout.catalogue_dir(folder, table) / "dataset" / "_common_metadata").metadata
+    return {f.name: f for f in parse(io.BytesIO(xml[b"IVOA.VOTable-Parquet.content"])).get_first_table().fields}
 
 
 @pytest.mark.parametrize("sql", [

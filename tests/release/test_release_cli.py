@@ -224,3 +224,67 @@ def test_query_release_exports_carry_units_and_ucds(scored_copy, tmp_path, stilt
     out = subprocess.run([stilts, "tpipe", f"in={released}", "ifmt=votable", "omode=meta"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "mas" in out.stdout, out.stderr
+
+
+def test_a_regional_database_without_margin_rows_releases(scored_copy):
+    """A small field: no star lies within the margin of another partition, so there is no margin cache."""
+    import json
+
+    from hats.io.validation import is_valid_catalog
+
+    con = duckdb.connect(str(scored_copy))
+    con.execute("delete from gaia where not (ra between 200 and 205 and dec between -45 and -40)")
+    for table, key in (("distances", "source_id"), ("xmatch", "gaia_source_id"), ("predictions", "source_id"),
+                       ("sos", "source_id")):
+        con.execute(f"delete from {table} where {key} not in (select source_id from gaia)")
+    n = con.execute("select count(*) from gaia").fetchone()[0]
+    con.close()
+    assert n > 0
+    result = invoke(scored_copy, "release", "r", "-q")
+    assert result.exit_code == 0, result.output
+    release = scored_copy.parent / "releases" / "r"
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert manifest["catalogues"]["gaia"]["margin_rows"] == 0
+    assert not (release / "gaia" / "gaia_10arcs").exists()
+    assert is_valid_catalog(release / "gaia", strict=True)
+
+
+def test_outputs_never_land_in_a_release_or_on_the_database(scored_copy):
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    release = scored_copy.parent / "releases" / "r"
+    before = releases_state(release.parent)
+    for target in (release / "manifest.json", release / "gaia" / "gaia" / "dataset" / "x.parquet"):
+        assert "inside release r" in error_line(invoke(scored_copy, "query", "--release", "r", "select 1",
+                                                       "--format", "csv", "-o", target))
+    assert "is the database file itself" in error_line(invoke(scored_copy, "query", "select 1", "--format", "csv",
+                                                              "-o", scored_copy))
+    assert "inside release r" in error_line(invoke(scored_copy, "release", "s", "--out", release / "gaia"))
+    assert releases_state(release.parent) == before
+    assert snapshot(scored_copy)["gaia"][0] > 0
+
+
+def test_a_latest_that_is_not_a_link_is_refused_before_writing(scored_copy):
+    root = scored_copy.parent / "releases"
+    (root / "latest").mkdir(parents=True)
+    assert "is not the link stellardb keeps" in error_line(invoke(scored_copy, "release", "r"))
+    assert sorted(p.name for p in root.iterdir()) == ["latest"]
+
+
+def test_rows_without_a_sky_position_are_refused(scored_copy):
+    con = duckdb.connect(str(scored_copy))
+    con.execute("insert into distances (source_id, r_med_geo, healpix_12, ingest_id) values (-5, 100, 0, 1)")
+    con.close()
+    before = snapshot(scored_copy)
+    line = error_line(invoke(scored_copy, "release", "r"))
+    assert "distances: 1 rows have a source_id that is not a Gaia DR3 source_id" in line
+    assert snapshot(scored_copy) == before
+    assert layout.list_releases(scored_copy.parent / "releases") == []
+
+
+def test_a_damaged_release_is_one_line_and_listed_as_damaged(scored_copy):
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    release = scored_copy.parent / "releases" / "r"
+    (release / "manifest.json").write_text("{ not json")
+    assert "Release r is damaged" in error_line(invoke(scored_copy, "query", "--release", "r", "select 1"))
+    listed = invoke(scored_copy, "releases")
+    assert listed.exit_code == 0 and "damaged" in listed.output
