@@ -11,8 +11,9 @@ Targets (issue 12, ratios measured in the same run):
   and is at least 50x faster than the same cone written as a plain distance filter, which
   DuckDB cannot prune.
 
-Both peers run in child processes, so their peak RSS is theirs alone; hats-import gets a
-local Dask cluster of one worker per core.
+Both peers run in child processes; peak memory is the summed RSS of each one's process tree,
+sampled every 0.1 s.  hats-import gets a local Dask cluster of one worker per core.  The
+database is reused from --workdir when it exists.
 """
 
 from __future__ import annotations
