@@ -57,3 +57,15 @@ def process_pool(workers: int):
         raise
     pool.close()
     pool.join()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a scratch or half-written folder named
+    after its writer is removed only once the writer is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

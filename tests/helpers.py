@@ -3,6 +3,7 @@ snapshots of a database, and independent computations (brute-force crossmatch, s
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from pathlib import Path
 
@@ -65,6 +66,25 @@ def snapshot(db_path) -> dict:
         return out
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """A tmpfs of ``size`` (e.g. "64k") mounted on ``folder`` (needs root and mount), unmounted
+    afterwards; skips the test loudly where it cannot be made."""
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()}): disk-full NOT checked")
+    try:
+        yield folder
+    finally:
+        # -l: a handle DuckDB keeps must not leave it mounted
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def error_line(result) -> str:

@@ -6,17 +6,6 @@
 create or replace macro catalogue_of_model(model_name) as table
 select
     s.*,
-    p.teff,
-    p.teff_err,
-    p.logg,
-    p.logg_err,
-    p.feh,
-    p.feh_err,
-    p.teff_outside_training,
-    p.logg_outside_training,
-    p.feh_outside_training,
-    p.inputs_outside_training,
-    p.model,
-    p.scored_at
+    p.* exclude (source_id)
 from stars as s
-left join predictions_src as p on p.source_id = s.source_id and p.model = model_name
+left join (select * from predictions_src where model = model_name) as p on p.source_id = s.source_id

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import duckdb
 
+from stellardb.cores import pid_alive
 from stellardb.errors import UserError
 
 #: Strings that mean "missing" in CSV/ECSV files.
@@ -479,7 +480,7 @@ def sweep_scratch(folder: str | None) -> list[Path]:
     removed = []
     for path in Path(folder or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
         pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         try:
             path.unlink()
@@ -487,18 +488,6 @@ def sweep_scratch(folder: str | None) -> list[Path]:
         except OSError:
             pass  # another user's file, or gone already
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine: a scratch folder shared between
-    machines must not be swept by one of them)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _scratch_dir(needed_bytes: int) -> str | None:

@@ -26,6 +26,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from stellardb.cores import pid_alive
 from stellardb.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -89,22 +90,10 @@ def sweep_partials(root: Path) -> list[Path]:
         return removed
     for entry in root.iterdir():
         match = _PARTIAL.match(entry.name)
-        if match and entry.is_dir() and not _alive(int(match["pid"])):
+        if match and entry.is_dir() and not pid_alive(int(match["pid"])):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def publish(partial: Path, final: Path) -> None:

@@ -27,7 +27,7 @@ import stellardb
 from stellardb.ingest import pipeline as ingest
 from stellardb.cli.main import cli
 from stellardb.errors import InterruptedAfterCommit, UserError
-from ..helpers import InterruptAfterCommit, error_line, fetch, invoke, small_sky, snapshot, write
+from ..helpers import InterruptAfterCommit, error_line, fetch, invoke, small_sky, small_tmpfs, snapshot, write
 
 
 
@@ -272,13 +272,8 @@ def test_bad_text_files_get_one_line(db, tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 300 kB tmpfs (needs root and mount); skipped loudly where it cannot be made."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()}): disk-full NOT checked")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True)  # -l: a handle DuckDB keeps must not leave it mounted
+    with small_tmpfs(tmp_path / "small", "300k") as folder:
+        yield folder
 
 
 def test_disk_full_is_one_line_and_leaves_no_file(sky_db_path, small_disk):
@@ -446,15 +441,8 @@ def test_path_and_name_messages(db, tmp_path):
 
 def test_disk_full_while_creating_a_database_leaves_nothing(tmp_path):
     """A full disk while a new database is made: one line, and no half-made file left behind."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()}): disk-full NOT checked")
-    try:
+    with small_tmpfs(tmp_path / "tiny", "64k") as folder:
         _, _, dist, _ = small_sky()
         line = error_line(invoke(folder / "new.duckdb", "ingest", "distances", write(dist, tmp_path / "d.csv")))
         assert "disk is full" in line
         assert list(folder.iterdir()) == []
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)  # -l: a handle DuckDB keeps must not leave it mounted

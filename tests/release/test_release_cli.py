@@ -15,7 +15,7 @@ import pytest
 
 from stellardb.release import layout
 
-from ..helpers import error_line, invoke, snapshot
+from ..helpers import error_line, invoke, small_tmpfs, snapshot
 from .conftest import add_predictions
 
 
@@ -132,17 +132,10 @@ def test_an_interrupted_release_is_never_listed_and_latest_is_unchanged(scored_c
 
 
 def test_a_full_disk_leaves_no_release(scored_copy, tmp_path):
-    folder = tmp_path / "small"
-    folder.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.decode().strip()}): disk-full NOT checked")
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as folder:
         line = error_line(invoke(scored_copy, "release", "x", "--out", folder))
         assert "nothing was published" in line and "space" in line
         assert list(folder.iterdir()) == []
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def test_query_release_works_while_another_process_writes_the_database(scored_copy):
