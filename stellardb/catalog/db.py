@@ -308,6 +308,10 @@ _METADATA_ORDER = ("predictions", "stars", "features", "why_not_scored", "gaia",
 _VIEW_SOURCES = {
     "stars_with_predictions": ("predictions", "stars", "gaia", "distances", "skymapper", "xmatch"),
     "catalogue_of_model": ("predictions", "stars", "gaia", "distances", "skymapper", "xmatch"),
+    # a release's cone searches (stellardb/release/reader.py)
+    "gaia_cone": ("gaia",),
+    "catalogue_cone": ("catalogue",),
+    "skymapper_cone": ("skymapper",),
     "stars": ("stars", "gaia", "distances", "skymapper", "xmatch"),
     "features": ("features", "gaia", "distances", "skymapper"),
     "scoring_set": ("features", "gaia", "distances", "skymapper"),

@@ -99,7 +99,8 @@ def _check_output_protected(output, db_path) -> None:
     if database is not None and target in (database, database.with_name(database.name + ".wal")):
         raise UserError(f"--output {output} is the database file itself; write the result to another file.")
     for folder in target.parents:
-        if (folder / "manifest.json").is_file() and (folder / "catalogue").is_dir():
+        # a stellardb release: its manifest and its catalogue collection (stellardb/release/layout.py)
+        if (folder / "manifest.json").is_file() and (folder / "catalogue" / "collection.properties").is_file():
             raise UserError(f"--output {output} is inside release {folder.name}, and releases are never changed; "
                             "write the result elsewhere.")
 

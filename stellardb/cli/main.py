@@ -512,7 +512,8 @@ def score(model, batch_rows, plot, quiet):
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder of releases.  [default: releases/ beside the database]")
 @click.option("--max-rows-per-partition", "max_rows", default=1_000_000, show_default=True, type=int,
-              help="At most this many rows per Parquet partition (dense sky gets smaller HEALPix pixels).")
+              help="At most this many rows per partition of gaia and skymapper (dense sky gets smaller HEALPix "
+                   "pixels); the tables keyed by Gaia source follow gaia's partitions.")
 @click.option("--margin-arcsec", default=10.0, show_default=True, type=float,
               help="Width of the margin caches of gaia and catalogue (rows just outside each partition).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")

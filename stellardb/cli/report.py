@@ -120,4 +120,11 @@ def print_releases(found, console: Console | None = None) -> None:
                       f"{m.get('catalogues', {}).get('catalogue', {}).get('rows', 0):,}",
                       (m.get("model") or {}).get("name", "-"), _bytes(r.size_bytes))
     console.print(table)
-    console.print("* latest" if any(r.latest for r in found) else "no `latest` link: make a release to set it")
+    latest = found[0].path.parent / "latest"
+    if any(r.latest for r in found):
+        console.print("* latest")
+    elif latest.exists() and not latest.is_symlink():
+        console.print(f"{latest} is not the link stellardb keeps (a copied folder?): rename or remove it, then "
+                      "`release` sets it again")
+    else:
+        console.print("no `latest` link: the next `release` sets it")

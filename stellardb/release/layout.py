@@ -71,10 +71,16 @@ def data_files(release: Path, table: str) -> list[Path]:
     return [base / "dataset" / Pixel(int(r["Norder"]), int(r["Npix"])).path() for r in rows]
 
 
+def is_release(folder: Path) -> bool:
+    """Whether ``folder`` is a stellardb release (its manifest and its catalogue collection),
+    not any folder that happens to hold a manifest.json."""
+    return (folder / MANIFEST).is_file() and (folder / "catalogue" / "collection.properties").is_file()
+
+
 def release_holding(path: Path) -> Path | None:
     """The release folder that ``path`` is (or lies inside), if any."""
     for folder in (path, *path.parents):
-        if (folder / MANIFEST).is_file():
+        if is_release(folder):
             return folder
     return None
 
@@ -166,4 +172,4 @@ def list_releases(root: Path) -> list[ReleaseInfo]:
             manifest, damaged = {}, f"its manifest.json cannot be read ({type(exc).__name__})"
         found.append(ReleaseInfo(entry.name, entry, manifest if isinstance(manifest, dict) else {},
                                  entry.name == latest, damaged))
-    return sorted(found, key=lambda r: (r.manifest.get("created_utc", ""), r.name))
+    return sorted(found, key=lambda r: (str(r.manifest.get("created_utc", "")), r.name))

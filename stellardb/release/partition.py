@@ -98,15 +98,16 @@ def _pixel_arcmin(order: int) -> float:
     return float(np.degrees(np.sqrt(4 * np.pi / (12 * 4**order))) * 60)
 
 
-def covering(base: list[Pixel], uncovered_29: np.ndarray, max_rows: int = 2**62) -> list[Pixel]:
+def covering(base: list[Pixel], pixels, counts, max_rows: int = 2**62) -> list[Pixel]:
     """Partitions for rows outside every pixel of ``base`` (a co-partitioned table's row whose
-    Gaia source is not in the gaia catalogue), cut like any table (:func:`plan`, at most
-    ``max_rows`` rows each) and split further where a pixel would overlap ``base``.  The
-    result overlaps neither ``base`` nor itself."""
-    uncovered_29 = np.asarray(uncovered_29, dtype=np.int64)
-    if not uncovered_29.size:
+    Gaia source is not in the gaia catalogue), given as their order-10 ``pixels`` (unique) and
+    row ``counts``: cut like any table (:func:`plan`, at most ``max_rows`` rows each) and split
+    further where a pixel would overlap ``base``.  The result overlaps neither ``base`` nor itself."""
+    pixels, counts = np.asarray(pixels, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+    if not pixels.size:
         return []
-    pixels, counts = np.unique(uncovered_29 >> 2 * (SPATIAL_INDEX_ORDER - HISTOGRAM_ORDER), return_counts=True)
+    order_ = np.argsort(pixels)
+    pixels, counts = pixels[order_], counts[order_]
     by_order: dict[int, np.ndarray] = {}
     for p in base:
         by_order.setdefault(p.order, []).append(p.pixel)
@@ -115,7 +116,9 @@ def covering(base: list[Pixel], uncovered_29: np.ndarray, max_rows: int = 2**62)
     def overlaps_base(candidate: Pixel) -> bool:
         for order, found in by_order.items():
             if order <= candidate.order:  # a base pixel holds the candidate
-                if np.isin(candidate.pixel >> 2 * (candidate.order - order), found):
+                ancestor = candidate.pixel >> 2 * (candidate.order - order)
+                i = np.searchsorted(found, ancestor)
+                if i < found.size and found[i] == ancestor:
                     return True
             else:  # a base pixel inside the candidate
                 first = candidate.pixel << 2 * (order - candidate.order)
@@ -132,9 +135,11 @@ def covering(base: list[Pixel], uncovered_29: np.ndarray, max_rows: int = 2**62)
             continue
         # split: its children that hold rows (at HISTOGRAM_ORDER no pixel with a row can overlap
         # base, whose pixels are no deeper, without holding that row)
-        child_order = candidate.order + 1
-        children = np.unique(pixels >> 2 * (HISTOGRAM_ORDER - child_order))
-        stack.extend(Pixel(child_order, int(c)) for c in children[children >> 2 == candidate.pixel])
+        shift = 2 * (HISTOGRAM_ORDER - candidate.order)
+        inside = pixels[np.searchsorted(pixels, candidate.pixel << shift):
+                        np.searchsorted(pixels, (candidate.pixel + 1) << shift)]
+        children = np.unique(inside >> (shift - 2))
+        stack.extend(Pixel(candidate.order + 1, int(c)) for c in children)
     return sorted(result, key=lambda p: (p.lo, p.order))
 
 

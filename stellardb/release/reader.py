@@ -60,11 +60,22 @@ def _connect(release: Path) -> duckdb.DuckDBPyConnection:
     manifest = json.loads((release / layout.MANIFEST).read_text())
     con = duckdb.connect(":memory:")
     try:
-        # DuckDB adds its spill folder to the readable ones: make it an empty one of its own
+        # DuckDB adds its spill folder to the readable ones: make it an empty one of its own,
+        # removed when the process ends
+        import atexit
+        import shutil
         import tempfile
 
-        con.execute("set temp_directory = $t", {"t": tempfile.mkdtemp(prefix="stellardb-release-")})
-        con.execute("set memory_limit = $m", {"m": _memory_limit()})
+        spill = tempfile.mkdtemp(prefix="stellardb-release-")
+        atexit.register(shutil.rmtree, spill, True)
+        con.execute("set temp_directory = $t", {"t": spill})
+        try:
+            con.execute("set memory_limit = $m", {"m": _memory_limit()})
+        except duckdb.Error:
+            from stellardb import config
+
+            raise UserError(f"{config.setting('memory_limit').envvar}={_memory_limit()!r} is not a memory size "
+                            "DuckDB understands; use a value like 4GB or 500MB.") from None
         # a release never changes: keep each file's footer after the first read (a cone then
         # opens no footer again; 18 ms -> 1 ms per query over 12 files, measured)
         con.execute("set parquet_metadata_cache = true")

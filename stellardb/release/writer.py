@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import numpy as np
 
 from stellardb.catalog import db
 from stellardb.catalog.healpix import radec_to_healpix
@@ -156,8 +155,9 @@ def write_release(db_path, name: str, model: str | None = None, out=None, max_ro
         raise UserError(f"Release {name} already exists in {root}; releases are never overwritten: choose another name.")
     inside = layout.release_holding(root)
     if inside is not None:
-        raise UserError(f"--out {root} is inside release {inside.name}, and releases are never changed; give a "
-                        "folder of releases outside it.")
+        what = f"--out {root}" if out is not None else f"The releases folder {root}"
+        raise UserError(f"{what} is inside release {inside.name}, and releases are never changed; give a "
+                        "folder of releases outside it (--out DIR).")
     latest = root / layout.LATEST
     if (latest.exists() or latest.is_symlink()) and not latest.is_symlink():
         raise UserError(f"{latest} is not the link stellardb keeps to the newest release (a copied folder?); rename "
@@ -308,8 +308,8 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
         try:
             order = margin_order(partitions, margin_arcsec)
         except ValueError as exc:
-            raise UserError(f"{spec.name}: {exc}; use a smaller --margin-arcsec or a larger "
-                            "--max-rows-per-partition.") from None
+            advice = "" if "narrow" in str(exc) else "; use a smaller --margin-arcsec or a larger --max-rows-per-partition"
+            raise UserError(f"{spec.name}: {exc}{advice}.") from None
     collection = partial / spec.name
     catalogue = collection / spec.name
     widths = _text_widths(con, source)
@@ -342,16 +342,14 @@ def _co_partitions(con, source: str, base: list[Pixel], max_rows: int) -> list[P
     con.register("_release_ranges", ranges)
     try:
         # ASOF: the range with the largest lo <= _healpix_29; the row is in it when below its hi
-        found = con.execute(
-            f"select r.idx, t.{SPATIAL_INDEX_COLUMN} < r.hi as inside, count(*), "
-            f"list(distinct t.{SPATIAL_INDEX_COLUMN}) filter (where r.idx is null or t.{SPATIAL_INDEX_COLUMN} >= r.hi) "
-            f"from {source} as t asof left join _release_ranges as r on t.{SPATIAL_INDEX_COLUMN} >= r.lo "
-            "group by all").fetchall()
+        joined = (f"from {source} as t asof left join _release_ranges as r on t.{SPATIAL_INDEX_COLUMN} >= r.lo")
+        outside = f"r.idx is null or t.{SPATIAL_INDEX_COLUMN} >= r.hi"
+        used = [r[0] for r in con.execute(f"select distinct r.idx {joined} where not ({outside})").fetchall()]
+        rest = con.execute(f"select t.{SPATIAL_INDEX_COLUMN} >> 38 as pixel, count(*) as n {joined} "
+                           f"where {outside} group by 1").fetchnumpy()
     finally:
         con.unregister("_release_ranges")
-    used = sorted({idx for idx, inside, _, _ in found if inside})
-    outside = [h for idx, inside, _, values in found if not inside for h in (values or [])]
-    return sorted([base[i] for i in used] + covering(base, np.array(outside, dtype=np.int64), max_rows),
+    return sorted([base[i] for i in used] + covering(base, rest["pixel"], rest["n"], max_rows),
                   key=lambda p: (p.lo, p.order))
 
 
@@ -377,8 +375,10 @@ def _vo_header(con, spec: ReleaseTable, source: str, widths: dict[str, int]) -> 
     for name, meta in _EXTRA_METADATA.items():
         if name in types and (name == SPATIAL_INDEX_COLUMN or spec.ra is None):
             metadata[name] = meta
+    # timestamps are written as ISO text in VOTable (YYYY-MM-DDTHH:MM:SS.ffffff)
+    stamps = {c: 26 for c, t in types.items() if t.startswith("TIMESTAMP")}
     return votable_xml(to_astropy(rel.to_arrow_table(), metadata), description=spec.description, with_data=False,
-                       char_widths=widths)
+                       char_widths={**widths, **stamps})
 
 
 def _file_metadata(header: str, widths: dict[str, int]) -> dict[str, str]:
@@ -463,7 +463,7 @@ def _finish_catalogue(catalogue: Path, spec: ReleaseTable, partitions: list[Pixe
         "hats_order": max((p.order for p in partitions), default=0),
         "obs_title": spec.description,
     }
-    if max_rows:
+    if max_rows and spec.gaia_key is None:  # co-partitioned tables follow gaia's partitions instead
         properties["hats_max_rows"] = max_rows
     if margin_of:
         properties |= {"primary_catalog": margin_of, "margin_threshold": margin_arcsec,

@@ -55,7 +55,8 @@ def test_covering_holds_every_row_and_overlaps_nothing():
     for p in base:
         inside_base |= (h29 >= p.lo) & (h29 < p.hi)
     outside = h29[~inside_base]
-    extra = covering(base, outside)
+    pixels, counts = np.unique(outside >> 38, return_counts=True)
+    extra = covering(base, pixels, counts)
     assert extra
     every = base + extra
     for a in every:  # no two partitions overlap
@@ -94,6 +95,7 @@ def test_covering_respects_max_rows():
     rng = np.random.default_rng(3)
     base = [Pixel(0, 0)]
     h29 = rng.integers(Pixel(0, 5).lo, Pixel(0, 7).hi, 5000)  # base pixels 5..7, away from base
-    extra = covering(base, h29, max_rows=300)
+    pixels, counts = np.unique(h29 >> 38, return_counts=True)
+    extra = covering(base, pixels, counts, max_rows=300)
     held = [int(np.sum((h29 >= p.lo) & (h29 < p.hi))) for p in extra]
     assert sum(held) == h29.size and max(held) <= 300

@@ -281,3 +281,21 @@ def test_a_damaged_release_is_one_line_and_listed_as_damaged(scored_copy):
     assert "Release r is damaged" in error_line(invoke(scored_copy, "query", "--release", "r", "select 1"))
     listed = invoke(scored_copy, "releases")
     assert listed.exit_code == 0 and "damaged" in listed.output
+
+
+def test_cone_exports_carry_units_and_unrelated_manifests_are_not_releases(scored_copy, tmp_path):
+    """A cone search's VOTable has the catalogue's units; a folder that merely holds some manifest.json
+    (a web app's) is not mistaken for a release by release or query --output."""
+    from astropy.table import Table
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "manifest.json").write_text("{}")
+    db = project / "data" / "sky.duckdb"
+    shutil.copy(scored_copy, db)
+    assert invoke(db, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    out = project / "cone.vot"
+    assert invoke(db, "query", "--release", "r", "select * from catalogue_cone(150.0, -45.0, 7200)",
+                  "--format", "votable", "-o", out).exit_code == 0
+    table = Table.read(out, format="votable")
+    assert len(table) > 0 and str(table["ra"].unit) == "deg" and str(table["parallax"].unit) == "mas"
