@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import VENV_BIN, save  # noqa: E402
 
 _HATS_IMPORT = """
 import sys, time
@@ -159,8 +159,6 @@ def main() -> None:
     try:
         db = prepare(work, args.stars)
         shutil.rmtree(work / "releases", ignore_errors=True)
-        from common import VENV_BIN
-
         release_s, release_gb, _ = tree_peak_gb([str(VENV_BIN / "stellardb"), "--db", str(db), "release", "bench", "-q"])
         folder = work / "releases" / "bench"
         manifest = json.loads((folder / "manifest.json").read_text())

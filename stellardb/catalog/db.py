@@ -270,6 +270,12 @@ def quote_identifier(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def quote_literal(text) -> str:
+    """A string (or path) as a DuckDB string literal, for statements that take no parameters
+    (COPY ... TO, a view's read_parquet)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def row_count(con, table: str) -> int:
     return con.execute(f"select count(*) from {quote_identifier(table)}").fetchone()[0]
 

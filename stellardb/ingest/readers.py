@@ -361,7 +361,9 @@ def load(con: duckdb.DuckDBPyConnection, source: SourceFile, stage: str, varchar
     source.row_column, source.staged_as = None, "table"
     try:
         if source.format == "hats":
-            files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in source.hats_files) + "]"
+            from stellardb.catalog.db import quote_literal
+
+            files = "[" + ", ".join(quote_literal(f) for f in source.hats_files) + "]"
             names = [r[0] for r in con.execute(
                 f"describe select * from read_parquet({files}, hive_partitioning = false)").fetchall()]
             dropped = [n for n in names if n in HATS_COLUMNS]

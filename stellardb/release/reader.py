@@ -85,13 +85,15 @@ def _connect(release: Path) -> duckdb.DuckDBPyConnection:
         _register_cone_functions(con)
         present = list(manifest["catalogues"])
         for name in present:
-            files = "[" + ", ".join(_literal(str(f)) for f in layout.data_files(release, name)) + "]"
+            files = "[" + ", ".join(db.quote_literal(f) for f in layout.data_files(release, name)) + "]"
             con.execute(f"create view {name} as select * from read_parquet({files}, hive_partitioning = false)")
             if name in SOURCE_VIEWS:
                 con.execute(f"create view {SOURCE_VIEWS[name]} as select * exclude ({SPATIAL_INDEX_COLUMN}"
                             f"{', ra, dec' if name in ('distances', 'xmatch', 'predictions') else ''}) from {name}")
-        for name in set(SOURCE_VIEWS) - set(present):  # a table the database had no rows of: no rows here
-            con.execute(f"create view {SOURCE_VIEWS[name]} as select * from ({_empty_source(name)})")
+        missing = sorted(set(SOURCE_VIEWS) - set(present))
+        empty = _empty_sources([SOURCE_VIEWS[name] for name in missing])
+        for name in missing:  # a table the database had no rows of: no rows here
+            con.execute(f"create view {SOURCE_VIEWS[name]} as select * from ({empty[SOURCE_VIEWS[name]]})")
             extra = ", null::double as ra, null::double as dec" if name in ("distances", "xmatch", "predictions") else ""
             con.execute(f"create view {name} as select null::bigint as {SPATIAL_INDEX_COLUMN}, *{extra} "
                         f"from {SOURCE_VIEWS[name]}")
@@ -120,23 +122,21 @@ def _memory_limit() -> str:
     return config.get("memory_limit")
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _empty_source(name: str) -> str:
-    """No rows, the columns of the database's view: a release of a database without, say, skymapper."""
-    memory = duckdb.connect(":memory:")
+def _empty_sources(views: list[str]) -> dict[str, str]:
+    """For each source view, SQL with its columns and no rows (a release of a database without,
+    say, skymapper), from a throw-away database with every view of sql/."""
+    if not views:
+        return {}
+    memory = db.connect(":memory:")
     try:
-        from stellardb.catalog.schema import apply_sql
-
-        apply_sql(memory)
-        columns = memory.execute(
-            "select column_name, data_type from duckdb_columns() where table_name = $t order by column_index",
-            {"t": SOURCE_VIEWS[name]}).fetchall()
+        found = {}
+        for view in views:
+            columns = memory.execute("select column_name, data_type from duckdb_columns() where table_name = $t "
+                                     "order by column_index", {"t": view}).fetchall()
+            found[view] = "select " + ", ".join(f"null::{t} as {c}" for c, t in columns) + " where false"
+        return found
     finally:
         memory.close()
-    return "select " + ", ".join(f"null::{t} as {c}" for c, t in columns) + " where false"
 
 
 def cone_ranges(ra_deg: float, dec_deg: float, radius_arcsec: float) -> list[tuple[int, int]]:

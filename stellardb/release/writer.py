@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from stellardb.catalog import db
 from stellardb.catalog.healpix import radec_to_healpix
@@ -176,7 +177,7 @@ def write_release(db_path, name: str, model: str | None = None, out=None, max_ro
         work.mkdir()
         _register_healpix(con)
         result = ReleaseResult(name, final, model)
-        literal = "'" + model.replace("'", "''") + "'"
+        literal = db.quote_literal(model)
         gaia_plan: list[Pixel] = []
         for spec in TABLES:
             sql = spec.sql.format(model=literal)
@@ -259,10 +260,6 @@ def _register_healpix(con) -> None:
                         null_handling="special")
 
 
-def _quote_path(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, gaia_plan: list[Pixel],
                  max_rows: int, margin_arcsec: float, progress) -> CatalogueResult | None:
     started = time.perf_counter()
@@ -276,7 +273,7 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
             raise UserError(f"{spec.name}: {bad:,} rows have a {spec.gaia_key} that is not a Gaia DR3 source_id "
                             f"(0 <= source_id < {_GAIA_ID_LIMIT:,}), so no sky position; forget their file "
                             "(stellardb ingests, stellardb forget) or fix it and ingest it again.")
-        gaia = _quote_path(work / "gaia.parquet")
+        gaia = db.quote_literal(work / "gaia.parquet")
         carried = "" if spec.ra else ", g.ra, g.dec"
         rows = (f"select coalesce(g.{SPATIAL_INDEX_COLUMN}, {_GAIA_ID_TO_29.format(key='t.' + spec.gaia_key)}) "
                 f"as {SPATIAL_INDEX_COLUMN}, t.*{carried} from ({sql}) as t left join "
@@ -284,24 +281,21 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
                 f"on g.source_id = t.{spec.gaia_key}")
     expected = con.execute(
         f"copy (select * from ({rows}) order by {SPATIAL_INDEX_COLUMN}, {spec.order_by}) to "
-        f"{_quote_path(sorted_file)} (format parquet, compression lz4_raw, row_group_size {ROW_GROUP_ROWS})"
+        f"{db.quote_literal(sorted_file)} (format parquet, compression lz4_raw, row_group_size {ROW_GROUP_ROWS})"
     ).fetchone()[0]
     if not expected:
         return None
-    source = f"read_parquet({_quote_path(sorted_file)})"
+    source = f"read_parquet({db.quote_literal(sorted_file)})"
 
-    if spec.gaia_key is None:
-        counts = con.execute(f"select {SPATIAL_INDEX_COLUMN} >> 38 as pixel, count(*) as n from {source} "
-                             "group by 1").fetchnumpy()
-        try:
+    try:
+        if spec.gaia_key is None:
+            counts = con.execute(f"select {SPATIAL_INDEX_COLUMN} >> 38 as pixel, count(*) as n from {source} "
+                                 "group by 1").fetchnumpy()
             partitions = plan(counts["pixel"], counts["n"], max_rows)
-        except PartitionTooDense as exc:
-            raise UserError(f"{spec.name}: {exc}; raise --max-rows-per-partition.") from None
-    else:
-        try:
+        else:
             partitions = _co_partitions(con, source, gaia_plan, max_rows)
-        except PartitionTooDense as exc:
-            raise UserError(f"{spec.name}: {exc}; raise --max-rows-per-partition.") from None
+    except PartitionTooDense as exc:
+        raise UserError(f"{spec.name}: {exc}; raise --max-rows-per-partition.") from None
 
     order = None
     if spec.margin:  # refused before any partition is written
@@ -341,16 +335,20 @@ def _co_partitions(con, source: str, base: list[Pixel], max_rows: int) -> list[P
                        "hi": pa.array([p.hi for p in base], pa.int64())})
     con.register("_release_ranges", ranges)
     try:
-        # ASOF: the range with the largest lo <= _healpix_29; the row is in it when below its hi
-        joined = (f"from {source} as t asof left join _release_ranges as r on t.{SPATIAL_INDEX_COLUMN} >= r.lo")
-        outside = f"r.idx is null or t.{SPATIAL_INDEX_COLUMN} >= r.hi"
-        used = [r[0] for r in con.execute(f"select distinct r.idx {joined} where not ({outside})").fetchall()]
-        rest = con.execute(f"select t.{SPATIAL_INDEX_COLUMN} >> 38 as pixel, count(*) as n {joined} "
-                           f"where {outside} group by 1").fetchnumpy()
+        # ASOF: the range with the largest lo <= _healpix_29; the row is in it when below its hi.
+        # One pass: a row per gaia partition used, and per order-10 pixel of the rows outside all
+        outside = f"(r.idx is null or t.{SPATIAL_INDEX_COLUMN} >= r.hi)"
+        found = con.execute(
+            f"select case when {outside} then null else r.idx end as idx, "
+            f"case when {outside} then t.{SPATIAL_INDEX_COLUMN} >> 38 end as pixel, count(*) as n "
+            f"from {source} as t asof left join _release_ranges as r on t.{SPATIAL_INDEX_COLUMN} >= r.lo "
+            "group by all").fetchall()
     finally:
         con.unregister("_release_ranges")
-    return sorted([base[i] for i in used] + covering(base, rest["pixel"], rest["n"], max_rows),
-                  key=lambda p: (p.lo, p.order))
+    used = [base[idx] for idx, _, _ in found if idx is not None]
+    pixels = np.array([pixel for idx, pixel, _ in found if idx is None], dtype=np.int64)
+    counts = np.array([n for idx, _, n in found if idx is None], dtype=np.int64)
+    return sorted(used + covering(base, pixels, counts, max_rows), key=lambda p: (p.lo, p.order))
 
 
 def _text_widths(con, source: str) -> dict[str, int]:
@@ -388,7 +386,7 @@ def _file_metadata(header: str, widths: dict[str, int]) -> dict[str, str]:
 
 
 def _kv_metadata(header: str, widths: dict[str, int]) -> str:
-    return "{" + ", ".join(f"'{k.replace(chr(39), chr(39) * 2)}': '{v.replace(chr(39), chr(39) * 2)}'"
+    return "{" + ", ".join(f"{db.quote_literal(k)}: {db.quote_literal(v)}"
                            for k, v in _file_metadata(header, widths).items()) + "}"
 
 
@@ -403,7 +401,7 @@ def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel],
             f"{SPATIAL_INDEX_COLUMN} >= {pixel.lo} and {SPATIAL_INDEX_COLUMN} < {pixel.hi}"
         columns = "* exclude (_margin_norder, _margin_npix)" if where else "*"
         written += con.execute(
-            f"copy (select {columns} from {source} where {condition}) to {_quote_path(target)} "
+            f"copy (select {columns} from {source} where {condition}) to {db.quote_literal(target)} "
             f"(format parquet, compression snappy, row_group_size {ROW_GROUP_ROWS}, kv_metadata {kv})").fetchone()[0]
         if progress:
             progress(i + 1, len(partitions), stage)
@@ -420,10 +418,10 @@ def _write_margin(con, spec: ReleaseTable, source: str, work: Path, margin_dir: 
             f"copy (select m.norder as _margin_norder, m.npix as _margin_npix, t.* from {source} as t "
             f"join _release_margin_pairs as m on (t.{SPATIAL_INDEX_COLUMN} >> {2 * (29 - order)}) = m.margin_pixel "
             f"order by m.norder, m.npix, t.{SPATIAL_INDEX_COLUMN}, t.{spec.order_by.split(',')[0]}) "
-            f"to {_quote_path(margin_file)} (format parquet, compression lz4_raw, row_group_size {ROW_GROUP_ROWS})")
+            f"to {db.quote_literal(margin_file)} (format parquet, compression lz4_raw, row_group_size {ROW_GROUP_ROWS})")
     finally:
         con.unregister("_release_margin_pairs")
-    margin_source = f"read_parquet({_quote_path(margin_file)})"
+    margin_source = f"read_parquet({db.quote_literal(margin_file)})"
     pixels = [Pixel(int(k), int(n)) for k, n in con.execute(
         f"select distinct _margin_norder, _margin_npix from {margin_source} order by 1, 2").fetchall()]
     if not pixels:  # no row lies near a partition border (a small field, one partition): no margin cache

@@ -88,8 +88,7 @@ def test_gaia_rows_are_the_databases_column_for_column(release):
                              f"{released})").fetchone()[0]
         types_db = con.execute("select column_name, data_type from duckdb_columns() where database_name = 'db' and "
                                "table_name = 'gaia'").fetchall()
-        types_rel = dict(con.execute(f"describe select * from {released}").fetchall() and
-                         [(r[0], r[1]) for r in con.execute(f"describe select * from {released}").fetchall()])
+        types_rel = {r[0]: r[1] for r in con.execute(f"describe select * from {released}").fetchall()}
     finally:
         con.close()
     assert differ == 0

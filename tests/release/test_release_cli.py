@@ -299,3 +299,37 @@ def test_cone_exports_carry_units_and_unrelated_manifests_are_not_releases(score
                   "--format", "votable", "-o", out).exit_code == 0
     table = Table.read(out, format="votable")
     assert len(table) > 0 and str(table["ra"].unit) == "deg" and str(table["parallax"].unit) == "mas"
+
+
+def test_rows_whose_gaia_source_is_missing_are_released_in_partitions_of_their_own(scored_copy):
+    """Distances of Gaia sources not in the database (a regional Gaia extract, an all-sky distance
+    file) sit in their source_id's order-12 pixel, in valid partitions that never overlap gaia's."""
+    import pyarrow.parquet as pq
+    from hats.io.validation import is_valid_catalog
+
+    from stellardb.release.partition import Pixel
+
+    assert invoke(scored_copy, "release", "pre", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    gaia_pixels = [Pixel(int(f.parts[-3].split("=")[1]), int(f.stem.split("=")[1]))
+                   for f in layout.data_files(scored_copy.parent / "releases" / "pre", "gaia")]
+    # three order-12 pixels that no gaia partition holds (the simulated sky is southern), 40 sources each
+    spread = range(0, 12 * 4**12, 4**10)  # one order-12 pixel per order-2 pixel
+    free = [p for p in spread if not any(q.lo <= (p << 34) < q.hi for q in gaia_pixels)][:3]
+    assert len(free) == 3
+    con = duckdb.connect(str(scored_copy))
+    con.execute("insert into distances (source_id, r_med_geo, healpix_12, ingest_id) "
+                "select (p::bigint << 35) + n, 500, p, 1 from unnest($free) a(p), range(40) b(n)", {"free": free})
+    expected = con.execute("select count(*) from distances").fetchone()[0]
+    con.close()
+    assert invoke(scored_copy, "release", "r", "--max-rows-per-partition", "5000", "-q").exit_code == 0
+    release = scored_copy.parent / "releases" / "r"
+    assert is_valid_catalog(release / "distances", strict=True)
+    rows = sum(pq.read_metadata(f).num_rows for f in layout.data_files(release, "distances"))
+    assert rows == expected
+    gaia = {(p.parts[-3], p.name) for p in layout.data_files(release, "gaia")}
+    moved = [f for f in layout.data_files(release, "distances") if (f.parts[-3], f.name) not in gaia]
+    found = set()
+    for f in moved:
+        table = pq.read_table(f, columns=["source_id", "_healpix_29"]).to_pydict()
+        found |= {s for s, h in zip(table["source_id"], table["_healpix_29"]) if h == (s >> 35) << 34}
+    assert found == {(p << 35) + n for p in free for n in range(40)}
