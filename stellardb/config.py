@@ -30,6 +30,26 @@ SETTINGS = (
             "DuckDB's memory limit (e.g. 8GB); queries beyond it spill to disk instead of failing."),
     Setting("tf_verbose", None, "STELLARDB_TF_VERBOSE",
             "Set to 1 to see TensorFlow's start-up and device messages (hidden by default)."),
+    # stellardb serve (docs/service.md): the service faces the internet, so every limit has a default
+    Setting("serve_release", "latest", "STELLARDB_SERVE_RELEASE",
+            "serve: the release it serves (a name, `latest` to follow each new release, or a folder)."),
+    Setting("serve_host", "127.0.0.1", "STELLARDB_SERVE_HOST",
+            "serve: address to listen on (0.0.0.0 for every interface)."),
+    Setting("serve_port", "8000", "STELLARDB_SERVE_PORT", "serve: TCP port."),
+    Setting("serve_url", None, "STELLARDB_SERVE_URL",
+            "serve: the public base URL (behind a proxy) written in capabilities; unset: from each request."),
+    Setting("query_timeout_s", "30", "STELLARDB_QUERY_TIMEOUT_S",
+            "serve: a query running longer is cancelled and answered with an error."),
+    Setting("query_memory_limit", "2GB", "STELLARDB_QUERY_MEMORY_LIMIT",
+            "serve: DuckDB memory for all running queries together; beyond it a query fails, the service stays."),
+    Setting("maxrec_default", "10000", "STELLARDB_MAXREC_DEFAULT",
+            "serve: rows a query returns when the client gives no MAXREC."),
+    Setting("maxrec_limit", "1000000", "STELLARDB_MAXREC_LIMIT",
+            "serve: the most rows any query returns (QUERY_STATUS=OVERFLOW beyond)."),
+    Setting("max_queries", "32", "STELLARDB_MAX_QUERIES",
+            "serve: queries at once; more are answered 503 with Retry-After."),
+    Setting("max_request_bytes", "1000000", "STELLARDB_MAX_REQUEST_BYTES",
+            "serve: the largest request body accepted (413 beyond)."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -50,6 +70,21 @@ def get(name: str, given=None):
     s = _BY_NAME[name]
     from_env = os.environ.get(s.envvar, "").strip()
     return from_env or s.default
+
+
+def get_int(name: str, given=None, minimum: int = 0) -> int:
+    """An integer setting; a value that is not one is a one-line UserError naming its variable."""
+    from stellardb.errors import UserError
+
+    value = get(name, given)
+    try:
+        number = int(str(value).replace("_", ""))
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise UserError(f"{_BY_NAME[name].envvar}={value!r} is not a whole number >= {minimum}; "
+                        f"unset it for the default ({_BY_NAME[name].default}).")
+    return number
 
 
 def quiet_tensorflow_logs() -> None:

@@ -232,7 +232,8 @@ def _write_votable(table, path: Path, description: str | None = None) -> None:
 
 
 def votable_xml(table, description: str | None = None, with_data: bool = True,
-                char_widths: dict | None = None) -> str:
+                char_widths: dict | None = None, infos: list | None = None, trailing_infos: list | None = None,
+                tabledata: bool = False) -> str:
     """VOTable 1.4 with the rows as one BINARY2 stream, encoded with NumPy.
 
     ``with_data=False``: the FIELDs only, the header a VO-Parquet file carries
@@ -244,6 +245,10 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
     conversion into a packed record array.  Rows: the null flags (one bit per field,
     first field in the most significant bit), then each field big-endian; text is
     ``char`` (ASCII) or ``unicodeChar`` (UCS-2), fixed length padded with NUL.
+
+    ``infos``: (name, value, text) INFO elements before the table (default: QUERY_STATUS OK);
+    ``trailing_infos`` after it (TAP's QUERY_STATUS OVERFLOW).  ``tabledata``: the rows as
+    TABLEDATA (XML cells, for clients that ask for it) instead of BINARY2.
     """
     import base64
     from xml.sax.saxutils import escape, quoteattr
@@ -263,10 +268,11 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
             values = np.where(mask, "", data.astype(str))
             ascii_only = all(v.isascii() for v in values.tolist())
             encoded = np.char.encode(values, "ascii" if ascii_only else "utf-16-be")
-            width = max(1, encoded.dtype.itemsize)
+            # at least 2: arraysize="1" reads as one character, not a string (VOTable 1.3 erratum 3)
+            width = max(2 if ascii_only else 4, encoded.dtype.itemsize)
             attrs["datatype"] = "char" if ascii_only else "unicodeChar"
             if not with_data and char_widths:  # a header without rows (VO-Parquet): the data's widest value
-                width = max(1, char_widths.get(column.name, 1))
+                width = max(2, char_widths.get(column.name, 1))
             attrs["arraysize"] = str(width if ascii_only else width // 2)
             dtype.append((f"f{k}", f"S{width}"))
             arrays.append(encoded.astype(f"S{width}"))
@@ -294,19 +300,54 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
     rows["nulls"] = np.packbits(nulls, axis=1, bitorder="big") if n else np.zeros((0, flag_bytes), "u1")
     for (name, _), values in zip(dtype, arrays):
         rows[name] = values
-    stream = base64.encodebytes(rows.tobytes()).decode("ascii")
     about = f"  <DESCRIPTION>{escape(description)}</DESCRIPTION>\n" if description else ""
-    data = ('   <DATA><BINARY2><STREAM encoding="base64">\n' + stream + "</STREAM></BINARY2></DATA>\n"
-            if with_data else "")
+    if not with_data:
+        data = ""
+    elif tabledata:
+        data = "   <DATA><TABLEDATA>\n" + _tabledata_rows(table) + "</TABLEDATA></DATA>\n"
+    else:
+        stream = base64.encodebytes(rows.tobytes()).decode("ascii")
+        data = '   <DATA><BINARY2><STREAM encoding="base64">\n' + stream + "</STREAM></BINARY2></DATA>\n"
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
         ' <RESOURCE type="results">\n'
-        '  <INFO name="QUERY_STATUS" value="OK"/>\n'
-        f'  <TABLE name="result" nrows="{n}">\n{about}' + "\n".join(fields) + "\n"
-        + data + "  </TABLE>\n </RESOURCE>\n</VOTABLE>\n"
+        + info_xml(infos if infos is not None else [("QUERY_STATUS", "OK", None)])
+        + f'  <TABLE name="result" nrows="{n}">\n{about}' + "\n".join(fields) + "\n"
+        + data + "  </TABLE>\n" + info_xml(trailing_infos or []) + " </RESOURCE>\n</VOTABLE>\n"
     )
+
+
+def info_xml(infos) -> str:
+    """VOTable INFO elements from (name, value, text) triples."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    return "".join(f"  <INFO name={quoteattr(name)} value={quoteattr(str(value))}"
+                   + (f">{escape(text)}</INFO>\n" if text else "/>\n") for name, value, text in infos)
+
+
+def _tabledata_rows(table) -> str:
+    """TABLEDATA cells: NULL is an empty cell; floats with every digit (repr)."""
+    from xml.sax.saxutils import escape
+
+    import numpy as np
+
+    cells = []
+    for column in table.columns.values():
+        mask = np.ma.getmaskarray(column)
+        data = np.ma.getdata(column)
+        if data.dtype.kind == "b":
+            text = np.where(data, "T", "F").tolist()
+        elif data.dtype.kind == "f":
+            text = [repr(float(v)) if np.isfinite(v) else ("NaN" if np.isnan(v) else ("+Inf" if v > 0 else "-Inf"))
+                    for v in data.tolist()]
+        elif data.dtype.kind == "U":
+            text = [escape(v) for v in data.tolist()]
+        else:
+            text = [str(v) for v in data.tolist()]
+        cells.append(["" if m else t for t, m in zip(text, mask.tolist())])
+    return "".join("<TR>" + "".join(f"<TD>{v}</TD>" for v in row) + "</TR>\n" for row in zip(*cells))
 
 
 def _write_fits(table, path: Path) -> None:

@@ -572,6 +572,43 @@ def releases(ctx, out):
     print_releases(found)
 
 
+@cli.command()
+@click.option("--release", "release_name", default=None, metavar="NAME",
+              help="Release to serve: a name, `latest` (follows each new release without a restart) or a folder.  "
+                   f"[env {config.setting('serve_release').envvar}; default: latest]")
+@click.option("--releases", "releases_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of releases.  [default: releases/ beside the database]")
+@click.option("--host", default=None, help=f"Address to listen on.  [env {config.setting('serve_host').envvar}; "
+                                           "default: 127.0.0.1, this machine only]")
+@click.option("--port", default=None, type=int, help=f"TCP port.  [env {config.setting('serve_port').envvar}; "
+                                                     "default: 8000]")
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
+@click.pass_context
+@user_errors
+def serve(ctx, release_name, releases_dir, host, port, access_log):
+    """Serve a release to VO clients: IVOA TAP (ADQL) at /tap, Simple Cone Search at /scs,
+    and a page at /.
+
+    TOPCAT: File > Load Table > TAP, paste the TAP URL.  pyvo: pyvo.dal.TAPService(url).
+    Queries run on the release (never the database file), each with a time limit, a row
+    limit and a memory limit; see the serve settings below `stellardb --help`.
+    With `latest`, a new release is picked up within a second; running queries finish on
+    the old one.
+
+    Example:
+
+        stellardb serve
+
+        stellardb serve --release 2026-12a --host 0.0.0.0 --port 8080
+    """
+    from pathlib import Path
+
+    from stellardb.service.server import run_server
+
+    root = Path(releases_dir) if releases_dir else None
+    run_server(ctx.obj["db"], release_name, root, host, port, access_log, echo=click.echo)
+
+
 def main():  # pragma: no cover - entry point for python -m stellardb
     cli(prog_name="stellardb")
 

@@ -1,0 +1,1160 @@
+"""ADQL 2.1 to DuckDB SQL: parse with sqlglot, check the tree, rewrite it.
+
+The TAP service runs what clients send on a DuckDB that can read files, so the translation
+is the security boundary.  Nothing is passed through: :func:`translate` rebuilds every node
+of the output from a node of the ADQL tree that it knows (a WHITELIST of node types, each
+with the arguments it may carry, and of function names), resolving every table and column
+against the tables the service publishes.  Anything else - DuckDB table functions
+(``read_csv``, ``glob``), ``::`` casts, lambdas, ``EXCLUDE``, ``WITH``, a second statement -
+is refused with an :class:`AdqlError` that says what to write instead.  The text is also
+checked before parsing (length, parenthesis depth, tokens ADQL lacks) because sqlglot's
+recursive-descent parser takes ~20 Python frames per parenthesis.
+
+What the rewrite changes besides names:
+
+* ``ORDER BY``: services on PostgreSQL (the reference for ADQL users) sort NULL as the
+  largest value, DuckDB puts NULLs last both ways; every ordering is made explicit
+  (ASC NULLS LAST, DESC NULLS FIRST) so that results agree with other TAP services.
+* ``*`` is expanded into quoted column references, so that :attr:`Translation.columns`
+  names the source of every output column (units, UCDs) and output names are unique.
+* ADQL functions get their DuckDB spelling (``LOG`` is the natural log, DuckDB's ``log`` is
+  base 10; ``TRUNCATE(x, n)``; ``RAND``).
+* Geometry: ``CONTAINS``/``INTERSECTS`` of a point in a circle, box or convex polygon become
+  exact tests on unit vectors (the ``sky_x/y/z`` and ``vector_sep_arcsec`` macros of
+  ``sql/10_macros``), accurate at tiny separations, across RA 0/360 and at the poles.
+* HEALPix pruning: the release is sorted by ``_healpix_29`` and DuckDB skips row groups by
+  their min/max statistics, but only when the filter names that column.  A spatial test of
+  a table's own position against a constant region therefore gets an extra conjunct,
+  ``_healpix_29`` ranges covering the region (computed here, from cdshealpix), in front of
+  the exact test: a small cone reads a few row groups instead of the whole release, and no
+  row is lost because the ranges cover the region and the exact test stays.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.dialects.tsql import TSQL
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+#: longest ADQL text accepted (characters)
+MAX_LENGTH = 100_000
+#: deepest parenthesis nesting accepted; the tree may be MAX_DEPTH * 2 deep (a function call
+#: is two levels)
+MAX_DEPTH = 200
+#: sqlglot's parser takes ~20 frames per parenthesis level: enough for MAX_DEPTH levels
+_RECURSION_LIMIT = 10_000
+#: radius added to a pruning cone (arcsec): rounding may never move a row out of its ranges
+_PRUNE_MARGIN_ARCSEC = 1e-3
+
+
+class AdqlError(ValueError):
+    """One line that says what is wrong and how to fix it; names the offending token and its
+    line/column when known (e.g. 'line 1, column 22: unknown column "raa" in gaia; columns
+    include ra, dec, ...')."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table the queries may read."""
+
+    schema: str                       # ADQL schema name, lower case, e.g. "demo_1" or "tap_schema"
+    name: str                         # ADQL table name, lower case, e.g. "gaia"
+    sql_name: str                     # what the DuckDB SQL reads, already quoted, e.g. '"demo_1"."gaia"'
+    columns: tuple[str, ...]          # the table's column names (lower case), in order
+    position: tuple[str, str] | None = None   # (ra, dec) columns, degrees ICRS, of healpix_column
+    healpix_column: str | None = None         # "_healpix_29": NESTED HEALPix index, order 29
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One column of the result."""
+
+    name: str                   # result column name, as the ADQL spelled it (alias, or the column)
+    table: Table | None         # for a bare column reference (also from * expansion): its Table
+    column: str | None          # ... and that table's column name; None for computed expressions
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The DuckDB query of an ADQL query, and what it returns."""
+
+    sql: str                         # one DuckDB SELECT statement
+    columns: tuple[OutputColumn, ...]
+    top: int | None                  # the query's TOP n, if any (the service also caps rows itself)
+    pruned: int                      # how many spatial predicates got HEALPix range pruning
+
+
+class ADQL(TSQL):
+    """sqlglot dialect of ADQL: T-SQL's ``SELECT TOP n``, with standard SQL where ADQL has it.
+
+    Every function call parses as :class:`exp.Anonymous` under the name the query wrote
+    (T-SQL would turn LOG into LN, ...), so the whitelist sees ADQL's names, and only CAST
+    has special syntax.
+    """
+
+    # PostgreSQL's order: ASC puts NULLs last, DESC first (the parser records it per item)
+    NULL_ORDERING = "nulls_are_large"
+
+    class Tokenizer(TSQL.Tokenizer):
+        IDENTIFIERS = ['"']  # no [bracketed] or `backquoted` identifiers
+        KEYWORDS = {**TSQL.Tokenizer.KEYWORDS, "TIMESTAMP": TokenType.TIMESTAMP}
+
+    class Parser(TSQL.Parser):
+        FUNCTIONS: dict = {}
+        FUNCTION_PARSERS = {"CAST": TSQL.Parser.FUNCTION_PARSERS["CAST"]}
+
+
+class _Output(DuckDB):
+    """DuckDB SQL with every ORDER BY item's NULL placement written out."""
+
+    class Generator(DuckDB.Generator):
+        def ordered_sql(self, expression: exp.Ordered) -> str:
+            direction = " DESC" if expression.args.get("desc") else " ASC"
+            nulls = " NULLS FIRST" if expression.args.get("nulls_first") else " NULLS LAST"
+            return f"{self.sql(expression, 'this')}{direction}{nulls}"
+
+
+# --- the whitelist --------------------------------------------------------------------------
+
+#: tokens ADQL does not have; sqlglot would parse them into something that looks like ADQL
+#: (``x::int`` is a Cast) or that the whitelist would refuse with a less useful message
+_REFUSED_TOKENS = {
+    TokenType.DCOLON: "'::' casts are not ADQL; use CAST(x AS type)",
+    TokenType.L_BRACKET: "'[' is not ADQL (no arrays); quote names with double quotes",
+    TokenType.L_BRACE: "'{' is not ADQL (no structs)",
+    TokenType.ARROW: "'->' is not ADQL (no lambdas or JSON operators)",
+    TokenType.DARROW: "'->>' is not ADQL (no JSON operators)",
+    TokenType.FARROW: "'=>' is not ADQL",
+    TokenType.PARAMETER: "'@' is not ADQL (no variables)",
+    TokenType.PLACEHOLDER: "'?' is not ADQL (no parameters)",
+    TokenType.LIMIT: "LIMIT is not ADQL; use SELECT TOP n ...",
+}
+
+#: the arguments each node type may carry (any other set argument is refused)
+_ARGS: dict[type, set[str]] = {
+    exp.Select: {"expressions", "distinct", "from_", "joins", "where", "group", "having", "order", "limit",
+                 "offset"},
+    exp.Union: {"this", "expression", "distinct", "order", "limit", "offset"},
+    exp.Intersect: {"this", "expression", "distinct", "order", "limit", "offset"},
+    exp.Except: {"this", "expression", "distinct", "order", "limit", "offset"},
+    exp.Subquery: {"this", "alias"},
+    exp.Table: {"this", "db", "alias"},
+    exp.TableAlias: {"this"},
+    exp.Join: {"this", "on", "side", "kind", "using", "method"},
+    exp.Column: {"this", "table", "db"},
+    exp.Alias: {"this", "alias"},
+    exp.Ordered: {"this", "desc", "nulls_first"},
+    exp.Limit: {"expression"},
+    exp.Offset: {"expression"},
+    exp.Group: {"expressions"},
+    exp.Distinct: {"expressions"},
+    exp.Anonymous: {"this", "expressions"},
+    exp.Cast: {"this", "to"},
+    exp.Case: {"this", "ifs", "default"},
+    exp.If: {"this", "true"},
+    exp.In: {"this", "expressions", "query"},
+    exp.Between: {"this", "low", "high"},
+    exp.Is: {"this", "expression"},
+    exp.Exists: {"this"},
+    exp.Literal: {"this", "is_string"},
+}
+#: operators, rebuilt as they are (args "this" and "expression"; Neg, Not, Paren only "this")
+_BINARY = (exp.And, exp.Or, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Add, exp.Sub, exp.Mul,
+           exp.Div, exp.DPipe, exp.Like, exp.ILike)
+_UNARY = (exp.Neg, exp.Not, exp.Paren)
+#: ADQL functions with a DuckDB function of the same meaning: name -> (DuckDB name, arities)
+_FUNCTIONS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "ABS": ("abs", (1,)), "CEILING": ("ceil", (1,)), "DEGREES": ("degrees", (1,)), "EXP": ("exp", (1,)),
+    "FLOOR": ("floor", (1,)), "LOG": ("ln", (1,)), "LOG10": ("log10", (1,)), "MOD": ("mod", (2,)),
+    "PI": ("pi", (0,)), "POWER": ("power", (2,)), "RADIANS": ("radians", (1,)), "SQRT": ("sqrt", (1,)),
+    "RAND": ("random", (0,)), "ROUND": ("round", (1, 2)), "SIN": ("sin", (1,)), "COS": ("cos", (1,)),
+    "TAN": ("tan", (1,)), "ASIN": ("asin", (1,)), "ACOS": ("acos", (1,)), "ATAN": ("atan", (1,)),
+    "ATAN2": ("atan2", (2,)), "COT": ("cot", (1,)), "LOWER": ("lower", (1,)), "UPPER": ("upper", (1,)),
+    "COALESCE": ("coalesce", tuple(range(1, 256))),
+}
+_AGGREGATES = {"COUNT", "SUM", "AVG", "MIN", "MAX"}
+#: ADQL geometry this service does not evaluate
+_UNSUPPORTED_GEOMETRY = {"AREA", "CENTROID", "REGION", "COORDSYS"}
+_REGIONS = {"POINT", "CIRCLE", "BOX", "POLYGON"}
+#: CAST target types: ADQL name -> DuckDB type
+_CAST_TYPES = {exp.DataType.Type.SMALLINT: "SMALLINT", exp.DataType.Type.INT: "INTEGER",
+               exp.DataType.Type.BIGINT: "BIGINT", exp.DataType.Type.FLOAT: "REAL",
+               exp.DataType.Type.DOUBLE: "DOUBLE", exp.DataType.Type.TIMESTAMP: "TIMESTAMP",
+               exp.DataType.Type.CHAR: "VARCHAR", exp.DataType.Type.VARCHAR: "VARCHAR"}
+#: constant folding of geometry arguments (CIRCLE(10, -20.5, 1/60), PI() ...)
+_CONSTANT_FUNCTIONS: dict[str, Callable[..., float]] = {
+    "PI": lambda: math.pi, "RADIANS": math.radians, "DEGREES": math.degrees, "SQRT": math.sqrt,
+    "SIN": math.sin, "COS": math.cos, "TAN": math.tan, "ABS": abs, "POWER": math.pow}
+
+
+# --- the scope of names ---------------------------------------------------------------------
+
+@dataclass
+class _SourceColumn:
+    name: str                   # as the source exposes it (what the SQL names)
+    table: Table | None         # provenance, for OutputColumn
+    column: str | None
+
+
+@dataclass
+class _Source:
+    """A table or subquery of a FROM clause, under its correlation name."""
+
+    corr: str                   # correlation name, the output's alias
+    label: str                  # how messages name it
+    columns: list[_SourceColumn]
+    table: Table | None = None  # a published table (None: a subquery)
+
+    def find(self, name: str) -> _SourceColumn | None:
+        return next((c for c in self.columns if c.name.lower() == name.lower()), None)
+
+
+@dataclass
+class _Resolved:
+    """A column reference: its SQL, its provenance, and its source (for pruning)."""
+
+    sql: exp.Expression
+    table: Table | None
+    column: str | None
+    source: _Source | None = None
+
+
+@dataclass
+class _Scope:
+    sources: list[_Source] = field(default_factory=list)
+    #: columns of USING / NATURAL joins, referred to without a table name
+    merged: dict[str, _Resolved] = field(default_factory=dict)
+    parent: _Scope | None = None
+
+
+@dataclass
+class _Point:
+    ra: exp.Expression
+    dec: exp.Expression
+    const: tuple[float, float] | None       # (ra, dec) when both are constants
+    position_of: _Source | None             # the source whose position (ra, dec) this is
+
+
+@dataclass
+class _Circle:
+    center: _Point
+    radius: exp.Expression
+    radius_const: float | None
+
+
+@dataclass
+class _Polygon:
+    vertices: list[tuple[float, float]]
+
+
+@dataclass
+class _Query:
+    sql: exp.Expression
+    names: list[str]
+    columns: list[OutputColumn]
+
+
+# --- the translation ------------------------------------------------------------------------
+
+def translate(adql: str, tables: Sequence[Table], default_schema: str | None = None) -> Translation:
+    """The DuckDB SELECT of the ADQL query ``adql``, which may read ``tables``.
+
+    Raises
+    ------
+    AdqlError
+        The query is not ADQL this service runs: one line saying what and where.
+    """
+    if len(adql) > MAX_LENGTH:
+        raise AdqlError(f"the query is {len(adql):,} characters long; the limit is {MAX_LENGTH:,}")
+    # sqlglot parses and generates recursively (~20 frames per parenthesis level)
+    if sys.getrecursionlimit() < _RECURSION_LIMIT:
+        sys.setrecursionlimit(_RECURSION_LIMIT)
+    try:
+        return _Translator(adql, tables, default_schema).run()
+    except RecursionError:
+        raise AdqlError("the query is too deeply nested; simplify it") from None
+
+
+class _Translator:
+    def __init__(self, text: str, tables: Sequence[Table], default_schema: str | None):
+        self.text = text
+        self.tables = tables
+        self.default_schema = default_schema.lower() if default_schema else None
+        self.pruned = 0
+
+    # errors ------------------------------------------------------------------------------
+
+    def error(self, message: str, node: exp.Expression | None = None) -> AdqlError:
+        """AdqlError with the position of the first token of ``node``, when known."""
+        starts = [n.meta["start"] for n in node.dfs() if "start" in n.meta] if node is not None else []
+        return AdqlError(self.where(min(starts, default=None)) + message)
+
+    def where(self, start: int | None) -> str:
+        if start is None:
+            return ""
+        line = self.text.count("\n", 0, start) + 1
+        return f"line {line}, column {start - self.text.rfind(chr(10), 0, start)}: "
+
+    # the text ----------------------------------------------------------------------------
+
+    def run(self) -> Translation:
+        tree = self.parse()
+        query = self.query(tree, None)
+        limit = tree.args.get("limit")
+        top = int(limit.expression.this) if isinstance(tree, exp.Select) and limit else None
+        sql = query.sql.sql(dialect=_Output, identify=True)
+        return Translation(sql=sql, columns=tuple(query.columns), top=top, pruned=self.pruned)
+
+    def parse(self) -> exp.Expression:
+        try:
+            tokens = ADQL().tokenize(self.text)
+        except TokenError as exc:
+            raise AdqlError(f"the query cannot be read ({str(exc).splitlines()[0]}); check quotes and "
+                            "comments") from None
+        depth = 0
+        for i, token in enumerate(tokens):
+            at = self.where(token.start)
+            if token.token_type == TokenType.SEMICOLON:
+                if i != len(tokens) - 1:
+                    raise AdqlError(f"{at}only one statement is allowed; remove ';' and what follows")
+            elif token.token_type in _REFUSED_TOKENS:
+                raise AdqlError(at + _REFUSED_TOKENS[token.token_type])
+            elif token.token_type == TokenType.L_PAREN:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise AdqlError(f"{at}the query is too deeply nested (more than {MAX_DEPTH} parentheses); "
+                                    "simplify it")
+            elif token.token_type == TokenType.R_PAREN:
+                depth -= 1
+        if not tokens:
+            raise AdqlError("the query is empty; write SELECT ... FROM ...")
+        # a query starts with SELECT (or a parenthesis around one); anything else is refused here,
+        # before sqlglot parses it as a command
+        if tokens[0].token_type not in (TokenType.SELECT, TokenType.L_PAREN):
+            raise AdqlError(f"{self.where(tokens[0].start)}only SELECT queries are allowed, not "
+                            f"{tokens[0].text.upper()[:40]}")
+        try:
+            statements = [s for s in sqlglot.parse(self.text, dialect=ADQL) if s is not None]
+        except ParseError as exc:
+            raise self.parse_error(exc) from None
+        if len(statements) != 1:
+            raise AdqlError("only one statement is allowed")
+        tree = statements[0]
+        self.check_depth(tree)
+        if tree.args.get("with_"):
+            raise self.error("WITH is not ADQL; use a subquery in FROM instead", tree.args["with_"])
+        if isinstance(tree, exp.Subquery):  # (SELECT ...)
+            tree = tree.this
+        if not isinstance(tree, (exp.Select, exp.Union, exp.Intersect, exp.Except)):
+            raise self.error(f"only SELECT queries are allowed, not {tree.key.upper()}", tree)
+        return tree
+
+    def parse_error(self, exc: ParseError) -> AdqlError:
+        first = exc.errors[0] if exc.errors else {}
+        description = str(first.get("description") or str(exc).splitlines()[0]).rstrip(".")
+        description = description.split(" for <class")[0]  # sqlglot's class names mean nothing to users
+        token = first.get("highlight")
+        if first.get("line") and first.get("col"):
+            column = first["col"] - len(token or "x") + 1
+            where = f"line {first['line']}, column {column}: "
+        else:
+            where = ""
+        near = f" near '{token}'" if token else ""
+        return AdqlError(f"{where}syntax error{near} ({description.lower()}); check the query against ADQL 2.1")
+
+    def check_depth(self, tree: exp.Expression) -> None:
+        stack = [(tree, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > 2 * MAX_DEPTH:
+                raise self.error("the query is too deeply nested; simplify it (long OR chains: use IN (...))",
+                                 node)
+            stack.extend((child, depth + 1) for child in node.iter_expressions())
+
+    def check(self, node: exp.Expression, allowed: set[str]) -> None:
+        """Refuse arguments of ``node`` that its translation would not carry over."""
+        extra = sorted(k for k, v in node.args.items() if v not in (None, False, [], "") and k not in allowed)
+        if extra:
+            raise self.error(f"{node.key.upper()} with {extra[0].rstrip('_').upper()} is not ADQL", node)
+
+    # queries -----------------------------------------------------------------------------
+
+    def query(self, node: exp.Expression, parent: _Scope | None) -> _Query:
+        """A SELECT or set operation; ``parent`` is the scope of a correlated subquery."""
+        if isinstance(node, exp.Subquery) and not node.alias:
+            inner = self.query(node.this, parent)
+            return _Query(exp.Subquery(this=inner.sql), inner.names, inner.columns)
+        if isinstance(node, exp.Select):
+            return self.select(node, parent)
+        if isinstance(node, (exp.Union, exp.Intersect, exp.Except)):
+            return self.set_operation(node, parent)
+        raise self.error("a subquery must be a SELECT", node)
+
+    def set_operation(self, node: exp.Union, parent: _Scope | None) -> _Query:
+        self.check(node, _ARGS[type(node)])
+        left, right = self.query(node.this, parent), self.query(node.expression, parent)
+        if len(left.names) != len(right.names):
+            raise self.error(f"{node.key.upper()} of queries with {len(left.names)} and {len(right.names)} "
+                             "columns; select as many columns on both sides", node)
+        out = type(node)(this=left.sql, expression=right.sql, distinct=bool(node.args.get("distinct")))
+        self.modifiers(node, out, left.names, lambda n: self.error(
+            f"ORDER BY of {node.key.upper()}: use a column number or an output name", n))
+        return _Query(out, left.names, left.columns)
+
+    def modifiers(self, node: exp.Expression, out: exp.Expression, names: list[str],
+                  other: Callable[[exp.Expression], exp.Expression]) -> None:
+        """ORDER BY, TOP and OFFSET of ``node`` onto ``out``; ``other`` translates an ORDER BY
+        expression that is not an output column."""
+        order = node.args.get("order")
+        if order:
+            self.check(order, {"expressions"})
+            out.set("order", exp.Order(expressions=[self.ordered(o, names, other) for o in order.expressions]))
+        for key, cls in (("limit", exp.Limit), ("offset", exp.Offset)):
+            clause = node.args.get(key)
+            if clause:
+                if not isinstance(clause, cls):
+                    raise self.error(f"{clause.key.upper()} is not ADQL; use SELECT TOP n and OFFSET n", clause)
+                self.check(clause, _ARGS[cls])
+                value = clause.expression
+                if not (isinstance(value, exp.Literal) and not value.is_string and value.this.isdigit()):
+                    what = "TOP" if key == "limit" else "OFFSET"
+                    raise self.error(f"{what} must be a non-negative integer, like {what} 100", value or clause)
+                out.set(key, cls(expression=exp.Literal.number(int(value.this))))
+
+    def ordered(self, node: exp.Ordered, names: list[str],
+                other: Callable[[exp.Expression], exp.Expression]) -> exp.Ordered:
+        self.check(node, _ARGS[exp.Ordered])
+        item = node.this
+        lowered = [n.lower() for n in names]
+        if isinstance(item, exp.Literal) and not item.is_string:
+            if not (item.this.isdigit() and 1 <= int(item.this) <= len(names)):
+                raise self.error(f"ORDER BY {item.this}: the query has {len(names)} output column(s); "
+                                 f"use a number from 1 to {len(names)}", item)
+            sql = exp.Literal.number(int(item.this))
+        elif isinstance(item, exp.Column) and not item.table and item.name.lower() in lowered:
+            sql = exp.Literal.number(lowered.index(item.name.lower()) + 1)
+        else:
+            sql = other(item)
+        return exp.Ordered(this=sql, desc=bool(node.args.get("desc")), nulls_first=bool(node.args.get("nulls_first")))
+
+    def select(self, node: exp.Select, parent: _Scope | None) -> _Query:
+        self.check(node, _ARGS[exp.Select])
+        scope = _Scope(parent=parent)
+        out = exp.Select()
+        if node.args.get("from_"):
+            out.set("from_", exp.From(this=self.source(node.args["from_"].this, scope)))
+            joins = [self.join(j, scope) for j in node.args.get("joins") or []]
+            if joins:
+                out.set("joins", joins)
+        distinct = node.args.get("distinct")
+        if distinct:
+            if distinct.args.get("on"):
+                raise self.error("DISTINCT ON is not ADQL", distinct)
+            out.set("distinct", exp.Distinct())
+        items, names, columns = self.select_list(node, scope)
+        out.set("expressions", items)
+        if node.args.get("where"):
+            out.set("where", exp.Where(this=self.expr(node.args["where"].this, scope)))
+        group = node.args.get("group")
+        if group:
+            self.check(group, _ARGS[exp.Group])
+            out.set("group", exp.Group(expressions=[self.group_item(g, scope, names, items)
+                                                    for g in group.expressions]))
+        if node.args.get("having"):
+            out.set("having", exp.Having(this=self.expr(node.args["having"].this, scope)))
+        self.modifiers(node, out, names, lambda n: self.expr(n, scope))
+        return _Query(out, names, columns)
+
+    def group_item(self, node: exp.Expression, scope: _Scope, names: list[str],
+                   items: list[exp.Expression]) -> exp.Expression:
+        """A GROUP BY item; a bare name that is no column may be an output name (as in PostgreSQL)."""
+        if isinstance(node, exp.Column) and not node.table and self.lookup(node, scope) is None:
+            lowered = [n.lower() for n in names]
+            if node.name.lower() in lowered:
+                return items[lowered.index(node.name.lower())].this.copy()
+        return self.expr(node, scope)
+
+    def select_list(self, node: exp.Select, scope: _Scope) -> tuple[list[exp.Expression], list[str],
+                                                                       list[OutputColumn]]:
+        pairs: list[tuple[exp.Expression, str, Table | None, str | None]] = []
+        for position, item in enumerate(node.expressions, 1):
+            if isinstance(item, exp.Star) or (isinstance(item, exp.Column) and isinstance(item.this, exp.Star)):
+                self.check(item if isinstance(item, exp.Star) else item.this, set())
+                pairs.extend((r.sql, name, r.table, r.column) for name, r in self.star(item, scope))
+                continue
+            name = None
+            if isinstance(item, exp.Alias):
+                self.check(item, _ARGS[exp.Alias])
+                name = item.alias
+                item = item.this
+            if isinstance(item, exp.Column):
+                resolved = self.column(item, scope)
+                pairs.append((resolved.sql, name or item.name, resolved.table, resolved.column))
+                continue
+            if isinstance(item, exp.Anonymous) and item.name.upper() in _REGIONS:
+                raise self.error(f"{item.name.upper()} cannot be selected; select its coordinates "
+                                 "(COORD1(p), COORD2(p)) or test it with CONTAINS/INTERSECTS/DISTANCE", item)
+            sql = self.expr(item, scope)
+            default = item.name.lower() if isinstance(item, exp.Anonymous) else f"expr_{position}"
+            pairs.append((sql, name or default, None, None))
+        if not pairs:
+            raise self.error("the select list is empty", node)
+        names = _unique([p[1] for p in pairs])
+        items = [exp.alias_(sql, n, quoted=True) for (sql, *_), n in zip(pairs, names)]
+        return items, names, [OutputColumn(n, t, c) for n, (_, _, t, c) in zip(names, pairs)]
+
+    def star(self, item: exp.Expression, scope: _Scope) -> list[tuple[str, _Resolved]]:
+        """The columns of ``*`` (USING columns once, first, as SQL does) or of ``t.*``."""
+        if isinstance(item, exp.Column):
+            source = self.source_named(item, scope.sources)
+            if source is None:
+                raise self.error(f'unknown table "{item.table}" in {item.table}.*; tables here: '
+                                 f"{', '.join(s.label for s in scope.sources) or 'none'}", item)
+            return [(c.name, self.reference(source, c)) for c in source.columns]
+        if not scope.sources:
+            raise self.error("SELECT * needs a FROM clause", item)
+        found = list(scope.merged.items())
+        for source in scope.sources:
+            found.extend((c.name, self.reference(source, c)) for c in source.columns
+                         if c.name.lower() not in scope.merged)
+        return found
+
+    # FROM --------------------------------------------------------------------------------
+
+    def source(self, node: exp.Expression, scope: _Scope) -> exp.Expression:
+        """A table or subquery of FROM, added to ``scope``; its SQL."""
+        if isinstance(node, exp.Table):
+            self.check(node, _ARGS[exp.Table])
+            if isinstance(node.this, exp.Anonymous) or not isinstance(node.this, exp.Identifier):
+                raise self.error(f"{node.this.sql() if node.this else 'this'} is not a table; FROM takes "
+                                 "published tables (see TAP_SCHEMA.tables) and subqueries", node)
+            table = self.table(node)
+            corr = node.alias or table.name
+            columns = [_SourceColumn(c, table, c) for c in table.columns]
+            self.add(scope, _Source(corr.lower(), corr, columns, table), node)
+            out = exp.to_table(table.sql_name, dialect="duckdb")
+            out.set("alias", exp.TableAlias(this=exp.to_identifier(corr.lower(), quoted=True)))
+            return out
+        if isinstance(node, exp.Subquery):
+            self.check(node, _ARGS[exp.Subquery])
+            if not node.alias:
+                raise self.error("a subquery in FROM needs a name: (SELECT ...) AS s", node)
+            if node.args["alias"].args.get("columns"):
+                raise self.error("column names after a subquery alias are not ADQL; name them in its "
+                                 "select list", node)
+            inner = self.query(node.this, None)
+            columns = [_SourceColumn(n, c.table, c.column) for n, c in zip(inner.names, inner.columns)]
+            self.add(scope, _Source(node.alias.lower(), node.alias, columns), node)
+            return exp.Subquery(this=inner.sql, alias=exp.TableAlias(
+                this=exp.to_identifier(node.alias.lower(), quoted=True)))
+        if isinstance(node, exp.Anonymous):
+            raise self.error(f"{node.name}(...) is not a table; FROM takes published tables "
+                             "(see TAP_SCHEMA.tables) and subqueries", node)
+        raise self.error(f"{node.key.upper()} is not allowed in FROM; use tables and subqueries", node)
+
+    def add(self, scope: _Scope, source: _Source, node: exp.Expression) -> None:
+        if any(s.corr == source.corr for s in scope.sources):
+            raise self.error(f'"{source.label}" appears twice in FROM; give each an alias: ... AS a, ... AS b',
+                             node)
+        scope.sources.append(source)
+
+    def table(self, node: exp.Table) -> Table:
+        name, schema = node.name.lower(), node.db.lower() if node.db else None
+        if schema is not None:
+            found = [t for t in self.tables if t.schema == schema and t.name == name]
+        else:
+            found = [t for t in self.tables if t.name == name]
+            preferred = [t for t in found if t.schema == self.default_schema]
+            found = preferred or found
+        if len(found) == 1:
+            return found[0]
+        full = f"{node.db}.{node.name}" if schema else node.name
+        if found:
+            raise self.error(f'table "{full}" is in several schemas ({", ".join(t.schema for t in found)}); '
+                             f"write schema.{node.name}", node)
+        if schema is not None and not any(t.schema == schema for t in self.tables):
+            schemas = ", ".join(sorted({t.schema for t in self.tables}))
+            raise self.error(f'unknown schema "{node.db}"; schemas: {schemas}', node)
+        names = ", ".join(sorted({f"{t.schema}.{t.name}" for t in self.tables if t.schema != "tap_schema"}))
+        raise self.error(f'unknown table "{full}"; tables: {names} (all in TAP_SCHEMA.tables)', node)
+
+    def join(self, node: exp.Join, scope: _Scope) -> exp.Join:
+        self.check(node, _ARGS[exp.Join])
+        side, kind, method = (node.args.get(k) for k in ("side", "kind", "method"))
+        if kind not in (None, "INNER", "OUTER", "CROSS") or method not in (None, "NATURAL"):
+            raise self.error(f"{' '.join(filter(None, (method, side, kind)))} JOIN is not ADQL", node)
+        before = list(scope.sources)
+        out = exp.Join(this=self.source(node.this, scope))
+        right = scope.sources[-1]
+        for key in ("side", "kind"):
+            if node.args.get(key):
+                out.set(key, node.args[key])
+        using = [u.name for u in node.args.get("using") or []]
+        if method == "NATURAL":
+            using = [c.name for c in right.columns
+                     if any(s.find(c.name) for s in before) or c.name.lower() in scope.merged]
+        if using:
+            out.set("using", [exp.to_identifier(u.lower(), quoted=True) for u in using])
+            for name in using:
+                self.merge(name, before, right, side, scope, node)
+        elif node.args.get("on"):
+            out.set("on", self.expr(node.args["on"], scope))
+        return out
+
+    def merge(self, name: str, before: list[_Source], right: _Source, side: str | None, scope: _Scope,
+              node: exp.Expression) -> None:
+        """Column ``name`` of USING/NATURAL: one column, whose value is that of the left side (right
+        side for RIGHT JOIN, either for FULL JOIN)."""
+        on_right = right.find(name)
+        left = scope.merged.get(name.lower())
+        if left is None:
+            sides = [s for s in before if s.find(name)]
+            if len(sides) != 1 or on_right is None:
+                raise self.error(f'USING ({name}): the column must be in exactly one table on each side', node)
+            left = self.reference(sides[0], sides[0].find(name))
+        right_ref = self.reference(right, on_right) if on_right else None
+        if right_ref is None:
+            raise self.error(f'USING ({name}): no column "{name}" in {right.label}', node)
+        if side == "RIGHT":
+            merged = right_ref
+        elif side == "FULL":
+            merged = _Resolved(exp.Coalesce(this=left.sql, expressions=[right_ref.sql]), left.table, left.column)
+        else:
+            merged = left
+        scope.merged[name.lower()] = merged
+
+    # names -------------------------------------------------------------------------------
+
+    def reference(self, source: _Source, column: _SourceColumn) -> _Resolved:
+        sql = exp.Column(this=exp.to_identifier(column.name, quoted=True),
+                         table=exp.to_identifier(source.corr, quoted=True))
+        return _Resolved(sql, column.table, column.column, source)
+
+    def source_named(self, node: exp.Column, sources: list[_Source]) -> _Source | None:
+        """The source that ``t`` or ``schema.t`` of ``node`` names."""
+        for source in sources:
+            if node.args.get("db"):
+                if source.table and source.table.schema == node.text("db").lower() \
+                        and source.table.name == node.table.lower() and source.corr == source.table.name:
+                    return source
+            elif source.corr == node.table.lower():
+                return source
+        return None
+
+    def lookup(self, node: exp.Column, scope: _Scope) -> _Resolved | None:
+        """Column ``node`` in ``scope`` or the scopes around it (correlated subqueries)."""
+        name = node.name
+        while scope is not None:
+            if node.table:
+                source = self.source_named(node, scope.sources)
+                if source is not None:
+                    column = source.find(name)
+                    if column is None:
+                        raise self.error(f'unknown column "{name}" in {source.label}; columns include '
+                                         f"{_some(c.name for c in source.columns)}", node)
+                    return self.reference(source, column)
+            else:
+                if name.lower() in scope.merged:
+                    return scope.merged[name.lower()]
+                found = [(s, c) for s in scope.sources for c in [s.find(name)] if c is not None]
+                if len(found) > 1:
+                    raise self.error(f'column "{name}" is in {" and ".join(s.label for s, _ in found)}; '
+                                     f"write {found[0][0].label}.{name}", node)
+                if found:
+                    return self.reference(*found[0])
+            scope = scope.parent
+        return None
+
+    def column(self, node: exp.Column, scope: _Scope) -> _Resolved:
+        self.check(node, _ARGS[exp.Column])
+        if not isinstance(node.this, exp.Identifier):
+            raise self.error(f"{node.sql()} is not a column", node)
+        found = self.lookup(node, scope)
+        if found is not None:
+            return found
+        if node.table:
+            here = [s.label for s in _all_sources(scope)]
+            raise self.error(f'unknown table "{node.table}" in {node.sql(dialect=ADQL)}; tables here: '
+                             f"{', '.join(here) or 'none'}", node)
+        columns = [c.name for s in _all_sources(scope) for c in s.columns]
+        hint = f"columns include {_some(columns)}" if columns else "the query has no FROM"
+        raise self.error(f'unknown column "{node.name}"; {hint}', node)
+
+    # expressions -------------------------------------------------------------------------
+
+    def expr(self, node: exp.Expression, scope: _Scope) -> exp.Expression:
+        """The DuckDB SQL of ADQL value expression or condition ``node``."""
+        if isinstance(node, exp.Column):
+            return self.column(node, scope).sql
+        if isinstance(node, exp.Literal):
+            self.check(node, _ARGS[exp.Literal])
+            if node.is_string:
+                return exp.Literal.string(node.this)
+            try:
+                float(node.this)
+            except ValueError:
+                raise self.error(f"{node.this} is not a number", node) from None
+            return exp.Literal.number(node.this)
+        if isinstance(node, (exp.Null, exp.Boolean)):
+            return node.copy()
+        if isinstance(node, (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)):
+            special = self.spatial_comparison(node, scope)
+            if special is not None:
+                return special
+        if isinstance(node, _BINARY):
+            # DPipe: sqlglot marks T-SQL's NULL handling (safe); Div: T-SQL's integer division (typed).
+            # Neither carries over: || is SQL's, and / divides as DuckDB does (1/3600 is not 0)
+            self.check(node, {"this", "expression", "safe", "typed"})
+            return type(node)(this=self.expr(node.this, scope), expression=self.expr(node.expression, scope))
+        if isinstance(node, _UNARY):
+            self.check(node, {"this"})
+            return type(node)(this=self.expr(node.this, scope))
+        if isinstance(node, exp.Mod):
+            raise self.error("'%' is not ADQL; use MOD(x, y)", node)
+        if isinstance(node, exp.Anonymous):
+            return self.function(node, scope)
+        if isinstance(node, exp.Between):
+            self.check(node, _ARGS[exp.Between])
+            return exp.Between(this=self.expr(node.this, scope), low=self.expr(node.args["low"], scope),
+                               high=self.expr(node.args["high"], scope))
+        if isinstance(node, exp.In):
+            self.check(node, _ARGS[exp.In])
+            if node.args.get("query"):
+                return exp.In(this=self.expr(node.this, scope), query=self.subquery(node.args["query"], scope))
+            return exp.In(this=self.expr(node.this, scope), expressions=[self.expr(e, scope) for e in node.expressions])
+        if isinstance(node, exp.Is):
+            self.check(node, _ARGS[exp.Is])
+            if not isinstance(node.expression, exp.Null):
+                raise self.error("IS takes NULL only: x IS NULL, x IS NOT NULL", node)
+            return exp.Is(this=self.expr(node.this, scope), expression=exp.Null())
+        if isinstance(node, exp.Exists):
+            self.check(node, _ARGS[exp.Exists])
+            return exp.Exists(this=self.query(node.this, scope).sql)
+        if isinstance(node, exp.Subquery):
+            return self.subquery(node, scope)
+        if isinstance(node, exp.Case):
+            return self.case(node, scope)
+        if isinstance(node, exp.Cast):
+            return self.cast(node, scope)
+        if isinstance(node, (exp.Select, exp.Union, exp.Intersect, exp.Except)):
+            return self.query(node, scope).sql
+        raise self.error(f"{_describe(node)} is not ADQL this service supports", node)
+
+    def subquery(self, node: exp.Expression, scope: _Scope) -> exp.Expression:
+        if isinstance(node, exp.Subquery):
+            self.check(node, {"this"})
+            node = node.this
+        return exp.Subquery(this=self.query(node, scope).sql)
+
+    def case(self, node: exp.Case, scope: _Scope) -> exp.Case:
+        self.check(node, _ARGS[exp.Case])
+        out = exp.Case()
+        if node.this:
+            out.set("this", self.expr(node.this, scope))
+        ifs = []
+        for when in node.args.get("ifs") or []:
+            self.check(when, _ARGS[exp.If])
+            ifs.append(exp.If(this=self.expr(when.this, scope), true=self.expr(when.args["true"], scope)))
+        out.set("ifs", ifs)
+        if node.args.get("default") is not None:
+            out.set("default", self.expr(node.args["default"], scope))
+        return out
+
+    def cast(self, node: exp.Cast, scope: _Scope) -> exp.Expression:
+        self.check(node, _ARGS[exp.Cast])
+        to = node.args["to"]
+        target = _CAST_TYPES.get(to.this)
+        if target is None:
+            raise self.error(f"CAST to {to.sql(dialect=ADQL)} is not ADQL; use SMALLINT, INTEGER, BIGINT, REAL, "
+                             "DOUBLE PRECISION, CHAR(n), VARCHAR(n) or TIMESTAMP", to)
+        out = exp.Cast(this=self.expr(node.this, scope), to=exp.DataType.build(target))
+        params = to.expressions
+        if target == "VARCHAR" and params:
+            # DuckDB ignores string lengths; ADQL (PostgreSQL) cuts the string
+            length = params[0].this if isinstance(params[0], exp.DataTypeParam) else params[0]
+            if not (isinstance(length, exp.Literal) and length.this.isdigit()):
+                raise self.error("the length of CHAR(n)/VARCHAR(n) must be a positive integer", to)
+            return exp.Anonymous(this="left", expressions=[out, exp.Literal.number(int(length.this))])
+        return out
+
+    def function(self, node: exp.Anonymous, scope: _Scope) -> exp.Expression:
+        self.check(node, _ARGS[exp.Anonymous])
+        name = node.name.upper()
+        args = node.expressions
+        if name in _AGGREGATES:
+            return self.aggregate(node, name, scope)
+        if name == "TRUNCATE":
+            self.arity(node, (1, 2))
+            value = self.expr(args[0], scope)
+            if len(args) == 1:
+                return exp.Anonymous(this="trunc", expressions=[value])
+            scale = exp.Anonymous(this="power", expressions=[exp.Literal.number(10),
+                                                             self.expr(args[1], scope)])
+            return exp.Div(this=exp.Anonymous(this="trunc", expressions=[exp.Mul(this=value, expression=scale)]),
+                           expression=scale.copy())
+        if name == "RAND" and args:
+            raise self.error("RAND(seed) is not supported; use RAND()", node)
+        if name in _FUNCTIONS:
+            duck, arities = _FUNCTIONS[name]
+            self.arity(node, arities)
+            return exp.Anonymous(this=duck, expressions=[self.expr(a, scope) for a in args])
+        if name in ("CONTAINS", "INTERSECTS"):
+            # outside a comparison with 0 or 1: the integer ADQL defines
+            predicate, _ = self.containment(node, scope)
+            return exp.Cast(this=exp.Paren(this=predicate), to=exp.DataType.build("INTEGER"))
+        if name == "DISTANCE":
+            first, second = self.distance_points(node, scope)
+            return exp.Div(this=_separation_arcsec(first, second), expression=exp.Literal.number("3600.0"))
+        if name in ("COORD1", "COORD2"):
+            self.arity(node, (1,))
+            point = self.geometry(args[0], scope)
+            if not isinstance(point, _Point):
+                raise self.error(f"{name} takes a POINT", node)
+            return exp.Paren(this=point.ra if name == "COORD1" else point.dec)
+        if name in _REGIONS:
+            raise self.error(f"{name} can only be an argument of CONTAINS, INTERSECTS, DISTANCE (POINT) or "
+                             "COORD1/COORD2 (POINT)", node)
+        if name in _UNSUPPORTED_GEOMETRY:
+            raise self.error(f"{name} is not supported by this service", node)
+        raise self.error(f"unknown function {node.name}; ADQL functions include ABS, ROUND, LOG, DISTANCE, "
+                         "CONTAINS (TAP_SCHEMA and the capabilities list them)", node)
+
+    def arity(self, node: exp.Anonymous, arities: tuple[int, ...]) -> None:
+        if len(node.expressions) not in arities:
+            wanted = " or ".join(str(a) for a in arities[:2])
+            raise self.error(f"{node.name.upper()} takes {wanted} argument{'s' if arities != (1,) else ''}, "
+                             f"not {len(node.expressions)}", node)
+
+    def aggregate(self, node: exp.Anonymous, name: str, scope: _Scope) -> exp.Expression:
+        self.arity(node, (1,))
+        arg = node.expressions[0]
+        if isinstance(arg, exp.Star):
+            if name != "COUNT":
+                raise self.error(f"{name}(*) is not ADQL; only COUNT(*)", node)
+            inner: exp.Expression = exp.Star()
+        elif isinstance(arg, exp.Distinct):
+            self.check(arg, _ARGS[exp.Distinct])
+            if len(arg.expressions) != 1:
+                raise self.error(f"{name}(DISTINCT ...) takes one expression", node)
+            inner = exp.Distinct(expressions=[self.expr(arg.expressions[0], scope)])
+        else:
+            inner = self.expr(arg, scope)
+        return exp.Anonymous(this=name.lower(), expressions=[inner])
+
+    # geometry ----------------------------------------------------------------------------
+
+    def spatial_comparison(self, node: exp.Expression, scope: _Scope) -> exp.Expression | None:
+        """``CONTAINS(...) = 1`` and the like, and ``DISTANCE(...) < r``; None for other comparisons."""
+        left, right = node.this, node.expression
+        if _is_call(right, "CONTAINS", "INTERSECTS"):
+            left, right = right, left
+        if _is_call(left, "CONTAINS", "INTERSECTS"):
+            value = _constant(right)
+            if value not in (0.0, 1.0) or not isinstance(node, (exp.EQ, exp.NEQ)):
+                raise self.error(f"compare {left.name.upper()}(...) with = 1 or = 0", node)
+            predicate, prune = self.containment(left, scope)
+            if (value == 1.0) == isinstance(node, exp.EQ):
+                return exp.Paren(this=self.pruning(predicate, prune))
+            return exp.Not(this=exp.Paren(this=predicate))
+        if isinstance(node, (exp.LT, exp.LTE)) and _is_call(node.this, "DISTANCE"):
+            distance, radius = node.this, node.expression
+        elif isinstance(node, (exp.GT, exp.GTE)) and _is_call(node.expression, "DISTANCE"):
+            distance, radius = node.expression, node.this
+        else:
+            return None
+        first, second = self.distance_points(distance, scope)
+        limit = self.expr(radius, scope)
+        test = type(node)(this=exp.Div(this=_separation_arcsec(first, second), expression=exp.Literal.number("3600.0")),
+                          expression=limit) if isinstance(node, (exp.LT, exp.LTE)) else type(node)(
+            this=limit, expression=exp.Div(this=_separation_arcsec(first, second),
+                                           expression=exp.Literal.number("3600.0")))
+        return exp.Paren(this=self.pruning(test, _cone_of(first, second, _constant(radius))))
+
+    def distance_points(self, node: exp.Anonymous, scope: _Scope) -> tuple[_Point, _Point]:
+        args = node.expressions
+        if len(args) == 4:
+            return (self.point_from(args[0], args[1], scope), self.point_from(args[2], args[3], scope))
+        if len(args) == 2:
+            first, second = self.geometry(args[0], scope), self.geometry(args[1], scope)
+            if isinstance(first, _Point) and isinstance(second, _Point):
+                return first, second
+        raise self.error("DISTANCE takes two POINTs or four numbers: DISTANCE(POINT(ra1, dec1), POINT(ra2, dec2))",
+                         node)
+
+    def containment(self, node: exp.Anonymous, scope: _Scope) -> tuple[exp.Expression, _Cone | None]:
+        """The exact test of CONTAINS/INTERSECTS ``node``, and the cone for pruning, if any."""
+        name = node.name.upper()
+        if len(node.expressions) != 2:
+            raise self.error(f"{name} takes two arguments: {name}(POINT(ra, dec), CIRCLE(ra, dec, r))", node)
+        first, second = (self.geometry(a, scope) for a in node.expressions)
+        if name == "INTERSECTS" and isinstance(second, _Point) and not isinstance(first, _Point):
+            first, second = second, first
+        if not isinstance(first, _Point):
+            raise self.error(f"{name} of two regions is not supported; the first argument must be a POINT", node)
+        if isinstance(second, _Point):
+            raise self.error(f"{name} of two points is not supported; use DISTANCE(p1, p2) = 0", node)
+        if isinstance(second, _Circle):
+            test = exp.LTE(this=_separation_arcsec(first, second.center),
+                           expression=exp.Mul(this=exp.Paren(this=second.radius),
+                                              expression=exp.Literal.number("3600.0")))
+            return test, _cone_of(first, second.center, second.radius_const)
+        return self.in_polygon(first, second, node)
+
+    def in_polygon(self, point: _Point, polygon: _Polygon, node: exp.Expression) -> tuple[exp.Expression, _Cone | None]:
+        """Inside a convex polygon: on the inner side of every edge's great circle."""
+        vectors = [_unit(ra, dec) for ra, dec in polygon.vertices]
+        normals = [_cross(a, b) for a, b in zip(vectors, vectors[1:] + vectors[:1])]
+        if any(_norm(n) < 1e-15 for n in normals):
+            raise self.error("the polygon has two equal or opposite consecutive vertices", node)
+        center = _normalized([sum(c) for c in zip(*vectors)])
+        # the interior is on the side of each edge where the other vertices are (either winding)
+        sign = 1.0 if _dot(normals[0], center) >= 0 else -1.0
+        normals = [[sign * c for c in n] for n in normals]
+        for i, n in enumerate(normals):
+            if any(_dot(n, v) < -1e-12 for j, v in enumerate(vectors) if j not in (i, (i + 1) % len(vectors))):
+                raise self.error("the polygon is not convex (or its edges cross); only convex polygons are "
+                                 "supported: split it into convex ones joined with OR", node)
+        xyz = [exp.Anonymous(this=f"sky_{axis}", expressions=[point.ra.copy(), point.dec.copy()]) for axis in "xyz"]
+        tests: list[exp.Expression] = []
+        for n in normals:
+            total: exp.Expression = exp.Mul(this=_number(n[0]), expression=xyz[0].copy())
+            for k in (1, 2):
+                total = exp.Add(this=total, expression=exp.Mul(this=_number(n[k]), expression=xyz[k].copy()))
+            tests.append(exp.GTE(this=total, expression=exp.Literal.number(0)))
+        radius = max(_angle(center, v) for v in vectors)
+        cone = None
+        if point.position_of is not None and radius < math.pi / 2:
+            ra, dec = _radec(center)
+            cone = _Cone(point.position_of, ra, dec, math.degrees(radius))
+        return exp.and_(*tests), cone
+
+    def geometry(self, node: exp.Expression, scope: _Scope) -> _Point | _Circle | _Polygon:
+        """A POINT, CIRCLE, BOX or POLYGON argument."""
+        if not (isinstance(node, exp.Anonymous) and node.name.upper() in _REGIONS):
+            if isinstance(node, exp.Anonymous) and node.name.upper() in _UNSUPPORTED_GEOMETRY:
+                raise self.error(f"{node.name.upper()} is not supported by this service", node)
+            raise self.error("expected POINT(ra, dec), CIRCLE(ra, dec, r), BOX(ra, dec, w, h) or POLYGON(ra1, dec1, "
+                             "ra2, dec2, ...) here (columns of geometry type are not supported)", node)
+        self.check(node, _ARGS[exp.Anonymous])
+        name = node.name.upper()
+        args = self.without_frame(node)
+        if name == "POINT":
+            if len(args) != 2:
+                raise self.error("POINT takes ra and dec: POINT(ra, dec) or POINT('ICRS', ra, dec)", node)
+            return self.point_from(args[0], args[1], scope)
+        if name == "CIRCLE":
+            if len(args) == 3:
+                center = self.point_from(args[0], args[1], scope)
+            elif len(args) == 2 and isinstance(center := self.geometry(args[0], scope), _Point):
+                pass
+            else:
+                raise self.error("CIRCLE takes a center and a radius in degrees: CIRCLE(ra, dec, r) or "
+                                 "CIRCLE(POINT(ra, dec), r)", node)
+            return _Circle(center, self.expr(args[-1], scope), _constant(args[-1]))
+        if name == "BOX":
+            if len(args) == 3 and _is_call(args[0], "POINT"):
+                args = [*self.without_frame(args[0]), *args[1:]]
+            values = [_constant(a) for a in args]
+            if len(args) != 4 or None in values:
+                raise self.error("BOX takes a center, a width and a height in degrees, all numbers: "
+                                 "BOX(ra, dec, width, height)", node)
+            ra, dec, width, height = values
+            if abs(dec) + height / 2 >= 90 or width <= 0 or height <= 0 or width >= 180:
+                raise self.error("the BOX must have a positive size and stay clear of the poles; use a CIRCLE "
+                                 "or a POLYGON there", node)
+            return _Polygon([(ra - width / 2, dec - height / 2), (ra + width / 2, dec - height / 2),
+                             (ra + width / 2, dec + height / 2), (ra - width / 2, dec + height / 2)])
+        # POLYGON: numbers, or points
+        if all(_is_call(a, "POINT") for a in args):
+            args = [c for a in args for c in self.without_frame(a)]
+        values = [_constant(a) for a in args]
+        if len(args) < 6 or len(args) % 2 or None in values:
+            raise self.error("POLYGON takes at least 3 vertices as numbers: POLYGON(ra1, dec1, ra2, dec2, ra3, dec3, "
+                             "...) (vertices that are columns are not supported)", node)
+        if any(abs(d) > 90 for d in values[1::2]):
+            raise self.error("a POLYGON vertex has |dec| > 90", node)
+        return _Polygon(list(zip(values[0::2], values[1::2])))
+
+    def without_frame(self, node: exp.Anonymous) -> list[exp.Expression]:
+        """The arguments of a geometry function without its optional coordinate system (ICRS only)."""
+        args = list(node.expressions)
+        if args and isinstance(args[0], exp.Literal) and args[0].is_string:
+            frame = args[0].this.strip().upper()
+            if frame not in ("", "ICRS"):
+                raise self.error(f"coordinate system '{args[0].this}' is not supported; positions are ICRS "
+                                 "(write 'ICRS' or leave it out)", args[0])
+            args = args[1:]
+        return args
+
+    def point_from(self, ra: exp.Expression, dec: exp.Expression, scope: _Scope) -> _Point:
+        ra_value, dec_value = _constant(ra), _constant(dec)
+        const = (ra_value, dec_value) if ra_value is not None and dec_value is not None else None
+        if const is not None and abs(const[1]) > 90:
+            raise self.error(f"declination {const[1]:g} is outside [-90, 90]", dec)
+        position_of = None
+        if isinstance(ra, exp.Column) and isinstance(dec, exp.Column):
+            a, b = self.column(ra, scope), self.column(dec, scope)
+            source = a.source
+            if source is not None and source is b.source and source.table is not None \
+                    and source.table.healpix_column and source.table.position == (a.column, b.column):
+                position_of = source
+            return _Point(a.sql, b.sql, None, position_of)
+        return _Point(self.expr(ra, scope), self.expr(dec, scope), const, None)
+
+    def pruning(self, test: exp.Expression, cone: _Cone | None) -> exp.Expression:
+        """``test``, with the HEALPix ranges of ``cone`` in front when it has some."""
+        if cone is None:
+            return test
+        from stellardb.release.reader import cone_ranges
+
+        ranges = cone_ranges(cone.ra, cone.dec, cone.radius_deg * 3600 + _PRUNE_MARGIN_ARCSEC)
+        if not ranges:  # nothing can match (or the cone is not one): no pruning to add
+            return test
+        column = exp.Column(this=exp.to_identifier(cone.source.table.healpix_column, quoted=True),
+                            table=exp.to_identifier(cone.source.corr, quoted=True))
+        terms = [exp.Between(this=column.copy(), low=exp.Literal.number(lo), high=exp.Literal.number(hi))
+                 for lo, hi in ranges]
+        self.pruned += 1
+        return exp.and_(exp.Paren(this=exp.or_(*terms)), test)
+
+
+@dataclass
+class _Cone:
+    """A cone that covers a spatial test of ``source``'s position."""
+
+    source: _Source
+    ra: float
+    dec: float
+    radius_deg: float
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def _cone_of(first: _Point, second: _Point, radius: float | None) -> _Cone | None:
+    """The pruning cone of ``separation(first, second) <= radius``: one point a table's position,
+    the other and the radius constants."""
+    if radius is None or not math.isfinite(radius) or radius <= 0:
+        return None
+    for point, other in ((first, second), (second, first)):
+        if point.position_of is not None and other.const is not None:
+            return _Cone(point.position_of, other.const[0], other.const[1], radius)
+    return None
+
+
+def _separation_arcsec(first: _Point, second: _Point) -> exp.Expression:
+    """Angle between two points in arcsec (atan2 of cross and dot products of unit vectors)."""
+    def xyz(point: _Point) -> list[exp.Expression]:
+        if point.const is not None:
+            return [_number(c) for c in _unit(*point.const)]
+        return [exp.Anonymous(this=f"sky_{axis}", expressions=[point.ra.copy(), point.dec.copy()]) for axis in "xyz"]
+
+    return exp.Anonymous(this="vector_sep_arcsec", expressions=[*xyz(first), *xyz(second)])
+
+
+def _constant(node: exp.Expression) -> float | None:
+    """The value of a constant numeric ADQL expression (literals, arithmetic, PI() ...), else None."""
+    try:
+        if isinstance(node, exp.Literal) and not node.is_string:
+            return float(node.this)
+        if isinstance(node, exp.Paren):
+            return _constant(node.this)
+        if isinstance(node, exp.Neg):
+            value = _constant(node.this)
+            return None if value is None else -value
+        if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div)):
+            a, b = _constant(node.this), _constant(node.expression)
+            if a is None or b is None:
+                return None
+            operations = {exp.Add: a.__add__, exp.Sub: a.__sub__, exp.Mul: a.__mul__, exp.Div: a.__truediv__}
+            return operations[type(node)](b)
+        if isinstance(node, exp.Anonymous) and node.name.upper() in _CONSTANT_FUNCTIONS:
+            values = [_constant(a) for a in node.expressions]
+            if None not in values:
+                return float(_CONSTANT_FUNCTIONS[node.name.upper()](*values))
+    except (ArithmeticError, ValueError, TypeError):
+        return None
+    return None
+
+
+def _is_call(node: exp.Expression, *names: str) -> bool:
+    return isinstance(node, exp.Anonymous) and node.name.upper() in names
+
+
+def _number(value: float) -> exp.Expression:
+    """A DOUBLE literal that reads back as ``value`` exactly (exponent form: DuckDB reads a
+    plain decimal as DECIMAL)."""
+    text = repr(abs(float(value)))
+    literal = exp.Literal.number(text if "e" in text else text + "e0")
+    return exp.Neg(this=literal) if value < 0 else literal
+
+
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with repeats (case-insensitive: VOTable) made unique by _2, _3 ..."""
+    taken = {n.lower() for n in names}
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        candidate, k = name, 1
+        # a suffixed name may not take the name of a later column either
+        while candidate.lower() in seen or (k > 1 and candidate.lower() in taken):
+            k += 1
+            candidate = f"{name}_{k}"
+        seen.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def _some(names) -> str:
+    names = list(names)
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _all_sources(scope: _Scope | None) -> list[_Source]:
+    found = []
+    while scope is not None:
+        found.extend(scope.sources)
+        scope = scope.parent
+    return found
+
+
+def _describe(node: exp.Expression) -> str:
+    text = node.sql(dialect=ADQL)
+    return f"'{text[:40]}{'...' if len(text) > 40 else ''}' ({node.key.upper()})"
+
+
+def _unit(ra_deg: float, dec_deg: float) -> list[float]:
+    ra, dec = math.radians(ra_deg), math.radians(dec_deg)
+    return [math.cos(dec) * math.cos(ra), math.cos(dec) * math.sin(ra), math.sin(dec)]
+
+
+def _cross(a: list[float], b: list[float]) -> list[float]:
+    return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _norm(a: list[float]) -> float:
+    return math.sqrt(_dot(a, a))
+
+
+def _normalized(a: list[float]) -> list[float]:
+    n = _norm(a)
+    return [c / n for c in a] if n > 0 else [0.0, 0.0, 1.0]
+
+
+def _angle(a: list[float], b: list[float]) -> float:
+    return math.atan2(_norm(_cross(a, b)), _dot(a, b))
+
+
+def _radec(v: list[float]) -> tuple[float, float]:
+    return math.degrees(math.atan2(v[1], v[0])) % 360, math.degrees(math.asin(max(-1.0, min(1.0, v[2]))))

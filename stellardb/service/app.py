@@ -1,0 +1,379 @@
+"""The ASGI app of ``stellardb serve`` (Starlette): TAP sync, VOSI, examples, Simple Cone Search.
+
+Every request is hostile until proven otherwise (docs/service.md, "Safety"):
+
+* ADQL is parsed and rewritten by :mod:`stellardb.service.adql` against a whitelist; the
+  DuckDB SQL it makes is checked again to be one SELECT before it runs;
+* the DuckDB connection reads only the release's folder and its configuration is locked;
+* a query has a time limit (cancelled, then an error document), the connection a memory
+  limit, results a row limit (``QUERY_STATUS=OVERFLOW``), requests a size limit (413), and
+  the service a limit on queries at once (503 with Retry-After);
+* errors are DALI error documents with one line that says what to fix; stack traces go to
+  the server's log only, and paths never leave the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from stellardb.service import results, vosi
+from stellardb.service.metadata import tableset_xml
+
+log = logging.getLogger("stellardb.serve")
+
+#: Simple Cone Search: the largest radius (degrees) and the catalogues it serves, with their ID column
+SCS_MAX_SR_DEG = 10.0
+SCS_TABLES = {"catalogue": "source_id", "gaia": "source_id", "skymapper": "object_id",
+              "predictions": "source_id", "distances": "source_id"}
+#: the columns of VERB=2 (VERB=1: id and position; VERB=3: every column)
+SCS_VERB2 = ("source_id", "object_id", "ra", "dec", "raj2000", "dej2000", "phot_g_mean_mag", "bp_rp", "parallax",
+             "g_psf", "r_psf", "i_psf", "r_med_geo", "teff", "teff_err", "logg", "logg_err", "feh", "feh_err", "model")
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 30.0
+    maxrec_default: int = 10_000
+    maxrec_limit: int = 1_000_000
+    max_queries: int = 32
+    max_request_bytes: int = 1_000_000
+
+
+class ClientError(Exception):
+    """A request the client can fix: answered with an error document and HTTP ``status``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\"/]+){2,}/?")
+
+
+def public_message(text: str) -> str:
+    """One line of an error message, without file paths (they never leave the server)."""
+    line = next((part for part in str(text).splitlines() if part.strip()), "error")
+    return _PATH.sub("...", line).strip()[:500]
+
+
+def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette:
+    """The app serving ``holder``'s release (stellardb.service.served.Holder)."""
+    import anyio
+
+    state = {"running": 0}
+    limiter = anyio.CapacityLimiter(limits.max_queries)
+
+    def root_url(request: Request) -> str:
+        return (base_url or str(request.base_url)).rstrip("/")
+
+    def served_headers(served) -> dict:
+        return {"X-Stellardb-Release": served.name}
+
+    async def params_of(request: Request) -> dict:
+        """DALI parameters: names case-insensitive, from the query string and a POSTed form."""
+        found: dict[str, str] = {}
+        items = list(request.query_params.multi_items())
+        if request.method == "POST":
+            form = await request.form()
+            items += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        for key, value in items:
+            key = key.lower()
+            if key in found and found[key] != value:
+                raise ClientError(f"Parameter {key.upper()} is given twice with different values; give it once.")
+            found[key] = value
+        return found
+
+    def error_response(message: str, status: int, headers: dict | None = None, scs: bool = False) -> Response:
+        extra = [("Error", "Error", message)] if scs else []
+        return Response(results.error_votable(message, extra), status_code=status, media_type=results.VOTABLE,
+                        headers=headers or {})
+
+    async def run_query(adql_text: str, served, maxrec: int, kind: str, media: str, infos: list,
+                        rewrite_fields=None) -> Response:
+        """Translate, run and render in a worker thread; the event loop stays free for other clients."""
+        if state["running"] >= limits.max_queries:
+            return error_response(f"The service is busy ({limits.max_queries} queries running); try again in a "
+                                  "second.", 503, {"Retry-After": "1", **served_headers(served)})
+        state["running"] += 1
+        try:
+            return await anyio.to_thread.run_sync(_answer, adql_text, served, maxrec, kind, media, infos,
+                                                  rewrite_fields, limiter=limiter)
+        finally:
+            state["running"] -= 1
+
+    def _answer(adql_text, served, maxrec, kind, media, infos, rewrite_fields) -> Response:
+        import duckdb
+
+        from stellardb.service import adql
+        from stellardb.service.served import NotOneSelect, QueryTimeout
+
+        headers = served_headers(served)
+        started = time.perf_counter()
+        with served.lease():
+            try:
+                translation = adql.translate(adql_text, served.tables, default_schema=served.schema)
+                sql = f"select * from ({translation.sql}) limit {maxrec + 1}"
+                table = served.execute(sql, limits.timeout_s)
+            except adql.AdqlError as exc:
+                return error_response(public_message(exc), 400, headers)
+            except NotOneSelect:
+                return error_response("Only one SELECT statement can run.", 400, headers)
+            except QueryTimeout:
+                return error_response(
+                    f"The query ran longer than {limits.timeout_s:g} s and was cancelled; constrain it (a CONTAINS "
+                    "on a small region, TOP, a WHERE on an indexed column) or ask for fewer rows.", 400, headers)
+            except duckdb.OutOfMemoryException:
+                return error_response("The query needs more memory than the service allows; constrain it (a region, "
+                                      "TOP, fewer columns) and run it again.", 400, headers)
+            except duckdb.Error as exc:
+                return error_response(f"The query failed: {public_message(exc)}", 400, headers)
+            overflow = table.num_rows > maxrec
+            if overflow:
+                table = table.slice(0, maxrec)
+            names = [c.name for c in translation.columns]
+            if len(names) == table.num_columns:
+                table = table.rename_columns(names)
+            meta = []
+            for c in translation.columns:
+                found = None
+                if c.table is not None and c.column is not None:
+                    key = c.table.name if c.table.schema == served.schema else f"tap_schema.{c.table.name}"
+                    found = served.column(key, c.column)
+                meta.append({"unit": found.unit, "ucd": found.ucd, "description": found.description}
+                            if found else {})
+            if rewrite_fields is not None:
+                meta = rewrite_fields(table.column_names, meta)
+            body = results.render(kind, table, meta, [("QUERY_STATUS", "OK", None), *infos], overflow)
+        headers["X-Stellardb-Query-Ms"] = f"{(time.perf_counter() - started) * 1e3:.1f}"
+        return Response(body, media_type=media, headers=headers)
+
+    def release_infos(served) -> list:
+        model = (served.manifest.get("model") or {}).get("name")
+        return [("release", served.name, "The stellardb release that answered"),
+                ("release_created_utc", served.manifest.get("created_utc", ""), None),
+                *([("model", model, "The model of the predictions")] if model else [])]
+
+    # -- TAP ------------------------------------------------------------------------------------
+    async def sync(request: Request) -> Response:
+        served = holder.get()
+        try:
+            params = await params_of(request)
+            request_kind = params.get("request", "doQuery")
+            if request_kind.lower() != "doquery":
+                raise ClientError(f"REQUEST={request_kind[:40]!r} is not offered; use REQUEST=doQuery.")
+            lang = params.get("lang", "ADQL")
+            if lang.upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
+                raise ClientError(f"LANG={lang[:40]!r} is not offered; use LANG=ADQL.")
+            query = params.get("query")
+            if not query or not query.strip():
+                raise ClientError("QUERY is missing; give an ADQL query, e.g. QUERY=SELECT TOP 10 * FROM "
+                                  f"{served.schema}.catalogue")
+            maxrec = _maxrec(params.get("maxrec"), limits)
+            fmt = params.get("responseformat") or params.get("format")
+            try:
+                kind, media = results.response_format(fmt)
+            except results.FormatError as exc:
+                raise ClientError(str(exc)) from None
+        except ClientError as exc:
+            return error_response(str(exc), exc.status, served_headers(served))
+        return await run_query(query, served, maxrec, kind, media, release_infos(served))
+
+    async def async_jobs(request: Request) -> Response:
+        return error_response("Asynchronous jobs are not offered yet; use the synchronous endpoint /tap/sync "
+                              f"(queries up to {limits.timeout_s:g} s, {limits.maxrec_limit:,} rows).", 501)
+
+    async def capabilities(request: Request) -> Response:
+        return Response(vosi.capabilities_xml(root_url(request), limits), media_type="text/xml",
+                        headers=served_headers(holder.get()))
+
+    async def availability(request: Request) -> Response:
+        served = holder.get()
+        note = f"Serving release {served.name}"
+        if holder.load_error:
+            note += f"; the newest release could not be opened ({public_message(holder.load_error)})"
+        return Response(vosi.availability_xml(True, note), media_type="text/xml", headers=served_headers(served))
+
+    async def tables(request: Request) -> Response:
+        served = holder.get()
+        with served.lease():
+            body = await anyio.to_thread.run_sync(tableset_xml, served)
+        return Response(body, media_type="text/xml", headers=served_headers(served))
+
+    async def examples(request: Request) -> Response:
+        served = holder.get()
+        return Response(vosi.examples_xhtml(served.schema, served.name), media_type="application/xhtml+xml",
+                        headers=served_headers(served))
+
+    async def tap_root(request: Request) -> Response:
+        return RedirectResponse(url=f"{root_url(request)}/", status_code=303)
+
+    # -- Simple Cone Search -----------------------------------------------------------------------
+    async def scs(request: Request) -> Response:
+        served = holder.get()
+        table = request.path_params.get("table", "catalogue")
+        try:
+            if table not in SCS_TABLES:
+                raise ClientError(f"No cone search on {table[:40]!r}; tables: {', '.join(SCS_TABLES)}.", 404)
+            params = await params_of(request)
+            ra, dec, sr = (_number(params, key) for key in ("ra", "dec", "sr"))
+            if not 0 <= ra <= 360 or not -90 <= dec <= 90:
+                raise ClientError("RA must be within [0, 360] and DEC within [-90, 90] degrees (ICRS).")
+            if not 0 <= sr <= SCS_MAX_SR_DEG:
+                raise ClientError(f"SR must be within [0, {SCS_MAX_SR_DEG:g}] degrees; for larger regions use TAP.")
+            verb = params.get("verb", "2")
+            if verb not in ("1", "2", "3"):
+                raise ClientError("VERB must be 1 (id and position), 2 (main columns) or 3 (every column).")
+        except ClientError as exc:
+            return error_response(str(exc), exc.status, served_headers(served), scs=True)
+        id_column = SCS_TABLES[table]
+        columns = [c.name for c in served.columns[table]]
+        ra_col, dec_col = ("raj2000", "dej2000") if table == "skymapper" else ("ra", "dec")
+        if verb == "1":
+            chosen = [id_column, ra_col, dec_col]
+        elif verb == "2":
+            chosen = [c for c in columns if c in SCS_VERB2]
+        else:
+            chosen = columns
+        chosen = [id_column, ra_col, dec_col] + [c for c in chosen if c not in (id_column, ra_col, dec_col)]
+        select = ", ".join(f'"{c}"' for c in chosen)
+        query = (f'SELECT {select} FROM {served.schema}.{table} '
+                 f'WHERE 1 = CONTAINS(POINT("{ra_col}", "{dec_col}"), CIRCLE({ra!r}, {dec!r}, {sr!r}))')
+        scs_ucds = {id_column: "ID_MAIN", ra_col: "POS_EQ_RA_MAIN", dec_col: "POS_EQ_DEC_MAIN"}
+
+        def rewrite(names, meta):
+            return [{**m, "ucd": scs_ucds.get(name, m.get("ucd"))} for name, m in zip(names, meta)]
+
+        return await run_query(query, served, limits.maxrec_limit, "votable", results.VOTABLE, release_infos(served),
+                               rewrite)
+
+    async def home(request: Request) -> Response:
+        served = holder.get()
+        return HTMLResponse(_home_html(root_url(request), served), headers=served_headers(served))
+
+    routes = [
+        Route("/", home),
+        Route("/tap", tap_root),
+        Route("/tap/sync", sync, methods=["GET", "POST"]),
+        Route("/tap/async", async_jobs, methods=["GET", "POST"]),
+        Route("/tap/capabilities", capabilities),
+        Route("/tap/availability", availability),
+        Route("/tap/tables", tables),
+        Route("/tap/examples", examples),
+        Route("/scs", scs, methods=["GET", "POST"]),
+        Route("/scs/{table}", scs, methods=["GET", "POST"]),
+    ]
+
+    async def not_found(request: Request, exc) -> Response:
+        status = getattr(exc, "status_code", 404)
+        text = "Not found; the service's endpoints are /tap (TAP), /scs (cone search) and / (this service's page)." \
+            if status == 404 else f"HTTP {status}."
+        return error_response(text, status)
+
+    async def server_error(request: Request, exc) -> Response:
+        log.exception("internal error on %s", request.url.path)
+        return error_response("Internal error in the service (logged); please report it with the query.", 500)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found, 500: server_error})
+    return BodyLimit(app, limits.max_request_bytes)
+
+
+def _maxrec(value: str | None, limits: Limits) -> int:
+    if value is None or value == "":
+        return limits.maxrec_default
+    try:
+        maxrec = int(value)
+    except ValueError:
+        raise ClientError(f"MAXREC={value[:40]!r} is not a whole number; give the most rows wanted.") from None
+    if maxrec < 0:
+        raise ClientError("MAXREC must be 0 or more.")
+    return min(maxrec, limits.maxrec_limit)
+
+
+def _number(params: dict, key: str) -> float:
+    import math
+
+    value = params.get(key)
+    if value is None:
+        raise ClientError(f"{key.upper()} is missing; a cone search needs RA, DEC and SR in degrees (ICRS).")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ClientError(f"{key.upper()}={value[:40]!r} is not a number of degrees.")
+    return number
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 (by Content-Length, or
+    counted while it streams in)."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send):
+        body = results.error_votable(f"The request is larger than {self.limit:,} bytes; send a shorter query.")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", results.VOTABLE.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _home_html(root: str, served) -> str:
+    from html import escape
+
+    model = (served.manifest.get("model") or {}).get("name", "")
+    rows = "".join(f"<tr><td><code>{escape(served.schema)}.{escape(name)}</code></td><td>{info.get('rows', 0):,}"
+                   "</td></tr>" for name, info in served.manifest.get("catalogues", {}).items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>stellardb: {escape(served.name)}</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;padding:0 1em}}code{{background:#f3f3f3}}
+td{{padding:0 1em 0 0}}</style></head>
+<body><h1>stellardb release {escape(served.name)}</h1>
+<p>Teff, log g and [Fe/H] for every star{f" (model <code>{escape(model)}</code>)" if model else ""}, next to the
+Gaia DR3, SkyMapper, distance and label rows they came from.</p>
+<ul>
+<li>TAP (TOPCAT, pyvo, STILTS): <code>{escape(root)}/tap</code> &mdash;
+<a href="{escape(root)}/tap/examples">example queries</a>, <a href="{escape(root)}/tap/tables">tables</a>,
+<a href="{escape(root)}/tap/capabilities">capabilities</a></li>
+<li>Simple Cone Search: <code>{escape(root)}/scs?RA=150&amp;DEC=-45&amp;SR=0.1</code>
+(also <code>/scs/gaia</code>, <code>/scs/skymapper</code>, ...)</li>
+</ul>
+<h2>Tables</h2><table><tr><th>table</th><th>rows</th></tr>{rows}</table>
+</body></html>
+"""

@@ -1,0 +1,244 @@
+"""The release being served, and the switch to a new one without a restart.
+
+A :class:`Served` release is one in-memory DuckDB over the release's Parquet files
+(:func:`stellardb.release.reader.connect`, locked down: no file access outside the release,
+no SET, no INSTALL/LOAD), with
+
+* the release's catalogues also in a schema named after the release (``demo_1.gaia``), as
+  TAP wants every table in a schema, and the unqualified names kept;
+* ``TAP_SCHEMA`` (schemas, tables, columns, keys, key_columns) built from the release's
+  column metadata (:mod:`stellardb.service.metadata`);
+* a pool of cursors: each query runs on a cursor of its own (DuckDB connections are not
+  shared between threads) and can be cancelled by :meth:`Served.execute`'s timer.
+
+:class:`Holder` hands out the release to each request.  When it follows ``latest`` it looks
+at the pointer at most every :data:`CHECK_EVERY_S` and, on a change, opens the new release
+in a background thread; requests keep getting the old one until the new one is ready, and
+the old one is closed only when its last query has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stellardb.errors import UserError
+from stellardb.release import layout, reader
+from stellardb.service import metadata
+
+#: how often a service following ``latest`` looks at the pointer (a readlink: microseconds)
+CHECK_EVERY_S = 0.5
+
+#: the catalogues the service publishes (the views of sql/ stay internal)
+SERVED_TABLES = ("gaia", "skymapper", "distances", "labels", "xmatch", "predictions", "catalogue")
+
+
+class QueryTimeout(Exception):
+    """The query ran past the time limit and was cancelled."""
+
+
+class NotOneSelect(Exception):
+    """The SQL is not exactly one SELECT statement."""
+
+
+def schema_name(release_name: str) -> str:
+    """The ADQL schema of a release: its name as a regular identifier (``demo-1`` -> ``demo_1``;
+    a name starting with a digit gets an ``r``: ``2026-12a`` -> ``r2026_12a``)."""
+    name = re.sub(r"[^a-z0-9_]", "_", release_name.lower())
+    return name if name[:1].isalpha() else "r" + name
+
+
+@dataclass
+class Served:
+    name: str
+    path: Path
+    schema: str
+    manifest: dict
+    con: object
+    #: ADQL tables (stellardb.service.adql.Table) the queries may read, TAP_SCHEMA's included
+    tables: tuple
+    #: table -> [metadata.Column], for VOSI tables and the FIELDs of results
+    columns: dict
+    opened_at: float = field(default_factory=time.time)
+    _cursors: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    _active: int = 0
+    _retired: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def column(self, table: str, name: str):
+        """The metadata.Column of ``table.name``, or None."""
+        for c in self.columns.get(table, ()):
+            if c.name == name:
+                return c
+        return None
+
+    # -- queries -------------------------------------------------------------------------------
+    @contextmanager
+    def lease(self):
+        """Hold the release open while a request uses it (a retired release closes after the last)."""
+        with self._lock:
+            self._active += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._active -= 1
+                close = self._retired and self._active == 0
+            if close:
+                self._close()
+
+    def execute(self, sql: str, timeout_s: float):
+        """Run ``sql`` on a cursor of its own; the Arrow result.  Past ``timeout_s`` the query is
+        interrupted and QueryTimeout raised.  Anything but one SELECT statement raises
+        NotOneSelect (the translator makes only those: this is defence in depth)."""
+        import duckdb
+
+        try:
+            cursor = self._cursors.get_nowait()
+        except queue.Empty:
+            cursor = self.con.cursor()
+        statements = cursor.extract_statements(sql)
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            self._cursors.put(cursor)
+            raise NotOneSelect()
+        fired = threading.Event()
+
+        def cancel():
+            fired.set()
+            cursor.interrupt()
+
+        timer = threading.Timer(timeout_s, cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            return cursor.sql(sql).to_arrow_table()
+        except Exception:
+            if fired.is_set():
+                raise QueryTimeout() from None
+            raise
+        finally:
+            timer.cancel()
+            if fired.is_set():  # an interrupt may land after the query: never reuse that cursor
+                cursor.close()
+            else:
+                self._cursors.put(cursor)
+
+    def retire(self) -> None:
+        """No new requests get this release; it closes when the running ones finish."""
+        with self._lock:
+            self._retired = True
+            close = self._active == 0
+        if close:
+            self._close()
+
+    def _close(self) -> None:
+        while True:
+            try:
+                self._cursors.get_nowait().close()
+            except queue.Empty:
+                break
+        self.con.close()
+
+
+def open_release(path: Path, memory_limit: str | None = None, threads: int | None = None) -> Served:
+    """A :class:`Served` over the release folder ``path``."""
+    from stellardb.service import adql
+
+    path = Path(path).resolve()
+    manifest = json.loads((path / layout.MANIFEST).read_text())
+    name = manifest.get("name", path.name)
+    schema = schema_name(name)
+    built: dict = {}
+
+    def setup(con):
+        if threads:
+            con.execute(f"set threads = {int(threads)}")
+        con.execute(f"create schema {schema}")
+        for table in SERVED_TABLES:
+            con.execute(f"create view {schema}.{table} as select * from main.{table}")
+        built["columns"] = metadata.release_columns(con, SERVED_TABLES)
+        built["tap"] = metadata.create_tap_schema(con, schema, name, manifest, built["columns"])
+
+    con = reader.connect(path, setup=setup, memory_limit=memory_limit)
+    columns = built["columns"]
+    tables = []
+    for table in SERVED_TABLES:
+        names = tuple(c.name for c in columns[table])
+        position = reader.CONE_TABLES.get(table, ("ra", "dec"))
+        tables.append(adql.Table(schema, table, f'"{schema}"."{table}"', names,
+                                 position=position if set(position) <= set(names) else None,
+                                 healpix_column="_healpix_29" if "_healpix_29" in names else None))
+    for table, names in built["tap"].items():
+        tables.append(adql.Table("tap_schema", table, f'"tap_schema"."{table}"', names))
+        columns[f"tap_schema.{table}"] = metadata.tap_schema_columns()[table]
+    return Served(name, path, schema, manifest, con, tuple(tables), columns)
+
+
+class Holder:
+    """Gives each request the release to answer it; follows ``latest`` when asked to.
+
+    Parameters
+    ----------
+    root : Path
+        The folder of releases.
+    which : str
+        A release name, ``latest``, or a release folder.
+    """
+
+    def __init__(self, root: Path, which: str, memory_limit: str | None = None, threads: int | None = None):
+        self.root = Path(root)
+        self.which = which
+        self.follows_latest = which == layout.LATEST
+        self._memory_limit = memory_limit
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._checked_at = 0.0
+        self._loading: str | None = None
+        self.load_error: str | None = None
+        folder = layout.resolve(self.root, which)
+        self._target = os.path.realpath(folder)
+        self.current = open_release(folder, memory_limit, threads)
+
+    def get(self) -> Served:
+        """The release to use now (checks ``latest`` at most every CHECK_EVERY_S)."""
+        if self.follows_latest and time.monotonic() - self._checked_at > CHECK_EVERY_S:
+            self._checked_at = time.monotonic()
+            self._maybe_switch()
+        return self.current
+
+    def _maybe_switch(self) -> None:
+        try:
+            target = os.path.realpath(self.root / layout.LATEST)
+        except OSError:
+            return
+        with self._lock:
+            if target == self._target or target == self._loading:
+                return
+            self._loading = target
+        threading.Thread(target=self._switch, args=(target,), daemon=True, name="stellardb-release-switch").start()
+
+    def _switch(self, target: str) -> None:
+        try:
+            new = open_release(Path(target), self._memory_limit, self._threads)
+        except (UserError, OSError, ValueError) as exc:
+            # a damaged or half-removed release: keep serving the old one, and say why on /tap/availability
+            with self._lock:
+                self._loading = None
+                self._target = target  # do not retry the same broken release on every request
+            self.load_error = str(exc).replace(str(self.root), "...")
+            return
+        with self._lock:
+            old, self.current = self.current, new
+            self._target, self._loading = target, None
+            self.load_error = None
+        old.retire()
+
+    def close(self) -> None:
+        self.current.retire()

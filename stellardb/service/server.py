@@ -1,0 +1,75 @@
+"""``stellardb serve``: settings resolved, the release opened, uvicorn started."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from stellardb import config
+from stellardb.errors import UserError
+
+
+def limits_from_settings():
+    """The service's limits from the settings table (environment, else defaults)."""
+    from stellardb.service.app import Limits
+
+    try:
+        timeout_s = float(config.get("query_timeout_s"))
+    except ValueError:
+        timeout_s = -1.0
+    if not timeout_s > 0:
+        raise UserError(f"{config.setting('query_timeout_s').envvar}={config.get('query_timeout_s')!r} is not a "
+                        "positive number of seconds; unset it for the default (30).")
+    maxrec_limit = config.get_int("maxrec_limit", minimum=1)
+    return Limits(timeout_s=timeout_s, maxrec_default=min(config.get_int("maxrec_default"), maxrec_limit),
+                  maxrec_limit=maxrec_limit, max_queries=config.get_int("max_queries", minimum=1),
+                  max_request_bytes=config.get_int("max_request_bytes", minimum=1000))
+
+
+def build(db_path, release_name: str | None, root: Path | None):
+    """(holder, limits, app) for the release ``release_name`` under ``root``."""
+    from stellardb.release import layout
+    from stellardb.service.app import create_app
+    from stellardb.service.served import Holder
+
+    root = Path(root) if root else layout.default_root(db_path)
+    which = config.get("serve_release", release_name)
+    limits = limits_from_settings()
+    holder = Holder(root, which, memory_limit=config.get("query_memory_limit"))
+    return holder, limits, create_app(holder, limits, base_url=config.get("serve_url"))
+
+
+def run_server(db_path, release_name, root, host, port, access_log: bool, echo=print) -> None:
+    import uvicorn
+
+    from stellardb import __version__
+
+    host = config.get("serve_host", host)
+    port = config.get_int("serve_port", port, minimum=1)
+    _check_port(host, port)
+    holder, limits, app = build(db_path, release_name, root)
+    base = config.get("serve_url") or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+    follows = " (follows `latest`)" if holder.follows_latest else ""
+    echo(f"Serving release {holder.current.name}{follows} as schema {holder.current.schema}")
+    echo(f"  TAP:         {base}/tap")
+    echo(f"  cone search: {base}/scs?RA=150&DEC=-45&SR=0.1")
+    echo(f"  page:        {base}/")
+    echo(f"Limits: {limits.timeout_s:g} s and {limits.maxrec_limit:,} rows a query, {limits.max_queries} queries at "
+         f"once; Ctrl-C stops.")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
+                    timeout_graceful_shutdown=5, server_header=False,
+                    headers=[("Server", f"stellardb/{__version__}")])
+    finally:
+        holder.close()
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port already taken is one line, before the release is opened."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"Cannot listen on {host}:{port} ({exc.strerror or exc}); pick another --port or stop "
+                            "what uses it.") from None
