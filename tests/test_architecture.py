@@ -1,12 +1,14 @@
 """The package's layers, checked on its import graph (every import, those inside functions too)
 and in a fresh interpreter's sys.modules:
 
+    cli -> service -> release
     cli -> ingest, ml, simulate, release -> catalog -> config, errors, cores
 
 catalog imports nothing from ingest, ml, release or cli; ingest and ml never import each other;
 release reads the database through catalog and model cards through ml.model_store only; only
 ml/mlp.py, ml/train.py and ml/model_store.py import Keras or TensorFlow; only cli/ imports
-rich; and no module imports itself back through others.
+rich; the service reads releases only (never the database, ingest or ml); and no module
+imports itself back through others.
 """
 
 from __future__ import annotations
@@ -69,13 +71,14 @@ def violations(rule) -> list[str]:
 
 def test_the_layers_exist():
     """The package tree the README describes (a rule about an empty layer would prove nothing)."""
-    for package in ("catalog", "ingest", "ml", "cli", "simulate", "release"):
+    for package in ("catalog", "ingest", "ml", "cli", "simulate", "release", "service"):
         assert f"stellardb.{package}" in MODULES, package
     for module in ("config", "errors", "cores", "ingest.pipeline", "ingest.specs", "ingest.checks", "ingest.staging",
                    "ingest.readers", "ingest.presets", "catalog.db", "catalog.schema", "catalog.query", "catalog.xmatch",
                    "catalog.healpix", "catalog.astrometry", "ml.features", "ml.mlp", "ml.scorer", "ml.model_store",
                    "ml.train", "ml.score", "ml.metrics", "ml.plots", "release.writer", "release.reader",
-                   "release.partition", "release.layout"):
+                   "release.partition", "release.layout", "service.adql", "service.app", "service.served",
+                   "service.metadata", "service.results", "service.vosi", "service.server"):
         assert f"stellardb.{module}" in MODULES, module
 
 
@@ -84,8 +87,21 @@ def test_release_reads_through_catalog_and_model_store_only():
                "stellardb.ml.model_store")
     assert not violations(lambda n, t: layer(n) == "release" and t.startswith("stellardb.")
                           and t != "stellardb" and not t.startswith(allowed))
-    # nothing but the command line builds on releases
-    assert not violations(lambda n, t: layer(n) not in ("cli", "release") and t.startswith("stellardb.release"))
+    # nothing but the command line and the service builds on releases
+    assert not violations(lambda n, t: layer(n) not in ("cli", "release", "service")
+                          and t.startswith("stellardb.release"))
+
+
+def test_the_service_reads_releases_only():
+    """The service never opens the database (so ingest/train/score never wait for it), nor imports
+    ingest, ml or simulate; of catalog it uses only the VOTable writer (release.reader locks DuckDB down
+with catalog.db's settings)."""
+    allowed = ("stellardb.release.reader", "stellardb.release.layout", "stellardb.release.partition",
+               "stellardb.service", "stellardb.catalog.export", "stellardb.config", "stellardb.errors")
+    assert not violations(lambda n, t: layer(n) == "service" and t.startswith("stellardb.")
+                          and not t.startswith(allowed))
+    # only the command line imports the service
+    assert not violations(lambda n, t: layer(n) not in ("cli", "service") and t.startswith("stellardb.service"))
 
 
 def test_catalog_imports_nothing_above_it():
@@ -155,6 +171,8 @@ def loaded_after(statement: str) -> set[str]:
     ("import stellardb, stellardb.catalog.query, stellardb.catalog.xmatch, stellardb.catalog.export",
      ("keras", "tensorflow", "rich", "click", "stellardb.ml", "stellardb.ingest", "stellardb.cli")),
     ("import stellardb.release.reader, stellardb.release.layout",
+     ("keras", "tensorflow", "rich", "click", "stellardb.ml", "stellardb.ingest", "stellardb.cli", "lsdb", "dask")),
+    ("import stellardb.service.app, stellardb.service.served, stellardb.service.adql",
      ("keras", "tensorflow", "rich", "click", "stellardb.ml", "stellardb.ingest", "stellardb.cli", "lsdb", "dask")),
 ])
 def test_a_fresh_interpreter_loads_only_what_the_layer_needs(statement, absent):

@@ -134,7 +134,7 @@ select * from (values
     ('predictions', 'teff_outside_training', null, 'meta.code.qual', 'teff lies outside the range of the training labels: an extrapolation'),
     ('predictions', 'logg_outside_training', null, 'meta.code.qual', 'logg lies outside the range of the training labels: an extrapolation'),
     ('predictions', 'feh_outside_training', null, 'meta.code.qual', 'feh lies outside the range of the training labels: an extrapolation'),
-    ('predictions', 'inputs_outside_training', null, 'meta.number;meta.code.qual', 'Number of network inputs outside their training range (0: none)'),
+    ('predictions', 'inputs_outside_training', null, 'meta.number', 'Number of network inputs outside their training range (0: none)'),
     ('xmatch', 'skymapper_object_id', null, 'meta.id.cross', 'SkyMapper object_id of the pair'),
     ('xmatch', 'gaia_source_id', null, 'meta.id.cross', 'Gaia DR3 source_id of the pair'),
     ('xmatch', 'sep_arcsec', 'arcsec', 'pos.angDistance', 'Separation after moving the Gaia source to the SkyMapper epoch'),

@@ -702,6 +702,11 @@ class _Translator:
                 float(node.this)
             except ValueError:
                 raise self.error(f"{node.this} is not a number", node) from None
+            if any(ch in node.this for ch in ".eE"):
+                # DuckDB reads 150.4325413543 as a DECIMAL(13,10), and DECIMAL products overflow
+                # (radius * 3600); astronomers mean a double, as PostgreSQL's float8 contexts do
+                text = node.this
+                return exp.Literal.number(text if "e" in text.lower() else text + "e0")
             return exp.Literal.number(node.this)
         if isinstance(node, (exp.Null, exp.Boolean)):
             return node.copy()
@@ -871,11 +876,10 @@ class _Translator:
         else:
             return None
         first, second = self.distance_points(distance, scope)
+        degrees = exp.Div(this=_separation_arcsec(first, second), expression=exp.Literal.number("3600.0"))
         limit = self.expr(radius, scope)
-        test = type(node)(this=exp.Div(this=_separation_arcsec(first, second), expression=exp.Literal.number("3600.0")),
-                          expression=limit) if isinstance(node, (exp.LT, exp.LTE)) else type(node)(
-            this=limit, expression=exp.Div(this=_separation_arcsec(first, second),
-                                           expression=exp.Literal.number("3600.0")))
+        sides = (degrees, limit) if isinstance(node, (exp.LT, exp.LTE)) else (limit, degrees)
+        test = type(node)(this=sides[0], expression=sides[1])
         return exp.Paren(this=self.pruning(test, _cone_of(first, second, _constant(radius))))
 
     def distance_points(self, node: exp.Anonymous, scope: _Scope) -> tuple[_Point, _Point]:

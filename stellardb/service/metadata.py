@@ -110,10 +110,23 @@ def release_columns(con, tables) -> dict[str, list[Column]]:
         for name, kind in con.execute(f"select column_name, column_type from (describe main.{table})").fetchall():
             unit, ucd, description = meta.get((table, name), (None, None, None))
             datatype, arraysize, xtype = votable_type(kind)
+            ucd = ucd if ucd and _valid_ucd(ucd) else None
             columns.append(Column(name, datatype, arraysize, xtype, unit or None, ucd or None, description or None,
                                   principal=name in PRINCIPAL, indexed=name in INDEXED))
         found[table] = columns
     return found
+
+
+def _valid_ucd(ucd: str) -> bool:
+    """A UCD1+ that astropy's controlled vocabulary accepts (a release of an older database may
+    carry one that is not: it is left out rather than sent to clients that check)."""
+    from astropy.io.votable.ucd import parse_ucd
+
+    try:
+        parse_ucd(ucd, check_controlled_vocabulary=True, has_colon=False)
+    except ValueError:
+        return False
+    return True
 
 
 # TAP_SCHEMA as TAP 1.1 (section 4) defines it: (column, VOTable datatype, description)
