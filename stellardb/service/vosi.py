@@ -133,9 +133,9 @@ EXAMPLES = (
      "WHERE 1 = CONTAINS(POINT('ICRS', s.raj2000, s.dej2000), CIRCLE('ICRS', 150.0, -45.0, 0.5))"),
     ("distances", "Nearby stars with distances",
      "Stars closer than 200 pc by their Bailer-Jones geometric distance, with predictions.",
-     "SELECT TOP 1000 c.source_id, d.r_med_geo, d.r_lo_geo, d.r_hi_geo, c.teff, c.logg, c.feh\n"
+     "SELECT TOP 1000 c.source_id, d.r_med_geo AS dist_pc, d.r_lo_geo, d.r_hi_geo, c.teff, c.logg, c.feh\n"
      "FROM {s}.distances AS d\nJOIN {s}.catalogue AS c USING (source_id)\nWHERE d.r_med_geo < 200\n"
-     "ORDER BY r_med_geo"),
+     "ORDER BY dist_pc"),
     ("box", "Stars in a box",
      "A 2 x 1 degree box (great-circle edges), bright stars only.",
      "SELECT source_id, ra, dec, phot_g_mean_mag, teff\nFROM {s}.catalogue\n"

@@ -26,12 +26,18 @@ TIMEOUT_S = 20.0
 
 
 @pytest.fixture(scope="session")
-def service_release(sky_db_path, tmp_path_factory):
-    """(releases root, release folder) of release ``svc-1`` with predictions of model m1."""
+def service_db(sky_db_path, tmp_path_factory):
+    """The simulated sky with predictions of model m1 (tests must not change it)."""
     db = tmp_path_factory.mktemp("service_db") / "sky.duckdb"
     shutil.copy(sky_db_path, db)
     add_predictions(db)
-    result = write_release(db, "svc-1", max_rows=MAX_ROWS)
+    return db
+
+
+@pytest.fixture(scope="session")
+def service_release(service_db):
+    """(releases root, release folder) of release ``svc-1``."""
+    result = write_release(service_db, "svc-1", max_rows=MAX_ROWS)
     return result.path.parent, result.path
 
 
