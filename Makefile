@@ -7,7 +7,7 @@ DEMO_DIR   ?= demo
 DEMO_STARS ?= 200000
 SDB := $(VENV)/bin/stellardb --db $(DEMO_DIR)/stellardb.duckdb
 
-.PHONY: demo test bench bench-big venv clean lock
+.PHONY: demo serve test bench bench-big venv clean lock
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/releases
 	$(SDB) release demo-1 --model demo
 	$(SDB) query --release latest "select count(*) as stars_within_1_deg, round(median(teff)) as median_teff_k from catalogue_cone(150.0, -45.0, 3600) where teff is not null"
+
+## make serve: TAP (ADQL) and Simple Cone Search on the demo's release (make demo first); Ctrl-C stops
+serve: $(STAMP)
+	@test -e $(DEMO_DIR)/releases/latest || { echo "No demo release in $(DEMO_DIR)/releases: run make demo first." >&2; exit 1; }
+	$(SDB) serve
 
 ## make test: the offline, seeded test suite
 test: $(STAMP)

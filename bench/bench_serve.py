@@ -86,8 +86,9 @@ def _request(client, base: str, endpoint: str, ra: float, dec: float, schema: st
                                                   "QUERY": adql_cone(schema, columns, ra, dec)})
 
 
-def adql_cone(schema: str, columns: list[str], ra: float, dec: float) -> str:
-    return (f"SELECT {', '.join(columns)} FROM {schema}.catalogue "
+def adql_cone(schema: str | None, columns: list[str], ra: float, dec: float) -> str:
+    """The cone in ADQL; ``schema`` None: the table unqualified (the default schema: the release served)."""
+    return (f"SELECT {', '.join(columns)} FROM {schema + '.' if schema else ''}catalogue "
             f"WHERE 1=CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {ra!r}, {dec!r}, 1/60.))")
 
 
@@ -98,6 +99,15 @@ def _rows_of(body: bytes) -> int:
         return -1
     end = body.find(b'"', at + 7)
     return int(body[at + 7:end])
+
+
+def error_text(body: bytes) -> str:
+    """The message of a DALI error document, else the start of the body."""
+    text = body[:2000].decode("utf-8", "replace")
+    at = text.find('value="ERROR">')
+    if at >= 0:
+        return text[at + 14:].split("</INFO>")[0][:300]
+    return text[:300]
 
 
 def load_client(spec: dict) -> dict:
@@ -132,7 +142,7 @@ def load_client(spec: dict) -> dict:
                     ok = r.status_code == 200 and b'QUERY_STATUS" value="OK"' in body
                     out.append([now, time.time(), lat, r.status_code if ok else -r.status_code,
                                 r.headers.get("x-stellardb-release"), float(r.headers.get("x-stellardb-query-ms", "nan")),
-                                endpoint, None if ok else body[:300].decode("utf-8", "replace")])
+                                endpoint, None if ok else error_text(body)])
                 except Exception as exc:  # noqa: BLE001 - every failure is counted, not raised
                     out.append([now, time.time(), time.perf_counter() - t0, 0, None, float("nan"), endpoint,
                                 f"{exc.__class__.__name__}: {exc}"[:300]])
@@ -324,7 +334,7 @@ def single_client(server: Server, cones, schema: str, columns: list[str]) -> dic
                     ok = r.status_code == 200 and b'QUERY_STATUS" value="OK"' in body
                     recs[endpoint].append([0, 0, lat, 200 if ok else -r.status_code, r.headers.get("x-stellardb-release"),
                                            float(r.headers.get("x-stellardb-query-ms", "nan")), endpoint,
-                                           None if ok else body[:300].decode("utf-8", "replace")])
+                                           None if ok else error_text(body)])
                     rows[endpoint].append(_rows_of(body) if ok else -1)
                 except httpx.HTTPError as exc:
                     recs[endpoint].append([0, 0, time.perf_counter() - t0, 0, None, float("nan"), endpoint, str(exc)])
@@ -350,14 +360,18 @@ def concurrent(server: Server, cones, schema, columns, clients: int, seconds: fl
 
 def switch_test(server: Server, db: Path, root: Path, cones, schema, columns, clients: int, work: Path) -> dict:
     """Load on /scs and /tap/sync while score + release run; when `latest` moved, and when a
-    response first named the new release."""
+    response first named the new release.  The ADQL names the table without a schema (the
+    schema is named after the release, so ``bench.catalogue`` is gone once the new release is
+    served); one query naming the old schema is sent after the switch, and its answer kept."""
+    import httpx
+
     from stellardb.release import layout
 
     name = f"{SWITCH_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
     stop = work / "switch.stop"
     stop.unlink(missing_ok=True)
     client, out_path = run_load({"base": server.base, "cones": cones, "endpoints": ["scs", "tap"], "clients": clients,
-                                 "stop_file": str(stop), "schema": schema, "columns": columns}, work, wait=False)
+                                 "stop_file": str(stop), "schema": None, "columns": columns}, work, wait=False)
     time.sleep(2.0)  # a baseline on the old release
     moved: dict = {}
     polling = threading.Event()
@@ -385,6 +399,12 @@ def switch_test(server: Server, db: Path, root: Path, cones, schema, columns, cl
     polling.set()
     time.sleep(10.0)  # the switch (target 5 s) and some requests on the new release after it
     stop.touch()
+    with httpx.Client(timeout=60) as c:
+        r = c.post(f"{server.base}/tap/sync", data={"REQUEST": "doQuery", "LANG": "ADQL",
+                                                     "QUERY": adql_cone(schema, columns, *cones[0])})
+        old_schema = {"query": f"SELECT ... FROM {schema}.catalogue WHERE 1=CONTAINS(...)", "status": r.status_code,
+                      "release": r.headers.get("x-stellardb-release"),
+                      "message": None if r.status_code == 200 else error_text(r.content)}
     if client.wait():
         raise RuntimeError(f"the load client failed ({client.returncode})")
     res = json.loads(out_path.read_text())
@@ -397,7 +417,8 @@ def switch_test(server: Server, db: Path, root: Path, cones, schema, columns, cl
         "requests_naming_new_release": sum(1 for r in recs if r[4] == name),
         "requests_naming_old_release_after_latest_moved": sum(1 for r in recs if latest_at and r[0] > latest_at
                                                              and r[4] != name),
-        "switch_delay_s": round(first_new - latest_at, 3) if first_new and latest_at else None}
+        "switch_delay_s": round(first_new - latest_at, 3) if first_new and latest_at else None,
+        "old_schema_query_after_switch": old_schema}
     if latest_at:
         during = [r for r in recs if r[0] < latest_at]
         out["requests_during_score_and_release"] = len(during)
@@ -470,7 +491,24 @@ def profile_in_process(db: Path, cones, schema: str, columns: list[str], n: int,
     from stellardb.service.served import Served
     from stellardb.service.server import build
 
+    from stellardb.service.served import open_release
+
+    opens = []
+    for _ in range(3):  # what a switch costs beyond noticing `latest` moved (CHECK_EVERY_S)
+        t0 = time.perf_counter()
+        open_release(db.parent / "releases" / "latest").retire()
+        opens.append(time.perf_counter() - t0)
     holder, _limits, app = build(db, "latest", None)
+    import astropy.units as u
+
+    failing = []
+    for c in columns:  # units astropy cannot parse as VOUnit: each costs a did-you-mean search per request
+        meta = holder.current.column("catalogue", c)
+        try:
+            if meta is not None and meta.unit:
+                u.Unit(meta.unit, format="vounit")
+        except ValueError:
+            failing.append(f"{c} [{meta.unit}]")
     phases = {"adql.translate": 0.0, "Served.execute (DuckDB)": 0.0, "results.render (VOTable)": 0.0}
     originals = (anyio.to_thread.run_sync, adql.translate, Served.execute, results.render)
 
@@ -491,7 +529,7 @@ def profile_in_process(db: Path, cones, schema: str, columns: list[str], n: int,
     Served.execute = timed("Served.execute (DuckDB)", Served.execute)
     results.render = timed("results.render (VOTable)", results.render)
     profiler = cProfile.Profile()
-    out = {}
+    out = {"open_release_median_s": round(float(np.median(opens)), 3), "units_not_vounit": failing}
     try:
         async def go(endpoint: str, profile: bool):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
@@ -517,14 +555,18 @@ def profile_in_process(db: Path, cones, schema: str, columns: list[str], n: int,
         anyio.to_thread.run_sync, adql.translate, Served.execute, results.render = originals
         holder.close()
     stats = pstats.Stats(profiler)
-    rows = []
+    rows, chain = [], ("/httpx/", "/starlette/", "/anyio/", "/asyncio/", "bench_serve.py", "/contextlib.py")
     for (file, line, func), (cc, nc, tt, ct, _callers) in stats.stats.items():
-        rows.append((ct, tt, nc, f"{Path(file).name}:{line}({func})" if line else func))
+        label = f"{'/'.join(Path(file).parts[-2:])}:{line}({func})" if line else func
+        rows.append((ct, tt, nc, label, not any(part in file for part in chain) and line))
     rows.sort(reverse=True)
     out["cprofile_scs_requests"] = n
-    out["cprofile_top_cumulative_ms_per_request"] = {name: round(ct / n * 1e3, 2) for ct, _, _, name in rows[:top]}
+    out["cprofile_total_ms_per_request"] = round(max(r[0] for r in rows) / n * 1e3, 2)
+    out["cprofile_top_cumulative_ms_per_request"] = {
+        name: round(ct / n * 1e3, 2) for ct, _, _, name, keep in rows if keep}
+    out["cprofile_top_cumulative_ms_per_request"] = dict(list(out["cprofile_top_cumulative_ms_per_request"].items())[:top])
     out["cprofile_top_self_ms_per_request"] = {
-        name: round(tt / n * 1e3, 2) for _, tt, _, name in sorted(rows, key=lambda r: -r[1])[:12]}
+        name: round(tt / n * 1e3, 2) for _, tt, _, name, _ in sorted(rows, key=lambda r: -r[1])[:12]}
     return out
 
 
