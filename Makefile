@@ -58,12 +58,14 @@ bench: $(STAMP)
 	$(PY) bench/bench_score.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_release.py
+	$(PY) bench/bench_serve.py
 	$(PY) bench/results.py
 
 ## make bench-big: the 10 M-star memory check and release benchmark (about an hour)
 bench-big: $(STAMP)
 	$(PY) bench/bench_ingest_xmatch.py --stars 10000000 --skymapper-rows 8000000 --memory
 	$(PY) bench/bench_release.py --stars 10000000
+	$(PY) bench/bench_serve.py --stars 10000000
 	$(PY) bench/results.py
 
 clean:

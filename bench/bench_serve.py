@@ -106,8 +106,8 @@ def error_text(body: bytes) -> str:
     text = body[:2000].decode("utf-8", "replace")
     at = text.find('value="ERROR">')
     if at >= 0:
-        return text[at + 14:].split("</INFO>")[0][:300]
-    return text[:300]
+        text = text[at + 14:].split("</INFO>")[0]
+    return " ".join(text.split())[:300]
 
 
 def load_client(spec: dict) -> dict:

@@ -29,6 +29,10 @@ BENCHES = {
     "release": "`stellardb release` of 1 M stars against hats-import (Gaia catalogue and margin, same rows), "
                "and 1 arcmin cones through `query --release` against a plain filter",
     "release_10000000": "the same for 10 M stars (`make bench-big`)",
+    "serve": "`stellardb serve` over a release of 1 M stars: 1 arcmin cones through /scs and /tap/sync with one "
+             "client (against lsdb's cone_search and a DuckDB scan without pruning), 16 concurrent clients, and the "
+             "switch to a new release made while it serves",
+    "serve_10000000": "the same for 10 M stars (`make bench-big`)",
 }
 
 

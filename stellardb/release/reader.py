@@ -151,29 +151,46 @@ def cone_ranges(ra_deg: float, dec_deg: float, radius_arcsec: float) -> list[tup
 
     cdshealpix's cone coverage (every cell the cone touches, possibly a few more) at the
     deepest order whose cells, merged where consecutive, give at most CONE_RANGES ranges.
+    The search starts near the order whose cells are as large as the cone (about two
+    cdshealpix calls instead of twenty: the service computes this for every query).
     """
-    import cdshealpix
-    from astropy import units as u
-    from astropy.coordinates import Latitude, Longitude
+    import math
 
     if not (np.isfinite(ra_deg) and np.isfinite(dec_deg) and np.isfinite(radius_arcsec)) or radius_arcsec <= 0 \
             or abs(dec_deg) > 90:
         return []
+    whole = [(0, 12 * 4**SPATIAL_INDEX_ORDER - 1)]
     if radius_arcsec >= 180 * 3600:
-        return [(0, 12 * 4**SPATIAL_INDEX_ORDER - 1)]
-    best = [(0, 12 * 4**SPATIAL_INDEX_ORDER - 1)]
-    for depth in range(0, 20):
-        ipix, _, _ = cdshealpix.nested.cone_search(Longitude(ra_deg % 360, u.deg), Latitude(dec_deg, u.deg),
-                                                   radius_arcsec * u.arcsec, depth=depth, flat=True)
-        shift = 2 * (SPATIAL_INDEX_ORDER - depth)
-        cells = np.unique(np.asarray(ipix, dtype=np.int64))
-        starts = np.flatnonzero(np.diff(cells, prepend=-2) != 1)
-        stops = np.append(starts[1:], cells.size) - 1
-        ranges = [(int(cells[a]) << shift, ((int(cells[b]) + 1) << shift) - 1) for a, b in zip(starts, stops)]
-        if len(ranges) > CONE_RANGES:
+        return whole
+    # cells of order d are about 58.6 / 2**d degrees across
+    depth = int(min(19, max(0, math.floor(math.log2(58.6 * 3600 / radius_arcsec)))))
+    found = _cone_cell_ranges(ra_deg, dec_deg, radius_arcsec, depth)
+    if len(found) > CONE_RANGES:
+        while depth > 0 and len(found) > CONE_RANGES:
+            depth -= 1
+            found = _cone_cell_ranges(ra_deg, dec_deg, radius_arcsec, depth)
+        return found if len(found) <= CONE_RANGES else whole
+    while depth < 19:
+        deeper = _cone_cell_ranges(ra_deg, dec_deg, radius_arcsec, depth + 1)
+        if len(deeper) > CONE_RANGES:
             break
-        best = ranges
-    return best
+        found, depth = deeper, depth + 1
+    return found
+
+
+def _cone_cell_ranges(ra_deg: float, dec_deg: float, radius_arcsec: float, depth: int) -> list[tuple[int, int]]:
+    """cdshealpix's cone coverage at ``depth``, as merged ``_healpix_29`` ranges."""
+    import cdshealpix
+    from astropy import units as u
+    from astropy.coordinates import Latitude, Longitude
+
+    ipix, _, _ = cdshealpix.nested.cone_search(Longitude(ra_deg % 360, u.deg), Latitude(dec_deg, u.deg),
+                                               radius_arcsec * u.arcsec, depth=depth, flat=True)
+    shift = 2 * (SPATIAL_INDEX_ORDER - depth)
+    cells = np.unique(np.asarray(ipix, dtype=np.int64))
+    starts = np.flatnonzero(np.diff(cells, prepend=-2) != 1)
+    stops = np.append(starts[1:], cells.size) - 1
+    return [(int(cells[a]) << shift, ((int(cells[b]) + 1) << shift) - 1) for a, b in zip(starts, stops)]
 
 
 def _register_cone_functions(con) -> None:
