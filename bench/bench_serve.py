@@ -588,6 +588,19 @@ def target(measured, op: str, bound, unit: str, peer=None, ratio=None) -> dict:
     return out | {"met": bool(met)}
 
 
+def code_version() -> str:
+    """The commit of the checkout measured; ``+changes`` when stellardb/ differs from it."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "stellardb"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "_load":
         Path(sys.argv[3]).write_text(json.dumps(load_client(json.loads(Path(sys.argv[2]).read_text()))))
@@ -622,7 +635,7 @@ def main() -> None:
         schema = schema_name(manifest.get("name", folder.name))
         columns = served_columns(folder)
         cones = cone_centres(folder, args.cones)
-        result = {"stars": args.stars, "catalogue_rows": manifest["catalogues"]["catalogue"]["rows"],
+        result = {"stars": args.stars, "stellardb_commit": code_version(), "catalogue_rows": manifest["catalogues"]["catalogue"]["rows"],
                   "catalogue_partitions": manifest["catalogues"]["catalogue"]["partitions"],
                   "release_reused": release_s is None, "cone_radius_arcsec": RADIUS_DEG * 3600,
                   "columns_returned": len(columns)}

@@ -94,12 +94,16 @@ def test_release_reads_through_catalog_and_model_store_only():
 
 def test_the_service_reads_releases_only():
     """The service never opens the database (so ingest/train/score never wait for it), nor imports
-    ingest, ml or simulate; of catalog it uses only the VOTable writer (release.reader locks DuckDB down
-with catalog.db's settings)."""
+    ingest, ml or simulate; of catalog it uses only the VOTable writer and SQL quoting."""
     allowed = ("stellardb.release.reader", "stellardb.release.layout", "stellardb.release.partition",
-               "stellardb.service", "stellardb.catalog.export", "stellardb.config", "stellardb.errors")
+               "stellardb.service", "stellardb.catalog.export", "stellardb.catalog.db", "stellardb.config",
+               "stellardb.errors")
     assert not violations(lambda n, t: layer(n) == "service" and t.startswith("stellardb.")
                           and not t.startswith(allowed))
+    # of catalog.db, only its SQL quoting: no connection to a database file
+    for name, path in MODULES.items():
+        if layer(name) == "service":
+            assert "db.connect" not in path.read_text() and "catalog.db import connect" not in path.read_text(), name
     # only the command line imports the service
     assert not violations(lambda n, t: layer(n) not in ("cli", "service") and t.startswith("stellardb.service"))
 

@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from stellardb.errors import UserError
@@ -165,13 +166,38 @@ def to_astropy(arrow, metadata: dict):
     Names that repeat (``select * from a join b``) get ``_2``, ``_3``, ... appended:
     astropy, FITS and ECSV need unique names.
     """
+    from astropy.table import MaskedColumn, Table
+
+    columns = []
+    for c in vo_columns(arrow, metadata):
+        meta = {k: v for k, v in (("ucd", c.ucd), ("xtype", c.xtype)) if v}
+        columns.append(MaskedColumn(c.values, name=c.name, mask=c.mask, unit=_unit(c.unit) if c.unit else None,
+                                    description=c.description, meta=meta))
+    return Table(columns, masked=True)
+
+
+@dataclass
+class VoColumn:
+    """One column as the VOTable writer takes it: NumPy values (NULLs filled), the NULL mask, metadata."""
+
+    name: str
+    values: object
+    mask: object
+    unit: str | None = None
+    ucd: str | None = None
+    description: str | None = None
+    xtype: str | None = None
+
+
+def vo_columns(arrow, metadata: dict) -> list[VoColumn]:
+    """The columns of an Arrow table as NumPy arrays a VOTable can hold (times, big integers,
+    binary and nested values as text), with ``metadata[name]``'s unit, UCD and description;
+    repeated names get ``_2``, ``_3``, ..."""
     import json
 
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
-    from astropy import units as u
-    from astropy.table import MaskedColumn, Table
 
     columns = []
     seen: dict[str, int] = {}
@@ -179,7 +205,7 @@ def to_astropy(arrow, metadata: dict):
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         kind = col.type
         mask = col.is_null().to_numpy(zero_copy_only=False)
-        meta = {}
+        xtype = None
 
         def text(convert):
             return np.array(["" if v is None else convert(v) for v in col.to_pylist()], dtype=str)
@@ -187,7 +213,7 @@ def to_astropy(arrow, metadata: dict):
         if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind):
             values = text(lambda v: v.isoformat())
             if not pa.types.is_time(kind):
-                meta["xtype"] = "timestamp"
+                xtype = "timestamp"
         elif pa.types.is_boolean(kind) or pa.types.is_integer(kind) and kind.bit_width <= 64 and not (
                 pa.types.is_unsigned_integer(kind) and kind.bit_width == 64):
             values = col.fill_null(False if pa.types.is_boolean(kind) else 0).to_numpy(zero_copy_only=False)
@@ -208,14 +234,20 @@ def to_astropy(arrow, metadata: dict):
         else:  # UBIGINT, UUID and the rest: as text
             values = text(str)
         info = metadata.get(name, {})
-        unit = u.Unit(info["unit"], format="vounit", parse_strict="silent") if info.get("unit") else None
-        if info.get("ucd"):
-            meta["ucd"] = info["ucd"]
         seen[name] = seen.get(name, 0) + 1
         unique = name if seen[name] == 1 else f"{name}_{seen[name]}"
-        columns.append(MaskedColumn(values, name=unique, mask=mask, unit=unit, description=info.get("description"),
-                                    meta=meta))
-    return Table(columns, masked=True)
+        columns.append(VoColumn(unique, values, mask, info.get("unit") or None, info.get("ucd") or None,
+                                info.get("description") or None, xtype))
+    return columns
+
+
+@__import__("functools").lru_cache(maxsize=1024)
+def _unit(text: str):
+    """An astropy unit from its VOUnit text, parsed once: a unit VOUnit does not know (log(cm.s**-2),
+    dex) costs astropy ~6 ms of "did you mean" suggestions each time, most of a cone search's answer."""
+    from astropy import units as u
+
+    return u.Unit(text, format="vounit", parse_strict="silent")
 
 
 # VOTable BINARY2 types of NumPy dtypes (big-endian in the stream)
@@ -225,6 +257,14 @@ _VOTABLE_TYPES = {"b": ("boolean", "u1"), "i1": ("short", ">i2"), "i2": ("short"
 
 
 _XML_NAME = __import__("re").compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+#: characters XML 1.0 cannot carry, even escaped (C0 controls but tab, newline, return; surrogates; FFFE/FFFF)
+_NOT_XML = __import__("re").compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value) -> str:
+    """``value`` as text XML can hold: characters it cannot are replaced by U+FFFD (a query may
+    name a column "\x01"; the document must stay well-formed)."""
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def _write_votable(table, path: Path, description: str | None = None) -> None:
@@ -255,13 +295,14 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
 
     import numpy as np
 
-    n = len(table)
+    columns = table if isinstance(table, list) else _from_astropy(table)
+    n = len(columns[0].values) if columns else 0
     fields, dtype, arrays = [], [], []
-    nulls = np.zeros((n, len(table.columns)), dtype=bool)
-    for k, column in enumerate(table.columns.values()):
-        mask = np.ma.getmaskarray(column)
+    nulls = np.zeros((n, len(columns)), dtype=bool)
+    for k, column in enumerate(columns):
+        mask = np.asarray(column.mask, dtype=bool)
         nulls[:, k] = mask
-        data = np.ma.getdata(column)
+        data = np.asarray(column.values)
         # ID (optional) must be an XML name; readers such as astropy name columns by it
         attrs = {"name": column.name, **({"ID": column.name} if _XML_NAME.fullmatch(column.name) else {})}
         if data.dtype.kind == "U":
@@ -286,25 +327,25 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
                 values = data.astype(code)
             dtype.append((f"f{k}", code))
             arrays.append(values)
-        if column.unit is not None:
-            attrs["unit"] = column.unit.to_string()
-        if column.meta.get("ucd"):
-            attrs["ucd"] = column.meta["ucd"]
-        if column.meta.get("xtype"):
-            attrs["xtype"] = column.meta["xtype"]
-        text = "".join(f" {key}={quoteattr(value)}" for key, value in attrs.items())
-        body = f"<DESCRIPTION>{escape(column.description)}</DESCRIPTION>" if column.description else ""
+        if column.unit:
+            attrs["unit"] = column.unit
+        if column.ucd:
+            attrs["ucd"] = column.ucd
+        if column.xtype:
+            attrs["xtype"] = column.xtype
+        text = "".join(f" {key}={quoteattr(xml_text(value))}" for key, value in attrs.items())
+        body = f"<DESCRIPTION>{escape(xml_text(column.description))}</DESCRIPTION>" if column.description else ""
         fields.append(f"   <FIELD{text}>{body}</FIELD>" if body else f"   <FIELD{text}/>")
-    flag_bytes = (len(table.columns) + 7) // 8
+    flag_bytes = (len(columns) + 7) // 8
     rows = np.empty(n, dtype=np.dtype([("nulls", "u1", (flag_bytes,)), *dtype]))
     rows["nulls"] = np.packbits(nulls, axis=1, bitorder="big") if n else np.zeros((0, flag_bytes), "u1")
     for (name, _), values in zip(dtype, arrays):
         rows[name] = values
-    about = f"  <DESCRIPTION>{escape(description)}</DESCRIPTION>\n" if description else ""
+    about = f"  <DESCRIPTION>{escape(xml_text(description))}</DESCRIPTION>\n" if description else ""
     if not with_data:
         data = ""
     elif tabledata:
-        data = "   <DATA><TABLEDATA>\n" + _tabledata_rows(table) + "</TABLEDATA></DATA>\n"
+        data = "   <DATA><TABLEDATA>\n" + _tabledata_rows(columns) + "</TABLEDATA></DATA>\n"
     else:
         stream = base64.encodebytes(rows.tobytes()).decode("ascii")
         data = '   <DATA><BINARY2><STREAM encoding="base64">\n' + stream + "</STREAM></BINARY2></DATA>\n"
@@ -323,27 +364,34 @@ def info_xml(infos) -> str:
     """VOTable INFO elements from (name, value, text) triples."""
     from xml.sax.saxutils import escape, quoteattr
 
-    return "".join(f"  <INFO name={quoteattr(name)} value={quoteattr(str(value))}"
-                   + (f">{escape(text)}</INFO>\n" if text else "/>\n") for name, value, text in infos)
+    return "".join(f"  <INFO name={quoteattr(xml_text(name))} value={quoteattr(xml_text(value))}"
+                   + (f">{escape(xml_text(text))}</INFO>\n" if text else "/>\n") for name, value, text in infos)
 
 
-def _tabledata_rows(table) -> str:
+def _from_astropy(table) -> list[VoColumn]:
+    import numpy as np
+
+    return [VoColumn(c.name, np.ma.getdata(c), np.ma.getmaskarray(c), c.unit.to_string() if c.unit is not None else None,
+                     c.meta.get("ucd"), c.description, c.meta.get("xtype")) for c in table.columns.values()]
+
+
+def _tabledata_rows(columns: list[VoColumn]) -> str:
     """TABLEDATA cells: NULL is an empty cell; floats with every digit (repr)."""
     from xml.sax.saxutils import escape
 
     import numpy as np
 
     cells = []
-    for column in table.columns.values():
-        mask = np.ma.getmaskarray(column)
-        data = np.ma.getdata(column)
+    for column in columns:
+        mask = np.asarray(column.mask, dtype=bool)
+        data = np.asarray(column.values)
         if data.dtype.kind == "b":
             text = np.where(data, "T", "F").tolist()
         elif data.dtype.kind == "f":
             text = [repr(float(v)) if np.isfinite(v) else ("NaN" if np.isnan(v) else ("+Inf" if v > 0 else "-Inf"))
                     for v in data.tolist()]
         elif data.dtype.kind == "U":
-            text = [escape(v) for v in data.tolist()]
+            text = [escape(xml_text(v)) for v in data.tolist()]
         else:
             text = [str(v) for v in data.tolist()]
         cells.append(["" if m else t for t, m in zip(text, mask.tolist())])

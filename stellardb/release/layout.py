@@ -61,14 +61,24 @@ def data_files_glob(release: Path, table: str) -> str:
 def data_files(release: Path, table: str) -> list[Path]:
     """The Parquet files of a catalogue, from its partition_info.csv (not a glob: a file that is
     not one of its partitions is never read, and a folder name may hold glob characters)."""
+    return [path for _, _, path in partitions(release, table)]
+
+
+def partitions(release: Path, table: str) -> list[tuple[int, int, Path]]:
+    """Each partition of a catalogue as (first, last) ``_healpix_29`` of its pixel and its file."""
     import csv
 
-    from stellardb.release.partition import Pixel
+    from stellardb.release.partition import SPATIAL_INDEX_ORDER, Pixel
 
     base = catalogue_dir(release, table)
     with open(base / "partition_info.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return [base / "dataset" / Pixel(int(r["Norder"]), int(r["Npix"])).path() for r in rows]
+    found = []
+    for r in rows:
+        order, npix = int(r["Norder"]), int(r["Npix"])
+        shift = 2 * (SPATIAL_INDEX_ORDER - order)
+        found.append((npix << shift, ((npix + 1) << shift) - 1, base / "dataset" / Pixel(order, npix).path()))
+    return found
 
 
 def is_release(folder: Path) -> bool:

@@ -71,6 +71,10 @@ class Table:
     columns: tuple[str, ...]          # the table's column names (lower case), in order
     position: tuple[str, str] | None = None   # (ra, dec) columns, degrees ICRS, of healpix_column
     healpix_column: str | None = None         # "_healpix_29": NESTED HEALPix index, order 29
+    #: the table's files as (first, last) healpix_column value of each and its name in file_column,
+    #: a column of sql_name that users do not see: a spatial test then also names the files it needs
+    partitions: tuple[tuple[int, int, str], ...] = ()
+    file_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1027,7 +1031,24 @@ class _Translator:
         terms = [exp.Between(this=column.copy(), low=exp.Literal.number(lo), high=exp.Literal.number(hi))
                  for lo, hi in ranges]
         self.pruned += 1
-        return exp.and_(exp.Paren(this=exp.or_(*terms)), test)
+        # the ranges' span first: DuckDB skips row groups by their min/max for a BETWEEN, not for an
+        # OR of them (one 1M-row file: 5.3 -> 4.3 ms a cone, measured; more in larger files)
+        span = exp.Between(this=column.copy(), low=exp.Literal.number(min(lo for lo, _ in ranges)),
+                           high=exp.Literal.number(max(hi for _, hi in ranges)))
+        pruned = [span, exp.Paren(this=exp.or_(*terms))] if len(ranges) > 1 else [exp.Paren(this=exp.or_(*terms))]
+        table = cone.source.table
+        if table.partitions and table.file_column:
+            # The files whose pixel meets a range.  Rows of other files fail the ranges anyway, so the
+            # test means the same; DuckDB skips those files unopened (row-group statistics alone
+            # still open every file: 8.7 -> 4.3 ms a cone over 12 files, measured)
+            files = [name for first, last, name in table.partitions
+                     if any(first <= hi and lo <= last for lo, hi in ranges)]
+            if len(files) < len(table.partitions):
+                file_column = exp.Column(this=exp.to_identifier(table.file_column, quoted=True),
+                                         table=exp.to_identifier(cone.source.corr, quoted=True))
+                pruned.append(exp.In(this=file_column, expressions=[exp.Literal.string(f) for f in files])
+                              if files else exp.false())
+        return exp.and_(*pruned, test)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import io
 import json
 import math
 
-from stellardb.catalog.export import info_xml, to_astropy, votable_xml
+from stellardb.catalog.export import info_xml, vo_columns, votable_xml
 
 VOTABLE = "application/x-votable+xml"
 
@@ -65,7 +65,8 @@ def render(kind: str, arrow, columns: list[dict], infos: list, overflow: bool, d
     if kind in ("votable", "votable-td"):
         trailing = [("QUERY_STATUS", "OVERFLOW", "More rows match; raise MAXREC or narrow the query")] \
             if overflow else []
-        return votable_xml(to_astropy(arrow, metadata), description=description, infos=infos,
+        # straight from Arrow: an astropy Table on the way costs more than the query (11 of 20 ms a cone)
+        return votable_xml(vo_columns(arrow, metadata), description=description, infos=infos,
                            trailing_infos=trailing, tabledata=kind == "votable-td").encode("utf-8")
     if kind in ("csv", "tsv"):
         import pyarrow.csv as pcsv
@@ -79,7 +80,7 @@ def render(kind: str, arrow, columns: list[dict], infos: list, overflow: bool, d
     if kind == "parquet":
         import pyarrow.parquet as pq
 
-        header = votable_xml(to_astropy(arrow.slice(0, 0), metadata), description=description, with_data=False)
+        header = votable_xml(vo_columns(arrow.slice(0, 0), metadata), description=description, with_data=False)
         table = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
                                                b"IVOA.VOTable-Parquet.version": b"1.0",
                                                b"IVOA.VOTable-Parquet.content": header.encode("utf-8")})

@@ -29,12 +29,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stellardb.catalog.db import quote_literal
 from stellardb.errors import UserError
 from stellardb.release import layout, reader
 from stellardb.service import metadata
 
 #: how often a service following ``latest`` looks at the pointer (a readlink: microseconds)
 CHECK_EVERY_S = 0.5
+
+#: the hidden column of each served table naming the file a row came from (service.adql prunes on it)
+FILE_COLUMN = "_stellardb_file"
 
 #: the catalogues the service publishes (the views of sql/ stay internal)
 SERVED_TABLES = ("gaia", "skymapper", "distances", "labels", "xmatch", "predictions", "catalogue")
@@ -162,7 +166,13 @@ def open_release(path: Path, memory_limit: str | None = None, threads: int | Non
             con.execute(f"set threads = {int(threads)}")
         con.execute(f"create schema {schema}")
         for table in SERVED_TABLES:
-            con.execute(f"create view {schema}.{table} as select * from main.{table}")
+            if table in manifest["catalogues"]:
+                # the release's files with each row's file name, which the spatial tests name (service.adql)
+                files = "[" + ", ".join(quote_literal(str(f)) for f in layout.data_files(path, table)) + "]"
+                con.execute(f"create view {schema}.{table} as select * from read_parquet({files}, "
+                            f"hive_partitioning = false, filename = '{FILE_COLUMN}')")
+            else:  # a table the database had no rows of: the release reader's empty view
+                con.execute(f"create view {schema}.{table} as select * from main.{table}")
         built["columns"] = metadata.release_columns(con, SERVED_TABLES)
         built["tap"] = metadata.create_tap_schema(con, schema, name, manifest, built["columns"])
 
@@ -172,9 +182,12 @@ def open_release(path: Path, memory_limit: str | None = None, threads: int | Non
     for table in SERVED_TABLES:
         names = tuple(c.name for c in columns[table])
         position = reader.CONE_TABLES.get(table, ("ra", "dec"))
+        partitions = tuple((first, last, str(f)) for first, last, f in layout.partitions(path, table)) \
+            if table in manifest["catalogues"] else ()
         tables.append(adql.Table(schema, table, f'"{schema}"."{table}"', names,
                                  position=position if set(position) <= set(names) else None,
-                                 healpix_column="_healpix_29" if "_healpix_29" in names else None))
+                                 healpix_column="_healpix_29" if "_healpix_29" in names else None,
+                                 partitions=partitions, file_column=FILE_COLUMN if partitions else None))
     for table, names in built["tap"].items():
         tables.append(adql.Table("tap_schema", table, f'"tap_schema"."{table}"', names))
         columns[f"tap_schema.{table}"] = metadata.tap_schema_columns()[table]
