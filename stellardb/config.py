@@ -36,6 +36,9 @@ SETTINGS = (
     Setting("serve_host", "127.0.0.1", "STELLARDB_SERVE_HOST",
             "serve: address to listen on (0.0.0.0 for every interface)."),
     Setting("serve_port", "8000", "STELLARDB_SERVE_PORT", "serve: TCP port."),
+    Setting("serve_workers", "1", "STELLARDB_SERVE_WORKERS",
+            "serve: processes answering requests (each with its own DuckDB on the release); one per core "
+            "for more queries a second."),
     Setting("serve_url", None, "STELLARDB_SERVE_URL",
             "serve: the public base URL (behind a proxy) written in capabilities; unset: from each request."),
     Setting("query_timeout_s", "30", "STELLARDB_QUERY_TIMEOUT_S",

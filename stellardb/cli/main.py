@@ -582,10 +582,13 @@ def releases(ctx, out):
                                            "default: 127.0.0.1, this machine only]")
 @click.option("--port", default=None, type=int, help=f"TCP port.  [env {config.setting('serve_port').envvar}; "
                                                      "default: 8000]")
+@click.option("--workers", default=None, type=int,
+              help=f"Processes answering requests, each with its own DuckDB on the release (one per core for more "
+                   f"queries a second).  [env {config.setting('serve_workers').envvar}; default: 1]")
 @click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
 @click.pass_context
 @user_errors
-def serve(ctx, release_name, releases_dir, host, port, access_log):
+def serve(ctx, release_name, releases_dir, host, port, workers, access_log):
     """Serve a release to VO clients: IVOA TAP (ADQL) at /tap, Simple Cone Search at /scs,
     and a page at /.
 
@@ -606,7 +609,7 @@ def serve(ctx, release_name, releases_dir, host, port, access_log):
     from stellardb.service.server import run_server
 
     root = Path(releases_dir) if releases_dir else None
-    run_server(ctx.obj["db"], release_name, root, host, port, access_log, echo=click.echo)
+    run_server(ctx.obj["db"], release_name, root, host, port, access_log, workers, echo=click.echo)
 
 
 def main():  # pragma: no cover - entry point for python -m stellardb

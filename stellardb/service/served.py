@@ -254,4 +254,6 @@ class Holder:
         old.retire()
 
     def close(self) -> None:
-        self.current.retire()
+        """Retire the release served (idempotent)."""
+        if not self.current._retired:
+            self.current.retire()

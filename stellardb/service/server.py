@@ -39,15 +39,23 @@ def build(db_path, release_name: str | None, root: Path | None):
     return holder, limits, create_app(holder, limits, base_url=config.get("serve_url"))
 
 
-def run_server(db_path, release_name, root, host, port, access_log: bool, echo=print) -> None:
+#: where `serve` hands the database path and releases folder to its worker processes
+_ENV_DB, _ENV_ROOT = "_STELLARDB_SERVE_DB", "_STELLARDB_SERVE_ROOT"
+
+
+def run_server(db_path, release_name, root, host, port, access_log: bool, workers: int | None = None,
+               echo=print) -> None:
+    import os
+
     import uvicorn
 
     from stellardb import __version__
 
     host = config.get("serve_host", host)
     port = config.get_int("serve_port", port, minimum=1)
+    workers = config.get_int("serve_workers", workers, minimum=1)
     _check_port(host, port)
-    holder, limits, app = build(db_path, release_name, root)
+    holder, limits, app = build(db_path, release_name, root)  # opened here too: a bad release fails now, once
     base = config.get("serve_url") or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
     follows = " (follows `latest`)" if holder.follows_latest else ""
     echo(f"Serving release {holder.current.name}{follows} as schema {holder.current.schema}")
@@ -55,13 +63,30 @@ def run_server(db_path, release_name, root, host, port, access_log: bool, echo=p
     echo(f"  cone search: {base}/scs?RA=150&DEC=-45&SR=0.1")
     echo(f"  page:        {base}/")
     echo(f"Limits: {limits.timeout_s:g} s and {limits.maxrec_limit:,} rows a query, {limits.max_queries} queries at "
-         f"once; Ctrl-C stops.")
+         f"once{f' per worker, {workers} workers' if workers > 1 else ''}; Ctrl-C stops.")
+    options = dict(host=host, port=port, log_level="warning", access_log=access_log, timeout_graceful_shutdown=5,
+                   server_header=False, headers=[("Server", f"stellardb/{__version__}")])
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log,
-                    timeout_graceful_shutdown=5, server_header=False,
-                    headers=[("Server", f"stellardb/{__version__}")])
+        if workers == 1:
+            uvicorn.run(app, **options)
+            return
+        holder.close()
+        # each worker process opens the release itself (DuckDB connections do not cross processes)
+        os.environ[_ENV_DB] = str(db_path)
+        os.environ[_ENV_ROOT] = str(root) if root else ""
+        if release_name:
+            os.environ[config.setting("serve_release").envvar] = release_name
+        uvicorn.run("stellardb.service.server:worker_app", factory=True, workers=workers, **options)
     finally:
         holder.close()
+
+
+def worker_app():
+    """The app of one worker process of ``serve --workers N`` (uvicorn calls it in each)."""
+    import os
+
+    root = os.environ.get(_ENV_ROOT) or None
+    return build(os.environ[_ENV_DB], None, Path(root) if root else None)[2]
 
 
 def _check_port(host: str, port: int) -> None:

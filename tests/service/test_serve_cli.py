@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from ..helpers import error_line, invoke
 
@@ -56,10 +57,12 @@ def test_a_taken_port_is_one_line(service_release):
     assert result.exit_code != 0 and f"127.0.0.1:{port}" in error_line(result)
 
 
-def test_serve_process_answers_and_stops_on_sigterm(service_release):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_process_answers_and_stops_on_sigterm(service_release, workers):
+    """A real `stellardb serve` (with 2 workers: two processes, each with its own DuckDB)."""
     root, _ = service_release
     port = _free_port()
-    env = {**os.environ, "STELLARDB_SERVE_PORT": str(port)}
+    env = {**os.environ, "STELLARDB_SERVE_PORT": str(port), "STELLARDB_SERVE_WORKERS": str(workers)}
     proc = subprocess.Popen([sys.executable, "-m", "stellardb", "--db", str(root.parent / "x.duckdb"), "serve",
                              "--releases", str(root), "--release", "svc-1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -77,6 +80,9 @@ def test_serve_process_answers_and_stops_on_sigterm(service_release):
         assert r.headers["X-Stellardb-Release"] == "svc-1"
         page = httpx.get(f"{base}/", timeout=5)
         assert page.status_code == 200 and f"{base}/tap" in page.text
+        for _ in range(4):  # every worker answers from the release
+            cone = httpx.get(f"{base}/scs", params={"RA": 10, "DEC": -30, "SR": 2}, timeout=30)
+            assert cone.status_code == 200 and 'name="QUERY_STATUS" value="OK"' in cone.text
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
@@ -85,3 +91,6 @@ def test_serve_process_answers_and_stops_on_sigterm(service_release):
             proc.communicate()
     assert f"http://localhost:{port}/tap" in out and f"http://localhost:{port}/scs" in out
     assert "Traceback" not in out
+    assert proc.returncode is not None
+    if workers > 1:
+        assert f"{workers} workers" in out
