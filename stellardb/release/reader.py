@@ -39,11 +39,15 @@ CONE_TABLES = {"gaia": ("ra", "dec"), "catalogue": ("ra", "dec"), "skymapper": (
 CONE_RANGES = 8
 
 
-def connect(release: Path, setup=None, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(release: Path, setup=None, memory_limit: str | None = None,
+            catalog_file: Path | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only, in-memory DuckDB over the release folder ``release``.
 
     ``setup(con)``, when given, runs just before the connection is locked down (the service
     adds its schemas and TAP_SCHEMA there); ``memory_limit`` overrides STELLARDB_MEMORY_LIMIT.
+    ``catalog_file``: build the views in this new DuckDB file instead of in memory, then reopen
+    it read-only, so that not even SQL that reached DuckDB could create, replace or attach
+    anything (the service; an in-memory database cannot be read-only).
 
     Raises
     ------
@@ -52,38 +56,27 @@ def connect(release: Path, setup=None, memory_limit: str | None = None) -> duckd
     """
     release = Path(release)
     try:
-        return _connect(release, setup, memory_limit)
+        return _connect(release, setup, memory_limit, catalog_file)
     except (OSError, ValueError, KeyError, TypeError, duckdb.IOException, duckdb.InvalidInputException) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise UserError(f"Release {release.name} is damaged ({type(exc).__name__}: "
                         f"{detail.replace(str(release.parent), '...')}); make a new release.") from None
 
 
-def _connect(release: Path, setup, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path | None) \
+        -> duckdb.DuckDBPyConnection:
+    import atexit
+    import shutil
+    import tempfile
+
     manifest = json.loads((release / layout.MANIFEST).read_text())
-    con = duckdb.connect(":memory:")
+    # DuckDB adds its spill folder to the readable ones: make it an empty one of its own,
+    # removed when the process ends
+    spill = tempfile.mkdtemp(prefix="stellardb-release-")
+    atexit.register(shutil.rmtree, spill, True)
+    con = duckdb.connect(str(catalog_file) if catalog_file else ":memory:")
     try:
-        # DuckDB adds its spill folder to the readable ones: make it an empty one of its own,
-        # removed when the process ends
-        import atexit
-        import shutil
-        import tempfile
-
-        spill = tempfile.mkdtemp(prefix="stellardb-release-")
-        atexit.register(shutil.rmtree, spill, True)
-        con.execute("set temp_directory = $t", {"t": spill})
-        try:
-            con.execute("set memory_limit = $m", {"m": memory_limit or _memory_limit()})
-        except duckdb.Error:
-            from stellardb import config
-
-            given = f"{memory_limit!r}" if memory_limit else \
-                f"{config.setting('memory_limit').envvar}={_memory_limit()!r}"
-            raise UserError(f"{given} is not a memory size DuckDB understands; use a value like 4GB or 500MB.") \
-                from None
-        # a release never changes: keep each file's footer after the first read (a cone then
-        # opens no footer again; 18 ms -> 1 ms per query over 12 files, measured)
-        con.execute("set parquet_metadata_cache = true")
+        _configure(con, spill, memory_limit)
         for path in sql_files():  # dependency-sorted
             if path.parent.name == "10_macros":
                 con.execute(path.read_text())
@@ -115,12 +108,37 @@ def _connect(release: Path, setup, memory_limit: str | None) -> duckdb.DuckDBPyC
         _column_metadata_table(con, release, present)
         if setup is not None:
             setup(con)
-        con.execute("set allowed_directories = [$d]", {"d": str(release.resolve()) + "/"})
+        if catalog_file:
+            con.close()
+            con = duckdb.connect(str(catalog_file), read_only=True)
+            _configure(con, spill, memory_limit)
+            _register_cone_functions(con)
+            _column_metadata_table(con, release, present)
+        # exactly the data files, not the release's folder: DuckDB's allowed folders may also be
+        # written (COPY ... TO a new file there, EXPORT DATABASE), exact paths cannot be created
+        files = [f for name in present for f in layout.data_files(release, name)]
+        con.execute("set allowed_paths = $p", {"p": sorted({str(f) for f in files} | {str(f.resolve()) for f in files})})
         db._lock_down(con)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _configure(con, spill: str, memory_limit: str | None) -> None:
+    con.execute("set temp_directory = $t", {"t": spill})
+    try:
+        con.execute("set memory_limit = $m", {"m": memory_limit or _memory_limit()})
+    except duckdb.Error:
+        from stellardb import config
+
+        given = f"{memory_limit!r}" if memory_limit else \
+            f"{config.setting('memory_limit').envvar}={_memory_limit()!r}"
+        raise UserError(f"{given} is not a memory size DuckDB understands; use a value like 4GB or 500MB.") \
+            from None
+    # a release never changes: keep each file's footer after the first read (a cone then
+    # opens no footer again; 18 ms -> 1 ms per query over 12 files, measured)
+    con.execute("set parquet_metadata_cache = true")
 
 
 def _memory_limit() -> str:

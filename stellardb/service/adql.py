@@ -46,6 +46,8 @@ from sqlglot.tokens import TokenType
 
 #: longest ADQL text accepted (characters)
 MAX_LENGTH = 100_000
+#: most vertices of a POLYGON
+MAX_POLYGON_VERTICES = 500
 #: deepest parenthesis nesting accepted; the tree may be MAX_DEPTH * 2 deep (a function call
 #: is two levels)
 MAX_DEPTH = 200
@@ -926,10 +928,15 @@ class _Translator:
         # the interior is on the side of each edge where the other vertices are (either winding)
         sign = 1.0 if _dot(normals[0], center) >= 0 else -1.0
         normals = [[sign * c for c in n] for n in normals]
-        for i, n in enumerate(normals):
-            if any(_dot(n, v) < -1e-12 for j, v in enumerate(vectors) if j not in (i, (i + 1) % len(vectors))):
-                raise self.error("the polygon is not convex (or its edges cross); only convex polygons are "
-                                 "supported: split it into convex ones joined with OR", node)
+        # every vertex on the inner side of every edge (NumPy: the check is quadratic in the vertices)
+        import numpy as np
+
+        sides = np.asarray(normals) @ np.asarray(vectors).T
+        k = np.arange(len(vectors))
+        sides[k, k] = sides[k, (k + 1) % len(vectors)] = 0.0  # an edge's own vertices lie on it
+        if (sides < -1e-12).any():
+            raise self.error("the polygon is not convex (or its edges cross); only convex polygons are "
+                             "supported: split it into convex ones joined with OR", node)
         xyz = [exp.Anonymous(this=f"sky_{axis}", expressions=[point.ra.copy(), point.dec.copy()]) for axis in "xyz"]
         tests: list[exp.Expression] = []
         for n in normals:
@@ -989,6 +996,10 @@ class _Translator:
                              "...) (vertices that are columns are not supported)", node)
         if any(abs(d) > 90 for d in values[1::2]):
             raise self.error("a POLYGON vertex has |dec| > 90", node)
+        if len(args) // 2 > MAX_POLYGON_VERTICES:
+            # each vertex is one more term DuckDB evaluates for every row the polygon's cone holds
+            raise self.error(f"the POLYGON has {len(args) // 2:,} vertices; at most {MAX_POLYGON_VERTICES:,} are "
+                             "accepted: simplify it, or split it into polygons joined with OR", node)
         return _Polygon(list(zip(values[0::2], values[1::2])))
 
     def without_frame(self, node: exp.Anonymous) -> list[exp.Expression]:

@@ -82,7 +82,15 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
         found: dict[str, str] = {}
         items = list(request.query_params.multi_items())
         if request.method == "POST":
-            form = await request.form()
+            from starlette.exceptions import HTTPException
+            from starlette.formparsers import MultiPartException
+
+            try:
+                form = await request.form()
+            except (HTTPException, MultiPartException, ValueError, KeyError) as exc:
+                exc = getattr(exc, "detail", exc)
+                raise ClientError(f"The request body is not a form that can be read ({public_message(exc)}); send "
+                                  "application/x-www-form-urlencoded or multipart/form-data.") from None
             items += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
         for key, value in items:
             key = key.lower()
@@ -273,9 +281,13 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
 
     async def not_found(request: Request, exc) -> Response:
         status = getattr(exc, "status_code", 404)
-        text = "Not found; the service's endpoints are /tap (TAP), /scs (cone search) and / (this service's page)." \
-            if status == 404 else f"HTTP {status}."
-        return error_response(text, status)
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status == 405:
+            allowed = headers.get("Allow", "GET")
+            text = f"Method {request.method[:10]} is not allowed on {request.url.path[:60]}; use {allowed}."
+        else:
+            text = "Not found; the service's endpoints are /tap (TAP), /scs (cone search) and / (this service's page)."
+        return error_response(text, status, headers)
 
     async def server_error(request: Request, exc) -> Response:
         log.exception("internal error on %s", request.url.path)
@@ -313,8 +325,9 @@ def _number(params: dict, key: str) -> float:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes gets 413 (by Content-Length, or
-    counted while it streams in)."""
+    """ASGI middleware: a request body over ``limit`` bytes gets 413, by its Content-Length or
+    counted while it arrives, before the app sees any of it (the body is read here, at most
+    ``limit`` bytes, and handed on)."""
 
     def __init__(self, app, limit: int):
         self.app = app
@@ -326,32 +339,34 @@ class BodyLimit:
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await self._refuse(send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(send)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body, given = b"".join(chunks), False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay():
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the client's disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send):
         body = results.error_votable(f"The request is larger than {self.limit:,} bytes; send a shorter query.")
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", results.VOTABLE.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _home_html(root: str, served) -> str:

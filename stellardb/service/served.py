@@ -1,8 +1,9 @@
 """The release being served, and the switch to a new one without a restart.
 
-A :class:`Served` release is one in-memory DuckDB over the release's Parquet files
-(:func:`stellardb.release.reader.connect`, locked down: no file access outside the release,
-no SET, no INSTALL/LOAD), with
+A :class:`Served` release is one DuckDB over the release's Parquet files
+(:func:`stellardb.release.reader.connect`): its views live in a private DuckDB file opened
+read-only (nothing can be created, replaced or attached) and it is locked down (no file
+access outside the release, no SET, no INSTALL/LOAD), with
 
 * the release's catalogues also in a schema named after the release (``demo_1.gaia``), as
   TAP wants every table in a schema, and the unqualified names kept;
@@ -70,6 +71,8 @@ class Served:
     tables: tuple
     #: table -> [metadata.Column], for VOSI tables and the FIELDs of results
     columns: dict
+    #: the private folder of its DuckDB file, removed when it closes
+    private: str | None = None
     opened_at: float = field(default_factory=time.time)
     _cursors: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     _active: int = 0
@@ -112,15 +115,19 @@ class Served:
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             self._cursors.put(cursor)
             raise NotOneSelect()
-        fired = threading.Event()
+        fired, done = threading.Event(), threading.Event()
 
         def cancel():
-            fired.set()
-            cursor.interrupt()
+            # DuckDB drops an interrupt that arrives before the query runs (while it binds):
+            # repeat it until the query is over
+            if not done.wait(timeout_s):
+                fired.set()
+                while not done.is_set():
+                    cursor.interrupt()
+                    done.wait(0.05)
 
-        timer = threading.Timer(timeout_s, cancel)
-        timer.daemon = True
-        timer.start()
+        watchdog = threading.Thread(target=cancel, daemon=True, name="stellardb-query-timeout")
+        watchdog.start()
         try:
             return cursor.sql(sql).to_arrow_table()
         except Exception:
@@ -128,7 +135,8 @@ class Served:
                 raise QueryTimeout() from None
             raise
         finally:
-            timer.cancel()
+            done.set()
+            watchdog.join()
             if fired.is_set():  # an interrupt may land after the query: never reuse that cursor
                 cursor.close()
             else:
@@ -149,10 +157,19 @@ class Served:
             except queue.Empty:
                 break
         self.con.close()
+        if self.private:
+            import shutil
+
+            shutil.rmtree(self.private, ignore_errors=True)
 
 
-def open_release(path: Path, memory_limit: str | None = None, threads: int | None = None) -> Served:
-    """A :class:`Served` over the release folder ``path``."""
+def open_release(path: Path, memory_limit: str | None = None) -> Served:
+    """A :class:`Served` over the release folder ``path``: its views and TAP_SCHEMA are built in a
+    private DuckDB file, reopened read-only (nothing can be created, replaced or attached)."""
+    import atexit
+    import shutil
+    import tempfile
+
     from stellardb.service import adql
 
     path = Path(path).resolve()
@@ -160,10 +177,11 @@ def open_release(path: Path, memory_limit: str | None = None, threads: int | Non
     name = manifest.get("name", path.name)
     schema = schema_name(name)
     built: dict = {}
+    # outside the folders DuckDB may touch (the release and its spill folder)
+    private = tempfile.mkdtemp(prefix="stellardb-serve-")
+    atexit.register(shutil.rmtree, private, True)
 
     def setup(con):
-        if threads:
-            con.execute(f"set threads = {int(threads)}")
         con.execute(f"create schema {schema}")
         for table in SERVED_TABLES:
             if table in manifest["catalogues"]:
@@ -176,7 +194,12 @@ def open_release(path: Path, memory_limit: str | None = None, threads: int | Non
         built["columns"] = metadata.release_columns(con, SERVED_TABLES)
         built["tap"] = metadata.create_tap_schema(con, schema, name, manifest, built["columns"])
 
-    con = reader.connect(path, setup=setup, memory_limit=memory_limit)
+    try:
+        con = reader.connect(path, setup=setup, memory_limit=memory_limit,
+                             catalog_file=Path(private) / "service.duckdb")
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
     columns = built["columns"]
     tables = []
     for table in SERVED_TABLES:
@@ -191,7 +214,7 @@ def open_release(path: Path, memory_limit: str | None = None, threads: int | Non
     for table, names in built["tap"].items():
         tables.append(adql.Table("tap_schema", table, f'"tap_schema"."{table}"', names))
         columns[f"tap_schema.{table}"] = metadata.tap_schema_columns()[table]
-    return Served(name, path, schema, manifest, con, tuple(tables), columns)
+    return Served(name, path, schema, manifest, con, tuple(tables), columns, private=private)
 
 
 class Holder:
@@ -205,19 +228,18 @@ class Holder:
         A release name, ``latest``, or a release folder.
     """
 
-    def __init__(self, root: Path, which: str, memory_limit: str | None = None, threads: int | None = None):
+    def __init__(self, root: Path, which: str, memory_limit: str | None = None):
         self.root = Path(root)
         self.which = which
         self.follows_latest = which == layout.LATEST
         self._memory_limit = memory_limit
-        self._threads = threads
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._loading: str | None = None
         self.load_error: str | None = None
         folder = layout.resolve(self.root, which)
         self._target = os.path.realpath(folder)
-        self.current = open_release(folder, memory_limit, threads)
+        self.current = open_release(folder, memory_limit)
 
     def get(self) -> Served:
         """The release to use now (checks ``latest`` at most every CHECK_EVERY_S)."""
@@ -239,7 +261,7 @@ class Holder:
 
     def _switch(self, target: str) -> None:
         try:
-            new = open_release(Path(target), self._memory_limit, self._threads)
+            new = open_release(Path(target), self._memory_limit)
         except (UserError, OSError, ValueError) as exc:
             # a damaged or half-removed release: keep serving the old one, and say why on /tap/availability
             with self._lock:
