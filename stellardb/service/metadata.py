@@ -204,12 +204,18 @@ def create_tap_schema(con, schema: str, release_name: str, manifest: dict, colum
         key_cols.extend((key_id, a, b) for a, b in pairs)
     con.execute("create schema tap_schema")
     data = {"schemas": schemas, "tables": tables, "columns": cols, "keys": keys, "key_columns": key_cols}
+    import pyarrow as pa
+
     for table, spec in _TAP_SCHEMA.items():
         definition = ", ".join(f'"{name}" {_DUCKDB[kind]}' for name, kind, _ in spec)
         con.execute(f"create table tap_schema.{table} ({definition})")
         if data[table]:
-            marks = ", ".join("?" for _ in spec)
-            con.executemany(f"insert into tap_schema.{table} values ({marks})", data[table])
+            # one INSERT from Arrow (executemany takes 0.4 s for a release's 600 column rows)
+            rows = pa.table({name: pa.array([r[i] for r in data[table]], pa.string() if kind == "char" else pa.int32())
+                             for i, (name, kind, _) in enumerate(spec)})
+            con.register("_tap_rows", rows)
+            con.execute(f"insert into tap_schema.{table} select * from _tap_rows")
+            con.unregister("_tap_rows")
     return {table: tuple(name for name, _, _ in spec) for table, spec in _TAP_SCHEMA.items()}
 
 

@@ -36,7 +36,7 @@ from stellardb.release import layout, reader
 from stellardb.service import metadata
 
 #: how often a service following ``latest`` looks at the pointer (a readlink: microseconds)
-CHECK_EVERY_S = 0.5
+CHECK_EVERY_S = 0.25
 
 #: the hidden column of each served table naming the file a row came from (service.adql prunes on it)
 FILE_COLUMN = "_stellardb_file"
