@@ -266,12 +266,12 @@ def served_columns(folder: Path) -> list[str]:
 class Server:
     """``stellardb --db DB serve --release latest --port P`` in a child process."""
 
-    def __init__(self, db: Path, work: Path):
+    def __init__(self, db: Path, work: Path, workers: int = 1):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(work / "serve.log", "w")
-        self.argv = [str(VENV_BIN / "stellardb"), "--db", str(db), "serve", "--release", "latest", "--port",
-                     str(self.port)]
+        self.argv = [str(VENV_BIN / "stellardb"), "--db", str(db), "serve", "--release", "latest",
+                     "--workers", str(workers), "--port", str(self.port)]
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT)
         import httpx
@@ -289,15 +289,41 @@ class Server:
             time.sleep(0.1)
         self.startup_s = time.perf_counter() - t0
 
+    def pids(self) -> list[int]:
+        """The server and its worker processes (serve --workers N)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    todo += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+            except OSError:
+                pass
+        return found
+
     def status_kb(self, key: str) -> int:
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        return 0
+        """``key`` of /proc/PID/status summed over the server's processes (VmHWM: the sum of each
+        one's peak, an upper bound of the peak of the sum)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
 
     def cpu_s(self) -> float:
-        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                pass
+        return total
 
     def stop(self) -> float:
         """Stop it; its peak RSS in GB (VmHWM)."""
@@ -611,6 +637,7 @@ def main() -> None:
     parser.add_argument("--cones", type=int, default=300, help="Cones per endpoint for the one-client latency.")
     parser.add_argument("--peer-cones", type=int, default=15, help="Cones timed through each peer.")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers (processes answering requests).")
     parser.add_argument("--seconds", type=float, default=20.0, help="Length of each concurrent run.")
     parser.add_argument("--switch-clients", type=int, default=4, help="Clients while score + release run.")
     parser.add_argument("--profile-requests", type=int, default=40)
@@ -640,7 +667,7 @@ def main() -> None:
                   "release_reused": release_s is None, "cone_radius_arcsec": RADIUS_DEG * 3600,
                   "columns_returned": len(columns)}
 
-        server = Server(db, work)
+        server = Server(db, work, args.workers)
         print(f"server up in {server.startup_s:.1f} s on {server.base}", flush=True)
         try:
             result["server"] = {"command": " ".join(["stellardb", "--db", "DB", *server.argv[3:-1], "P"]),

@@ -32,6 +32,7 @@ What the rewrite changes besides names:
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -218,9 +219,14 @@ class _Source:
     label: str                  # how messages name it
     columns: list[_SourceColumn]
     table: Table | None = None  # a published table (None: a subquery)
+    _index: dict | None = field(default=None, repr=False)
 
     def find(self, name: str) -> _SourceColumn | None:
-        return next((c for c in self.columns if c.name.lower() == name.lower()), None)
+        if self._index is None:  # by lower-case name, the first of each (a table has ~80 columns)
+            self._index = {}
+            for c in self.columns:
+                self._index.setdefault(c.name.lower(), c)
+        return self._index.get(name.lower())
 
 
 @dataclass
@@ -316,7 +322,7 @@ class _Translator:
         query = self.query(tree, None)
         limit = tree.args.get("limit")
         top = int(limit.expression.this) if isinstance(tree, exp.Select) and limit else None
-        sql = query.sql.sql(dialect=_Output, identify=True)
+        sql = query.sql.sql(dialect=_Output, identify=True, copy=False)
         return Translation(sql=sql, columns=tuple(query.columns), top=top, pruned=self.pruned)
 
     def parse(self) -> exp.Expression:
@@ -546,7 +552,7 @@ class _Translator:
             corr = node.alias or table.name
             columns = [_SourceColumn(c, table, c) for c in table.columns]
             self.add(scope, _Source(corr.lower(), corr, columns, table), node)
-            out = exp.to_table(table.sql_name, dialect="duckdb")
+            out = _parsed_table(table.sql_name).copy()
             out.set("alias", exp.TableAlias(this=exp.to_identifier(corr.lower(), quoted=True)))
             return out
         if isinstance(node, exp.Subquery):
@@ -937,19 +943,19 @@ class _Translator:
         if (sides < -1e-12).any():
             raise self.error("the polygon is not convex (or its edges cross); only convex polygons are "
                              "supported: split it into convex ones joined with OR", node)
-        xyz = [exp.Anonymous(this=f"sky_{axis}", expressions=[point.ra.copy(), point.dec.copy()]) for axis in "xyz"]
+        xyz = [exp.Anonymous(this=f"sky_{axis}", expressions=[_copy(point.ra), _copy(point.dec)]) for axis in "xyz"]
         tests: list[exp.Expression] = []
         for n in normals:
-            total: exp.Expression = exp.Mul(this=_number(n[0]), expression=xyz[0].copy())
+            total: exp.Expression = exp.Mul(this=_number(n[0]), expression=_copy(xyz[0]))
             for k in (1, 2):
-                total = exp.Add(this=total, expression=exp.Mul(this=_number(n[k]), expression=xyz[k].copy()))
+                total = exp.Add(this=total, expression=exp.Mul(this=_number(n[k]), expression=_copy(xyz[k])))
             tests.append(exp.GTE(this=total, expression=exp.Literal.number(0)))
         radius = max(_angle(center, v) for v in vectors)
         cone = None
         if point.position_of is not None and radius < math.pi / 2:
             ra, dec = _radec(center)
             cone = _Cone(point.position_of, ra, dec, math.degrees(radius))
-        return exp.and_(*tests), cone
+        return exp.and_(*tests, copy=False), cone
 
     def geometry(self, node: exp.Expression, scope: _Scope) -> _Point | _Circle | _Polygon:
         """A POINT, CIRCLE, BOX or POLYGON argument."""
@@ -1039,14 +1045,15 @@ class _Translator:
             return test
         column = exp.Column(this=exp.to_identifier(cone.source.table.healpix_column, quoted=True),
                             table=exp.to_identifier(cone.source.corr, quoted=True))
-        terms = [exp.Between(this=column.copy(), low=exp.Literal.number(lo), high=exp.Literal.number(hi))
+        terms = [exp.Between(this=_copy(column), low=exp.Literal.number(lo), high=exp.Literal.number(hi))
                  for lo, hi in ranges]
         self.pruned += 1
         # the ranges' span first: DuckDB skips row groups by their min/max for a BETWEEN, not for an
         # OR of them (one 1M-row file: 5.3 -> 4.3 ms a cone, measured; more in larger files)
-        span = exp.Between(this=column.copy(), low=exp.Literal.number(min(lo for lo, _ in ranges)),
+        span = exp.Between(this=_copy(column), low=exp.Literal.number(min(lo for lo, _ in ranges)),
                            high=exp.Literal.number(max(hi for _, hi in ranges)))
-        pruned = [span, exp.Paren(this=exp.or_(*terms))] if len(ranges) > 1 else [exp.Paren(this=exp.or_(*terms))]
+        ors = exp.Paren(this=exp.or_(*terms, copy=False))
+        pruned = [span, ors] if len(ranges) > 1 else [ors]
         table = cone.source.table
         if table.partitions and table.file_column:
             # The files whose pixel meets a range.  Rows of other files fail the ranges anyway, so the
@@ -1059,7 +1066,7 @@ class _Translator:
                                          table=exp.to_identifier(cone.source.corr, quoted=True))
                 pruned.append(exp.In(this=file_column, expressions=[exp.Literal.string(f) for f in files])
                               if files else exp.false())
-        return exp.and_(*pruned, test)
+        return exp.and_(*pruned, test, copy=False)
 
 
 @dataclass
@@ -1090,7 +1097,7 @@ def _separation_arcsec(first: _Point, second: _Point) -> exp.Expression:
     def xyz(point: _Point) -> list[exp.Expression]:
         if point.const is not None:
             return [_number(c) for c in _unit(*point.const)]
-        return [exp.Anonymous(this=f"sky_{axis}", expressions=[point.ra.copy(), point.dec.copy()]) for axis in "xyz"]
+        return [exp.Anonymous(this=f"sky_{axis}", expressions=[_copy(point.ra), _copy(point.dec)]) for axis in "xyz"]
 
     return exp.Anonymous(this="vector_sep_arcsec", expressions=[*xyz(first), *xyz(second)])
 
@@ -1118,6 +1125,25 @@ def _constant(node: exp.Expression) -> float | None:
     except (ArithmeticError, ValueError, TypeError):
         return None
     return None
+
+
+def _copy(node: exp.Expression) -> exp.Expression:
+    """A copy of ``node``; a column reference is rebuilt (sqlglot's deepcopy took half of a cone's
+    translation: a spatial test repeats the point's columns a dozen times)."""
+    if isinstance(node, exp.Column) and set(node.args) <= {"this", "table"} \
+            and all(isinstance(node.args.get(k), (exp.Identifier, type(None))) for k in ("this", "table")):
+        parts = {k: exp.Identifier(this=v.this, quoted=v.args.get("quoted"))
+                 for k, v in node.args.items() if v is not None}
+        return exp.Column(**parts)
+    if isinstance(node, exp.Anonymous) and all(isinstance(a, exp.Column) for a in node.expressions):
+        return exp.Anonymous(this=node.this, expressions=[_copy(a) for a in node.expressions])
+    return node.copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_table(sql_name: str) -> exp.Table:
+    """The table expression of a published table's DuckDB name (parsed once; callers copy it)."""
+    return exp.to_table(sql_name, dialect="duckdb")
 
 
 def _is_call(node: exp.Expression, *names: str) -> bool:
