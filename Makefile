@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_release.py
 	$(PY) bench/bench_serve.py
+	$(PY) bench/bench_serve.py --workers 2 --no-switch
 	$(PY) bench/results.py
 
 ## make bench-big: the 10 M-star memory check and release benchmark (about an hour)

@@ -743,7 +743,9 @@ def main() -> None:
         print("profiling in process ...", flush=True)
         result["profile"] = profile_in_process(db, cones, schema, columns, args.profile_requests)
         print(json.dumps(result, indent=2))
-        print(f"-> {save('serve' if args.stars == 1_000_000 else f'serve_{args.stars}', result)}")
+        result["server_workers"] = args.workers
+        name = "serve" if args.stars == 1_000_000 else f"serve_{args.stars}"
+        print(f"-> {save(name if args.workers == 1 else f'{name}_workers{args.workers}', result)}")
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

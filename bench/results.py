@@ -32,7 +32,9 @@ BENCHES = {
     "serve": "`stellardb serve` over a release of 1 M stars: 1 arcmin cones through /scs and /tap/sync with one "
              "client (against lsdb's cone_search and a DuckDB scan without pruning), 16 concurrent clients, and the "
              "switch to a new release made while it serves",
+    "serve_workers2": "the same with `serve --workers 2` (one process per core)",
     "serve_10000000": "the same for 10 M stars (`make bench-big`)",
+    "serve_10000000_workers2": "10 M stars with `serve --workers 2`",
 }
 
 
