@@ -40,14 +40,15 @@ CONE_RANGES = 8
 
 
 def connect(release: Path, setup=None, memory_limit: str | None = None,
-            catalog_file: Path | None = None) -> duckdb.DuckDBPyConnection:
+            catalog_file: Path | None = None, spill_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only, in-memory DuckDB over the release folder ``release``.
 
     ``setup(con)``, when given, runs just before the connection is locked down (the service
     adds its schemas and TAP_SCHEMA there); ``memory_limit`` overrides STELLARDB_MEMORY_LIMIT.
     ``catalog_file``: build the views in this new DuckDB file instead of in memory, then reopen
     it read-only, so that not even SQL that reached DuckDB could create, replace or attach
-    anything (the service; an in-memory database cannot be read-only).
+    anything (the service; an in-memory database cannot be read-only).  ``spill_limit``: the most
+    disk DuckDB may spill to (default: DuckDB's, 90 % of the free space).
 
     Raises
     ------
@@ -56,15 +57,15 @@ def connect(release: Path, setup=None, memory_limit: str | None = None,
     """
     release = Path(release)
     try:
-        return _connect(release, setup, memory_limit, catalog_file)
+        return _connect(release, setup, memory_limit, catalog_file, spill_limit)
     except (OSError, ValueError, KeyError, TypeError, duckdb.IOException, duckdb.InvalidInputException) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise UserError(f"Release {release.name} is damaged ({type(exc).__name__}: "
                         f"{detail.replace(str(release.parent), '...')}); make a new release.") from None
 
 
-def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path | None) \
-        -> duckdb.DuckDBPyConnection:
+def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path | None,
+             spill_limit: str | None) -> duckdb.DuckDBPyConnection:
     import atexit
     import shutil
     import tempfile
@@ -76,7 +77,7 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
     atexit.register(shutil.rmtree, spill, True)
     con = duckdb.connect(str(catalog_file) if catalog_file else ":memory:")
     try:
-        _configure(con, spill, memory_limit)
+        _configure(con, spill, memory_limit, spill_limit)
         for path in sql_files():  # dependency-sorted
             if path.parent.name == "10_macros":
                 con.execute(path.read_text())
@@ -111,7 +112,7 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
         if catalog_file:
             con.close()
             con = duckdb.connect(str(catalog_file), read_only=True)
-            _configure(con, spill, memory_limit)
+            _configure(con, spill, memory_limit, spill_limit)
             _register_cone_functions(con)
             _column_metadata_table(con, release, present)
         # exactly the data files, not the release's folder: DuckDB's allowed folders may also be
@@ -125,8 +126,10 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
     return con
 
 
-def _configure(con, spill: str, memory_limit: str | None) -> None:
+def _configure(con, spill: str, memory_limit: str | None, spill_limit: str | None = None) -> None:
     con.execute("set temp_directory = $t", {"t": spill})
+    if spill_limit:
+        con.execute("set max_temp_directory_size = $s", {"s": spill_limit})
     try:
         con.execute("set memory_limit = $m", {"m": memory_limit or _memory_limit()})
     except duckdb.Error:

@@ -38,6 +38,9 @@ from stellardb.service import metadata
 #: how often a service following ``latest`` looks at the pointer (a readlink: microseconds)
 CHECK_EVERY_S = 0.25
 
+#: the most disk the service's queries may spill to together (beyond: the query fails, not the disk)
+SPILL_LIMIT = "10GB"
+
 #: the hidden column of each served table naming the file a row came from (service.adql prunes on it)
 FILE_COLUMN = "_stellardb_file"
 
@@ -196,7 +199,7 @@ def open_release(path: Path, memory_limit: str | None = None) -> Served:
 
     try:
         con = reader.connect(path, setup=setup, memory_limit=memory_limit,
-                             catalog_file=Path(private) / "service.duckdb")
+                             catalog_file=Path(private) / "service.duckdb", spill_limit=SPILL_LIMIT)
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise
