@@ -161,7 +161,9 @@ def test_tables_are_defined_only_in_sql():
         for statement, target in ddl.findall(path.read_text()):
             allowed = path.name == "staging.py" and target == "{spec.name}"  # ingest --keep COL
             scratch = path.name == "readers.py" and target == "{stage}"  # a temp table of readers.py
-            if not (allowed or scratch):
+            # TAP_SCHEMA lives in the service's private DuckDB file, never in the database
+            service = path.name == "metadata.py" and path.parent.name == "service" and target == "tap_schema.{table}"
+            if not (allowed or scratch or service):
                 offenders.append(f"{path.relative_to(package)}: {statement} {target}")
     assert not offenders, offenders
 
@@ -267,7 +269,11 @@ def test_database_from_before_schema_versions_migrates_without_loss(tmp_path):
     result = CliRunner().invoke(cli, ["--db", str(path), "migrate"])
     assert result.exit_code == 0, result.output
     assert "from schema version 0 to 1" in result.output and "0001_predictions_extrapolation_flags" in result.output
-    assert table_contents(path) == before
+    after = table_contents(path)
+    # column_metadata is stellardb's own description of the columns, rewritten by each version (one
+    # UCD was corrected since the v0 file): every column keeps its row; the rest is the user's data
+    assert {r[:2] for r in before.pop("column_metadata")} <= {r[:2] for r in after.pop("column_metadata")}
+    assert after == before
     con = db.connect(path)  # read-only now works
     try:
         assert schema.schema_version(con) == schema.latest_version()
