@@ -44,7 +44,7 @@ SETTINGS = (
     Setting("query_timeout_s", "30", "STELLARDB_QUERY_TIMEOUT_S",
             "serve: a query running longer is cancelled and answered with an error."),
     Setting("query_memory_limit", "2GB", "STELLARDB_QUERY_MEMORY_LIMIT",
-            "serve: DuckDB memory for all running queries together; beyond it a query fails, the service stays."),
+            "serve: DuckDB memory for the running queries of a worker; beyond it a query fails, the service stays."),
     Setting("maxrec_default", "10000", "STELLARDB_MAXREC_DEFAULT",
             "serve: rows a query returns when the client gives no MAXREC."),
     Setting("maxrec_limit", "1000000", "STELLARDB_MAXREC_LIMIT",
@@ -75,8 +75,9 @@ def get(name: str, given=None):
     return from_env or s.default
 
 
-def get_int(name: str, given=None, minimum: int = 0) -> int:
-    """An integer setting; a value that is not one is a one-line UserError naming its variable."""
+def get_int(name: str, given=None, minimum: int = 0, maximum: int | None = None, option: str | None = None) -> int:
+    """An integer setting; a value that is not one (or is out of range) is a one-line UserError
+    naming its variable."""
     from stellardb.errors import UserError
 
     value = get(name, given)
@@ -84,8 +85,11 @@ def get_int(name: str, given=None, minimum: int = 0) -> int:
         number = int(str(value).replace("_", ""))
     except ValueError:
         number = None
-    if number is None or number < minimum:
-        raise UserError(f"{_BY_NAME[name].envvar}={value!r} is not a whole number >= {minimum}; "
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        within = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        if given is not None and option:  # from the command line
+            raise UserError(f"{option} {value} is not a whole number {within}.")
+        raise UserError(f"{_BY_NAME[name].envvar}={value!r} is not a whole number {within}; "
                         f"unset it for the default ({_BY_NAME[name].default}).")
     return number
 

@@ -220,7 +220,11 @@ def vo_columns(arrow, metadata: dict) -> list[VoColumn]:
         elif pa.types.is_floating(kind):
             values = col.fill_null(np.nan).to_numpy(zero_copy_only=False)
         elif pa.types.is_decimal(kind) and kind.scale == 0 and kind.precision > 18:
-            values = text(str)  # HUGEINT (e.g. sum() of integers): every digit, as text
+            # HUGEINT (sum() of integers): a long when every value fits in one, else every digit as text
+            try:
+                values = pc.cast(col, pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+            except pa.ArrowInvalid:
+                values = text(str)
         elif pa.types.is_decimal(kind):
             values = pc.cast(col, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
         elif pa.types.is_string(kind) or pa.types.is_large_string(kind):

@@ -40,7 +40,8 @@ CONE_RANGES = 8
 
 
 def connect(release: Path, setup=None, memory_limit: str | None = None,
-            catalog_file: Path | None = None, spill_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+            catalog_file: Path | None = None, spill_limit: str | None = None,
+            spill_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only, in-memory DuckDB over the release folder ``release``.
 
     ``setup(con)``, when given, runs just before the connection is locked down (the service
@@ -48,7 +49,8 @@ def connect(release: Path, setup=None, memory_limit: str | None = None,
     ``catalog_file``: build the views in this new DuckDB file instead of in memory, then reopen
     it read-only, so that not even SQL that reached DuckDB could create, replace or attach
     anything (the service; an in-memory database cannot be read-only).  ``spill_limit``: the most
-    disk DuckDB may spill to (default: DuckDB's, 90 % of the free space).
+    disk DuckDB may spill to (default: DuckDB's, 90 % of the free space); ``spill_dir``: an empty
+    folder for it, which the caller removes (default: a new one, removed when the process ends).
 
     Raises
     ------
@@ -57,7 +59,7 @@ def connect(release: Path, setup=None, memory_limit: str | None = None,
     """
     release = Path(release)
     try:
-        return _connect(release, setup, memory_limit, catalog_file, spill_limit)
+        return _connect(release, setup, memory_limit, catalog_file, spill_limit, spill_dir)
     except (OSError, ValueError, KeyError, TypeError, duckdb.IOException, duckdb.InvalidInputException) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise UserError(f"Release {release.name} is damaged ({type(exc).__name__}: "
@@ -65,7 +67,7 @@ def connect(release: Path, setup=None, memory_limit: str | None = None,
 
 
 def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path | None,
-             spill_limit: str | None) -> duckdb.DuckDBPyConnection:
+             spill_limit: str | None, spill_dir: Path | None) -> duckdb.DuckDBPyConnection:
     import atexit
     import shutil
     import tempfile
@@ -73,8 +75,11 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
     manifest = json.loads((release / layout.MANIFEST).read_text())
     # DuckDB adds its spill folder to the readable ones: make it an empty one of its own,
     # removed when the process ends
-    spill = tempfile.mkdtemp(prefix="stellardb-release-")
-    atexit.register(shutil.rmtree, spill, True)
+    if spill_dir is not None:
+        spill = str(spill_dir)
+    else:
+        spill = tempfile.mkdtemp(prefix="stellardb-release-")
+        atexit.register(shutil.rmtree, spill, True)
     con = duckdb.connect(str(catalog_file) if catalog_file else ":memory:")
     try:
         _configure(con, spill, memory_limit, spill_limit)

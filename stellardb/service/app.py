@@ -100,35 +100,40 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
         return found
 
     def error_response(message: str, status: int, headers: dict | None = None, scs: bool = False) -> Response:
-        extra = [("Error", "Error", message)] if scs else []
+        # SCS 1.03: an INFO named Error whose value is the explanation
+        extra = [("Error", message, None)] if scs else []
+        headers = {"X-Stellardb-Release": holder.current.name, **(headers or {})}
         return Response(results.error_votable(message, extra), status_code=status, media_type=results.VOTABLE,
-                        headers=headers or {})
+                        headers=headers)
 
-    async def run_query(adql_text: str, served, maxrec: int, kind: str, media: str, infos: list,
-                        rewrite_fields=None) -> Response:
-        """Translate, run and render in a worker thread; the event loop stays free for other clients."""
+    async def run_query(make_adql, maxrec: int, kind: str, media: str, rewrite_fields=None) -> Response:
+        """Translate, run and render in a worker thread; the event loop stays free for other clients.
+        ``make_adql(served)`` gives the ADQL for the release that will answer."""
         if state["running"] >= limits.max_queries:
             return error_response(f"The service is busy ({limits.max_queries} queries running); try again in a "
-                                  "second.", 503, {"Retry-After": "1", **served_headers(served)})
+                                  "second.", 503, {"Retry-After": "1"})
         state["running"] += 1
         try:
-            return await anyio.to_thread.run_sync(_answer, adql_text, served, maxrec, kind, media, infos,
-                                                  rewrite_fields, limiter=limiter)
+            return await anyio.to_thread.run_sync(_answer, make_adql, maxrec, kind, media, rewrite_fields,
+                                                  limiter=limiter)
         finally:
             state["running"] -= 1
 
-    def _answer(adql_text, served, maxrec, kind, media, infos, rewrite_fields) -> Response:
+    def _answer(make_adql, maxrec, kind, media, rewrite_fields) -> Response:
         import duckdb
 
         from stellardb.service import adql
         from stellardb.service.served import NotOneSelect, QueryTimeout
 
-        headers = served_headers(served)
         started = time.perf_counter()
-        with served.lease():
+        with holder.lease() as served:
+            headers = served_headers(served)
             try:
-                translation = adql.translate(adql_text, served.tables, default_schema=served.schema)
-                sql = f"select * from ({translation.sql}) limit {maxrec + 1}"
+                translation = adql.translate(make_adql(served), served.tables, default_schema=served.schema)
+                # a result is built in Python after DuckDB: at most CELLS values of it (rows x columns)
+                cells_cap = results.CELLS[kind] // max(1, len(translation.columns))
+                rows = min(maxrec, cells_cap)
+                sql = f"select * from ({translation.sql}) limit {rows + 1}"
                 table = served.execute(sql, limits.timeout_s)
             except adql.AdqlError as exc:
                 return error_response(public_message(exc), 400, headers)
@@ -143,9 +148,12 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
                                       "TOP, fewer columns) and run it again.", 400, headers)
             except duckdb.Error as exc:
                 return error_response(f"The query failed: {public_message(exc)}", 400, headers)
-            overflow = table.num_rows > maxrec
-            if overflow:
-                table = table.slice(0, maxrec)
+            overflow = None
+            if table.num_rows > rows:
+                table = table.slice(0, rows)
+                overflow = "More rows match; raise MAXREC or narrow the query" if rows == maxrec else (
+                    f"More rows match than one answer in this format holds ({results.CELLS[kind]:,} values); select "
+                    "fewer columns, narrow the query, or ask for RESPONSEFORMAT=parquet")
             names = [c.name for c in translation.columns]
             if len(names) == table.num_columns:
                 table = table.rename_columns(names)
@@ -159,7 +167,8 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
                             if found else {})
             if rewrite_fields is not None:
                 meta = rewrite_fields(table.column_names, meta)
-            body = results.render(kind, table, meta, [("QUERY_STATUS", "OK", None), *infos], overflow)
+            body = results.render(kind, table, meta, [("QUERY_STATUS", "OK", None), *release_infos(served)],
+                                  overflow)
         headers["X-Stellardb-Query-Ms"] = f"{(time.perf_counter() - started) * 1e3:.1f}"
         return Response(body, media_type=media, headers=headers)
 
@@ -192,7 +201,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
                 raise ClientError(str(exc)) from None
         except ClientError as exc:
             return error_response(str(exc), exc.status, served_headers(served))
-        return await run_query(query, served, maxrec, kind, media, release_infos(served))
+        return await run_query(lambda _: query, maxrec, kind, media)
 
     async def async_jobs(request: Request) -> Response:
         return error_response("Asynchronous jobs are not offered yet; use the synchronous endpoint /tap/sync "
@@ -210,10 +219,12 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
         return Response(vosi.availability_xml(True, note), media_type="text/xml", headers=served_headers(served))
 
     async def tables(request: Request) -> Response:
-        served = holder.get()
-        with served.lease():
-            body = await anyio.to_thread.run_sync(tableset_xml, served)
-        return Response(body, media_type="text/xml", headers=served_headers(served))
+        def tableset():
+            with holder.lease() as served:
+                return tableset_xml(served), served_headers(served)
+
+        body, headers = await anyio.to_thread.run_sync(tableset)
+        return Response(body, media_type="text/xml", headers=headers)
 
     async def examples(request: Request) -> Response:
         served = holder.get()
@@ -242,25 +253,28 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
         except ClientError as exc:
             return error_response(str(exc), exc.status, served_headers(served), scs=True)
         id_column = SCS_TABLES[table]
-        columns = [c.name for c in served.columns[table]]
         ra_col, dec_col = ("raj2000", "dej2000") if table == "skymapper" else ("ra", "dec")
-        if verb == "1":
-            chosen = [id_column, ra_col, dec_col]
-        elif verb == "2":
-            chosen = [c for c in columns if c in SCS_VERB2]
-        else:
-            chosen = columns
-        chosen = [id_column, ra_col, dec_col] + [c for c in chosen if c not in (id_column, ra_col, dec_col)]
-        select = ", ".join(f'"{c}"' for c in chosen)
-        query = (f'SELECT {select} FROM {served.schema}.{table} '
-                 f'WHERE 1 = CONTAINS(POINT("{ra_col}", "{dec_col}"), CIRCLE({ra!r}, {dec!r}, {sr!r}))')
         scs_ucds = {id_column: "ID_MAIN", ra_col: "POS_EQ_RA_MAIN", dec_col: "POS_EQ_DEC_MAIN"}
+
+        def make_adql(served) -> str:
+            columns = [c.name for c in served.columns[table]]
+            if verb == "1":
+                chosen = [id_column, ra_col, dec_col]
+            elif verb == "2":
+                chosen = [c for c in columns if c in SCS_VERB2]
+            else:
+                chosen = columns
+            chosen = [id_column, ra_col, dec_col] + [c for c in chosen if c not in (id_column, ra_col, dec_col)]
+            select = ", ".join(f'"{c}"' for c in chosen)
+            # SR=0 asks for the columns only (SCS 1.03): no row, and nothing read
+            where = "1 = 0" if sr == 0 else \
+                f'1 = CONTAINS(POINT("{ra_col}", "{dec_col}"), CIRCLE({ra!r}, {dec!r}, {sr!r}))'
+            return f"SELECT {select} FROM {served.schema}.{table} WHERE {where}"
 
         def rewrite(names, meta):
             return [{**m, "ucd": scs_ucds.get(name, m.get("ucd"))} for name, m in zip(names, meta)]
 
-        return await run_query(query, served, limits.maxrec_limit, "votable", results.VOTABLE, release_infos(served),
-                               rewrite)
+        return await run_query(make_adql, limits.maxrec_limit, "votable", results.VOTABLE, rewrite)
 
     async def home(request: Request) -> Response:
         served = holder.get()

@@ -38,6 +38,8 @@ from stellardb.service import metadata
 
 #: how often a service following ``latest`` looks at the pointer (a readlink: microseconds)
 CHECK_EVERY_S = 0.25
+#: how long a ``latest`` that could not be opened is left before it is tried again
+RETRY_S = 10.0
 
 #: the most disk the service's queries may spill to together (beyond: the query fails, not the disk)
 SPILL_LIMIT = "10GB"
@@ -93,17 +95,28 @@ class Served:
     # -- queries -------------------------------------------------------------------------------
     @contextmanager
     def lease(self):
-        """Hold the release open while a request uses it (a retired release closes after the last)."""
-        with self._lock:
-            self._active += 1
+        """Hold the release open while a request uses it (a retired release closes after the last);
+        a retired release cannot be leased any more (Holder.lease then takes the new one)."""
+        if not self._acquire():
+            raise RuntimeError(f"release {self.name} is retired")
         try:
             yield self
         finally:
-            with self._lock:
-                self._active -= 1
-                close = self._retired and self._active == 0
-            if close:
-                self._close()
+            self._release()
+
+    def _acquire(self) -> bool:
+        with self._lock:
+            if self._retired:
+                return False
+            self._active += 1
+            return True
+
+    def _release(self) -> None:
+        with self._lock:
+            self._active -= 1
+            close = self._retired and self._active == 0
+        if close:
+            self._close()
 
     def execute(self, sql: str, timeout_s: float):
         """Run ``sql`` on a cursor of its own; the Arrow result.  Past ``timeout_s`` the query is
@@ -203,8 +216,11 @@ def open_release(path: Path, memory_limit: str | None = None) -> Served:
         built["tap"] = metadata.create_tap_schema(con, schema, name, manifest, built["columns"])
 
     try:
+        (Path(private) / "catalog").mkdir()
+        (Path(private) / "spill").mkdir()
         con = reader.connect(path, setup=setup, memory_limit=memory_limit,
-                             catalog_file=Path(private) / "service.duckdb", spill_limit=SPILL_LIMIT)
+                             catalog_file=Path(private) / "catalog" / "service.duckdb", spill_limit=SPILL_LIMIT,
+                             spill_dir=Path(private) / "spill")
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise
@@ -244,10 +260,26 @@ class Holder:
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._loading: str | None = None
+        self._failed: str | None = None
+        self._failed_at = 0.0
         self.load_error: str | None = None
         folder = layout.resolve(self.root, which)
         self._target = os.path.realpath(folder)
         self.current = open_release(folder, memory_limit)
+
+    @contextmanager
+    def lease(self):
+        """The release to answer a request with, held open until the request is done.  Taken and
+        held in one step: a switch between picking a release and using it would close it under the
+        request."""
+        while True:
+            served = self.get()
+            if served._acquire():
+                break  # else it was retired just now: self.current is already the new one
+        try:
+            yield served
+        finally:
+            served._release()
 
     def get(self) -> Served:
         """The release to use now (checks ``latest`` at most every CHECK_EVERY_S)."""
@@ -262,7 +294,8 @@ class Holder:
         except OSError:
             return
         with self._lock:
-            if target == self._target or target == self._loading:
+            if target == self._target or target == self._loading or (
+                    target == self._failed and time.monotonic() - self._failed_at < RETRY_S):
                 return
             self._loading = target
         threading.Thread(target=self._switch, args=(target,), daemon=True, name="stellardb-release-switch").start()
@@ -270,11 +303,12 @@ class Holder:
     def _switch(self, target: str) -> None:
         try:
             new = open_release(Path(target), self._memory_limit)
-        except (UserError, OSError, ValueError) as exc:
-            # a damaged or half-removed release: keep serving the old one, and say why on /tap/availability
+        except (UserError, OSError, ValueError, KeyError) as exc:
+            # a damaged, half-copied or removed release: keep serving the old one, say why on
+            # /tap/availability, and try it again after RETRY_S (not on every request)
             with self._lock:
                 self._loading = None
-                self._target = target  # do not retry the same broken release on every request
+                self._failed, self._failed_at = target, time.monotonic()
             self.load_error = str(exc).replace(str(self.root), "...")
             return
         with self._lock:

@@ -52,8 +52,8 @@ def run_server(db_path, release_name, root, host, port, access_log: bool, worker
     from stellardb import __version__
 
     host = config.get("serve_host", host)
-    port = config.get_int("serve_port", port, minimum=1)
-    workers = config.get_int("serve_workers", workers, minimum=1)
+    port = config.get_int("serve_port", port, minimum=1, maximum=65535, option="--port")
+    workers = config.get_int("serve_workers", workers, minimum=1, option="--workers")
     _check_port(host, port)
     holder, limits, app = build(db_path, release_name, root)  # opened here too: a bad release fails now, once
     base = config.get("serve_url") or f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"

@@ -84,3 +84,35 @@ def test_a_broken_new_release_leaves_the_old_one_serving(two_releases):
     assert str(root) not in availability.text  # no local paths
     assert client.get("/tap/sync", params={"QUERY": "SELECT TOP 1 source_id FROM gaia"}).status_code == 200
     holder.close()
+
+
+def test_a_release_that_failed_to_open_is_tried_again(service_db, two_releases, monkeypatch):
+    """`latest` moved to a folder that is not (yet) a release, then the release appears there: it is
+    picked up after RETRY_S, not never."""
+    from stellardb.service import served as served_module
+
+    monkeypatch.setattr(served_module, "RETRY_S", 0.3)
+    root = two_releases
+    holder = Holder(root, "latest")
+    (root / "r-late").mkdir()
+    layout.point_latest(root, "r-late")
+    assert _wait_for(lambda: (holder.get() and holder.load_error is not None))
+    (root / "r-late").rmdir()
+    write_release(service_db, "r-late", out=root, max_rows=MAX_ROWS)
+    assert _wait_for(lambda: holder.get().name == "r-late"), holder.load_error
+    assert holder.load_error is None
+    holder.close()
+
+
+def test_a_retired_release_is_never_leased(two_releases):
+    """Holder.lease takes and holds the release in one step: once retired (a switch), a release is
+    not handed out again, so a request never runs on a closed connection."""
+    holder = Holder(two_releases, "latest")
+    old = holder.current
+    with holder.lease() as served:
+        assert served is old
+    old.retire()
+    assert not old._acquire()
+    with pytest.raises(RuntimeError):
+        with old.lease():
+            pass

@@ -94,3 +94,8 @@ def test_serve_process_answers_and_stops_on_sigterm(service_release, workers):
     assert proc.returncode is not None
     if workers > 1:
         assert f"{workers} workers" in out
+
+
+def test_a_port_out_of_range_is_one_line(tmp_path):
+    result = invoke(tmp_path / "x.duckdb", "serve", "--port", "70000")
+    assert result.exit_code != 0 and error_line(result) == "Error: --port 70000 is not a whole number from 1 to 65535."
