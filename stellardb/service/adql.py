@@ -822,8 +822,11 @@ class _Translator:
                 return exp.Anonymous(this="trunc", expressions=[value])
             scale = exp.Anonymous(this="power", expressions=[exp.Literal.number(10),
                                                              self.expr(args[1], scope)])
-            return exp.Div(this=exp.Anonymous(this="trunc", expressions=[exp.Mul(this=value, expression=scale)]),
-                           expression=scale.copy())
+            # the scaled value rounded to 9 decimals first: 0.29 * 100 is 28.999999999999996 in doubles,
+            # and TRUNCATE(0.29, 2) is 0.29 on the PostgreSQL-based services
+            scaled = exp.Anonymous(this="round", expressions=[exp.Mul(this=value, expression=scale),
+                                                              exp.Literal.number(9)])
+            return exp.Div(this=exp.Anonymous(this="trunc", expressions=[scaled]), expression=scale.copy())
         if name == "RAND" and args:
             raise self.error("RAND(seed) is not supported; use RAND()", node)
         if name in _FUNCTIONS:

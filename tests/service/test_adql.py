@@ -254,6 +254,14 @@ def test_math_functions(sky):
     assert [float(v) for v in row] == pytest.approx([float(v) for v in expected], rel=1e-12)
 
 
+def test_truncate_is_decimal_truncation(sky):
+    """TRUNCATE(0.29, 2) is 0.29 (0.29 * 100 is 28.999999999999996 as a double)."""
+    con, _, _ = sky
+    _, [row] = run(con, "SELECT TRUNCATE(0.29, 2), TRUNCATE(-0.29, 2), TRUNCATE(1.005, 2), TRUNCATE(123.4567, 3) "
+                        "FROM gaia WHERE source_id = 0")
+    assert [float(v) for v in row] == [0.29, -0.29, 1.0, 123.456]
+
+
 def test_null_ordering_is_postgresql(sky):
     con, _, _ = sky
     where = "WHERE source_id < 200"
