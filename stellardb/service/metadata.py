@@ -177,9 +177,7 @@ def tap_schema_columns() -> dict[str, list[Column]]:
 def create_tap_schema(con, schema: str, release_name: str, manifest: dict, columns: dict[str, list[Column]]) \
         -> dict[str, tuple[str, ...]]:
     """Create the tables of schema ``tap_schema`` in ``con`` describing ``columns``; their column names."""
-    model = (manifest.get("model") or {}).get("name")
-    about = f"stellardb release {release_name}, made {manifest.get('created_utc', '?')}" + (
-        f"; predictions of model {model}" if model else "")
+    about = release_description(release_name, manifest)
     schemas = [(schema, None, about, 0), ("tap_schema", None, "Table and column metadata of this service (TAP 1.1)", 1)]
     tables, cols, keys, key_cols = [], [], [], []
     for i, (table, table_columns) in enumerate(columns.items()):
@@ -217,6 +215,23 @@ def create_tap_schema(con, schema: str, release_name: str, manifest: dict, colum
             con.execute(f"insert into tap_schema.{table} select * from _tap_rows")
             con.unregister("_tap_rows")
     return {table: tuple(name for name, _, _ in spec) for table, spec in _TAP_SCHEMA.items()}
+
+
+def release_description(release_name: str, manifest: dict) -> str:
+    """The release's manifest in words (TAP_SCHEMA.schemas and /tap/tables): when and by what it was
+    made, the model and the ingested files with their SHA-256, so a result can be traced to its inputs."""
+    model = manifest.get("model") or {}
+    parts = [f"stellardb release {release_name}, made {manifest.get('created_utc', '?')} by stellardb "
+             f"{manifest.get('stellardb_version', '?')} (DuckDB {manifest.get('duckdb_version', '?')}, hats "
+             f"{manifest.get('hats_version', '?')})"]
+    if model.get("name"):
+        parts.append(f"Predictions of model {model['name']}"
+                     + (f" (card sha256 {model['card_sha256']})" if model.get("card_sha256") else ""))
+    files = [f"{i.get('table')}: {i.get('file')} ({i.get('rows', 0):,} rows, sha256 {i.get('sha256', '?')})"
+             for i in manifest.get("ingests") or []]
+    if files:
+        parts.append("Ingested " + "; ".join(files))
+    return ". ".join(parts) + "."
 
 
 def _column_row(table_name: str, c: Column, index: int) -> tuple:

@@ -278,3 +278,13 @@ def test_errors_say_what_to_fix(tap, schema):
     with pytest.raises(pyvo.DALQueryError) as info:
         tap.search("SELECT * FROM nosuchtable")
     assert "nosuchtable" in str(info.value).lower()
+
+
+def test_tables_carry_the_release_manifest(tap, schema, service_release):
+    """/tap/tables and TAP_SCHEMA.schemas say which release, model and ingested files (with SHA-256)."""
+    manifest = json.loads((service_release[1] / "manifest.json").read_text())
+    about = tap.search(f"SELECT description FROM TAP_SCHEMA.schemas WHERE schema_name = '{schema}'").to_table()
+    text = str(about["description"][0])
+    assert "svc-1" in text and manifest["created_utc"] in text
+    for ingest in manifest["ingests"]:
+        assert ingest["file"] in text and ingest["sha256"] in text
