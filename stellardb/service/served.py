@@ -262,6 +262,7 @@ class Holder:
         self._loading: str | None = None
         self._failed: str | None = None
         self._failed_at = 0.0
+        self._switching: threading.Thread | None = None
         self.load_error: str | None = None
         folder = layout.resolve(self.root, which)
         self._target = os.path.realpath(folder)
@@ -298,7 +299,9 @@ class Holder:
                     target == self._failed and time.monotonic() - self._failed_at < RETRY_S):
                 return
             self._loading = target
-        threading.Thread(target=self._switch, args=(target,), daemon=True, name="stellardb-release-switch").start()
+        self._switching = threading.Thread(target=self._switch, args=(target,), daemon=True,
+                                           name="stellardb-release-switch")
+        self._switching.start()
 
     def _switch(self, target: str) -> None:
         try:
@@ -318,6 +321,9 @@ class Holder:
         old.retire()
 
     def close(self) -> None:
-        """Retire the release served (idempotent)."""
+        """Retire the release served (idempotent), after a release being opened is ready: a DuckDB
+        opened while the interpreter shuts down can abort the process."""
+        if self._switching is not None:
+            self._switching.join(60)
         if not self.current._retired:
             self.current.retire()
