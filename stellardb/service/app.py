@@ -138,7 +138,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
             except adql.AdqlError as exc:
                 return error_response(public_message(exc), 400, headers)
             except NotOneSelect:
-                return error_response("Only one SELECT statement can run.", 400, headers)
+                return error_response("Only one SELECT statement can run; send a single ADQL query.", 400, headers)
             except QueryTimeout:
                 return error_response(
                     f"The query ran longer than {limits.timeout_s:g} s and was cancelled; constrain it (a CONTAINS "

@@ -79,7 +79,6 @@ class Served:
     columns: dict
     #: the private folder of its DuckDB file, removed when it closes
     private: str | None = None
-    opened_at: float = field(default_factory=time.time)
     _cursors: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     _active: int = 0
     _retired: bool = False
@@ -198,6 +197,10 @@ def open_release(path: Path, memory_limit: str | None = None) -> Served:
     name = manifest.get("name", path.name)
     schema = schema_name(name)
     built: dict = {}
+    # each table's files with the _healpix_29 range of their pixel: the views read them, and the
+    # translator names the ones a spatial test needs (the same strings, so they match)
+    partitions_of = {table: tuple((first, last, str(f)) for first, last, f in layout.partitions(path, table))
+                     for table in SERVED_TABLES if table in manifest["catalogues"]}
     # outside the folders DuckDB may touch (the release and its spill folder)
     private = tempfile.mkdtemp(prefix="stellardb-serve-")
     atexit.register(shutil.rmtree, private, True)
@@ -205,9 +208,9 @@ def open_release(path: Path, memory_limit: str | None = None) -> Served:
     def setup(con):
         con.execute(f"create schema {schema}")
         for table in SERVED_TABLES:
-            if table in manifest["catalogues"]:
+            if table in partitions_of:
                 # the release's files with each row's file name, which the spatial tests name (service.adql)
-                files = "[" + ", ".join(quote_literal(str(f)) for f in layout.data_files(path, table)) + "]"
+                files = "[" + ", ".join(quote_literal(f) for _, _, f in partitions_of[table]) + "]"
                 con.execute(f"create view {schema}.{table} as select * from read_parquet({files}, "
                             f"hive_partitioning = false, filename = '{FILE_COLUMN}')")
             else:  # a table the database had no rows of: the release reader's empty view
@@ -229,8 +232,7 @@ def open_release(path: Path, memory_limit: str | None = None) -> Served:
     for table in SERVED_TABLES:
         names = tuple(c.name for c in columns[table])
         position = reader.CONE_TABLES.get(table, ("ra", "dec"))
-        partitions = tuple((first, last, str(f)) for first, last, f in layout.partitions(path, table)) \
-            if table in manifest["catalogues"] else ()
+        partitions = partitions_of.get(table, ())
         tables.append(adql.Table(schema, table, f'"{schema}"."{table}"', names,
                                  position=position if set(position) <= set(names) else None,
                                  healpix_column="_healpix_29" if "_healpix_29" in names else None,
