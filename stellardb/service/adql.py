@@ -58,6 +58,9 @@ MAX_DEPTH = 200
 _RECURSION_LIMIT = 10_000
 #: radius added to a pruning cone (arcsec): rounding may never move a row out of its ranges
 _PRUNE_MARGIN_ARCSEC = 1e-3
+# below this fraction of their span covered, the OR of a cone's ranges is kept (see pruning): a
+# cone across a coarse pixel's edge has ranges at both ends of a wide span
+_OR_WORTH_IT = 0.05
 
 
 class AdqlError(ValueError):
@@ -334,18 +337,18 @@ class _Translator:
             raise AdqlError(f"the query cannot be read ({str(exc).splitlines()[0]}); check quotes and "
                             "comments") from None
         depth = 0
-        for i, token in enumerate(tokens):
-            at = self.where(token.start)
+        for i, token in enumerate(tokens):  # (the position is worked out only for an error: it scans the text)
             if token.token_type == TokenType.SEMICOLON:
                 if i != len(tokens) - 1:
-                    raise AdqlError(f"{at}only one statement is allowed; remove ';' and what follows")
+                    raise AdqlError(f"{self.where(token.start)}only one statement is allowed; remove ';' and what "
+                                    "follows")
             elif token.token_type in _REFUSED_TOKENS:
-                raise AdqlError(at + _REFUSED_TOKENS[token.token_type])
+                raise AdqlError(self.where(token.start) + _REFUSED_TOKENS[token.token_type])
             elif token.token_type == TokenType.L_PAREN:
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise AdqlError(f"{at}the query is too deeply nested (more than {MAX_DEPTH} parentheses); "
-                                    "simplify it")
+                    raise AdqlError(f"{self.where(token.start)}the query is too deeply nested (more than "
+                                    f"{MAX_DEPTH} parentheses); simplify it")
             elif token.token_type == TokenType.R_PAREN:
                 depth -= 1
         if not tokens:
@@ -356,7 +359,8 @@ class _Translator:
             raise AdqlError(f"{self.where(tokens[0].start)}only SELECT queries are allowed, not "
                             f"{tokens[0].text.upper()[:40]}")
         try:
-            statements = [s for s in sqlglot.parse(self.text, dialect=ADQL) if s is not None]
+            # the tokens above, not the text again (tokenizing is a third of the parse)
+            statements = [s for s in ADQL().parser().parse(tokens, self.text) if s is not None]
         except ParseError as exc:
             raise self.parse_error(exc) from None
         if len(statements) != 1:
@@ -1064,6 +1068,12 @@ class _Translator:
                            high=exp.Literal.number(max(hi for _, hi in ranges)))
         ors = exp.Paren(this=exp.or_(*terms, copy=False))
         pruned = [span, ors] if len(ranges) > 1 else [ors]
+        low, high = min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+        if len(ranges) > 1 and sum(hi - lo + 1 for lo, hi in ranges) >= _OR_WORTH_IT * (high - low + 1):
+            # The ranges fill much of their span (a small cone away from a coarse pixel's edge): the
+            # OR would skip no row group the span does not, and DuckDB checks it against every row
+            # group's statistics (10.0 -> 8.4 ms a 1 arcmin cone on 10 M stars, measured)
+            pruned = [span]
         table = cone.source.table
         if table.partitions and table.file_column:
             # The files whose pixel meets a range.  Rows of other files fail the ranges anyway, so the

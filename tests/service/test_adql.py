@@ -122,6 +122,25 @@ def test_cone_matches_astropy_with_pruning(sky, ra0, dec0, r):
     assert t.pruned == 1 and '"_healpix_29" BETWEEN' in t.sql
 
 
+def test_the_ranges_or_is_kept_only_where_it_skips_more_than_their_span(sky):
+    """A small cone inside a coarse pixel: its ranges fill much of their span, which alone bounds
+    the scan (the OR would only cost); a cone on the corner of base pixels (RA 0, Dec 0: pixels 4,
+    5 and 8 meet there) has ranges at both ends of the index: the OR must stay, or the span's
+    BETWEEN would let DuckDB read most of the sky.  Both find exactly astropy's stars."""
+    from stellardb.release.reader import cone_ranges
+
+    con, ra, dec = sky
+    for (ra0, dec0, r), keeps_or in (((200.0, -30.0, 1 / 60), False), ((0.0, 0.0, 0.5), True)):
+        ranges = cone_ranges(ra0, dec0, r * 3600)
+        span = max(hi for _, hi in ranges) - min(lo for lo, _ in ranges) + 1
+        covered = sum(hi - lo + 1 for lo, hi in ranges)
+        assert len(ranges) > 1 and (covered / span < 0.05) == keeps_or, (ra0, dec0, covered / span)
+        t, found = ids(con, f"SELECT source_id FROM gaia WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), "
+                            f"CIRCLE('ICRS', {ra0}, {dec0}, {r}))")
+        assert found == in_cone(ra, dec, ra0, dec0, r)
+        assert t.pruned == 1 and t.sql.count('"_healpix_29" BETWEEN') == (1 + len(ranges) if keeps_or else 1)
+
+
 def test_no_row_is_lost_at_the_cone_edge(sky):
     """Cones whose radius is the exact distance of a star: pruned and unpruned agree, star included."""
     con, ra, dec = sky
