@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from stellardb.service import results, vosi
+from stellardb.service import results, vosi, web
 from stellardb.service.metadata import tableset_xml
 
 log = logging.getLogger("stellardb.serve")
@@ -276,12 +276,8 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
 
         return await run_query(make_adql, limits.maxrec_limit, "votable", results.VOTABLE, rewrite)
 
-    async def home(request: Request) -> Response:
-        served = holder.get()
-        return HTMLResponse(_home_html(root_url(request), served), headers=served_headers(served))
-
     routes = [
-        Route("/", home),
+        *web.routes(holder, limits, root_url),
         Route("/tap", tap_root),
         Route("/tap/sync", sync, methods=["GET", "POST"]),
         Route("/tap/async", async_jobs, methods=["GET", "POST"]),
@@ -381,28 +377,3 @@ class BodyLimit:
                     "headers": [(b"content-type", results.VOTABLE.encode()),
                                 (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-
-
-def _home_html(root: str, served) -> str:
-    from html import escape
-
-    model = (served.manifest.get("model") or {}).get("name", "")
-    rows = "".join(f"<tr><td><code>{escape(served.schema)}.{escape(name)}</code></td><td>{info.get('rows', 0):,}"
-                   "</td></tr>" for name, info in served.manifest.get("catalogues", {}).items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>stellardb: {escape(served.name)}</title>
-<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;padding:0 1em}}code{{background:#f3f3f3}}
-td{{padding:0 1em 0 0}}</style></head>
-<body><h1>stellardb release {escape(served.name)}</h1>
-<p>Teff, log g and [Fe/H] for every star{f" (model <code>{escape(model)}</code>)" if model else ""}, next to the
-Gaia DR3, SkyMapper, distance and label rows they came from.</p>
-<ul>
-<li>TAP (TOPCAT, pyvo, STILTS): <code>{escape(root)}/tap</code> &mdash;
-<a href="{escape(root)}/tap/examples">example queries</a>, <a href="{escape(root)}/tap/tables">tables</a>,
-<a href="{escape(root)}/tap/capabilities">capabilities</a></li>
-<li>Simple Cone Search: <code>{escape(root)}/scs?RA=150&amp;DEC=-45&amp;SR=0.1</code>
-(also <code>/scs/gaia</code>, <code>/scs/skymapper</code>, ...)</li>
-</ul>
-<h2>Tables</h2><table><tr><th>table</th><th>rows</th></tr>{rows}</table>
-</body></html>
-"""
