@@ -53,6 +53,22 @@ SETTINGS = (
             "serve: queries at once; more are answered 503 with Retry-After."),
     Setting("max_request_bytes", "1000000", "STELLARDB_MAX_REQUEST_BYTES",
             "serve: the largest request body accepted (413 beyond)."),
+    Setting("max_upload_bytes", "500000000", "STELLARDB_MAX_UPLOAD_BYTES",
+            "serve: the largest TAP request with uploaded tables (multipart) accepted (413 beyond)."),
+    Setting("max_upload_rows_sync", "200000", "STELLARDB_MAX_UPLOAD_ROWS_SYNC",
+            "serve: the most rows of an uploaded table in a synchronous query."),
+    Setting("max_upload_rows_async", "5000000", "STELLARDB_MAX_UPLOAD_ROWS_ASYNC",
+            "serve: the most rows of an uploaded table in an asynchronous job."),
+    Setting("serve_jobs", None, "STELLARDB_SERVE_JOBS",
+            "serve: folder of the asynchronous TAP jobs and their results; unset: tap-jobs/ beside the database."),
+    Setting("async_workers", "2", "STELLARDB_ASYNC_WORKERS",
+            "serve: asynchronous jobs running at once in each worker process (more wait QUEUED)."),
+    Setting("async_duration_s", "3600", "STELLARDB_ASYNC_DURATION_S",
+            "serve: an asynchronous job's default execution duration (its time limit)."),
+    Setting("async_max_duration_s", "14400", "STELLARDB_ASYNC_MAX_DURATION_S",
+            "serve: the longest execution duration a job may ask for."),
+    Setting("job_lifetime_s", "604800", "STELLARDB_JOB_LIFETIME_S",
+            "serve: how long a job and its result are kept (its destruction time; 7 days)."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

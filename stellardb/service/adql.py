@@ -61,6 +61,9 @@ _PRUNE_MARGIN_ARCSEC = 1e-3
 # below this fraction of their span covered, the OR of a cone's ranges is kept (see pruning): a
 # cone across a coarse pixel's edge has ranges at both ends of a wide span
 _OR_WORTH_IT = 0.05
+#: the largest radius (degrees) a positional join runs on zone cells (30 arcsec wide): a row is
+#: offered to ~25 cells at 60 arcsec, to hundreds beyond
+_XMATCH_MAX_RADIUS_DEG = 60 / 3600
 
 
 class AdqlError(ValueError):
@@ -83,6 +86,9 @@ class Table:
     #: a column of sql_name that users do not see: a spatial test then also names the files it needs
     partitions: tuple[tuple[int, int, str], ...] = ()
     file_column: str | None = None
+    #: an uploaded table: coverage(reach_arcsec) gives healpix_column ranges that hold every position
+    #: within reach of its rows (None: too scattered to be worth it); a positional join prunes by it
+    coverage: Callable[[float], list[tuple[int, int]] | None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,8 @@ class _Source:
     columns: list[_SourceColumn]
     table: Table | None = None  # a published table (None: a subquery)
     _index: dict | None = field(default=None, repr=False)
+    #: its node in the output's FROM (a positional join replaces it by a subquery with zone cells)
+    out: exp.Expression | None = field(default=None, repr=False)
 
     def find(self, name: str) -> _SourceColumn | None:
         if self._index is None:  # by lower-case name, the first of each (a table has ~80 columns)
@@ -258,6 +266,7 @@ class _Point:
     dec: exp.Expression
     const: tuple[float, float] | None       # (ra, dec) when both are constants
     position_of: _Source | None             # the source whose position (ra, dec) this is
+    columns_of: _Source | None = None       # the source whose two plain columns ra and dec are
 
 
 @dataclass
@@ -306,6 +315,10 @@ class _Translator:
         self.tables = tables
         self.default_schema = default_schema.lower() if default_schema else None
         self.pruned = 0
+        #: while a JOIN's ON is translated: (sources before it, the joined source, LEFT/RIGHT/FULL/None)
+        self.join_context: tuple | None = None
+        self.xmatched = 0
+        self.last_circle: tuple | None = None
 
     # errors ------------------------------------------------------------------------------
 
@@ -563,6 +576,7 @@ class _Translator:
             self.add(scope, _Source(corr.lower(), corr, columns, table), node)
             out = _parsed_table(table.sql_name).copy()
             out.set("alias", exp.TableAlias(this=exp.to_identifier(corr.lower(), quoted=True)))
+            scope.sources[-1].out = out
             return out
         if isinstance(node, exp.Subquery):
             self.check(node, _ARGS[exp.Subquery])
@@ -574,8 +588,9 @@ class _Translator:
             inner = self.query(node.this, None)
             columns = [_SourceColumn(n, c.table, c.column) for n, c in zip(inner.names, inner.columns)]
             self.add(scope, _Source(node.alias.lower(), node.alias, columns), node)
-            return exp.Subquery(this=inner.sql, alias=exp.TableAlias(
+            scope.sources[-1].out = exp.Subquery(this=inner.sql, alias=exp.TableAlias(
                 this=exp.to_identifier(node.alias.lower(), quoted=True)))
+            return scope.sources[-1].out
         if isinstance(node, exp.Anonymous):
             raise self.error(f"{node.name}(...) is not a table; FROM takes published tables "
                              "(see TAP_SCHEMA.tables) and subqueries", node)
@@ -627,7 +642,13 @@ class _Translator:
             for name in using:
                 self.merge(name, before, right, side, scope, node)
         elif node.args.get("on"):
-            out.set("on", self.expr(node.args["on"], scope))
+            # a positional join may be run on zone cells: not where the exploded table's rows are
+            # kept unmatched (an outer join's preserved side), whose copies would all show
+            self.join_context = (before, right, side)
+            try:
+                out.set("on", self.expr(node.args["on"], scope))
+            finally:
+                self.join_context = None
         return out
 
     def merge(self, name: str, before: list[_Source], right: _Source, side: str | None, scope: _Scope,
@@ -893,6 +914,11 @@ class _Translator:
                 raise self.error(f"compare {left.name.upper()}(...) with = 1 or = 0", node)
             predicate, prune = self.containment(left, scope)
             if (value == 1.0) == isinstance(node, exp.EQ):
+                pair = self.last_circle
+                if prune is None and pair is not None:
+                    joined = self.positional_join(predicate, *pair)
+                    if joined is not None:
+                        return joined
                 return exp.Paren(this=self.pruning(predicate, prune))
             return exp.Not(this=exp.Paren(this=predicate))
         if isinstance(node, (exp.LT, exp.LTE)) and _is_call(node.this, "DISTANCE"):
@@ -906,7 +932,12 @@ class _Translator:
         limit = self.expr(radius, scope)
         sides = (degrees, limit) if isinstance(node, (exp.LT, exp.LTE)) else (limit, degrees)
         test = type(node)(this=sides[0], expression=sides[1])
-        return exp.Paren(this=self.pruning(test, _cone_of(first, second, _constant(radius))))
+        cone = _cone_of(first, second, _constant(radius))
+        if cone is None:
+            joined = self.positional_join(test, first, second, _finite_constant(radius))
+            if joined is not None:
+                return joined
+        return exp.Paren(this=self.pruning(test, cone))
 
     def distance_points(self, node: exp.Anonymous, scope: _Scope) -> tuple[_Point, _Point]:
         args = node.expressions
@@ -931,10 +962,12 @@ class _Translator:
             raise self.error(f"{name} of two regions is not supported; the first argument must be a POINT", node)
         if isinstance(second, _Point):
             raise self.error(f"{name} of two points is not supported; use DISTANCE(p1, p2) = 0", node)
+        self.last_circle = None
         if isinstance(second, _Circle):
             test = exp.LTE(this=_separation_arcsec(first, second.center),
                            expression=exp.Mul(this=exp.Paren(this=second.radius),
                                               expression=exp.Literal.number("3600.0")))
+            self.last_circle = (first, second.center, second.radius_const)
             return test, _cone_of(first, second.center, second.radius_const)
         return self.in_polygon(first, second, node)
 
@@ -1045,8 +1078,85 @@ class _Translator:
             if source is not None and source is b.source and source.table is not None \
                     and source.table.healpix_column and source.table.position == (a.column, b.column):
                 position_of = source
-            return _Point(a.sql, b.sql, None, position_of)
+            return _Point(a.sql, b.sql, None, position_of,
+                          source if source is not None and source is b.source else None)
         return _Point(self.expr(ra, scope), self.expr(dec, scope), const, None)
+
+    def positional_join(self, test: exp.Expression, first: _Point, second: _Point,
+                        radius_deg: float | None) -> exp.Expression | None:
+        """A JOIN's ``ON`` test that two tables' positions lie within a constant radius, run as
+        the project's crossmatch runs (sql/30_crossmatch): a hash join on zone cells instead of
+        comparing every pair.  The table with a HEALPix index (a release table) offers each row to
+        every zone cell its disk of the radius reaches (zone_search_cells); the other table (an
+        upload) has each row in its one cell (zone_cell_of); the exact ``test`` then runs on the
+        candidates only.  None where that cannot be done (the test then compares every pair)."""
+        if self.join_context is None or radius_deg is None or not 0 < radius_deg <= _XMATCH_MAX_RADIUS_DEG:
+            return None
+        before, right, side = self.join_context
+        for wide, narrow in ((first, second), (second, first)):
+            big = wide.position_of or wide.columns_of
+            small = narrow.columns_of
+            if big is None or small is None or big is small or big.out is None or small.out is None:
+                continue
+            if wide.position_of is None and narrow.position_of is not None:
+                continue  # the indexed table is the one offered to several cells
+            # the offered table's copies must meet their partner's cell: never on a preserved side
+            preserved = {"LEFT": before, "RIGHT": [right], "FULL": before + [right]}.get(side, [])
+            if any(big is s for s in preserved) or not (big is right or small is right):
+                continue
+            self.xmatched += 1
+            cell = f"_xm_cell_{self.xmatched}"
+            reach_deg = radius_deg + _PRUNE_MARGIN_ARCSEC / 3600
+            big_inner = self.cells_subquery(big, wide, f"UNNEST(zone_search_cells({{ra}}, {{dec}}, "
+                                                        f"{_number(reach_deg).sql()})) AS \"{cell}\"",
+                                            self.coverage_filter(big, small, reach_deg * 3600))
+            small_inner = self.cells_subquery(small, narrow, f"zone_cell_of({{ra}}, {{dec}}) AS \"{cell}\"", None)
+            big.out.replace(big_inner)
+            big.out = big_inner
+            small.out.replace(small_inner)
+            small.out = small_inner
+            equal = exp.EQ(this=exp.Column(this=exp.to_identifier(cell, quoted=True),
+                                           table=exp.to_identifier(big.corr, quoted=True)),
+                           expression=exp.Column(this=exp.to_identifier(cell, quoted=True),
+                                                 table=exp.to_identifier(small.corr, quoted=True)))
+            return exp.Paren(this=exp.and_(equal, test, copy=False))
+        return None
+
+    def cells_subquery(self, source: _Source, point: _Point, cell_sql: str, where: str | None) -> exp.Subquery:
+        """``source``'s FROM node as ``(SELECT *, <cell> FROM <it> [WHERE ...]) AS corr``; ``cell_sql``
+        names the position as {ra} and {dec}."""
+        def plain(column: exp.Expression) -> str:
+            return exp.Column(this=exp.to_identifier(column.name, quoted=True)).sql(dialect=_Output)
+
+        inner_from = source.out.copy()
+        inner_from.set("alias", None)
+        body = cell_sql.format(ra=plain(point.ra), dec=plain(point.dec))
+        select = sqlglot.parse_one(f"SELECT *, {body} FROM _x" + (f" WHERE {where}" if where else ""),
+                                   dialect=_Output)
+        select.args["from_"].set("this", inner_from)
+        return exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(source.corr, quoted=True)))
+
+    def coverage_filter(self, big: _Source, small: _Source, reach_arcsec: float) -> str | None:
+        """SQL keeping the rows of the indexed table ``big`` that can be near a row of ``small`` (an
+        upload that knows where its rows are): HEALPix ranges, and the files that hold them."""
+        table, other = big.table, small.table
+        if table is None or not table.healpix_column or other is None or other.coverage is None:
+            return None
+        ranges = other.coverage(reach_arcsec)
+        if ranges is None:
+            return None
+        if not ranges:
+            return "FALSE"
+        column = f'"{table.healpix_column}"'
+        terms = " OR ".join(f"{column} BETWEEN {lo} AND {hi}" for lo, hi in ranges)
+        where = f"{column} BETWEEN {ranges[0][0]} AND {ranges[-1][1]} AND ({terms})"
+        if table.partitions and table.file_column:
+            files = [name for first, last, name in table.partitions
+                     if any(first <= hi and lo <= last for lo, hi in ranges)]
+            if files and len(files) < len(table.partitions):
+                where += f' AND "{table.file_column}" IN (' + ", ".join(
+                    exp.Literal.string(f).sql(dialect=_Output) for f in files) + ")"
+        return where
 
     def pruning(self, test: exp.Expression, cone: _Cone | None) -> exp.Expression:
         """``test``, with the HEALPix ranges of ``cone`` in front when it has some."""

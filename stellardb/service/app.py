@@ -14,6 +14,7 @@ Every request is hostile until proven otherwise (docs/service.md, "Safety"):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -24,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from stellardb.service import results, vosi, web
+from stellardb.service import results, tap_async, uws, vosi, web
+from stellardb.service.uws import ClientError
 from stellardb.service.metadata import tableset_xml
 
 log = logging.getLogger("stellardb.serve")
@@ -45,14 +47,28 @@ class Limits:
     maxrec_limit: int = 1_000_000
     max_queries: int = 32
     max_request_bytes: int = 1_000_000
+    #: requests with uploads (multipart to /tap/...) may be this large; their rows are capped
+    max_upload_bytes: int = 500_000_000
+    max_upload_rows_sync: int = 200_000
+    max_upload_rows_async: int = 5_000_000
+    #: asynchronous jobs: at once per worker, run time (default and longest), kept for
+    async_workers: int = 2
+    async_duration_s: int = 3600
+    async_max_duration_s: int = 4 * 3600
+    job_lifetime_s: int = 7 * 86400
 
 
-class ClientError(Exception):
-    """A request the client can fix: answered with an error document and HTTP ``status``."""
+@dataclass
+class Answer:
+    """What a query gave: the document (a result, or an error whose one line is ``error``)."""
 
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+    status: int
+    body: bytes
+    media: str
+    headers: dict
+    rows: int | None = None
+    error: str | None = None
+    release: str | None = None
 
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:/[^\s'\"/]+){2,}/?")
@@ -64,9 +80,22 @@ def public_message(text: str) -> str:
     return _PATH.sub("...", line).strip()[:500]
 
 
-def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette:
-    """The app serving ``holder``'s release (stellardb.service.served.Holder)."""
+def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=None) -> Starlette:
+    """The app serving ``holder``'s release (stellardb.service.served.Holder); asynchronous jobs
+    are kept under ``jobs_root`` (default: a temporary folder, gone when the process ends)."""
     import anyio
+
+    if jobs_root is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        jobs_root = tempfile.mkdtemp(prefix="stellardb-jobs-")
+        atexit.register(shutil.rmtree, jobs_root, True)
+    jobs = uws.JobStore(jobs_root, default_duration_s=limits.async_duration_s,
+                        max_duration_s=limits.async_max_duration_s, lifetime_s=limits.job_lifetime_s)
+    jobs.recover()
+    jobs.sweep()
 
     state = {"running": 0}
     limiter = anyio.CapacityLimiter(limits.max_queries)
@@ -77,8 +106,9 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
     def served_headers(served) -> dict:
         return {"X-Stellardb-Release": served.name}
 
-    async def params_of(request: Request) -> dict:
-        """DALI parameters: names case-insensitive, from the query string and a POSTed form."""
+    async def params_of(request: Request, files: dict | None = None) -> dict:
+        """DALI parameters: names case-insensitive, from the query string and a POSTed form; the
+        form's file parts (uploads) go into ``files`` (name -> bytes) when it is given."""
         found: dict[str, str] = {}
         items = list(request.query_params.multi_items())
         if request.method == "POST":
@@ -92,6 +122,13 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
                 raise ClientError(f"The request body is not a form that can be read ({public_message(exc)}); send "
                                   "application/x-www-form-urlencoded or multipart/form-data.") from None
             items += [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+            for key, value in form.multi_items():
+                if not isinstance(value, str):
+                    if files is None:
+                        raise ClientError("This endpoint takes no file; send parameters only.")
+                    if key in files:
+                        raise ClientError(f"The request has two parts named {key[:40]!r}; name each upload once.")
+                    files[key] = await value.read()
         for key, value in items:
             key = key.lower()
             if key in found and found[key] != value:
@@ -106,7 +143,8 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
         return Response(results.error_votable(message, extra), status_code=status, media_type=results.VOTABLE,
                         headers=headers)
 
-    async def run_query(make_adql, maxrec: int, kind: str, media: str, rewrite_fields=None) -> Response:
+    async def run_query(make_adql, maxrec: int, kind: str, media: str, rewrite_fields=None,
+                        uploads=None) -> Response:
         """Translate, run and render in a worker thread; the event loop stays free for other clients.
         ``make_adql(served)`` gives the ADQL for the release that will answer."""
         if state["running"] >= limits.max_queries:
@@ -114,40 +152,54 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
                                   "second.", 503, {"Retry-After": "1"})
         state["running"] += 1
         try:
-            return await anyio.to_thread.run_sync(_answer, make_adql, maxrec, kind, media, rewrite_fields,
-                                                  limiter=limiter)
+            answer = await anyio.to_thread.run_sync(
+                lambda: compute(make_adql, maxrec, kind, media, rewrite_fields, uploads), limiter=limiter)
         finally:
             state["running"] -= 1
+        return Response(answer.body, status_code=answer.status, media_type=answer.media, headers=answer.headers)
 
-    def _answer(make_adql, maxrec, kind, media, rewrite_fields) -> Response:
+    def compute(make_adql, maxrec, kind, media, rewrite_fields=None, uploads=None, timeout_s=None,
+                should_stop=None) -> Answer:
+        """One query, start to end: the answer's document (a result or an error) and headers.
+        ``uploads``: the request's TAP_UPLOAD tables (stellardb.service.upload.Upload)."""
         import duckdb
 
         from stellardb.service import adql
         from stellardb.service.served import NotOneSelect, QueryTimeout
 
+        timeout_s = timeout_s or limits.timeout_s
         started = time.perf_counter()
+        uploads = uploads or []
         with holder.lease() as served:
             headers = served_headers(served)
+
+            def failed(message: str) -> Answer:
+                return Answer(400, results.error_votable(message), results.VOTABLE, headers, error=message,
+                              release=served.name)
+
             try:
-                translation = adql.translate(make_adql(served), served.tables, default_schema=served.schema)
+                tables = served.tables + tuple(u.adql_table for u in uploads)
+                translation = adql.translate(make_adql(served), tables, default_schema=served.schema)
                 # a result is built in Python after DuckDB: at most CELLS values of it (rows x columns)
                 cells_cap = results.CELLS[kind] // max(1, len(translation.columns))
                 rows = min(maxrec, cells_cap)
                 sql = f"select * from ({translation.sql}) limit {rows + 1}"
-                table = served.execute(sql, limits.timeout_s)
+                table = served.execute(sql, timeout_s, should_stop=should_stop,
+                                       tables={u.sql_name: u.table for u in uploads})
             except adql.AdqlError as exc:
-                return error_response(public_message(exc), 400, headers)
+                return failed(public_message(exc))
             except NotOneSelect:
-                return error_response("Only one SELECT statement can run; send a single ADQL query.", 400, headers)
+                return failed("Only one SELECT statement can run; send a single ADQL query.")
             except QueryTimeout:
-                return error_response(
-                    f"The query ran longer than {limits.timeout_s:g} s and was cancelled; constrain it (a CONTAINS "
-                    "on a small region, TOP, a WHERE on an indexed column) or ask for fewer rows.", 400, headers)
+                if should_stop is not None and should_stop():
+                    return failed("The job was aborted or ran past its execution duration.")
+                return failed(f"The query ran longer than {timeout_s:g} s and was cancelled; constrain it (a CONTAINS "
+                              "on a small region, TOP, a WHERE on an indexed column) or ask for fewer rows.")
             except duckdb.OutOfMemoryException:
-                return error_response("The query needs more memory than the service allows; constrain it (a region, "
-                                      "TOP, fewer columns) and run it again.", 400, headers)
+                return failed("The query needs more memory than the service allows; constrain it (a region, "
+                              "TOP, fewer columns) and run it again.")
             except duckdb.Error as exc:
-                return error_response(f"The query failed: {public_message(exc)}", 400, headers)
+                return failed(f"The query failed: {public_message(exc)}")
             overflow = None
             if table.num_rows > rows:
                 table = table.slice(0, rows)
@@ -158,11 +210,15 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
             if len(names) == table.num_columns:
                 table = table.rename_columns(names)
             meta = []
+            upload_meta = {u.name.lower(): u for u in uploads}
             for c in translation.columns:
                 found = None
                 if c.table is not None and c.column is not None:
-                    key = c.table.name if c.table.schema == served.schema else f"tap_schema.{c.table.name}"
-                    found = served.column(key, c.column)
+                    if c.table.schema == "tap_upload":
+                        found = upload_meta[c.table.name.lower()].column(c.column)
+                    else:
+                        key = c.table.name if c.table.schema == served.schema else f"tap_schema.{c.table.name}"
+                        found = served.column(key, c.column)
                 meta.append({"unit": found.unit, "ucd": found.ucd, "description": found.description}
                             if found else {})
             if rewrite_fields is not None:
@@ -170,7 +226,28 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
             body = results.render(kind, table, meta, [("QUERY_STATUS", "OK", None), *release_infos(served)],
                                   overflow)
         headers["X-Stellardb-Query-Ms"] = f"{(time.perf_counter() - started) * 1e3:.1f}"
-        return Response(body, media_type=media, headers=headers)
+        return Answer(200, body, media, headers, rows=table.num_rows, release=served.name)
+
+    def run_job(job, should_stop):
+        """An asynchronous job, in the runner's thread: (result file, media type, rows, release)."""
+        folder = jobs.folder(job.id)
+        try:
+            query, maxrec, kind, media = query_request(job.parameters, holder.get())
+            files = {part: (folder / stored).read_bytes() for part, stored in job.parts.items()}
+            uploads = read_uploads(job.parameters.get("upload"), files, limits.max_upload_rows_async)
+        except ClientError as exc:
+            raise uws.JobFailed(str(exc)) from None
+        answer = compute(lambda _: query, maxrec, kind, media, uploads=uploads, timeout_s=job.execution_duration_s,
+                         should_stop=should_stop)
+        if answer.status != 200:
+            raise uws.JobFailed(answer.error or "The query failed.")
+        name = f"{uws.RESULT_STEM}.{results.EXTENSIONS[kind]}"
+        temporary = folder / f".{name}.partial"
+        temporary.write_bytes(answer.body)
+        temporary.replace(folder / name)
+        return name, media, answer.rows, answer.release
+
+    runner = uws.Runner(jobs, run_job, limits.async_workers)
 
     def release_infos(served) -> list:
         model = (served.manifest.get("model") or {}).get("name")
@@ -179,33 +256,57 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
                 *([("model", model, "The model of the predictions")] if model else [])]
 
     # -- TAP ------------------------------------------------------------------------------------
+    def query_request(params: dict, served) -> tuple[str, int, str, str]:
+        """(ADQL, MAXREC, format kind, media type) of a doQuery request; ClientError if wrong."""
+        request_kind = params.get("request", "doQuery")
+        if request_kind.lower() != "doquery":
+            raise ClientError(f"REQUEST={request_kind[:40]!r} is not offered; use REQUEST=doQuery.")
+        lang = params.get("lang", "ADQL")
+        if lang.upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
+            raise ClientError(f"LANG={lang[:40]!r} is not offered; use LANG=ADQL.")
+        query = params.get("query")
+        if not query or not query.strip():
+            raise ClientError("QUERY is missing; give an ADQL query, e.g. QUERY=SELECT TOP 10 * FROM "
+                              f"{served.schema}.catalogue")
+        maxrec = _maxrec(params.get("maxrec"), limits)
+        fmt = params.get("responseformat") or params.get("format")
+        try:
+            kind, media = results.response_format(fmt)
+        except results.FormatError as exc:
+            raise ClientError(str(exc)) from None
+        return query, maxrec, kind, media
+
+    def read_uploads(spec: str | None, files: dict, max_rows: int) -> list:
+        """The request's TAP_UPLOAD tables (parsed here: call in a worker thread)."""
+        from stellardb.service import upload
+
+        if not spec:
+            if files:
+                raise ClientError("The request has a file but no UPLOAD parameter; add UPLOAD=name,param:"
+                                  f"{next(iter(files))[:40]} to query it as TAP_UPLOAD.name.")
+            return []
+        try:
+            found = []
+            for name, part in upload.parse_spec(spec):
+                if part not in files:
+                    raise upload.UploadError(f"UPLOAD names the part {part[:40]!r}, which the request does not "
+                                             "have; send the table as a multipart part of that name")
+                found.append(upload.read(name, files[part], max_rows))
+            return found
+        except upload.UploadError as exc:
+            raise ClientError(f"Upload: {exc}.") from None
+
     async def sync(request: Request) -> Response:
         served = holder.get()
+        files: dict = {}
         try:
-            params = await params_of(request)
-            request_kind = params.get("request", "doQuery")
-            if request_kind.lower() != "doquery":
-                raise ClientError(f"REQUEST={request_kind[:40]!r} is not offered; use REQUEST=doQuery.")
-            lang = params.get("lang", "ADQL")
-            if lang.upper() not in ("ADQL", "ADQL-2.0", "ADQL-2.1"):
-                raise ClientError(f"LANG={lang[:40]!r} is not offered; use LANG=ADQL.")
-            query = params.get("query")
-            if not query or not query.strip():
-                raise ClientError("QUERY is missing; give an ADQL query, e.g. QUERY=SELECT TOP 10 * FROM "
-                                  f"{served.schema}.catalogue")
-            maxrec = _maxrec(params.get("maxrec"), limits)
-            fmt = params.get("responseformat") or params.get("format")
-            try:
-                kind, media = results.response_format(fmt)
-            except results.FormatError as exc:
-                raise ClientError(str(exc)) from None
+            params = await params_of(request, files)
+            query, maxrec, kind, media = query_request(params, served)
+            uploads = await anyio.to_thread.run_sync(read_uploads, params.get("upload"), files,
+                                                     limits.max_upload_rows_sync)
         except ClientError as exc:
             return error_response(str(exc), exc.status, served_headers(served))
-        return await run_query(lambda _: query, maxrec, kind, media)
-
-    async def async_jobs(request: Request) -> Response:
-        return error_response("Asynchronous jobs are not offered yet; use the synchronous endpoint /tap/sync "
-                              f"(queries up to {limits.timeout_s:g} s, {limits.maxrec_limit:,} rows).", 501)
+        return await run_query(lambda _: query, maxrec, kind, media, uploads=uploads)
 
     async def capabilities(request: Request) -> Response:
         return Response(vosi.capabilities_xml(root_url(request), limits), media_type="text/xml",
@@ -280,7 +381,8 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
         *web.routes(holder, limits, root_url),
         Route("/tap", tap_root),
         Route("/tap/sync", sync, methods=["GET", "POST"]),
-        Route("/tap/async", async_jobs, methods=["GET", "POST"]),
+        *tap_async.routes(jobs, runner, holder, limits, root_url, params_of, query_request, error_response,
+                          served_headers),
         Route("/tap/capabilities", capabilities),
         Route("/tap/availability", availability),
         Route("/tap/tables", tables),
@@ -303,8 +405,14 @@ def create_app(holder, limits: Limits, base_url: str | None = None) -> Starlette
         log.exception("internal error on %s", request.url.path)
         return error_response("Internal error in the service (logged); please report it with the query.", 500)
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found, 500: server_error})
-    return BodyLimit(app, limits.max_request_bytes)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        runner.close()  # running jobs are interrupted (a restart marks them ERROR, saying why)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found, 500: server_error},
+                    lifespan=lifespan)
+    return BodyLimit(app, limits.max_request_bytes, limits.max_upload_bytes)
 
 
 def _maxrec(value: str | None, limits: Limits) -> int:
@@ -339,24 +447,30 @@ class BodyLimit:
     counted while it arrives, before the app sees any of it (the body is read here, at most
     ``limit`` bytes, and handed on)."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, upload_limit: int | None = None):
         self.app = app
         self.limit = limit
+        self.upload_limit = upload_limit or limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or ()).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await self._refuse(send)
+        headers = dict(scope.get("headers") or ())
+        limit = self.limit
+        # a TAP query with uploaded tables (multipart): the upload limit (its rows are capped too)
+        if scope.get("path", "").startswith("/tap/") and headers.get(b"content-type", b"").startswith(b"multipart/"):
+            limit = self.upload_limit
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self._refuse(send, limit)
         chunks, seen = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                return await self._refuse(send)
+            if seen > limit:
+                return await self._refuse(send, limit)
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -371,8 +485,9 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send):
-        body = results.error_votable(f"The request is larger than {self.limit:,} bytes; send a shorter query.")
+    async def _refuse(self, send, limit: int):
+        body = results.error_votable(f"The request is larger than {limit:,} bytes; send a shorter query or a "
+                                     "smaller upload.")
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", results.VOTABLE.encode()),
                                 (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})

@@ -39,6 +39,11 @@ FORMATS = {
 }
 
 
+#: file extension of each kind (an asynchronous job's result file)
+EXTENSIONS = {"votable": "xml", "votable-td": "xml", "csv": "csv", "tsv": "tsv", "json": "json",
+              "parquet": "parquet"}
+
+
 class FormatError(ValueError):
     pass
 

@@ -21,9 +21,16 @@ def limits_from_settings():
         raise UserError(f"{config.setting('query_timeout_s').envvar}={config.get('query_timeout_s')!r} is not a "
                         "positive number of seconds; unset it for the default (30).")
     maxrec_limit = config.get_int("maxrec_limit", minimum=1)
+    max_duration_s = config.get_int("async_max_duration_s", minimum=1)
     return Limits(timeout_s=timeout_s, maxrec_default=min(config.get_int("maxrec_default"), maxrec_limit),
                   maxrec_limit=maxrec_limit, max_queries=config.get_int("max_queries", minimum=1),
-                  max_request_bytes=config.get_int("max_request_bytes", minimum=1000))
+                  max_request_bytes=config.get_int("max_request_bytes", minimum=1000),
+                  max_upload_bytes=config.get_int("max_upload_bytes", minimum=1000),
+                  max_upload_rows_sync=config.get_int("max_upload_rows_sync", minimum=1),
+                  max_upload_rows_async=config.get_int("max_upload_rows_async", minimum=1),
+                  async_workers=config.get_int("async_workers", minimum=1),
+                  async_duration_s=min(config.get_int("async_duration_s", minimum=1), max_duration_s),
+                  async_max_duration_s=max_duration_s, job_lifetime_s=config.get_int("job_lifetime_s", minimum=60))
 
 
 def build(db_path, release_name: str | None, root: Path | None):
@@ -36,7 +43,14 @@ def build(db_path, release_name: str | None, root: Path | None):
     which = config.get("serve_release", release_name)
     limits = limits_from_settings()
     holder = Holder(root, which, memory_limit=config.get("query_memory_limit"))
-    return holder, limits, create_app(holder, limits, base_url=config.get("serve_url"))
+    jobs = config.get("serve_jobs") or Path(db_path).resolve().parent / "tap-jobs"
+    try:
+        Path(jobs).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        holder.close()
+        raise UserError(f"The folder for asynchronous jobs, {jobs}, cannot be made ({exc.strerror}); set "
+                        f"{config.setting('serve_jobs').envvar} to a folder the service may write.") from None
+    return holder, limits, create_app(holder, limits, base_url=config.get("serve_url"), jobs_root=jobs)
 
 
 #: where `serve` hands the database path and releases folder to its worker processes
