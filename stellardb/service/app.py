@@ -51,6 +51,8 @@ class Limits:
     max_upload_bytes: int = 500_000_000
     max_upload_rows_sync: int = 200_000
     max_upload_rows_async: int = 5_000_000
+    #: uploads by URL from loopback/private addresses (tests on one machine; never on the internet)
+    upload_from_private_hosts: bool = False
     #: asynchronous jobs: at once per worker, run time (default and longest), kept for
     async_workers: int = 2
     async_duration_s: int = 3600
@@ -287,11 +289,15 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
             return []
         try:
             found = []
-            for name, part in upload.parse_spec(spec):
-                if part not in files:
-                    raise upload.UploadError(f"UPLOAD names the part {part[:40]!r}, which the request does not "
+            for name, kind, ref in upload.parse_spec(spec):
+                if kind == "url":
+                    data = upload.fetch(ref, limits.max_upload_bytes, limits.upload_from_private_hosts)
+                elif ref in files:
+                    data = files[ref]
+                else:
+                    raise upload.UploadError(f"UPLOAD names the part {ref[:40]!r}, which the request does not "
                                              "have; send the table as a multipart part of that name")
-                found.append(upload.read(name, files[part], max_rows))
+                found.append(upload.read(name, data, max_rows))
             return found
         except upload.UploadError as exc:
             raise ClientError(f"Upload: {exc}.") from None
@@ -381,7 +387,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         *web.routes(holder, limits, root_url),
         Route("/tap", tap_root),
         Route("/tap/sync", sync, methods=["GET", "POST"]),
-        *tap_async.routes(jobs, runner, holder, limits, root_url, params_of, query_request, error_response,
+        *tap_async.routes(jobs, runner, holder, limits, root_url, params_of, error_response,
                           served_headers),
         Route("/tap/capabilities", capabilities),
         Route("/tap/availability", availability),

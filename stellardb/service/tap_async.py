@@ -25,12 +25,12 @@ from stellardb.service import results, uws
 from stellardb.service.uws import ClientError
 
 _XML = "text/xml"
-#: parameters a job keeps (DALI/TAP names, lower case); others are refused so typos show
+#: parameters a job keeps (DALI/TAP names, lower case); others are ignored, as DALI asks
 _JOB_PARAMETERS = {"request", "lang", "query", "maxrec", "responseformat", "format", "upload", "runid", "phase",
                    "executionduration", "destruction"}
 
 
-def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, params_of, query_request,
+def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, params_of,
            error_response, served_headers) -> list[Route]:
     """The asynchronous endpoints (see the module's doc); the other arguments are create_app's."""
     def base(request: Request) -> str:
@@ -112,26 +112,12 @@ def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, pa
             return error(exc)
 
     async def create(request: Request) -> Response:
-        served = holder.get()
         files: dict = {}
         params = await params_of(request, files)
-        unknown = sorted(set(params) - _JOB_PARAMETERS)
-        if unknown:
-            raise ClientError(f"Parameter {unknown[0].upper()[:40]} is not one this service takes; TAP's are "
-                              "REQUEST, LANG, QUERY, MAXREC, RESPONSEFORMAT, UPLOAD, RUNID, PHASE.")
-        query_request(params, served)  # a wrong query parameter fails now, not when the job runs
-        if params.get("upload"):
-            from stellardb.service import upload
-
-            try:
-                parts = upload.parse_spec(params["upload"])
-            except upload.UploadError as exc:
-                raise ClientError(f"Upload: {exc}.") from None
-            missing = [part for _, part in parts if part not in files]
-            if missing:
-                raise ClientError(f"UPLOAD names the part {missing[0][:40]!r}, which the request does not have; send "
-                                  "the table as a multipart part of that name.")
-        kept = {k: v for k, v in params.items() if k not in ("phase", "executionduration", "destruction")}
+        # UWS: a job is made whatever its parameters; a wrong query is the job's ERROR when it runs,
+        # and parameters TAP does not define are ignored (DALI)
+        kept = {k: v for k, v in params.items() if k in _JOB_PARAMETERS
+                and k not in ("phase", "executionduration", "destruction")}
         job = await asyncio.to_thread(store.create, owner(request), kept, files)
         apply(job.id, params)
         return see(request, job.id)
@@ -223,12 +209,8 @@ def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, pa
                 if current.phase != "PENDING":
                     raise ClientError(f"The job is {current.phase}; its parameters can be changed only while it "
                                       "is PENDING.")
-                unknown = sorted(set(params) - _JOB_PARAMETERS)
-                if unknown:
-                    raise ClientError(f"Parameter {unknown[0].upper()[:40]} is not one this service takes.")
-                merged = {**current.parameters, **{k: v for k, v in params.items()
-                                                   if k not in ("phase", "executionduration", "destruction")}}
-                query_request(merged, holder.get())
+                merged = {**current.parameters, **{k: v for k, v in params.items() if k in _JOB_PARAMETERS
+                                                   and k not in ("phase", "executionduration", "destruction")}}
                 store.update(job_id, parameters=merged)
                 apply(job_id, params)
                 return see(request, job_id)

@@ -7,7 +7,8 @@ DuckDB cursor under a random name (stellardb.service.served.Served.execute), nev
 the release, never visible to another query.  Units, UCDs and descriptions of a VOTable's FIELDs
 follow the columns into the result.
 
-Uploads by URL (``UPLOAD=t,http://...``) are refused: the service fetches nothing from elsewhere.
+Uploads by URL (``UPLOAD=t,https://...``, TAP 1.1's second form) are fetched with care (see
+:func:`fetch`): public hosts only, no redirects, a size and time limit.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class Upload:
         return self.columns.get(name.lower())
 
 
-def parse_spec(spec: str) -> list[tuple[str, str]]:
-    """``UPLOAD``'s value, ``name,param:part[;name2,param:part2]``: [(name, part)]."""
+def parse_spec(spec: str) -> list[tuple[str, str, str]]:
+    """``UPLOAD``'s value, ``name,param:part[;name2,https://...]``: [(name, "param" or "url", part or URL)]."""
     found = []
     for item in filter(None, (s.strip() for s in spec.split(";"))):
         name, _, where = item.partition(",")
@@ -55,18 +56,66 @@ def parse_spec(spec: str) -> list[tuple[str, str]]:
         if not _NAME.match(name):
             raise UploadError(f"UPLOAD table name {name[:40]!r} is not a plain name; use letters, digits and _, "
                               "starting with a letter (UPLOAD=mylist,param:file)")
-        if where.lower().startswith(("http:", "https:", "ftp:", "file:")):
-            raise UploadError("uploads by URL are not fetched by this service; send the table in the request "
-                              f"(UPLOAD={name},param:file with the file as the multipart part 'file')")
-        if not where.startswith("param:") or not where[6:]:
-            raise UploadError(f"UPLOAD={item[:60]!r}: the table must come as a part of the request, written "
-                              f"{name},param:PARTNAME")
-        if any(n == name.lower() for n, _ in found):
+        if where.lower().startswith(("http://", "https://")):
+            kind, ref = "url", where
+        elif where.startswith("param:") and where[6:]:
+            kind, ref = "param", where[6:]
+        else:
+            raise UploadError(f"UPLOAD={item[:60]!r}: give the table as a part of the request ({name},param:PART) "
+                              f"or an http(s) URL ({name},https://...)")
+        if any(n == name.lower() for n, _, _ in found):
             raise UploadError(f"UPLOAD names {name!r} twice; give each table its own name")
-        found.append((name.lower(), where[6:]))
+        found.append((name.lower(), kind, ref))
     if not found:
         raise UploadError("UPLOAD is empty; write UPLOAD=name,param:part")
     return found
+
+
+#: seconds a table given by URL may take to arrive
+FETCH_TIMEOUT_S = 30.0
+
+
+def fetch(url: str, max_bytes: int, private_hosts: bool = False) -> bytes:
+    """The bytes at an upload's URL (TAP 1.1 uploads by reference).  The service is on the internet
+    and the URL is the user's: only http(s), no redirects, at most ``max_bytes``, and no host on
+    a loopback, private, link-local or reserved address (the service's own network) unless
+    ``private_hosts`` (tests on one machine)."""
+    import ipaddress
+    import socket
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UploadError(f"{url[:80]!r} is not an http(s) URL")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or None)}
+    except (socket.gaierror, UnicodeError):
+        raise UploadError(f"the host of {url[:80]!r} is not known") from None
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if not private_hosts and not ip.is_global:
+            raise UploadError(f"{url[:80]!r} is on a private or local address; the service fetches tables from "
+                              "public hosts only (or send the table in the request: name,param:part)")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # a redirect could lead anywhere: not followed
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers={"User-Agent": "stellardb-tap"}),
+                         timeout=FETCH_TIMEOUT_S) as response:
+            data = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        raise UploadError(f"{url[:80]!r} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UploadError(f"{url[:80]!r} could not be read ({str(reason)[:80]})") from None
+    if len(data) > max_bytes:
+        raise UploadError(f"the table at {url[:80]!r} is larger than {max_bytes:,} bytes")
+    return data
 
 
 def read(name: str, data: bytes, max_rows: int) -> Upload:
@@ -216,12 +265,14 @@ def _votable(data: bytes):
         if data_values.dtype.kind == "O":  # text (and variable arrays: refused below)
             if any(isinstance(v, np.ndarray) for v in data_values[:100]):
                 raise UploadError(f"column {name!r} is an array column; upload plain numbers, text or booleans")
-            arrays.append(pa.array([None if m else str(v) for v, m in zip(data_values, mask)], type=pa.string()))
+            text = pa.array([None if m else str(v) for v, m in zip(data_values, mask)], type=pa.string())
+            arrays.append(_timestamps(text) if (f.xtype or "").lower() in ("timestamp", "adql:timestamp") else text)
         elif data_values.ndim > 1:
             raise UploadError(f"column {name!r} is an array column; upload plain numbers, text or booleans")
+        elif data_values.dtype.kind in "SU":
+            text = pa.array([None if m else str(v) for v, m in zip(data_values.astype(str), mask)], type=pa.string())
+            arrays.append(_timestamps(text) if (f.xtype or "").lower() in ("timestamp", "adql:timestamp") else text)
         else:
-            if data_values.dtype.kind == "S":
-                data_values = data_values.astype(str)
             # NaN is how a VOTable writes a missing float: null, as the service's own tables have it
             if data_values.dtype.kind == "f":
                 mask = mask | np.isnan(data_values)
@@ -230,3 +281,15 @@ def _votable(data: bytes):
         columns[name.lower()] = Column(name.lower(), "", None, None, str(f.unit) if f.unit is not None else None,
                                        f.ucd or None, str(f.description) if f.description else None)
     return pa.table(arrays, names=names), columns
+
+
+def _timestamps(text):
+    """A VOTable ``xtype="timestamp"`` column (ISO 8601 text) as times, so it stays one in results;
+    text that is not a time stays text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        return pc.cast(pc.replace_substring(text, "Z", ""), pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return text

@@ -65,10 +65,18 @@ def capabilities_xml(base_url: str, limits) -> str:
         "   <description>ADQL 2.1 translated to DuckDB SQL; spatial constraints on a constant region read "
         "only the HEALPix partitions and row groups they need.</description>\n"
         + features + "  </language>\n" + formats
-        + f'  <executionDuration><default>{limits.timeout_s:g}</default><hard>{limits.timeout_s:g}</hard>'
-        "</executionDuration>\n"
+        + '  <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>\n'
+        + '  <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>\n'
+        + '  <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-https"/>\n'
+        # asynchronous jobs: how long they are kept, and run (a synchronous query: limits.timeout_s)
+        + f"  <retentionPeriod><default>{limits.job_lifetime_s}</default><hard>{limits.job_lifetime_s}</hard>"
+        "</retentionPeriod>\n"
+        + f"  <executionDuration><default>{limits.async_duration_s}</default><hard>{limits.async_max_duration_s}"
+        "</hard></executionDuration>\n"
         f'  <outputLimit><default unit="row">{limits.maxrec_default}</default>'
         f'<hard unit="row">{limits.maxrec_limit}</hard></outputLimit>\n'
+        f'  <uploadLimit><default unit="row">{limits.max_upload_rows_sync}</default>'
+        f'<hard unit="row">{limits.max_upload_rows_async}</hard></uploadLimit>\n'
         " </capability>\n"
         + vosi("capabilities", "capabilities") + vosi("availability", "availability") + vosi("tables", "tables")
         + ' <capability standardID="ivo://ivoa.net/std/DALI#examples">\n'

@@ -359,8 +359,11 @@ def test_upload_errors_are_one_line(client, schema):
         message = [i.content for i in vot.resources[0].infos if i.name == "QUERY_STATUS"][0]
         return r.status_code, message
 
-    status, message = sync({"UPLOAD": "t,http://example.org/list.xml"})
-    assert status == 400 and "URL" in message
+    for url in ("http://127.0.0.1:9/list.xml", "http://10.0.0.1/x.vot", "http://[::1]/x", "http://169.254.169.254/"):
+        status, message = sync({"UPLOAD": f"t,{url}"})
+        assert status == 400 and "private or local address" in message, (url, message)
+    status, message = sync({"UPLOAD": "t,ftp://example.org/x"})
+    assert status == 400 and "http(s) URL" in message
     status, message = sync({"UPLOAD": "t,param:missing"}, files={"other": ("o", b"a,b\n1,2\n")})
     assert status == 400 and "missing" in message
     status, message = sync({"UPLOAD": "1t,param:f"}, files={"f": ("f", b"a\n1\n")})
@@ -388,3 +391,33 @@ def test_upload_row_limit(holder, limits, schema):
         assert r.status_code == 400 and "11 rows" in r.text and "/tap/async" in r.text
     finally:
         stop()
+
+
+def test_upload_by_url(holder, limits, my_list, tmp_path):
+    """TAP 1.1's upload by reference; a local host is allowed only where the service says so."""
+    import functools
+    import http.server
+    import threading
+    from dataclasses import replace
+
+    import httpx
+    from astropy.io.votable import from_table, writeto
+
+    from stellardb.service.app import create_app
+
+    writeto(from_table(my_list), str(tmp_path / "mine.xml"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{files.server_address[1]}/mine.xml"
+    url, stop = start_server(create_app(holder, replace(limits, upload_from_private_hosts=True)))
+    try:
+        r = httpx.post(f"{url}/tap/sync", data={"QUERY": "SELECT COUNT(*) AS n FROM TAP_UPLOAD.t",
+                                                "UPLOAD": f"t,{address}", "RESPONSEFORMAT": "csv"})
+        assert r.status_code == 200 and r.text.split()[1] == str(len(my_list))
+        missing = httpx.post(f"{url}/tap/sync", data={"QUERY": "SELECT COUNT(*) AS n FROM TAP_UPLOAD.t",
+                                                      "UPLOAD": f"t,{address}.gone"})
+        assert missing.status_code == 400 and "HTTP 404" in missing.text
+    finally:
+        stop()
+        files.shutdown()

@@ -2,10 +2,10 @@
 
 Stages run: TMV TME TMS TMC (table metadata: XML schema, /tables, TAP_SCHEMA, their
 agreement), CPV CAP (capabilities: schema and TAPRegExt content), AVV (availability),
-QGE QPO (ADQL queries in sync GET and POST), MDQ (result columns against the declared
-metadata), EXA (the examples document: each example parsed and run).  Left out: QAS and UWS
-(asynchronous jobs), UPL (uploads) - not offered yet - and OBS/LOC (ObsCore, ObsLocTAP: not
-this kind of service).  The test fails on any ERROR or FAILURE report, and on any warning
+QGE QPO QAS (ADQL queries in sync GET and POST, and as asynchronous jobs), UWS (the job
+resources, phases and documents), UPL (table uploads), MDQ (result columns against the declared
+metadata), EXA (the examples document: each example parsed and run).  Left out: OBS/LOC
+(ObsCore, ObsLocTAP: not this kind of service).  The test fails on any ERROR or FAILURE report, and on any warning
 outside the short, explained list below.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-STAGES = ("TMV", "TME", "TMS", "TMC", "CPV", "CAP", "AVV", "QGE", "QPO", "MDQ", "EXA")
+STAGES = ("TMV", "TME", "TMS", "TMC", "CPV", "CAP", "AVV", "QGE", "QPO", "QAS", "UWS", "UPL", "MDQ", "EXA")
 
 #: warnings accepted, and why
 ACCEPTED_WARNINGS = {
