@@ -64,6 +64,14 @@ _OR_WORTH_IT = 0.05
 #: the largest radius (degrees) a positional join runs on zone cells (30 arcsec wide): a row is
 #: offered to ~25 cells at 60 arcsec, to hundreds beyond
 _XMATCH_MAX_RADIUS_DEG = 60 / 3600
+#: the schema of uploaded tables (stellardb.service.upload), whose rows carry a hidden number
+UPLOAD_SCHEMA = "tap_upload"
+_BEST_MATCH_USE = ("BEST_MATCH (a stellardb extension) joins an uploaded table to a table of this service, each "
+                   "upload row to its nearest partner within a constant radius of at most 60 arcsec: FROM "
+                   "TAP_UPLOAD.t JOIN catalogue AS c ON 1 = BEST_MATCH(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, "
+                   "1/3600.))")
+#: the hidden row number every uploaded table has (BEST_MATCH: the nearest partner of each row)
+UPLOAD_ROW = "_stellardb_row"
 
 
 class AdqlError(ValueError):
@@ -858,6 +866,8 @@ class _Translator:
             duck, arities = _FUNCTIONS[name]
             self.arity(node, arities)
             return exp.Anonymous(this=duck, expressions=[self.expr(a, scope) for a in args])
+        if name == "BEST_MATCH":
+            raise self.error(_BEST_MATCH_USE, node)
         if name in ("CONTAINS", "INTERSECTS"):
             # outside a comparison with 0 or 1: the integer ADQL defines
             predicate, _ = self.containment(node, scope)
@@ -906,8 +916,12 @@ class _Translator:
     def spatial_comparison(self, node: exp.Expression, scope: _Scope) -> exp.Expression | None:
         """``CONTAINS(...) = 1`` and the like, and ``DISTANCE(...) < r``; None for other comparisons."""
         left, right = node.this, node.expression
-        if _is_call(right, "CONTAINS", "INTERSECTS"):
+        if _is_call(right, "CONTAINS", "INTERSECTS", "BEST_MATCH"):
             left, right = right, left
+        if _is_call(left, "BEST_MATCH"):
+            if _constant(right) != 1.0 or not isinstance(node, exp.EQ):
+                raise self.error("compare BEST_MATCH(...) with = 1", node)
+            return self.best_match(left, scope)
         if _is_call(left, "CONTAINS", "INTERSECTS"):
             value = _constant(right)
             if value not in (0.0, 1.0) or not isinstance(node, (exp.EQ, exp.NEQ)):
@@ -1082,8 +1096,23 @@ class _Translator:
                           source if source is not None and source is b.source else None)
         return _Point(self.expr(ra, scope), self.expr(dec, scope), const, None)
 
+    def best_match(self, node: exp.Anonymous, scope: _Scope) -> exp.Expression:
+        """``1 = BEST_MATCH(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, r))`` in a JOIN's ON: CONTAINS,
+        keeping for each upload row only its nearest partner (a stellardb extension)."""
+        if len(node.expressions) != 2:
+            raise self.error(_BEST_MATCH_USE, node)
+        containment = exp.Anonymous(this="CONTAINS", expressions=node.expressions)
+        predicate, prune = self.containment(containment, scope)
+        pair = self.last_circle
+        joined = None
+        if prune is None and pair is not None:
+            joined = self.positional_join(predicate, *pair, best=True)
+        if joined is None:
+            raise self.error(_BEST_MATCH_USE, node)
+        return joined
+
     def positional_join(self, test: exp.Expression, first: _Point, second: _Point,
-                        radius_deg: float | None) -> exp.Expression | None:
+                        radius_deg: float | None, best: bool = False) -> exp.Expression | None:
         """A JOIN's ``ON`` test that two tables' positions lie within a constant radius, run as
         the project's crossmatch runs (sql/30_crossmatch): a hash join on zone cells instead of
         comparing every pair.  The table with a HEALPix index (a release table) offers each row to
@@ -1105,6 +1134,10 @@ class _Translator:
             if any(big is s for s in preserved) or not (big is right or small is right):
                 continue
             self.xmatched += 1
+            if small.table is not None and small.table.schema == UPLOAD_SCHEMA:
+                return self.upload_pairs(big, small, wide, narrow, radius_deg, test, best)
+            if best:
+                break
             cell = f"_xm_cell_{self.xmatched}"
             reach_deg = radius_deg + _PRUNE_MARGIN_ARCSEC / 3600
             big_inner = self.cells_subquery(big, wide, f"UNNEST(zone_search_cells({{ra}}, {{dec}}, "
@@ -1121,6 +1154,83 @@ class _Translator:
                                                  table=exp.to_identifier(small.corr, quoted=True)))
             return exp.Paren(this=exp.and_(equal, test, copy=False))
         return None
+
+    def upload_pairs(self, big: _Source, small: _Source, wide: _Point, narrow: _Point, radius_deg: float,
+                     test: exp.Expression, best: bool) -> exp.Expression:
+        """The positional join of the upload ``small`` with ``big`` as the pairs themselves: ``big``
+        becomes the subquery of its rows that meet an upload row (zone cells, then the exact test),
+        each with that row's number, and the join an equality on it.  So an upload row keeps its
+        multiplicity whatever the join (a LEFT JOIN shows an unmatched row once), BEST_MATCH keeps
+        the nearest partner of each upload row (ties: the smaller id), and an upload column
+        ``epoch`` (Julian years) moves ``big``'s stars with their proper motions to it."""
+        def plain(column: exp.Expression) -> str:
+            return exp.Column(this=exp.to_identifier(column.name, quoted=True)).sql(dialect=_Output)
+
+        def on(corr: str, column: str) -> str:
+            return f'"{corr}"."{column}"'
+
+        r, u = big.corr, small.corr
+        row = f"_xm_row_{self.xmatched}"
+        cell = f"_xm_cell_{self.xmatched}"
+        radius_arcsec = radius_deg * 3600
+        big_columns = {c.name.lower() for c in big.columns}
+        moving = "epoch" in small.table.columns and {"pmra", "pmdec"} <= big_columns
+        ra, dec = on(r, wide.ra.name), on(r, wide.dec.name)
+        q = [f"sky_{axis}({on(u, narrow.ra.name)}, {on(u, narrow.dec.name)})" for axis in "xyz"]
+        if moving:
+            # as sql/30_crossmatch/gaia_motion.sql: unit vector at ref_epoch plus the tangent motion
+            # (rad/yr), seen at the upload row's epoch; the reach grows by the motion over the largest
+            # epoch difference of the upload
+            ref = f"coalesce({on(r, 'ref_epoch')}, 2016.0)" if "ref_epoch" in big_columns else "2016.0"
+            pm_ra = f"radians(coalesce({on(r, 'pmra')}, 0.0) / 3600000.0)"
+            pm_dec = f"radians(coalesce({on(r, 'pmdec')}, 0.0) / 3600000.0)"
+            v = [f"(-{pm_ra} * sin(radians({ra})) - {pm_dec} * sin(radians({dec})) * cos(radians({ra})))",
+                 f"({pm_ra} * cos(radians({ra})) - {pm_dec} * sin(radians({dec})) * sin(radians({ra})))",
+                 f"({pm_dec} * cos(radians({dec})))"]
+            dt = f"({on(u, 'epoch')} - {ref})"
+            p = [f"sky_{axis}({ra}, {dec})" for axis in "xyz"]
+            separation = f"moved_sep_arcsec({', '.join(p)}, {', '.join(v)}, {dt}, {', '.join(q)})"
+            exact = f"{separation} <= {radius_arcsec!r}"
+            # the reach, per row of big (in its own subquery: columns unqualified)
+            upload, own_ref = small.table.sql_name, ("coalesce(\"ref_epoch\", 2016.0)" if "ref_epoch" in big_columns
+                                                     else "2016.0")
+            span = f'greatest(abs("_xm_epoch_lo" - {own_ref}), abs("_xm_epoch_hi" - {own_ref}))'
+            # (the upload's epochs come in as columns: DuckDB takes no subquery inside the macro's lambdas)
+            epochs = f' CROSS JOIN (SELECT min("epoch") AS "_xm_epoch_lo", max("epoch") AS "_xm_epoch_hi" FROM {upload})'
+            reach = (f'({radius_arcsec!r} + {_PRUNE_MARGIN_ARCSEC!r} + sqrt(coalesce("pmra", 0.0) ^ 2 + '
+                     f'coalesce("pmdec", 0.0) ^ 2) / 1000.0 * coalesce({span}, 0.0)) / 3600.0')
+        else:
+            separation = (f"vector_sep_arcsec(sky_x({ra}, {dec}), sky_y({ra}, {dec}), sky_z({ra}, {dec}), "
+                          f"{', '.join(q)})")
+            exact = test.sql(dialect=_Output)
+            reach = _number(radius_deg + _PRUNE_MARGIN_ARCSEC / 3600).sql(dialect=_Output)
+            epochs = ""
+        # the coverage of the upload bounds the rows read; not with motions (the reach varies)
+        where = None if moving else self.coverage_filter(big, small, radius_arcsec + _PRUNE_MARGIN_ARCSEC)
+        key = next((c for c in ("source_id", "object_id") if c in big_columns), None)
+        order = f"{separation}" + (f", {on(r, key)}" if key else "")
+        big_from = big.out.copy()
+        big_from.set("alias", None)
+        sql = (f'SELECT "{r}".*, {on(u, UPLOAD_ROW)} AS "{row}", {separation} AS "xmatch_sep_arcsec" '
+               f'FROM (SELECT *, UNNEST(zone_search_cells({plain(wide.ra)}, {plain(wide.dec)}, {reach})) AS "{cell}" '
+               f'FROM _big{epochs}' + (f" WHERE {where}" if where else "") + f') AS "{r}" '
+               f'JOIN (SELECT *, zone_cell_of({plain(narrow.ra)}, {plain(narrow.dec)}) AS "{cell}" '
+               f'FROM {small.table.sql_name}) AS "{u}" ON {on(r, cell)} = {on(u, cell)} '
+               f"WHERE {exact}"
+               + (f' QUALIFY row_number() OVER (PARTITION BY {on(u, UPLOAD_ROW)} ORDER BY {order}) = 1'
+                  if best else ""))
+        select = sqlglot.parse_one(sql, dialect=_Output)
+        inner = select.args["from_"].this.this
+        inner.args["from_"].set("this", big_from)
+        pairs = exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(r, quoted=True)))
+        big.out.replace(pairs)
+        big.out = pairs
+        # the separation (at the upload's epoch, with motions) can be selected as c.xmatch_sep_arcsec
+        big.columns.append(_SourceColumn("xmatch_sep_arcsec", None, None))
+        big._index = None
+        return exp.EQ(this=exp.Column(this=exp.to_identifier(row, quoted=True), table=exp.to_identifier(r, quoted=True)),
+                      expression=exp.Column(this=exp.to_identifier(UPLOAD_ROW, quoted=True),
+                                            table=exp.to_identifier(u, quoted=True)))
 
     def cells_subquery(self, source: _Source, point: _Point, cell_sql: str, where: str | None) -> exp.Subquery:
         """``source``'s FROM node as ``(SELECT *, <cell> FROM <it> [WHERE ...]) AS corr``; ``cell_sql``

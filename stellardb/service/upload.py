@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from stellardb.service import adql
 from stellardb.service.metadata import Column
 
-SCHEMA = "tap_upload"
+SCHEMA = adql.UPLOAD_SCHEMA
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 #: the most columns one upload may have
 MAX_COLUMNS = 500
 #: the hidden row number every upload gets (a crossmatch's nearest match is per upload row)
-ROW_COLUMN = "_stellardb_row"
+ROW_COLUMN = adql.UPLOAD_ROW
 
 
 class UploadError(ValueError):

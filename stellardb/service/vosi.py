@@ -20,6 +20,15 @@ LANGUAGE_FEATURES = (
     ("ivo://ivoa.net/std/TAPRegExt#features-adql-type", ("CAST",)),
 )
 
+#: stellardb's own functions (TAPRegExt user-defined functions): (form, description)
+UDFS = (
+    ("BEST_MATCH(p POINT, c CIRCLE) -> INTEGER",
+     "In the ON of a JOIN of an uploaded table with a table of this service: 1 = BEST_MATCH(POINT(c.ra, c.dec), "
+     "CIRCLE(t.ra, t.dec, r)) is CONTAINS keeping, for each upload row, only its nearest partner (ties to the "
+     "smaller id). Such a join adds c.xmatch_sep_arcsec; an upload column epoch (Julian years) moves the stars "
+     "with their proper motions to it first."),
+)
+
 #: (TAPRegExt ivo-id or None, media type, alias)
 OUTPUT_FORMATS = (
     ("ivo://ivoa.net/std/TAPRegExt#output-votable-binary2", "application/x-votable+xml", "votable"),
@@ -45,6 +54,9 @@ def capabilities_xml(base_url: str, limits) -> str:
         f'   <languageFeatures type={quoteattr(kind)}>'
         + "".join(f"<feature><form>{form}</form></feature>" for form in forms) + "</languageFeatures>\n"
         for kind, forms in LANGUAGE_FEATURES)
+    features += ('   <languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-udf">'
+                 + "".join(f"<feature><form>{escape(form)}</form><description>{escape(text)}</description></feature>"
+                           for form, text in UDFS) + "</languageFeatures>\n")
     formats = "".join(
         "  <outputFormat" + (f" ivo-id={quoteattr(ivo)}" if ivo else "") + f"><mime>{escape(mime)}</mime>"
         f"<alias>{alias}</alias></outputFormat>\n" for ivo, mime, alias in OUTPUT_FORMATS)

@@ -421,3 +421,84 @@ def test_upload_by_url(holder, limits, my_list, tmp_path):
     finally:
         stop()
         files.shutdown()
+
+
+def test_best_match_keeps_the_nearest_partner_of_each_row(tap, schema, release_con, my_list):
+    """BEST_MATCH (stellardb's extension): per upload row, the nearest star within the radius
+    (astropy's match_to_catalog_sky is the judge); LEFT JOIN keeps the unmatched rows once."""
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+
+    radius = 60.0  # arcsec
+    stars = release_con.execute("select source_id, ra, dec from catalogue").df()
+    everyone = SkyCoord(stars.ra.to_numpy() * u.deg, stars.dec.to_numpy() * u.deg)
+    # rows between two stars closer than the radius: real choices (plus my_list's own rows)
+    a, b, _, _ = everyone.search_around_sky(everyone, radius * u.arcsec)
+    a, b = a[a < b], b[a < b]
+    rng = np.random.default_rng(5)
+    share = rng.uniform(0.2, 0.8, len(a))
+    between = SkyCoord(everyone.cartesian[a] * share + everyone.cartesian[b] * (1 - share))
+    from astropy.table import Table, vstack
+
+    my_list = vstack([my_list, Table({"my_id": np.arange(len(a)) + 10_000, "ra": between.ra.deg,
+                                      "dec": between.dec.deg})])
+    got = tap.search(f"SELECT t.my_id, c.source_id, c.xmatch_sep_arcsec FROM TAP_UPLOAD.mine AS t LEFT JOIN "
+                     f"{schema}.catalogue AS c ON 1 = BEST_MATCH(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, "
+                     f"{radius}/3600.))", uploads={"mine": my_list}, maxrec=100_000).to_table()
+    mine = SkyCoord(np.asarray(my_list["ra"]) * u.deg, np.asarray(my_list["dec"]) * u.deg)
+    index, sep, _ = mine.match_to_catalog_sky(everyone)
+    want = {int(i): int(stars.source_id[j]) for i, j, s in zip(my_list["my_id"], index, sep.arcsec) if s <= radius}
+    several = len(_pairs_by_astropy(release_con, my_list, radius)) - len(want)
+    assert several > 20  # the radius makes real choices
+    rows = {int(i): (None if np.ma.is_masked(s) else int(s)) for i, s in zip(got["my_id"], got["source_id"])}
+    assert len(got) == len(my_list) == len(rows)  # each row once
+    assert {i: s for i, s in rows.items() if s is not None} == want
+    matched = ~np.ma.getmaskarray(got["xmatch_sep_arcsec"])
+    assert float(np.max(np.asarray(got["xmatch_sep_arcsec"])[matched])) <= radius
+
+
+def test_best_match_is_refused_where_it_cannot_run(client, schema):
+    for query in (f"SELECT source_id FROM {schema}.gaia WHERE 1 = BEST_MATCH(POINT(ra, dec), CIRCLE(10, -30, 1))",
+                  f"SELECT BEST_MATCH(POINT(ra, dec), CIRCLE(10, -30, 1)) AS b FROM {schema}.gaia"):
+        r = client.get("/tap/sync", params={"QUERY": query})
+        assert r.status_code == 400 and "BEST_MATCH" in r.text and "TAP_UPLOAD" in r.text
+
+
+def test_upload_epoch_moves_the_stars_with_their_proper_motions(tap, schema, release_con):
+    """An upload column ``epoch`` (Julian years): the catalogue's stars are moved to it before the
+    match.  Rows made from stars seen in 2000.0 (propagated with stellardb's own astrometry, then
+    moved by < 0.2 arcsec) all find their star at 0.5 arcsec; without the epoch the fast movers
+    are lost.  The pairs equal astropy's on the positions propagated to 2000.0."""
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+    import astropy.units as u
+
+    from stellardb.catalog.astrometry import propagate
+
+    stars = release_con.execute(
+        "(select source_id, ra, dec, pmra, pmdec from gaia where pmra is not null "
+        " order by pmra * pmra + pmdec * pmdec desc limit 100) union all "
+        "(select source_id, ra, dec, pmra, pmdec from gaia where pmra is not null order by source_id limit 100)").df()
+    ra, dec = propagate(stars.ra.to_numpy(), stars.dec.to_numpy(), stars.pmra.to_numpy(), stars.pmdec.to_numpy(),
+                        2000.0 - 2016.0)
+    rng = np.random.default_rng(3)
+    seen = SkyCoord(ra * u.deg, dec * u.deg).directional_offset_by(rng.uniform(0, 2 * np.pi, len(ra)) * u.rad,
+                                                                   rng.uniform(0, 0.2, len(ra)) * u.arcsec)
+    table = Table({"my_id": np.arange(len(ra)), "ra": seen.ra.deg, "dec": seen.dec.deg,
+                   "epoch": np.full(len(ra), 2000.0)})
+    fast = np.hypot(stars.pmra, stars.pmdec).to_numpy() * 16 / 1000 > 1.0
+    assert fast.sum() > 20
+    query = (f"SELECT t.my_id, c.source_id FROM TAP_UPLOAD.mine AS t JOIN {schema}.gaia AS c "
+             "ON 1 = CONTAINS(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, 0.5/3600.))")
+    got = tap.search(query, uploads={"mine": table}, maxrec=100_000).to_table()
+    pairs = {(int(a), int(b)) for a, b in zip(got["my_id"], got["source_id"])}
+    assert {(i, int(s)) for i, s in enumerate(stars.source_id)} <= pairs
+    everyone = release_con.execute("select source_id, ra, dec, pmra, pmdec from gaia").df()
+    then = propagate(everyone.ra.to_numpy(), everyone.dec.to_numpy(), everyone.pmra.to_numpy(),
+                     everyone.pmdec.to_numpy(), 2000.0 - 2016.0)
+    i, j, _, _ = SkyCoord(then[0] * u.deg, then[1] * u.deg).search_around_sky(seen, 0.5 * u.arcsec)
+    assert pairs == {(int(a), int(everyone.source_id[b])) for a, b in zip(i, j)}
+    # without the epoch column the same positions are compared with the stars of 2016.0
+    still = tap.search(query, uploads={"mine": table[["my_id", "ra", "dec"]]}, maxrec=100_000).to_table()
+    found = set(int(a) for a in still["my_id"])
+    assert not any(int(k) in found for k in np.flatnonzero(fast))
