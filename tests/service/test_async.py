@@ -502,3 +502,62 @@ def test_upload_epoch_moves_the_stars_with_their_proper_motions(tap, schema, rel
     still = tap.search(query, uploads={"mine": table[["my_id", "ra", "dec"]]}, maxrec=100_000).to_table()
     found = set(int(a) for a in still["my_id"])
     assert not any(int(k) in found for k in np.flatnonzero(fast))
+
+
+@pytest.mark.parametrize("find", ["all", "best"])
+def test_stilts_tapskymatch_of_100k_rows_gives_the_pairs_of_astropy(live_url, schema, release_con, stilts, tmp_path,
+                                                                    find):
+    """STILTS tapskymatch (TOPCAT's engine) sends a 100,000-row list in blocks as uploads and
+    matches each block with ADQL; its pairs are astropy's (all pairs, or each row's nearest)."""
+    import subprocess
+
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+    import astropy.units as u
+
+    stars = release_con.execute("select source_id, ra, dec from catalogue").df()
+    rng = np.random.default_rng(11)
+    pick = rng.integers(0, len(stars), 100_000)
+    near = SkyCoord(stars.ra.to_numpy()[pick] * u.deg, stars.dec.to_numpy()[pick] * u.deg).directional_offset_by(
+        rng.uniform(0, 2 * np.pi, len(pick)) * u.rad, rng.uniform(0, 3, len(pick)) * u.arcsec)
+    mine = Table({"my_id": np.arange(len(pick)), "ra": near.ra.deg, "dec": near.dec.deg})
+    mine.write(tmp_path / "mine.fits")
+    out = tmp_path / "pairs.csv"
+    run = subprocess.run(
+        [stilts, "tapskymatch", f"in={tmp_path / 'mine.fits'}", "inlon=ra", "inlat=dec", f"tapurl={live_url}/tap",
+         f"taptable={schema}.catalogue", "taplon=ra", "taplat=dec", "tapcols=source_id", "sr=0.000556",
+         f"find={find}", "blocksize=20000", "blockmaxrec=100000", "sync=true", "ocmd=keepcols 'my_id source_id'", "ofmt=csv",
+         f"out={out}"], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+    got = Table.read(out, format="ascii.csv")
+    pairs = {(int(a), int(b)) for a, b in zip(got["my_id"], got["source_id"])}
+    everyone = SkyCoord(stars.ra.to_numpy() * u.deg, stars.dec.to_numpy() * u.deg)
+    radius = 0.000556 * 3600
+    if find == "all":
+        i, j, _, _ = everyone.search_around_sky(near, radius * u.arcsec)
+        want = {(int(a), int(stars.source_id[b])) for a, b in zip(i, j)}
+    else:
+        index, sep, _ = near.match_to_catalog_sky(everyone)
+        want = {(int(a), int(stars.source_id[b])) for a, b, s in zip(mine["my_id"], index, sep.arcsec)
+                if s <= radius}
+    assert len(want) > 60_000 and pairs == want and len(got) == len(want)
+
+
+def test_stilts_tapquery_async_with_an_upload(live_url, schema, release_con, stilts, tmp_path, my_list):
+    """STILTS tapquery in asynchronous mode (a UWS job it creates, polls, reads and deletes)."""
+    import subprocess
+
+    from astropy.table import Table
+
+    my_list.write(tmp_path / "mine.vot", format="votable")
+    out = tmp_path / "out.csv"
+    run = subprocess.run(
+        [stilts, "tapquery", f"tapurl={live_url}/tap", "sync=false", "delete=finished",
+         f"adql=SELECT t.my_id, c.source_id FROM TAP_UPLOAD.mine AS t JOIN {schema}.catalogue AS c "
+         "ON 1 = CONTAINS(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, 1.2/3600.))",
+         "nupload=1", f"upload1={tmp_path / 'mine.vot'}", "upname1=mine", "ofmt=csv", f"out={out}"],
+        capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-2000:]
+    got = Table.read(out, format="ascii.csv")
+    assert {(int(a), int(b)) for a, b in zip(got["my_id"], got["source_id"])} == \
+        _pairs_by_astropy(release_con, my_list, 1.2)
