@@ -159,46 +159,31 @@ def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, pa
                 return current
             await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
-    async def phase(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        try:
-            if request.method == "POST":
-                params = await params_of(request)
-                if "phase" not in params:
-                    raise ClientError("POST to .../phase takes PHASE=RUN or PHASE=ABORT.")
-                store.get(job_id)
-                apply(job_id, {"phase": params["phase"]})
-                return see(request, job_id)
-            return text(store.get(job_id).phase)
-        except (ClientError, uws.JobError) as exc:
-            return error(exc)
+    def job_property(param: str, usage: str, change, value):
+        """A job resource that is one value: GET gives ``value(job)`` as text, POST ``param=...``
+        calls ``change(job_id, given)`` and answers 303 to the job."""
+        async def endpoint(request: Request) -> Response:
+            job_id = request.path_params["job_id"]
+            try:
+                if request.method == "POST":
+                    params = await params_of(request)
+                    if param not in params:
+                        raise ClientError(f"POST to .../{request.url.path.rsplit('/', 1)[1]} takes {usage}.")
+                    store.get(job_id)
+                    change(job_id, params[param])
+                    return see(request, job_id)
+                return text(value(store.get(job_id)))
+            except (ClientError, uws.JobError) as exc:
+                return error(exc)
 
-    async def execution_duration(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        try:
-            if request.method == "POST":
-                params = await params_of(request)
-                if "executionduration" not in params:
-                    raise ClientError("POST to .../executionduration takes EXECUTIONDURATION=seconds.")
-                set_duration(job_id, params["executionduration"])
-                return see(request, job_id)
-            return text(store.get(job_id).execution_duration_s)
-        except (ClientError, uws.JobError) as exc:
-            return error(exc)
+        return endpoint
 
-    async def destruction(request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        try:
-            if request.method == "POST":
-                params = await params_of(request)
-                if "destruction" not in params:
-                    raise ClientError("POST to .../destruction takes DESTRUCTION=an ISO 8601 time.")
-                store.get(job_id)
-                set_destruction(job_id, params["destruction"])
-                return see(request, job_id)
-            return text(store.get(job_id).destruction)
-        except (ClientError, uws.JobError) as exc:
-            return error(exc)
+    phase = job_property("phase", "PHASE=RUN or PHASE=ABORT", lambda job_id, given: apply(job_id, {"phase": given}),
+                         lambda job: job.phase)
+    execution_duration = job_property("executionduration", "EXECUTIONDURATION=seconds", set_duration,
+                                      lambda job: job.execution_duration_s)
+    destruction = job_property("destruction", "DESTRUCTION=an ISO 8601 time", set_destruction,
+                               lambda job: job.destruction)
 
     async def parameters(request: Request) -> Response:
         job_id = request.path_params["job_id"]

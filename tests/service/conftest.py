@@ -113,3 +113,17 @@ def live_url(app):
     url, stop = start_server(app)
     yield url
     stop()
+
+
+@pytest.fixture(scope="session")
+def tap(live_url):
+    """pyvo's TAP client on the live service."""
+    import pyvo
+
+    return pyvo.dal.TAPService(f"{live_url}/tap")
+
+
+@pytest.fixture(scope="session")
+def schema(holder):
+    """The release's ADQL schema name."""
+    return holder.current.schema

@@ -20,18 +20,6 @@ def _votable(body: bytes):
         return parse(io.BytesIO(body), verify="ignore")
 
 
-@pytest.fixture(scope="module")
-def tap(live_url):
-    import pyvo
-
-    return pyvo.dal.TAPService(f"{live_url}/tap")
-
-
-@pytest.fixture(scope="module")
-def schema(holder):
-    return holder.current.schema
-
-
 def _job_xml(client, url: str):
     import xml.etree.ElementTree as ET
 

@@ -33,18 +33,6 @@ def _infos(vot) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tap(live_url):
-    import pyvo
-
-    return pyvo.dal.TAPService(f"{live_url}/tap")
-
-
-@pytest.fixture(scope="module")
-def schema(holder):
-    return holder.current.schema
-
-
-@pytest.fixture(scope="module")
 def stars(release_con):
     """Every catalogue row's source_id, ra, dec (the brute-force side)."""
     return release_con.execute("select source_id, ra, dec from catalogue").df()
