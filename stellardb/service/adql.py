@@ -64,6 +64,9 @@ _OR_WORTH_IT = 0.05
 #: the largest radius (degrees) a positional join runs on zone cells (30 arcsec wide): a row is
 #: offered to ~25 cells at 60 arcsec, to hundreds beyond
 _XMATCH_MAX_RADIUS_DEG = 60 / 3600
+#: the farthest a star's motion is followed in an upload match with epochs (degrees): 0.5 deg in
+#: 100 years is 18 arcsec/yr, beyond any star's (Barnard's: 10.4 arcsec/yr)
+_MAX_MOTION_REACH_DEG = 0.5
 #: the schema of uploaded tables (stellardb.service.upload), whose rows carry a hidden number
 UPLOAD_SCHEMA = "tap_upload"
 _BEST_MATCH_USE = ("BEST_MATCH (a stellardb extension) joins an uploaded table to a table of this service, each "
@@ -315,6 +318,8 @@ def translate(adql: str, tables: Sequence[Table], default_schema: str | None = N
         return _Translator(adql, tables, default_schema).run()
     except RecursionError:
         raise AdqlError("the query is too deeply nested; simplify it") from None
+    except (TokenError, ParseError):  # SQL the translator builds itself (a positional join) did not read back
+        raise AdqlError("the query could not be translated; simplify its names (letters, digits and _)") from None
 
 
 class _Translator:
@@ -1163,17 +1168,24 @@ class _Translator:
         multiplicity whatever the join (a LEFT JOIN shows an unmatched row once), BEST_MATCH keeps
         the nearest partner of each upload row (ties: the smaller id), and an upload column
         ``epoch`` (Julian years) moves ``big``'s stars with their proper motions to it."""
+        def ident(name: str) -> str:  # every name quoted by sqlglot: an upload's names are the user's
+            return exp.to_identifier(name, quoted=True).sql(dialect=_Output)
+
         def plain(column: exp.Expression) -> str:
-            return exp.Column(this=exp.to_identifier(column.name, quoted=True)).sql(dialect=_Output)
+            return ident(column.name)
 
         def on(corr: str, column: str) -> str:
-            return f'"{corr}"."{column}"'
+            return f"{ident(corr)}.{ident(column)}"
 
         r, u = big.corr, small.corr
         row = f"_xm_row_{self.xmatched}"
         cell = f"_xm_cell_{self.xmatched}"
         radius_arcsec = radius_deg * 3600
         big_columns = {c.name.lower() for c in big.columns}
+        # the tested separation is a column of the pairs (a name the table does not have already)
+        separation_column = next(name for name in (f"upload_sep_arcsec{suffix}" for suffix in ("", "_2", "_3", "_4",
+                                                                                               f"_{self.xmatched}_x"))
+                                 if name not in big_columns)
         moving = "epoch" in small.table.columns and {"pmra", "pmdec"} <= big_columns
         ra, dec = on(r, wide.ra.name), on(r, wide.dec.name)
         q = [f"sky_{axis}({on(u, narrow.ra.name)}, {on(u, narrow.dec.name)})" for axis in "xyz"]
@@ -1187,7 +1199,7 @@ class _Translator:
             v = [f"(-{pm_ra} * sin(radians({ra})) - {pm_dec} * sin(radians({dec})) * cos(radians({ra})))",
                  f"({pm_ra} * cos(radians({ra})) - {pm_dec} * sin(radians({dec})) * sin(radians({ra})))",
                  f"({pm_dec} * cos(radians({dec})))"]
-            dt = f"({on(u, 'epoch')} - {ref})"
+            dt = f"(coalesce({on(u, 'epoch')}, {ref}) - {ref})"  # no epoch: the table's own
             p = [f"sky_{axis}({ra}, {dec})" for axis in "xyz"]
             separation = f"moved_sep_arcsec({', '.join(p)}, {', '.join(v)}, {dt}, {', '.join(q)})"
             exact = f"{separation} <= {radius_arcsec!r}"
@@ -1197,8 +1209,10 @@ class _Translator:
             span = f'greatest(abs("_xm_epoch_lo" - {own_ref}), abs("_xm_epoch_hi" - {own_ref}))'
             # (the upload's epochs come in as columns: DuckDB takes no subquery inside the macro's lambdas)
             epochs = f' CROSS JOIN (SELECT min("epoch") AS "_xm_epoch_lo", max("epoch") AS "_xm_epoch_hi" FROM {upload})'
-            reach = (f'({radius_arcsec!r} + {_PRUNE_MARGIN_ARCSEC!r} + sqrt(coalesce("pmra", 0.0) ^ 2 + '
-                     f'coalesce("pmdec", 0.0) ^ 2) / 1000.0 * coalesce({span}, 0.0)) / 3600.0')
+            # at most _MAX_MOTION_REACH_DEG: a star faster than any real one (absurd pm) is not followed
+            reach = (f'least(({radius_arcsec!r} + {_PRUNE_MARGIN_ARCSEC!r} + sqrt(coalesce("pmra", 0.0) ^ 2 + '
+                     f'coalesce("pmdec", 0.0) ^ 2) / 1000.0 * coalesce({span}, 0.0)) / 3600.0, '
+                     f'{_MAX_MOTION_REACH_DEG!r})')
         else:
             separation = (f"vector_sep_arcsec(sky_x({ra}, {dec}), sky_y({ra}, {dec}), sky_z({ra}, {dec}), "
                           f"{', '.join(q)})")
@@ -1211,11 +1225,14 @@ class _Translator:
         order = f"{separation}" + (f", {on(r, key)}" if key else "")
         big_from = big.out.copy()
         big_from.set("alias", None)
-        sql = (f'SELECT "{r}".*, {on(u, UPLOAD_ROW)} AS "{row}", {separation} AS "xmatch_sep_arcsec" '
+        # the upload side: only the columns the match reads (its own names cannot meet ours)
+        needed = [UPLOAD_ROW, narrow.ra.name, narrow.dec.name] + (["epoch"] if moving else [])
+        sql = (f'SELECT {ident(r)}.*, {on(u, UPLOAD_ROW)} AS "{row}", {separation} AS {ident(separation_column)} '
                f'FROM (SELECT *, UNNEST(zone_search_cells({plain(wide.ra)}, {plain(wide.dec)}, {reach})) AS "{cell}" '
-               f'FROM _big{epochs}' + (f" WHERE {where}" if where else "") + f') AS "{r}" '
-               f'JOIN (SELECT *, zone_cell_of({plain(narrow.ra)}, {plain(narrow.dec)}) AS "{cell}" '
-               f'FROM {small.table.sql_name}) AS "{u}" ON {on(r, cell)} = {on(u, cell)} '
+               f'FROM _big{epochs}' + (f" WHERE {where}" if where else "") + f") AS {ident(r)} "
+               f"JOIN (SELECT {', '.join(ident(c) for c in dict.fromkeys(needed))}, "
+               f'zone_cell_of({plain(narrow.ra)}, {plain(narrow.dec)}) AS "{cell}" '
+               f"FROM {small.table.sql_name}) AS {ident(u)} ON {on(r, cell)} = {on(u, cell)} "
                f"WHERE {exact}"
                + (f' QUALIFY row_number() OVER (PARTITION BY {on(u, UPLOAD_ROW)} ORDER BY {order}) = 1'
                   if best else ""))
@@ -1225,8 +1242,8 @@ class _Translator:
         pairs = exp.Subquery(this=select, alias=exp.TableAlias(this=exp.to_identifier(r, quoted=True)))
         big.out.replace(pairs)
         big.out = pairs
-        # the separation (at the upload's epoch, with motions) can be selected as c.xmatch_sep_arcsec
-        big.columns.append(_SourceColumn("xmatch_sep_arcsec", None, None))
+        # the separation (at the upload's epoch, with motions) can be selected as c.upload_sep_arcsec
+        big.columns.append(_SourceColumn(separation_column, None, None))
         big._index = None
         return exp.EQ(this=exp.Column(this=exp.to_identifier(row, quoted=True), table=exp.to_identifier(r, quoted=True)),
                       expression=exp.Column(this=exp.to_identifier(UPLOAD_ROW, quoted=True),

@@ -77,45 +77,78 @@ FETCH_TIMEOUT_S = 30.0
 
 def fetch(url: str, max_bytes: int, private_hosts: bool = False) -> bytes:
     """The bytes at an upload's URL (TAP 1.1 uploads by reference).  The service is on the internet
-    and the URL is the user's: only http(s), no redirects, at most ``max_bytes``, and no host on
-    a loopback, private, link-local or reserved address (the service's own network) unless
-    ``private_hosts`` (tests on one machine)."""
+    and the URL is the user's: only http(s), no redirects, at most ``max_bytes`` in at most
+    FETCH_TIMEOUT_S in all, and no host on a loopback, private, link-local or reserved address (the
+    service's own network) unless ``private_hosts`` (tests on one machine).  The connection goes to
+    the address that was checked (a second name lookup could answer another: DNS rebinding)."""
+    import http.client
     import ipaddress
     import socket
-    import urllib.error
+    import ssl
+    import time
     import urllib.parse
-    import urllib.request
 
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UploadError(f"{url[:80]!r} is not an http(s) URL")
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or None)}
-    except (socket.gaierror, UnicodeError):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
         raise UploadError(f"the host of {url[:80]!r} is not known") from None
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not private_hosts and not ip.is_global:
+    for info in infos:
+        if not private_hosts and not ipaddress.ip_address(info[4][0].split("%")[0]).is_global:
             raise UploadError(f"{url[:80]!r} is on a private or local address; the service fetches tables from "
                               "public hosts only (or send the table in the request: name,param:part)")
+    family, address = infos[0][0], infos[0][4]
+    deadline = time.monotonic() + FETCH_TIMEOUT_S
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None  # a redirect could lead anywhere: not followed
+    def pinned_socket():
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(FETCH_TIMEOUT_S)
+        sock.connect(address)
+        return sock
 
-    opener = urllib.request.build_opener(NoRedirect)
+    opened = []
+
+    class Pinned(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = pinned_socket()
+            opened.append(self.sock)
+
+    class PinnedTLS(http.client.HTTPSConnection):
+        def connect(self):
+            self.sock = ssl.create_default_context().wrap_socket(pinned_socket(), server_hostname=parts.hostname)
+            opened.append(self.sock)
+
+    connection = (PinnedTLS if parts.scheme == "https" else Pinned)(parts.hostname, port, timeout=FETCH_TIMEOUT_S)
+    path = parts.path or "/"
     try:
-        with opener.open(urllib.request.Request(url, headers={"User-Agent": "stellardb-tap"}),
-                         timeout=FETCH_TIMEOUT_S) as response:
-            data = response.read(max_bytes + 1)
-    except urllib.error.HTTPError as exc:
-        raise UploadError(f"{url[:80]!r} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UploadError(f"{url[:80]!r} could not be read ({str(reason)[:80]})") from None
-    if len(data) > max_bytes:
-        raise UploadError(f"the table at {url[:80]!r} is larger than {max_bytes:,} bytes")
-    return data
+        connection.request("GET", path + (f"?{parts.query}" if parts.query else ""),
+                           headers={"User-Agent": "stellardb-tap", "Accept-Encoding": "identity"})
+        response = connection.getresponse()
+        if response.status != 200:  # redirects too: they could lead anywhere
+            raise UploadError(f"{url[:80]!r} answered HTTP {response.status}")
+        chunks, size = [], 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise UploadError(f"the table at {url[:80]!r} took longer than {FETCH_TIMEOUT_S:g} s to arrive")
+            opened[0].settimeout(left)  # a slow drip cannot stretch the whole past the deadline
+            chunk = response.read1(1 << 16)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise UploadError(f"the table at {url[:80]!r} is larger than {max_bytes:,} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except TimeoutError:
+        raise UploadError(f"the table at {url[:80]!r} took longer than {FETCH_TIMEOUT_S:g} s to arrive") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise UploadError(f"{url[:80]!r} could not be read ({type(exc).__name__})") from None
+    finally:
+        connection.close()
 
 
 def read(name: str, data: bytes, max_rows: int) -> Upload:
@@ -127,11 +160,11 @@ def read(name: str, data: bytes, max_rows: int) -> Upload:
     head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n")
     try:
         if head.startswith(b"PAR1"):
-            table, columns = _parquet(data), {}
+            table, columns = _parquet(data, name, max_rows), {}
         elif head.startswith(b"<"):
             table, columns = _votable(data)
         else:
-            table, columns = _csv(data), {}
+            table, columns = _csv(data, name), {}
     except UploadError:
         raise
     except Exception as exc:  # the readers' own messages say what is wrong with the file
@@ -153,6 +186,8 @@ def read(name: str, data: bytes, max_rows: int) -> Upload:
         elif pa.types.is_nested(f.type) or pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
             raise UploadError(f"upload {name!r}: column {f.name!r} is an array or binary column; upload plain "
                               "numbers, text, booleans or times")
+    if "epoch" in names:
+        table = table.set_column(names.index("epoch"), "epoch", _epochs(table.column("epoch"), name))
     table = table.append_column(ROW_COLUMN, pa.array(range(table.num_rows), type=pa.int64()))
     columns = {n: columns.get(n) or Column(n, "", None, None, None, None, None) for n in names}
     sql_name = f"_upload_{secrets.token_hex(8)}_{name}"
@@ -228,19 +263,68 @@ def _position(names: list[str], columns: dict[str, Column]) -> tuple[str, str] |
     return None
 
 
-def _parquet(data: bytes):
+#: a Parquet upload may hold at most this many bytes once decompressed (its row groups say so
+#: before anything is read: a 2 MB file of 100 M repeated values would otherwise take 4 GB)
+MAX_DECOMPRESSED_BYTES = 2_000_000_000
+#: an epoch column holds Julian years within these (a wild one would send the search everywhere)
+EPOCH_RANGE_YR = (1900.0, 2100.0)
+
+
+def _parquet(data: bytes, name: str, max_rows: int):
     import pyarrow.parquet as pq
 
-    return pq.read_table(io.BytesIO(data))
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    meta = parquet.metadata
+    if meta.num_rows > max_rows:
+        raise UploadError(f"upload {name!r} has {meta.num_rows:,} rows, more than the {max_rows:,} this service "
+                          "takes here; split it, or use an asynchronous job (/tap/async) for larger lists")
+    if meta.num_columns > MAX_COLUMNS:
+        raise UploadError(f"upload {name!r} has {meta.num_columns} columns; at most {MAX_COLUMNS}")
+    # read in batches, counting the bytes they take in memory: encodings (RLE, dictionaries) make
+    # any size the file's own figures give a poor guide
+    import pyarrow as pa
+
+    batches, size = [], 0
+    for batch in parquet.iter_batches(batch_size=65_536):
+        size += batch.nbytes
+        if size > MAX_DECOMPRESSED_BYTES:
+            raise UploadError(f"upload {name!r} takes more than {MAX_DECOMPRESSED_BYTES:,} bytes once decompressed; "
+                              "upload fewer rows or columns")
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=parquet.schema_arrow)
 
 
-def _csv(data: bytes):
+def _csv(data: bytes, name: str):
     import pyarrow.csv as pcsv
 
-    text = data[:4096].decode("utf-8", "replace")
-    delimiter = "\t" if text.split("\n", 1)[0].count("\t") > text.split("\n", 1)[0].count(",") else ","
+    first = data[:1_000_000].split(b"\n", 1)[0].decode("utf-8", "replace")
+    delimiter = "\t" if first.count("\t") > first.count(",") else ","
+    # the header says how many columns before anything is parsed (100,000 columns: gigabytes)
+    if first.count(delimiter) + 1 > MAX_COLUMNS or len(first) >= 999_999:
+        raise UploadError(f"upload {name!r} has more than {MAX_COLUMNS} columns (or no header line)")
     return pcsv.read_csv(io.BytesIO(data), parse_options=pcsv.ParseOptions(delimiter=delimiter),
                          convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+
+
+def _epochs(column, name: str):
+    """The ``epoch`` column as float64 Julian years within EPOCH_RANGE_YR (NULLs stay: such a row
+    is matched at the table's own epoch)."""
+    import numpy as np
+    import pyarrow as pa
+
+    try:
+        values = column.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise UploadError(f"upload {name!r}: column epoch must hold Julian years as numbers (e.g. 2010.5)") \
+            from None
+    array = np.asarray(values.to_numpy(zero_copy_only=False), dtype=float)
+    given = array[~np.isnan(array)]
+    lo, hi = EPOCH_RANGE_YR
+    if given.size and (given.min() < lo or given.max() > hi or not np.isfinite(given).all()):
+        raise UploadError(f"upload {name!r}: column epoch must hold Julian years between {lo:g} and {hi:g} "
+                          f"(it has {given.min():g} to {given.max():g}); MJD? divide: 2000.0 + (mjd - 51544.5) "
+                          "/ 365.25")
+    return values
 
 
 def _votable(data: bytes):
@@ -248,6 +332,7 @@ def _votable(data: bytes):
     import pyarrow as pa
     from astropy.io.votable import parse
 
+    _no_external_streams(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         votable = parse(io.BytesIO(data), verify="ignore")
@@ -281,6 +366,23 @@ def _votable(data: bytes):
         columns[name.lower()] = Column(name.lower(), "", None, None, str(f.unit) if f.unit is not None else None,
                                        f.ucd or None, str(f.description) if f.description else None)
     return pa.table(arrays, names=names), columns
+
+
+_STREAM = re.compile(rb"<\s*(?:[\w.-]+:)?STREAM\b([^>]*)>", re.IGNORECASE)
+
+
+def _no_external_streams(data: bytes) -> None:
+    """Refuse a VOTable whose data is elsewhere: astropy opens a STREAM's ``href`` itself (a local
+    file, any URL), and would decompress a gzip-encoded one whatever its size.  Only inline
+    TABLEDATA and base64 BINARY/BINARY2 are read."""
+    for match in _STREAM.finditer(data):
+        attributes = match.group(1).lower()
+        if re.search(rb"\bhref\s*=", attributes):
+            raise UploadError("the VOTable's data is a STREAM with href (elsewhere); send the data inline "
+                              "(TABLEDATA or BINARY2 in base64), as pyvo, TOPCAT and STILTS do")
+        encoding = re.search(rb"\bencoding\s*=\s*[\"']([^\"']*)[\"']", attributes)
+        if encoding and encoding.group(1).strip() not in (b"base64", b""):
+            raise UploadError("a VOTable STREAM may only be base64-encoded here; send TABLEDATA or base64 BINARY2")
 
 
 def _timestamps(text):

@@ -25,7 +25,7 @@ UDFS = (
     ("BEST_MATCH(p POINT, c CIRCLE) -> INTEGER",
      "In the ON of a JOIN of an uploaded table with a table of this service: 1 = BEST_MATCH(POINT(c.ra, c.dec), "
      "CIRCLE(t.ra, t.dec, r)) is CONTAINS keeping, for each upload row, only its nearest partner (ties to the "
-     "smaller id). Such a join adds c.xmatch_sep_arcsec; an upload column epoch (Julian years) moves the stars "
+     "smaller id). Such a join adds c.upload_sep_arcsec; an upload column epoch (Julian years) moves the stars "
      "with their proper motions to it first."),
 )
 

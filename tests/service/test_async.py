@@ -430,7 +430,7 @@ def test_best_match_keeps_the_nearest_partner_of_each_row(tap, schema, release_c
 
     my_list = vstack([my_list, Table({"my_id": np.arange(len(a)) + 10_000, "ra": between.ra.deg,
                                       "dec": between.dec.deg})])
-    got = tap.search(f"SELECT t.my_id, c.source_id, c.xmatch_sep_arcsec FROM TAP_UPLOAD.mine AS t LEFT JOIN "
+    got = tap.search(f"SELECT t.my_id, c.source_id, c.upload_sep_arcsec FROM TAP_UPLOAD.mine AS t LEFT JOIN "
                      f"{schema}.catalogue AS c ON 1 = BEST_MATCH(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, "
                      f"{radius}/3600.))", uploads={"mine": my_list}, maxrec=100_000).to_table()
     mine = SkyCoord(np.asarray(my_list["ra"]) * u.deg, np.asarray(my_list["dec"]) * u.deg)
@@ -441,8 +441,8 @@ def test_best_match_keeps_the_nearest_partner_of_each_row(tap, schema, release_c
     rows = {int(i): (None if np.ma.is_masked(s) else int(s)) for i, s in zip(got["my_id"], got["source_id"])}
     assert len(got) == len(my_list) == len(rows)  # each row once
     assert {i: s for i, s in rows.items() if s is not None} == want
-    matched = ~np.ma.getmaskarray(got["xmatch_sep_arcsec"])
-    assert float(np.max(np.asarray(got["xmatch_sep_arcsec"])[matched])) <= radius
+    matched = ~np.ma.getmaskarray(got["upload_sep_arcsec"])
+    assert float(np.max(np.asarray(got["upload_sep_arcsec"])[matched])) <= radius
 
 
 def test_best_match_is_refused_where_it_cannot_run(client, schema):
@@ -549,3 +549,94 @@ def test_stilts_tapquery_async_with_an_upload(live_url, schema, release_con, sti
     got = Table.read(out, format="ascii.csv")
     assert {(int(a), int(b)) for a, b in zip(got["my_id"], got["source_id"])} == \
         _pairs_by_astropy(release_con, my_list, 1.2)
+
+
+# --- what the review found (each failed before its fix) ---------------------------------------
+
+def _sync_error(client, query: str, data: bytes, name: str = "t") -> tuple[int, str]:
+    r = client.post("/tap/sync", data={"QUERY": query, "UPLOAD": f"{name},param:f"}, files={"f": ("f", data)})
+    if r.status_code == 200:
+        return 200, r.text
+    vot = _votable(r.content)
+    return r.status_code, [i.content for i in vot.resources[0].infos if i.name == "QUERY_STATUS"][0]
+
+
+@pytest.mark.parametrize("href", ["file:///etc/passwd", "http://127.0.0.1:9/secret"])
+def test_a_votable_stream_elsewhere_is_refused(client, tmp_path, href):
+    """astropy opens a STREAM's href itself: a file of the server, or a URL of its network."""
+    votable = f"""<?xml version="1.0"?>
+<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE><TABLE>
+<FIELD name="line" datatype="char" arraysize="40"/>
+<DATA><BINARY><STREAM href="{href}"/></BINARY></DATA></TABLE></RESOURCE></VOTABLE>""".encode()
+    status, message = _sync_error(client, "SELECT * FROM TAP_UPLOAD.t", votable)
+    assert status == 400 and "href" in message and "root:" not in message
+
+
+def test_a_small_parquet_that_decompresses_to_gigabytes_is_refused_unread(client, holder):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stellardb.service import upload
+
+    buffer = io.BytesIO()
+    # 30 M equal values: a few hundred KB on disk, 240 MB in memory; refused by its row count unread
+    pq.write_table(pa.table({"x": pa.repeat(pa.scalar(1.0), 30_000_000)}), buffer, compression="zstd")
+    assert len(buffer.getvalue()) < 2_000_000
+    status, message = _sync_error(client, "SELECT COUNT(*) AS n FROM TAP_UPLOAD.t", buffer.getvalue())
+    assert status == 400 and "30,000,000 rows" in message
+    # within the row limit but larger than the decompressed limit: refused by the row groups' sizes
+    with pytest.raises(upload.UploadError, match="decompressed"):
+        old = upload.MAX_DECOMPRESSED_BYTES
+        upload.MAX_DECOMPRESSED_BYTES = 1_000_000
+        try:
+            upload.read("t", buffer.getvalue(), 10 ** 9)
+        finally:
+            upload.MAX_DECOMPRESSED_BYTES = old
+
+
+def test_a_csv_with_a_huge_header_is_refused_before_parsing(client):
+    status, message = _sync_error(client, "SELECT 1 AS x FROM TAP_UPLOAD.t",
+                                  (",".join(f"c{i}" for i in range(100_000)) + "\n").encode())
+    assert status == 400 and "columns" in message
+
+
+@pytest.mark.parametrize("epoch, said", [("-1e12", "between 1900 and 2100"), ("1e9", "between 1900 and 2100"),
+                                         ("abc", "as numbers")])
+def test_an_upload_epoch_must_be_a_julian_year(client, schema, epoch, said):
+    data = f"ra,dec,epoch\n10.0,-30.0,{epoch}\n10.1,-30.1,2000.0\n".encode()
+    status, message = _sync_error(client, f"SELECT t.ra, c.source_id FROM TAP_UPLOAD.t AS t JOIN {schema}.gaia AS c "
+                                          "ON 1 = CONTAINS(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, 5/3600.))", data)
+    assert status == 400 and said in message
+
+
+def test_upload_names_cannot_inject_sql(client, schema, release_con):
+    """An upload's column and correlation names go into SQL the translator writes itself: quoted."""
+    star = release_con.execute("select ra, dec, source_id from catalogue order by source_id limit 1").fetchone()
+    evil = 'dec", "u"."dec") * 0 + CAST(current_setting(\'temp_directory\') AS INTEGER) + 0 * sky_x("u"."dec'
+    data = f'ra,"{evil.replace(chr(34), chr(34) * 2)}"\n{star[0]!r},{star[1]!r}\n'.encode()
+    query = (f'SELECT t.ra, c.source_id FROM TAP_UPLOAD.t AS "u"" x" JOIN {schema}.catalogue AS c ON '
+             f'1 = CONTAINS(POINT(c.ra, c.dec), CIRCLE("u"" x".ra, "u"" x"."{evil.replace(chr(34), chr(34) * 2)}", '
+             '1/3600.))').replace("SELECT t.ra", 'SELECT "u"" x".ra')
+    r = client.post("/tap/sync", data={"QUERY": query, "UPLOAD": "t,param:f", "RESPONSEFORMAT": "csv"},
+                    files={"f": ("f", data)})
+    assert r.status_code == 200, r.text
+    assert r.text.split()[1].split(",")[1] == str(star[2]) and "tmp" not in r.text
+
+
+def test_the_separation_column_is_the_tested_one_on_catalogue(tap, schema, release_con):
+    """catalogue has its own xmatch_sep_arcsec (SkyMapper's): the join's is upload_sep_arcsec."""
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+    import astropy.units as u
+
+    stars = release_con.execute("select source_id, ra, dec from catalogue where xmatch_sep_arcsec is not null "
+                                "order by source_id limit 20").df()
+    moved = SkyCoord(stars.ra.to_numpy() * u.deg, stars.dec.to_numpy() * u.deg).directional_offset_by(
+        0.3 * u.rad, 2.0 * u.arcsec)
+    got = tap.search(f"SELECT t.my_id, c.source_id, c.upload_sep_arcsec, c.xmatch_sep_arcsec FROM TAP_UPLOAD.mine "
+                     f"AS t JOIN {schema}.catalogue AS c ON 1 = BEST_MATCH(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, "
+                     "3/3600.))", uploads={"mine": Table({"my_id": np.arange(20), "ra": moved.ra.deg,
+                                                          "dec": moved.dec.deg})}).to_table()
+    assert len(got) == 20
+    np.testing.assert_allclose(np.asarray(got["upload_sep_arcsec"], dtype=float), 2.0, atol=1e-6)
+    assert not np.allclose(np.asarray(got["xmatch_sep_arcsec"], dtype=float), 2.0)
