@@ -69,6 +69,12 @@ SETTINGS = (
             "serve: the longest execution duration a job may ask for."),
     Setting("job_lifetime_s", "604800", "STELLARDB_JOB_LIFETIME_S",
             "serve: how long a job and its result are kept (its destruction time; 7 days)."),
+    Setting("job_list", "address", "STELLARDB_JOB_LIST",
+            "serve: the job list shows a client its address's jobs (address) or none (none: behind a proxy)."),
+    Setting("max_jobs", "10000", "STELLARDB_MAX_JOBS",
+            "serve: the most asynchronous jobs kept at once (more are refused with 503)."),
+    Setting("max_job_bytes", "20000000000", "STELLARDB_MAX_JOB_BYTES",
+            "serve: the most bytes of uploads and results the job folder holds (more are refused with 503)."),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -53,6 +53,12 @@ class Limits:
     max_upload_rows_async: int = 5_000_000
     #: uploads by URL from loopback/private addresses (tests on one machine; never on the internet)
     upload_from_private_hosts: bool = False
+    #: the job list shows a client the jobs made from its address ("address"), or nothing ("none":
+    #: behind a proxy or NAT every client has one address)
+    job_list: str = "address"
+    #: jobs and bytes (uploads and results) the job folder may hold
+    max_jobs: int = 10_000
+    max_job_bytes: int = 20_000_000_000
     #: asynchronous jobs: at once per worker, run time (default and longest), kept for
     async_workers: int = 2
     async_duration_s: int = 3600
@@ -95,12 +101,14 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         jobs_root = tempfile.mkdtemp(prefix="stellardb-jobs-")
         atexit.register(shutil.rmtree, jobs_root, True)
     jobs = uws.JobStore(jobs_root, default_duration_s=limits.async_duration_s,
-                        max_duration_s=limits.async_max_duration_s, lifetime_s=limits.job_lifetime_s)
+                        max_duration_s=limits.async_max_duration_s, lifetime_s=limits.job_lifetime_s,
+                        max_jobs=limits.max_jobs, max_bytes=limits.max_job_bytes)
     jobs.recover()
     jobs.sweep()
 
     state = {"running": 0}
     limiter = anyio.CapacityLimiter(limits.max_queries)
+    upload_limiter = anyio.CapacityLimiter(2)
 
     def root_url(request: Request) -> str:
         return (base_url or str(request.base_url)).rstrip("/")
@@ -119,6 +127,8 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
 
             try:
                 form = await request.form()
+            except BodyTooLarge as exc:
+                raise ClientError(str(exc), 413) from None
             except (HTTPException, MultiPartException, ValueError, KeyError) as exc:
                 exc = getattr(exc, "detail", exc)
                 raise ClientError(f"The request body is not a form that can be read ({public_message(exc)}); send "
@@ -130,7 +140,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
                         raise ClientError("This endpoint takes no file; send parameters only.")
                     if key in files:
                         raise ClientError(f"The request has two parts named {key[:40]!r}; name each upload once.")
-                    files[key] = await value.read()
+                    files[key] = value.file  # spooled to disk by the form parser: read where needed
         for key, value in items:
             key = key.lower()
             if key in found and found[key] != value:
@@ -293,7 +303,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
                 if kind == "url":
                     data = upload.fetch(ref, limits.max_upload_bytes, limits.upload_from_private_hosts)
                 elif ref in files:
-                    data = files[ref]
+                    data = files[ref] if isinstance(files[ref], bytes) else files[ref].read()
                 else:
                     raise upload.UploadError(f"UPLOAD names the part {ref[:40]!r}, which the request does not "
                                              "have; send the table as a multipart part of that name")
@@ -308,8 +318,9 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         try:
             params = await params_of(request, files)
             query, maxrec, kind, media = query_request(params, served)
+            # a few uploads are read at once: each may take as much memory as its rows
             uploads = await anyio.to_thread.run_sync(read_uploads, params.get("upload"), files,
-                                                     limits.max_upload_rows_sync)
+                                                     limits.max_upload_rows_sync, limiter=upload_limiter)
         except ClientError as exc:
             return error_response(str(exc), exc.status, served_headers(served))
         return await run_query(lambda _: query, maxrec, kind, media, uploads=uploads)
@@ -448,6 +459,10 @@ def _number(params: dict, key: str) -> float:
     return number
 
 
+class BodyTooLarge(ValueError):
+    """A streamed request body went past its limit (raised into the form parser)."""
+
+
 class BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes gets 413, by its Content-Length or
     counted while it arrives, before the app sees any of it (the body is read here, at most
@@ -469,6 +484,20 @@ class BodyLimit:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return await self._refuse(send, limit)
+        if limit == self.upload_limit and limit != self.limit:
+            # an upload is not held in memory here: counted as it passes (the form parser spools
+            # its parts to disk); past the limit the form cannot be read, which the app answers
+            seen = 0
+
+            async def counted():
+                nonlocal seen
+                message = await receive()
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(f"The request is larger than {limit:,} bytes; send a smaller upload.")
+                return message
+
+            return await self.app(scope, counted, send)
         chunks, seen = [], 0
         while True:
             message = await receive()

@@ -30,7 +30,16 @@ def limits_from_settings():
                   max_upload_rows_async=config.get_int("max_upload_rows_async", minimum=1),
                   async_workers=config.get_int("async_workers", minimum=1),
                   async_duration_s=min(config.get_int("async_duration_s", minimum=1), max_duration_s),
-                  async_max_duration_s=max_duration_s, job_lifetime_s=config.get_int("job_lifetime_s", minimum=60))
+                  async_max_duration_s=max_duration_s, job_lifetime_s=config.get_int("job_lifetime_s", minimum=60),
+                  job_list=_job_list(), max_jobs=config.get_int("max_jobs", minimum=1),
+                  max_job_bytes=config.get_int("max_job_bytes", minimum=1_000_000))
+
+
+def _job_list() -> str:
+    value = config.get("job_list").strip().lower()
+    if value not in ("address", "none"):
+        raise UserError(f"{config.setting('job_list').envvar}={value!r} is not one of address, none.")
+    return value
 
 
 def build(db_path, release_name: str | None, root: Path | None):

@@ -69,13 +69,16 @@ def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, pa
             else:
                 raise ClientError(f"PHASE={phase[:20]!r}: a job can be sent RUN or ABORT.")
 
-    def set_duration(job_id: str, value: str) -> None:
+    def duration_of(value: str) -> int:
         try:
             seconds = int(value)
         except ValueError:
             raise ClientError(f"EXECUTIONDURATION={value[:20]!r} is not a whole number of seconds.") from None
         # 0 means "no limit" in UWS: the service's longest
-        seconds = limits.async_max_duration_s if seconds <= 0 else min(seconds, limits.async_max_duration_s)
+        return limits.async_max_duration_s if seconds <= 0 else min(seconds, limits.async_max_duration_s)
+
+    def set_duration(job_id: str, value: str) -> None:
+        seconds = duration_of(value)
         job = store.get(job_id)
         if job.phase not in ("PENDING", "QUEUED"):
             raise ClientError(f"The job is {job.phase}; its execution duration can be changed only before it runs.")
@@ -104,7 +107,10 @@ def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, pa
                         raise ClientError("LAST must be a positive number of jobs.")
                 elif key.lower() == "after":
                     after = uws.parse_iso(value)
-            jobs = store.list(owner=owner(request), phases=phases or None, last=last, after=after)
+            if limits.job_list == "none":  # behind a shared address: a job's address is its only key
+                jobs = []
+            else:
+                jobs = store.list(owner=owner(request), phases=phases or None, last=last, after=after)
             if not phases:  # UWS 1.1: without PHASE, ARCHIVED jobs are not listed (none are kept here)
                 jobs = [j for j in jobs if j.phase != "ARCHIVED"]
             return xml(uws.jobs_xml(jobs, base(request)))
@@ -114,8 +120,15 @@ def routes(store: uws.JobStore, runner: uws.Runner, holder, limits, root_url, pa
     async def create(request: Request) -> Response:
         files: dict = {}
         params = await params_of(request, files)
-        # UWS: a job is made whatever its parameters; a wrong query is the job's ERROR when it runs,
-        # and parameters TAP does not define are ignored (DALI)
+        # UWS: a job is made whatever its query parameters; a wrong query is the job's ERROR when it
+        # runs, and parameters TAP does not define are ignored (DALI).  Its own settings are checked
+        # first: a request refused leaves no job behind
+        if "executionduration" in params:
+            duration_of(params["executionduration"])
+        if "destruction" in params:
+            uws.parse_iso(params["destruction"])
+        if params.get("phase", "RUN").upper() not in ("RUN", "ABORT"):
+            raise ClientError(f"PHASE={params['phase'][:20]!r}: a job can be sent RUN or ABORT.")
         kept = {k: v for k, v in params.items() if k in _JOB_PARAMETERS
                 and k not in ("phase", "executionduration", "destruction")}
         job = await asyncio.to_thread(store.create, owner(request), kept, files)

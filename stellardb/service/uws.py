@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -92,8 +93,9 @@ class Job:
     result_file: str | None = None
     result_media: str | None = None
     result_rows: int | None = None
-    #: the process that queued or runs it, and the release that answered
+    #: the process that queued or runs it (and when that process started), and the release that answered
     pid: int | None = None
+    pid_started: str | None = None
     release: str | None = None
     #: uploaded parts: the request's part name -> the file holding it in the job's folder
     parts: dict = field(default_factory=dict)
@@ -151,13 +153,29 @@ def jobs_xml(jobs: list[Job], base: str) -> str:
 class JobStore:
     """The jobs under ``root`` (a folder the service may write; never inside a release)."""
 
-    def __init__(self, root: Path, *, default_duration_s: int, max_duration_s: int, lifetime_s: int):
+    def __init__(self, root: Path, *, default_duration_s: int, max_duration_s: int, lifetime_s: int,
+                 max_jobs: int = 10_000, max_bytes: int = 20_000_000_000):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.default_duration_s = default_duration_s
         self.max_duration_s = max_duration_s
         self.lifetime_s = lifetime_s
-        self._lock = threading.Lock()
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        self._thread_lock = threading.Lock()
+
+    @contextmanager
+    def locked(self):
+        """The store's lock across threads and worker processes (a file lock): a change to a job
+        is read, changed and written by one of them at a time."""
+        import fcntl
+
+        with self._thread_lock, open(self.root / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- files ------------------------------------------------------------------------------
     def folder(self, job_id: str) -> Path:
@@ -186,8 +204,8 @@ class JobStore:
         os.replace(temporary, folder / JOB_FILE)
 
     def update(self, job_id: str, **changes) -> Job:
-        """Change fields of a job under the store's lock (one process); returns the job."""
-        with self._lock:
+        """Change fields of a job under the store's lock; returns the job."""
+        with self.locked():
             job = self.get(job_id)
             for key, value in changes.items():
                 setattr(job, key, value)
@@ -195,15 +213,35 @@ class JobStore:
             return job
 
     # -- life cycle -------------------------------------------------------------------------
-    def create(self, owner: str, parameters: dict, files: dict[str, bytes] | None = None) -> Job:
+    def usage(self) -> tuple[int, int]:
+        """(jobs, bytes) the store holds."""
+        jobs = size = 0
+        for entry in os.scandir(self.root):
+            if entry.is_dir() and not entry.name.startswith("."):
+                jobs += 1
+                size += sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file())
+        return jobs, size
+
+    def create(self, owner: str, parameters: dict, files: dict | None = None) -> Job:
+        """A new PENDING job; ``files``: part name -> bytes or a readable file (an upload)."""
+        files = files or {}
+        jobs, size = self.usage()
+        incoming = sum(len(f) if isinstance(f, bytes) else _file_size(f) for f in files.values())
+        if jobs >= self.max_jobs or size + incoming > self.max_bytes:
+            raise JobError("The service holds as many jobs as it can keep; delete finished jobs (DELETE "
+                           "/tap/async/ID) or try again later.", 503)
         created = now_utc()
         job_id = secrets.token_urlsafe(16)
         folder = self.folder(job_id)
         folder.mkdir()
         parts = {}
-        for i, (part, data) in enumerate((files or {}).items()):  # the part's name is the user's: not a file name
+        for i, (part, data) in enumerate(files.items()):  # the part's name is the user's: not a file name
             parts[part] = f"upload-{i}"
-            (folder / parts[part]).write_bytes(data)
+            with open(folder / parts[part], "wb") as out:
+                if isinstance(data, bytes):
+                    out.write(data)
+                else:
+                    shutil.copyfileobj(data, out, 1 << 20)
         job = Job(id=job_id, owner=owner, created=iso(created), execution_duration_s=self.default_duration_s,
                   destruction=iso(created + timedelta(seconds=self.lifetime_s)),
                   run_id=parameters.pop("runid", None), parameters=parameters, parts=parts)
@@ -258,7 +296,7 @@ class JobStore:
         """Jobs left QUEUED or EXECUTING by a process that is gone: ERROR, with why."""
         fixed = 0
         for job in self.list(phases=["QUEUED", "EXECUTING"]):
-            if job.pid is not None and _alive(job.pid):
+            if job.pid is not None and _alive(job.pid, job.pid_started):
                 continue
             self.update(job.id, phase="ERROR", ended=iso(now_utc()),
                         error="The service restarted while this job was queued or running; submit it again.")
@@ -266,14 +304,35 @@ class JobStore:
         return fixed
 
 
-def _alive(pid: int) -> bool:
+def _file_size(handle) -> int:
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(0)
+        return size
+
+
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks since boot, /proc/PID/stat field 22), so a
+    pid used again by another process (a container's service is pid 1 at every start) is told
+    apart; None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return started is None or process_started(pid) in (None, started)
 
 
 class Runner:
@@ -303,17 +362,17 @@ class Runner:
     def start(self, job_id: str) -> Job:
         """PHASE=RUN: a PENDING job is queued (other phases are left as they are, UWS 1.1)."""
         pool = self._ensure_started()
-        with self.store._lock:
+        with self.store.locked():
             job = self.store.get(job_id)
             if job.phase != "PENDING":
                 return job
-            job.phase, job.pid = "QUEUED", os.getpid()
+            job.phase, job.pid, job.pid_started = "QUEUED", os.getpid(), process_started(os.getpid())
             self.store.save(job)
         pool.submit(self._run, job_id)
         return job
 
     def abort(self, job_id: str) -> Job:
-        with self.store._lock:
+        with self.store.locked():
             job = self.store.get(job_id)
             if job.phase in FINAL:
                 return job
@@ -324,7 +383,7 @@ class Runner:
 
     def _run(self, job_id: str) -> None:
         try:
-            with self.store._lock:
+            with self.store.locked():
                 job = self.store.get(job_id)
                 if job.phase != "QUEUED" or self.store.abort_requested(job_id):
                     return
@@ -355,7 +414,7 @@ class Runner:
                 pass
             return
         try:
-            with self.store._lock:
+            with self.store.locked():
                 job = self.store.get(job_id)
                 if job.phase != "EXECUTING":
                     return

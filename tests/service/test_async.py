@@ -640,3 +640,45 @@ def test_the_separation_column_is_the_tested_one_on_catalogue(tap, schema, relea
     assert len(got) == 20
     np.testing.assert_allclose(np.asarray(got["upload_sep_arcsec"], dtype=float), 2.0, atol=1e-6)
     assert not np.allclose(np.asarray(got["xmatch_sep_arcsec"], dtype=float), 2.0)
+
+
+def test_job_store_caps_and_settings_checked_before_a_job_is_made(holder, limits, schema, tmp_path):
+    import xml.etree.ElementTree as ET
+    from dataclasses import replace
+
+    import httpx
+
+    from stellardb.service.app import create_app
+
+    small = replace(limits, max_jobs=2, job_list="none", max_upload_bytes=50_000)
+    url, stop = start_server(create_app(holder, small, jobs_root=tmp_path / "jobs"))
+    try:
+        query = {"QUERY": f"SELECT TOP 1 source_id FROM {schema}.gaia"}
+        bad = httpx.post(f"{url}/tap/async", data={**query, "EXECUTIONDURATION": "soon"})
+        assert bad.status_code == 400 and not any((tmp_path / "jobs").iterdir())  # no job left behind
+        made = [httpx.post(f"{url}/tap/async", data=query) for _ in range(2)]
+        assert [r.status_code for r in made] == [303, 303]
+        full = httpx.post(f"{url}/tap/async", data=query)
+        assert full.status_code == 503 and "delete finished jobs" in full.text
+        assert ET.fromstring(httpx.get(f"{url}/tap/async").content).findall("*") == []  # job_list=none
+        # an upload past the limit is refused as it streams, not held in memory
+        big = httpx.post(f"{url}/tap/sync", data={**query, "UPLOAD": "t,param:f"},
+                         files={"f": ("f", b"ra,dec\n" + b"1.0,2.0\n" * 20_000)})
+        assert big.status_code == 413 and "50,000 bytes" in big.text
+    finally:
+        stop()
+
+
+def test_a_pid_used_again_does_not_keep_a_lost_job_running(tmp_path):
+    """In a container the service is pid 1 at every start: the pid alone would look alive."""
+    import os
+
+    from stellardb.service import uws
+
+    store = uws.JobStore(tmp_path, default_duration_s=60, max_duration_s=60, lifetime_s=3600)
+    job = store.create("x", {"query": "SELECT 1 AS x"})
+    store.update(job.id, phase="EXECUTING", pid=os.getpid(), pid_started="1")  # this pid, another process
+    assert store.recover() == 1 and store.get(job.id).phase == "ERROR"
+    alive = store.create("x", {"query": "SELECT 1 AS x"})
+    store.update(alive.id, phase="EXECUTING", pid=os.getpid(), pid_started=uws.process_started(os.getpid()))
+    assert store.recover() == 0 and store.get(alive.id).phase == "EXECUTING"
