@@ -197,7 +197,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
                 rows = min(maxrec, cells_cap)
                 sql = f"select * from ({translation.sql}) limit {rows + 1}"
                 table = served.execute(sql, timeout_s, should_stop=should_stop,
-                                       tables={u.sql_name: u.table for u in uploads})
+                                       tables={k: v for u in uploads for k, v in u.tables().items()})
             except adql.AdqlError as exc:
                 return failed(public_message(exc))
             except NotOneSelect:

@@ -43,8 +43,37 @@ class Upload:
     sql_name: str = ""              # what the query's cursor knows it as
     adql_table: adql.Table | None = None
 
+    #: tables made for the query beside the upload (its HEALPix cells), registered with it
+    extra: dict = field(default_factory=dict)
+
     def column(self, name: str) -> Column | None:
         return self.columns.get(name.lower())
+
+    def tables(self) -> dict:
+        """What the query's cursor must know: name -> Arrow table."""
+        return {self.sql_name: self.table, **self.extra}
+
+    def cells(self, order: int, ra: str, dec: str) -> str:
+        """A table of (row number, ``ra``, ``dec``, ``_cell``): each row once per order-``order``
+        NESTED HEALPix pixel among its own and the 8 around it (adql.positional_join); its quoted
+        SQL name.  Rows without a finite position have none."""
+        import healpy
+        import numpy as np
+        import pyarrow as pa
+
+        name = f"{self.sql_name}_cells_{order}_{ra}_{dec}".replace('"', "")
+        if name not in self.extra:
+            ra_deg, dec_deg = _degrees(self.table.column(ra)), _degrees(self.table.column(dec))
+            rows = np.flatnonzero(np.isfinite(ra_deg) & np.isfinite(dec_deg) & (np.abs(dec_deg) <= 90))
+            nside = 2 ** order
+            own = healpy.ang2pix(nside, ra_deg[rows], dec_deg[rows], nest=True, lonlat=True)
+            cells = np.vstack([own[None, :], healpy.get_all_neighbours(nside, own, nest=True)]).T.ravel()
+            repeat = np.repeat(np.arange(rows.size), 9)
+            keep = cells >= 0  # (a corner where three pixels meet has 7 neighbours)
+            self.extra[name] = pa.table({ROW_COLUMN: rows[repeat[keep]].astype(np.int64),
+                                         ra: ra_deg[rows][repeat[keep]], dec: dec_deg[rows][repeat[keep]],
+                                         "_cell": cells[keep].astype(np.int64)})
+        return '"' + name + '"'
 
 
 def parse_spec(spec: str) -> list[tuple[str, str, str]]:
@@ -196,8 +225,10 @@ def read(name: str, data: bytes, max_rows: int) -> Upload:
     if position is not None:
         coverage = functools.partial(_coverage, _degrees(table.column(position[0])),
                                      _degrees(table.column(position[1])))
-    return Upload(name, table, columns, sql_name,
-                  adql.Table(SCHEMA, name, f'"{sql_name}"', tuple(names), position=position, coverage=coverage))
+    found = Upload(name, table, columns, sql_name)
+    found.adql_table = adql.Table(SCHEMA, name, f'"{sql_name}"', tuple(names), position=position, coverage=coverage,
+                                  cells=found.cells)
+    return found
 
 
 def _degrees(column):

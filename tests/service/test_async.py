@@ -278,8 +278,9 @@ def test_upload_left_join_keeps_every_row_once(tap, schema, release_con, my_list
     assert len(got) == len(want) + len(unmatched)
 
 
-def test_upload_join_runs_on_zone_cells_not_pairs(holder, my_list):
-    """The positional join is a hash join on zone cells (sql/10_macros), pruned to the upload's sky."""
+def test_upload_join_runs_on_healpix_cells_not_pairs(holder, my_list):
+    """The positional join is a hash join on HEALPix cells (the table's own index shifted; the
+    upload's rows offered to their pixel and its neighbours), pruned to the upload's sky."""
     from astropy.io.votable import from_table, writeto
 
     from stellardb.service import adql, upload
@@ -291,7 +292,8 @@ def test_upload_join_runs_on_zone_cells_not_pairs(holder, my_list):
     t = adql.translate("SELECT t.my_id, c.source_id FROM TAP_UPLOAD.mine AS t JOIN catalogue AS c ON "
                        "1 = CONTAINS(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, 1/3600.))",
                        served.tables + (up.adql_table,), served.schema)
-    assert "ZONE_SEARCH_CELLS" in t.sql and "ZONE_CELL_OF" in t.sql and '"_healpix_29" BETWEEN' in t.sql
+    assert '"_healpix_29" >> ' in t.sql and "_cells_" in t.sql and '"_healpix_29" BETWEEN' in t.sql
+    assert set(up.tables()) == {up.sql_name, *(name for name in up.extra)} and len(up.extra) == 1
     # five stars meet few files: the others are not opened
     assert "_stellardb_file" in t.sql
 
@@ -682,3 +684,34 @@ def test_a_pid_used_again_does_not_keep_a_lost_job_running(tmp_path):
     alive = store.create("x", {"query": "SELECT 1 AS x"})
     store.update(alive.id, phase="EXECUTING", pid=os.getpid(), pid_started=uws.process_started(os.getpid()))
     assert store.recover() == 0 and store.get(alive.id).phase == "EXECUTING"
+
+
+@pytest.mark.parametrize("reach_arcsec", [0.5, 1.0, 7.0, 60.0])
+def test_a_point_within_the_reach_is_in_the_nine_cells(reach_arcsec):
+    """The HEALPix cells of an upload match: for positions anywhere (crowded near the poles and the
+    corners of the base pixels) and a point at exactly the reach in any direction, the point's pixel
+    is the position's or one of its neighbours, at the order adql._cells_order picks."""
+    import healpy
+
+    from stellardb.service.adql import _cells_order
+
+    rng = np.random.default_rng(int(reach_arcsec * 10))
+    n = 300_000
+    z, phi = rng.uniform(-1, 1, n), rng.uniform(0, 2 * np.pi, n)
+    z[:100_000] = rng.uniform(0.995, 1, 100_000) * rng.choice([-1, 1], 100_000)
+    z[100_000:200_000] = rng.choice([2 / 3, -2 / 3, 0], 100_000) + rng.uniform(-1e-4, 1e-4, 100_000)
+    phi[100_000:200_000] = rng.choice(np.arange(8) * np.pi / 4, 100_000) + rng.uniform(-1e-4, 1e-4, 100_000)
+    order = _cells_order(reach_arcsec / 3600)
+    nside = 2 ** order
+    theta = np.arccos(np.clip(z, -1, 1))
+    v = np.asarray(healpy.ang2vec(theta, phi)).T
+    east = np.cross(v.T, [0.0, 0.0, 1.0]).T
+    norm = np.linalg.norm(east, axis=0)
+    east /= np.maximum(norm, 1e-12)
+    north = np.cross(v.T, east.T).T
+    angle, r = rng.uniform(0, 2 * np.pi, n), np.radians(reach_arcsec / 3600)
+    q = v * np.cos(r) + (east * np.cos(angle) + north * np.sin(angle)) * np.sin(r)
+    own = healpy.ang2pix(nside, theta, phi, nest=True)
+    near = healpy.vec2pix(nside, q[0], q[1], q[2], nest=True)
+    inside = (near == own) | (healpy.get_all_neighbours(nside, own, nest=True) == near).any(axis=0)
+    assert inside[norm > 1e-9].all() and order >= 6
