@@ -715,3 +715,39 @@ def test_a_point_within_the_reach_is_in_the_nine_cells(reach_arcsec):
     near = healpy.vec2pix(nside, q[0], q[1], q[2], nest=True)
     inside = (near == own) | (healpy.get_all_neighbours(nside, own, nest=True) == near).any(axis=0)
     assert inside[norm > 1e-9].all() and order >= 6
+
+
+def test_the_fast_tabledata_reader_reads_what_astropy_reads():
+    """Plain TABLEDATA is read as delimited text (stellardb.service.upload._tabledata); the same
+    document read by astropy gives the same columns, values, NULLs and metadata."""
+    from stellardb.service import upload
+
+    votable = b"""<?xml version="1.0" encoding="utf-8"?>
+<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3"><RESOURCE type="results"><TABLE>
+<FIELD name="id" datatype="long" ucd="meta.id"/>
+<FIELD name="RA" datatype="double" unit="deg" ucd="pos.eq.ra"><DESCRIPTION>right ascension</DESCRIPTION></FIELD>
+<FIELD name="mag" datatype="float" unit="mag"/>
+<FIELD name="name" datatype="char" arraysize="*"/>
+<FIELD name="ok" datatype="boolean"/>
+<FIELD name="seen" datatype="char" arraysize="*" xtype="timestamp"/>
+<DATA><TABLEDATA>
+<TR><TD>1</TD><TD>10.5</TD><TD>12.25</TD><TD>alpha Cen A</TD><TD>T</TD><TD>2020-01-02T03:04:05</TD></TR>
+<TR>
+  <TD>2</TD>
+  <TD>NaN</TD>
+  <TD></TD>
+  <TD/>
+  <TD>F</TD>
+  <TD></TD>
+</TR>
+<TR><TD/><TD>359.999999999999</TD><TD>-1e-3</TD><TD>x  y</TD><TD></TD><TD>2021-12-31T23:59:59.5</TD></TR>
+</TABLEDATA></DATA></TABLE></RESOURCE></VOTABLE>"""
+    fast = upload._tabledata(votable)
+    assert fast is not None
+    slow = upload._votable(votable.replace(b"<TR><TD>1</TD>", b"<TR><TD>1<!-- astropy --></TD>"))  # not plain
+    assert fast[0].column_names == slow[0].column_names == ["id", "RA", "mag", "name", "ok", "seen"]
+    assert fast[0].to_pylist() == slow[0].to_pylist()
+    assert fast[1] == slow[1] and fast[1]["ra"].unit == "deg" and fast[1]["ra"].description == "right ascension"
+    # what is not plain is left to astropy
+    assert upload._tabledata(votable.replace(b"alpha Cen A", b"alpha &amp; beta")) is None
+    assert upload._tabledata(votable.replace(b'datatype="long"', b'datatype="long" arraysize="2"')) is None
