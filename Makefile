@@ -67,6 +67,7 @@ bench-big: $(STAMP)
 	$(PY) bench/bench_ingest_xmatch.py --stars 10000000 --skymapper-rows 8000000 --memory
 	$(PY) bench/bench_release.py --stars 10000000
 	$(PY) bench/bench_serve.py --stars 10000000
+	$(PY) bench/bench_async.py
 	$(PY) bench/results.py
 
 clean:

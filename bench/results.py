@@ -35,6 +35,10 @@ BENCHES = {
     "serve_workers2": "the same with `serve --workers 2` (one process per core)",
     "serve_10000000": "the same for 10 M stars (`make bench-big`)",
     "serve_10000000_workers2": "10 M stars with `serve --workers 2`",
+    "async": "asynchronous TAP on 10 M stars (`make bench-big`, issue 14): a 1 M-position upload crossmatched at "
+             "1 arcsec through pyvo (each part timed; the DuckDB match against astropy match_to_catalog_sky on the "
+             "same arrays; the pairs against astropy's), and 20 clients looping over async jobs beside 50 page "
+             "loads/s for 60 s (failures, latency, server RSS and CPU)",
 }
 
 
