@@ -254,19 +254,36 @@ def _coverage(ra_deg, dec_deg, reach_arcsec: float) -> list[tuple[int, int]] | N
     import numpy as np
 
     reach = np.radians(reach_arcsec / 3600)
-    order = 0
-    while order < 20 and healpy.max_pixrad(2 ** (order + 1)) >= reach:
-        order += 1
-    nside = 2 ** order
     finite = np.isfinite(ra_deg) & np.isfinite(dec_deg) & (np.abs(dec_deg) <= 90)
-    pixels = np.unique(healpy.ang2pix(nside, ra_deg[finite], dec_deg[finite], nest=True, lonlat=True))
-    if len(pixels) > MAX_COVERAGE_PIXELS:
+    ra_deg, dec_deg = ra_deg[finite], dec_deg[finite]
+    # rows over much of the sky: nothing to prune, said at once (order 3: 768 pixels of 7 deg)
+    if len(np.unique(healpy.ang2pix(8, ra_deg, dec_deg, nest=True, lonlat=True))) > MAX_COVERAGE_PIXELS:
         return None
-    near = set()
-    for pixel in pixels:
-        vector = healpy.pix2vec(nside, int(pixel), nest=True)
-        near.update(healpy.query_disc(nside, vector, healpy.max_pixrad(nside) + reach, inclusive=True,
-                                      nest=True).tolist())
+    # the finest order whose pixels are 4x the reach: a pixel's 8 neighbours then hold every
+    # point within the reach of it (adql._cells_order, tested there)
+    order = max(3, adql._cells_order(reach_arcsec / 3600))
+    pixels = np.unique(healpy.ang2pix(2 ** order, ra_deg, dec_deg, nest=True, lonlat=True))
+    # scattered rows: coarser pixels (a NESTED pixel's parent is it >> 2) until their widened set
+    # is a few ranges, down to order 3 (a small list over a few degrees still reads a few files)
+    while True:
+        if len(pixels) <= MAX_COVERAGE_PIXELS:
+            ranges = _widened_ranges(pixels, order, reach)
+            if len(ranges) <= 2 * MAX_COVERAGE_PIXELS:
+                return ranges
+        if order <= 3:
+            return None
+        pixels, order = np.unique(pixels >> 2), order - 1
+
+
+def _widened_ranges(pixels, order: int, reach_rad: float) -> list[tuple[int, int]]:
+    """``_healpix_29`` ranges of the order-``order`` ``pixels`` and their neighbours (every point
+    within ``reach_rad`` of them, at an order whose pixels are at least 4x as wide)."""
+    import healpy
+    import numpy as np
+
+    nside = 2 ** order
+    neighbours = healpy.get_all_neighbours(nside, np.asarray(pixels, dtype=np.int64), nest=True)
+    near = set(pixels.tolist()) | set(neighbours[neighbours >= 0].tolist())
     shift = 2 * (29 - order)
     ranges: list[list[int]] = []
     for pixel in sorted(near):
@@ -275,7 +292,7 @@ def _coverage(ra_deg, dec_deg, reach_arcsec: float) -> list[tuple[int, int]] | N
             ranges[-1][1] = hi
         else:
             ranges.append([lo, hi])
-    return [tuple(r) for r in ranges] if len(ranges) <= 2 * MAX_COVERAGE_PIXELS else None
+    return [tuple(r) for r in ranges]
 
 
 def _position(names: list[str], columns: dict[str, Column]) -> tuple[str, str] | None:

@@ -217,9 +217,18 @@ class JobStore:
         """(jobs, bytes) the store holds."""
         jobs = size = 0
         for entry in os.scandir(self.root):
-            if entry.is_dir() and not entry.name.startswith("."):
-                jobs += 1
-                size += sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file())
+            if entry.name.startswith("."):
+                continue
+            try:  # other requests delete jobs and rename their files meanwhile
+                if entry.is_dir():
+                    jobs += 1
+                    for item in os.scandir(entry.path):
+                        try:
+                            size += item.stat().st_size if item.is_file() else 0
+                        except FileNotFoundError:
+                            pass
+            except FileNotFoundError:
+                continue
         return jobs, size
 
     def create(self, owner: str, parameters: dict, files: dict | None = None) -> Job:

@@ -510,6 +510,18 @@ def _cone(ra_col: str, dec_col: str, ra_deg: float, dec_deg: float, radius_arcse
             f"CIRCLE({float(ra_deg)!r}, {float(dec_deg)!r}, {float(radius_arcsec) / 3600!r}))")
 
 
+def _pixel_cone(source_id: int) -> str:
+    """A cone holding the whole level-12 HEALPix pixel a Gaia source_id names."""
+    import healpy
+
+    nside = 2 ** 12
+    pixel = source_id >> 35
+    if pixel >= 12 * nside * nside:
+        return "1 = 0"
+    ra, dec = healpy.pix2ang(nside, pixel, nest=True, lonlat=True)
+    return _cone("ra", "dec", float(ra), float(dec), math.degrees(healpy.max_pixrad(nside)) * 3600 + 1.0)
+
+
 def star_rows(holder, source_id: int, timeout_s: float) -> dict | None:
     """Everything the release holds on ``source_id`` (None: not in it): its rows of each table
     and its neighbours.  Runs in a worker thread."""
@@ -535,8 +547,12 @@ def _star_rows(served, source_id: int, timeout_s: float) -> dict | None:
             return []
         return _select(served, f"SELECT * FROM {s}.{table} WHERE {where}", timeout_s)
 
-    # the id alone: row-group statistics of source_id (sorted like _healpix_29 in Gaia) find it
-    gaia = rows("gaia", f"source_id = {source_id}")
+    # A Gaia DR3 source_id holds its HEALPix level-12 pixel (source_id // 2**35, Gaia DR3 docs,
+    # "source_id"): a cone over that pixel reads one partition file (68 -> ~10 ms, measured);
+    # an id that does not follow the rule is looked up by itself
+    gaia = rows("gaia", f"source_id = {source_id} AND {_pixel_cone(source_id)}") if source_id >= 0 else []
+    if not gaia:
+        gaia = rows("gaia", f"source_id = {source_id}")
     if not gaia:
         return None
     star = gaia[0]

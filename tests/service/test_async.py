@@ -751,3 +751,33 @@ def test_the_fast_tabledata_reader_reads_what_astropy_reads():
     # what is not plain is left to astropy
     assert upload._tabledata(votable.replace(b"alpha Cen A", b"alpha &amp; beta")) is None
     assert upload._tabledata(votable.replace(b'datatype="long"', b'datatype="long" arraysize="2"')) is None
+
+
+@pytest.mark.parametrize("spread_deg, reach_arcsec", [(0.4, 1.0), (3.0, 30.0), (0.01, 60.0)])
+def test_upload_coverage_holds_every_star_within_reach(spread_deg, reach_arcsec):
+    """The HEALPix ranges an upload's join reads: found for a small scattered list (coarser pixels
+    until few ranges), and they hold every point within the reach of a row (here: points at
+    exactly the reach around each row, and random points near the list, judged by astropy)."""
+    import healpy
+    from astropy.coordinates import SkyCoord
+    import astropy.units as u
+
+    from stellardb.service.upload import _coverage
+
+    rng = np.random.default_rng(int(spread_deg * 100))
+    ra, dec = 150 + rng.uniform(0, spread_deg, 50), -45 + rng.uniform(0, spread_deg, 50)
+    ranges = _coverage(ra, dec, reach_arcsec)
+    assert ranges is not None and len(ranges) <= 128
+    rows = SkyCoord(ra * u.deg, dec * u.deg)
+    edge = rows[np.repeat(np.arange(50), 40)].directional_offset_by(
+        np.tile(np.linspace(0, 2 * np.pi, 40), 50) * u.rad, reach_arcsec * 0.999 * u.arcsec)
+    around = SkyCoord((150 + rng.uniform(-0.2, spread_deg + 0.2, 20000)) * u.deg,
+                      (-45 + rng.uniform(-0.2, spread_deg + 0.2, 20000)) * u.deg)
+    _, sep, _ = around.match_to_catalog_sky(rows)
+    points = SkyCoord([*edge.ra.deg, *around.ra.deg[sep.arcsec <= reach_arcsec]] * u.deg,
+                      [*edge.dec.deg, *around.dec.deg[sep.arcsec <= reach_arcsec]] * u.deg)
+    index = healpy.ang2pix(2 ** 29, points.ra.deg, points.dec.deg, nest=True, lonlat=True)
+    lo, hi = np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
+    inside = ((index[:, None] >= lo[None, :]) & (index[:, None] <= hi[None, :])).any(axis=1)
+    assert inside.all()
+    assert _coverage(rng.uniform(0, 360, 5000), rng.uniform(-90, 90, 5000), 1.0) is None  # the whole sky
