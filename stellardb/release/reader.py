@@ -41,7 +41,7 @@ CONE_RANGES = 8
 
 def connect(release: Path, setup=None, memory_limit: str | None = None,
             catalog_file: Path | None = None, spill_limit: str | None = None,
-            spill_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
+            spill_dir: Path | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A read-only, in-memory DuckDB over the release folder ``release``.
 
     ``setup(con)``, when given, runs just before the connection is locked down (the service
@@ -51,6 +51,8 @@ def connect(release: Path, setup=None, memory_limit: str | None = None,
     anything (the service; an in-memory database cannot be read-only).  ``spill_limit``: the most
     disk DuckDB may spill to (default: DuckDB's, 90 % of the free space); ``spill_dir``: an empty
     folder for it, which the caller removes (default: a new one, removed when the process ends).
+    ``threads``: DuckDB's threads (default: the machine's cores); 1 runs every query in the thread
+    that asks (the service's asynchronous jobs, in threads of lower priority).
 
     Raises
     ------
@@ -59,7 +61,7 @@ def connect(release: Path, setup=None, memory_limit: str | None = None,
     """
     release = Path(release)
     try:
-        return _connect(release, setup, memory_limit, catalog_file, spill_limit, spill_dir)
+        return _connect(release, setup, memory_limit, catalog_file, spill_limit, spill_dir, threads)
     except (OSError, ValueError, KeyError, TypeError, duckdb.IOException, duckdb.InvalidInputException) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise UserError(f"Release {release.name} is damaged ({type(exc).__name__}: "
@@ -67,7 +69,7 @@ def connect(release: Path, setup=None, memory_limit: str | None = None,
 
 
 def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path | None,
-             spill_limit: str | None, spill_dir: Path | None) -> duckdb.DuckDBPyConnection:
+             spill_limit: str | None, spill_dir: Path | None, threads: int | None) -> duckdb.DuckDBPyConnection:
     import atexit
     import shutil
     import tempfile
@@ -82,7 +84,7 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
         atexit.register(shutil.rmtree, spill, True)
     con = duckdb.connect(str(catalog_file) if catalog_file else ":memory:")
     try:
-        _configure(con, spill, memory_limit, spill_limit)
+        _configure(con, spill, memory_limit, spill_limit, threads)
         for path in sql_files():  # dependency-sorted
             if path.parent.name == "10_macros":
                 con.execute(path.read_text())
@@ -117,7 +119,7 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
         if catalog_file:
             con.close()
             con = duckdb.connect(str(catalog_file), read_only=True)
-            _configure(con, spill, memory_limit, spill_limit)
+            _configure(con, spill, memory_limit, spill_limit, threads)
             _register_cone_functions(con)
             _column_metadata_table(con, release, present)
         # exactly the data files, not the release's folder: DuckDB's allowed folders may also be
@@ -131,8 +133,11 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
     return con
 
 
-def _configure(con, spill: str, memory_limit: str | None, spill_limit: str | None = None) -> None:
+def _configure(con, spill: str, memory_limit: str | None, spill_limit: str | None = None,
+               threads: int | None = None) -> None:
     con.execute("set temp_directory = $t", {"t": spill})
+    if threads:
+        con.execute(f"set threads = {int(threads)}")
     if spill_limit:
         con.execute("set max_temp_directory_size = $s", {"s": spill_limit})
     try:

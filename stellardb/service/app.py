@@ -88,9 +88,11 @@ def public_message(text: str) -> str:
     return _PATH.sub("...", line).strip()[:500]
 
 
-def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=None) -> Starlette:
+def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=None, jobs_holder=None) -> Starlette:
     """The app serving ``holder``'s release (stellardb.service.served.Holder); asynchronous jobs
-    are kept under ``jobs_root`` (default: a temporary folder, gone when the process ends)."""
+    are kept under ``jobs_root`` (default: a temporary folder, gone when the process ends) and run
+    on ``jobs_holder`` (default ``holder``; serve gives them a DuckDB of one thread, so that a job
+    runs in its own thread of lower priority and pages and cone searches stay quick meanwhile)."""
     import anyio
 
     if jobs_root is None:
@@ -105,6 +107,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
                         max_jobs=limits.max_jobs, max_bytes=limits.max_job_bytes)
     jobs.recover()
     jobs.sweep()
+    jobs_holder = jobs_holder or holder
 
     state = {"running": 0}
     limiter = anyio.CapacityLimiter(limits.max_queries)
@@ -171,7 +174,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         return Response(answer.body, status_code=answer.status, media_type=answer.media, headers=answer.headers)
 
     def compute(make_adql, maxrec, kind, media, rewrite_fields=None, uploads=None, timeout_s=None,
-                should_stop=None) -> Answer:
+                should_stop=None, releases=None) -> Answer:
         """One query, start to end: the answer's document (a result or an error) and headers.
         ``uploads``: the request's TAP_UPLOAD tables (stellardb.service.upload.Upload)."""
         import duckdb
@@ -182,7 +185,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         timeout_s = timeout_s or limits.timeout_s
         started = time.perf_counter()
         uploads = uploads or []
-        with holder.lease() as served:
+        with (releases or holder).lease() as served:
             headers = served_headers(served)
 
             def failed(message: str) -> Answer:
@@ -244,13 +247,13 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         """An asynchronous job, in the runner's thread: (result file, media type, rows, release)."""
         folder = jobs.folder(job.id)
         try:
-            query, maxrec, kind, media = query_request(job.parameters, holder.get())
+            query, maxrec, kind, media = query_request(job.parameters, jobs_holder.get())
             files = {part: (folder / stored).read_bytes() for part, stored in job.parts.items()}
             uploads = read_uploads(job.parameters.get("upload"), files, limits.max_upload_rows_async)
         except ClientError as exc:
             raise uws.JobFailed(str(exc)) from None
         answer = compute(lambda _: query, maxrec, kind, media, uploads=uploads, timeout_s=job.execution_duration_s,
-                         should_stop=should_stop)
+                         should_stop=should_stop, releases=jobs_holder)
         if answer.status != 200:
             raise uws.JobFailed(answer.error or "The query failed.")
         name = f"{uws.RESULT_STEM}.{results.EXTENSIONS[kind]}"

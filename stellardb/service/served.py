@@ -194,7 +194,7 @@ class Served:
             shutil.rmtree(self.private, ignore_errors=True)
 
 
-def open_release(path: Path, memory_limit: str | None = None) -> Served:
+def open_release(path: Path, memory_limit: str | None = None, threads: int | None = None) -> Served:
     """A :class:`Served` over the release folder ``path``: its views and TAP_SCHEMA are built in a
     private DuckDB file, reopened read-only (nothing can be created, replaced or attached)."""
     import atexit
@@ -234,7 +234,7 @@ def open_release(path: Path, memory_limit: str | None = None) -> Served:
         (Path(private) / "spill").mkdir()
         con = reader.connect(path, setup=setup, memory_limit=memory_limit,
                              catalog_file=Path(private) / "catalog" / "service.duckdb", spill_limit=SPILL_LIMIT,
-                             spill_dir=Path(private) / "spill")
+                             spill_dir=Path(private) / "spill", threads=threads)
     except BaseException:
         shutil.rmtree(private, ignore_errors=True)
         raise
@@ -265,11 +265,14 @@ class Holder:
         A release name, ``latest``, or a release folder.
     """
 
-    def __init__(self, root: Path, which: str, memory_limit: str | None = None):
+    def __init__(self, root: Path, which: str, memory_limit: str | None = None, threads: int | None = None):
         self.root = Path(root)
         self.which = which
         self.follows_latest = which == layout.LATEST
         self._memory_limit = memory_limit
+        self._threads = threads
+        #: holders closed with this one (serve's second, for asynchronous jobs)
+        self.companions: list[Holder] = []
         self._lock = threading.Lock()
         self._checked_at = 0.0
         self._loading: str | None = None
@@ -279,7 +282,7 @@ class Holder:
         self.load_error: str | None = None
         folder = layout.resolve(self.root, which)
         self._target = os.path.realpath(folder)
-        self.current = open_release(folder, memory_limit)
+        self.current = open_release(folder, memory_limit, threads)
 
     @contextmanager
     def lease(self):
@@ -318,7 +321,7 @@ class Holder:
 
     def _switch(self, target: str) -> None:
         try:
-            new = open_release(Path(target), self._memory_limit)
+            new = open_release(Path(target), self._memory_limit, self._threads)
         except (UserError, OSError, ValueError, KeyError) as exc:
             # a damaged, half-copied or removed release: keep serving the old one, say why on
             # /tap/availability, and try it again after RETRY_S (not on every request)
@@ -340,3 +343,5 @@ class Holder:
             self._switching.join(60)
         if not self.current._retired:
             self.current.retire()
+        for other in self.companions:
+            other.close()

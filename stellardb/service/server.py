@@ -59,7 +59,12 @@ def build(db_path, release_name: str | None, root: Path | None):
         holder.close()
         raise UserError(f"The folder for asynchronous jobs, {jobs}, cannot be made ({exc.strerror}); set "
                         f"{config.setting('serve_jobs').envvar} to a folder the service may write.") from None
-    return holder, limits, create_app(holder, limits, base_url=config.get("serve_url"), jobs_root=jobs)
+    # asynchronous jobs: a DuckDB of their own, of one thread (a job runs in its own thread, of
+    # lower priority: pages and cone searches stay quick while jobs run)
+    jobs_holder = Holder(root, which, memory_limit=config.get("query_memory_limit"), threads=1)
+    holder.companions.append(jobs_holder)  # closed with it
+    return holder, limits, create_app(holder, limits, base_url=config.get("serve_url"), jobs_root=jobs,
+                                      jobs_holder=jobs_holder)
 
 
 #: where `serve` hands the database path and releases folder to its worker processes

@@ -313,6 +313,18 @@ class JobStore:
         return fixed
 
 
+#: the niceness of the threads that run jobs: a page or a cone search gets the CPU first
+JOB_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """This thread (a job's) at a lower priority (Linux schedules threads one by one)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JOB_NICENESS)
+    except (AttributeError, OSError):
+        pass  # elsewhere: the jobs share the CPU evenly
+
+
 def _file_size(handle) -> int:
     try:
         return os.fstat(handle.fileno()).st_size
@@ -363,7 +375,8 @@ class Runner:
         with self._started:
             if self.pool is None:
                 self._stop = threading.Event()
-                self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="stellardb-job")
+                self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="stellardb-job",
+                                               initializer=_lower_priority)
                 threading.Thread(target=self._sweep_loop, args=(self.sweep_every_s, self._stop), daemon=True,
                                  name="stellardb-job-sweeper").start()
             return self.pool

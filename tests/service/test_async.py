@@ -781,3 +781,30 @@ def test_upload_coverage_holds_every_star_within_reach(spread_deg, reach_arcsec)
     inside = ((index[:, None] >= lo[None, :]) & (index[:, None] <= hi[None, :])).any(axis=1)
     assert inside.all()
     assert _coverage(rng.uniform(0, 360, 5000), rng.uniform(-90, 90, 5000), 1.0) is None  # the whole sky
+
+
+def test_jobs_run_in_threads_of_lower_priority_on_a_one_thread_duckdb(service_db, service_release, monkeypatch):
+    """serve runs asynchronous jobs on a DuckDB of their own with one thread, in pool threads of
+    niceness 10: a query runs wholly in its job's thread, and pages and cones get the CPU first."""
+    import os
+    import threading
+
+    from stellardb.service import server, uws
+
+    monkeypatch.setenv("STELLARDB_SERVE_JOBS", str(service_db.parent / "jobs-priority"))
+    holder, _, _ = server.build(service_db, "svc-1", service_release[0])
+    try:
+        jobs = holder.companions[0]
+        with jobs.lease() as served:
+            assert served.execute("select current_setting('threads') as t", 10).to_pylist() == [{"t": 1}]
+        with holder.lease() as served:
+            assert served.execute("select current_setting('threads') as t", 10).to_pylist()[0]["t"] > 1 or \
+                os.cpu_count() == 1
+    finally:
+        holder.close()
+    seen = []
+    worker = threading.Thread(target=lambda: (uws._lower_priority(),
+                                              seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))))
+    worker.start()
+    worker.join()
+    assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + uws.JOB_NICENESS] or seen == [19]
