@@ -386,7 +386,7 @@ def in_process(folder: Path, data: bytes, schema: str, memory_limit: str) -> tup
         sql = f"select * from ({tr.sql}) limit {min(MAXREC, cells_cap) + 1}"  # as app.compute wraps it
         out["sql_head"] = sql[:1500]
         t0 = time.perf_counter()
-        table = served.execute(sql, 3600, tables={up.sql_name: up.table})
+        table = served.execute(sql, 3600, tables=up.tables())
         out["duckdb_match_s"] = round(time.perf_counter() - t0, 2)
         out["rows"] = table.num_rows
         t0 = time.perf_counter()
@@ -394,22 +394,9 @@ def in_process(folder: Path, data: bytes, schema: str, memory_limit: str) -> tup
                               [{} for _ in tr.columns], [("QUERY_STATUS", "OK", None)], None)
         out["votable_render_s"] = round(time.perf_counter() - t0, 2)
         out["votable_bytes"] = len(body)
-        # a diagnostic, not the service's SQL: the same match with the sides of the zone join swapped
-        # (the upload offered to every cell its disc reaches, each catalogue row in its one cell)
-        reach = RADIUS_ARCSEC / 3600 + 1e-3 / 3600
-        sep = ('VECTOR_SEP_ARCSEC(SKY_X(t.ra, t.dec), SKY_Y(t.ra, t.dec), SKY_Z(t.ra, t.dec), '
-               'SKY_X(c.ra, c.dec), SKY_Y(c.ra, c.dec), SKY_Z(c.ra, c.dec))')
-        swapped = (f"SELECT t.my_id, c.source_id, {sep} AS sep_arcsec FROM "
-                   f"(SELECT my_id, ra, dec, UNNEST(ZONE_SEARCH_CELLS(ra, dec, {reach!r})) AS cell FROM \"{up.sql_name}\") t "
-                   f"JOIN (SELECT source_id, ra, dec, ZONE_CELL_OF(ra, dec) AS cell FROM {schema}.catalogue) c "
-                   f"ON c.cell = t.cell WHERE {sep} <= {RADIUS_ARCSEC!r}")
-        t0 = time.perf_counter()
-        res = served.execute(swapped, 3600, tables={up.sql_name: up.table})
-        out["diagnostic_sides_swapped"] = {"sql": swapped, "seconds": round(time.perf_counter() - t0, 2),
-                                           "rows": res.num_rows, "rows_equal": res.num_rows == table.num_rows}
         if out["duckdb_match_s"] < 30:  # once more, warm (the first may read the files from disk)
             t0 = time.perf_counter()
-            res = served.execute(sql, 3600, tables={up.sql_name: up.table})
+            res = served.execute(sql, 3600, tables=up.tables())
             out["duckdb_match_again_s"] = round(time.perf_counter() - t0, 2)
             del res
     except Exception as exc:  # noqa: BLE001 - reported with the timings so far
