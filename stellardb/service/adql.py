@@ -1127,7 +1127,7 @@ class _Translator:
         every zone cell its disk of the radius reaches (zone_search_cells); the other table (an
         upload) has each row in its one cell (zone_cell_of); the exact ``test`` then runs on the
         candidates only.  None where that cannot be done (the test then compares every pair)."""
-        if self.join_context is None or radius_deg is None or not 0 < radius_deg <= _XMATCH_MAX_RADIUS_DEG:
+        if self.join_context is None or radius_deg is None or not 0 <= radius_deg <= _XMATCH_MAX_RADIUS_DEG:
             return None
         before, right, side = self.join_context
         for wide, narrow in ((first, second), (second, first)):
@@ -1148,9 +1148,11 @@ class _Translator:
                 break
             cell = f"_xm_cell_{self.xmatched}"
             reach_deg = radius_deg + _PRUNE_MARGIN_ARCSEC / 3600
+            # (the table's HEALPix index is of its own position: of no use for other columns)
             big_inner = self.cells_subquery(big, wide, f"UNNEST(zone_search_cells({{ra}}, {{dec}}, "
                                                         f"{_number(reach_deg).sql()})) AS \"{cell}\"",
-                                            self.coverage_filter(big, small, reach_deg * 3600))
+                                            self.coverage_filter(big, small, reach_deg * 3600)
+                                            if wide.position_of is big else None)
             small_inner = self.cells_subquery(small, narrow, f"zone_cell_of({{ra}}, {{dec}}) AS \"{cell}\"", None)
             big.out.replace(big_inner)
             big.out = big_inner
@@ -1222,14 +1224,17 @@ class _Translator:
             exact = test.sql(dialect=_Output)
             reach = _number(radius_deg + _PRUNE_MARGIN_ARCSEC / 3600).sql(dialect=_Output)
             epochs = ""
-        # the coverage of the upload bounds the rows read; not with motions (the reach varies)
-        where = None if moving else self.coverage_filter(big, small, radius_arcsec + _PRUNE_MARGIN_ARCSEC)
+        # the coverage of the upload bounds the rows read; not with motions (the reach varies), nor
+        # when the join is on other columns than the position the table's HEALPix index is of
+        indexed = wide.position_of is big
+        where = None if moving or not indexed else self.coverage_filter(big, small,
+                                                                        radius_arcsec + _PRUNE_MARGIN_ARCSEC)
         key = next((c for c in ("source_id", "object_id") if c in big_columns), None)
         order_by = f"{separation}" + (f", {on(r, key)}" if key else "")
         # the upload side: only the columns the match reads (its own names cannot meet ours)
         needed = [UPLOAD_ROW, narrow.ra.name, narrow.dec.name] + (["epoch"] if moving else [])
         healpix = big.table.healpix_column if big.table is not None else None
-        if not moving and healpix and small.table.cells is not None:
+        if not moving and indexed and healpix and small.table.cells is not None:
             # Still stars: HEALPix cells, an integer shift of the index the table already has (no
             # trigonometry on its side, measured 16.3 -> ~2 s for 1 M x 10 M).  Each upload row
             # is offered to its pixel and the 8 around it, at the finest order whose pixels are at

@@ -127,11 +127,14 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         if request.method == "POST":
             from starlette.exceptions import HTTPException
             from starlette.formparsers import MultiPartException
+            from starlette.requests import ClientDisconnect
 
             try:
                 form = await request.form()
             except BodyTooLarge as exc:
                 raise ClientError(str(exc), 413) from None
+            except ClientDisconnect:  # the client left mid-upload: nobody to answer
+                raise ClientError("The request ended before its body arrived.") from None
             except (HTTPException, MultiPartException, ValueError, KeyError) as exc:
                 exc = getattr(exc, "detail", exc)
                 raise ClientError(f"The request body is not a form that can be read ({public_message(exc)}); send "
@@ -482,7 +485,8 @@ class BodyLimit:
         headers = dict(scope.get("headers") or ())
         limit = self.limit
         # a TAP query with uploaded tables (multipart): the upload limit (its rows are capped too)
-        if scope.get("path", "").startswith("/tap/") and headers.get(b"content-type", b"").startswith(b"multipart/"):
+        if scope.get("path", "").startswith("/tap/") and \
+                headers.get(b"content-type", b"").lower().startswith(b"multipart/"):
             limit = self.upload_limit
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):

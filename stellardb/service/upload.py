@@ -431,16 +431,19 @@ def _tabledata(data: bytes):
     or None for anything else (astropy reads it then).  astropy reads a TABLEDATA cell at a time:
     9 s for the 1 M rows x 3 columns pyvo sends for a crossmatch; this takes ~2.5 s.  Plain means:
     one TABLE, scalar columns of the types above without a VALUES null, and cells without XML
-    entities, CDATA, attributes or tabs (tests/service/test_async.py compares both readers)."""
+    entities, CDATA, comments, line breaks, attributes or tabs, one TABLE (tests/service/test_async.py
+    compares both readers).  Two differences are deliberate: integers are int64 (astropy clamps a
+    value beyond a short's or int's range to its limit) and text is kept whole (astropy cuts it to
+    a fixed ``arraysize``)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
     from astropy.io.votable import parse
 
     start, end = data.find(b"<TABLEDATA>"), data.find(b"</TABLEDATA>")
-    if start < 0 or end < start or data.count(b"<TABLEDATA>") != 1:
+    if start < 0 or end < start or data.count(b"<TABLEDATA>") != 1 or len(re.findall(rb"<TABLE[\s>]", data)) != 1:
         return None
     section = data[start + len(b"<TABLEDATA>"):end]
-    if any(mark in section for mark in (b"&", b"<![CDATA[", b"<TD ", b"<TR ", b"\t", b"<!--")):
+    if any(mark in section for mark in (b"&", b"<![CDATA[", b"<TD ", b"<TR ", b"\t", b"<!--", b"<TR/>", b"\r")):
         return None
     with warnings.catch_warnings():  # the document without its rows: the fields
         warnings.simplefilter("ignore")
@@ -450,12 +453,13 @@ def _tabledata(data: bytes):
                                                                  and f.arraysize not in (None, "1"))
                          or (f.values is not None and f.values.null is not None) for f in fields):
         return None
-    text_columns = any(f.datatype in ("char", "unicodeChar") for f in fields)
-    # whitespace between the tags goes; inside a text cell it stays
-    flat = re.sub(rb">\s+<", b"><", section).strip() if text_columns else b"".join(section.split())
+    # whitespace between the tags goes; inside a cell it stays (a cell with a line break: astropy)
+    flat = re.sub(rb">\s+<", b"><", section).strip()
+    if b"\n" in flat:
+        return None
     flat = flat.replace(b"<TD/>", b"<TD></TD>").replace(b"<TR><TD>", b"").replace(b"</TD><TD>", b"\t")
-    flat = flat.replace(b"</TD></TR>", b"\n").replace(b"<TR></TR>", b"\n")
-    if b"<" in flat.replace(b"<TR/>", b""):
+    flat = flat.replace(b"</TD></TR>", b"\n")
+    if b"<" in flat:
         return None
     names = [(f.name or f.ID or "").strip() for f in fields]
     types = {f"c{i}": getattr(pa, _TABLEDATA_TYPES[f.datatype])() for i, f in enumerate(fields)}
@@ -477,8 +481,11 @@ def _tabledata(data: bytes):
         column = table.column(i)
         if pa.types.is_floating(column.type):  # NaN is how a VOTable writes a missing float
             column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
-        if f.datatype in ("char", "unicodeChar") and (f.xtype or "").lower() in ("timestamp", "adql:timestamp"):
-            column = _timestamps(column.combine_chunks())
+        if f.datatype in ("char", "unicodeChar"):  # astropy trims a cell's surrounding blanks
+            column = pc.utf8_trim_whitespace(column)
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+            if (f.xtype or "").lower() in ("timestamp", "adql:timestamp"):
+                column = _timestamps(column.combine_chunks())
         arrays.append(column)
     columns = {n.lower(): Column(n.lower(), "", None, None, str(f.unit) if f.unit is not None else None, f.ucd or None,
                                  str(f.description) if f.description else None) for n, f in zip(names, fields)}

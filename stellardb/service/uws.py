@@ -234,23 +234,28 @@ class JobStore:
     def create(self, owner: str, parameters: dict, files: dict | None = None) -> Job:
         """A new PENDING job; ``files``: part name -> bytes or a readable file (an upload)."""
         files = files or {}
-        jobs, size = self.usage()
         incoming = sum(len(f) if isinstance(f, bytes) else _file_size(f) for f in files.values())
-        if jobs >= self.max_jobs or size + incoming > self.max_bytes:
-            raise JobError("The service holds as many jobs as it can keep; delete finished jobs (DELETE "
-                           "/tap/async/ID) or try again later.", 503)
-        created = now_utc()
-        job_id = secrets.token_urlsafe(16)
-        folder = self.folder(job_id)
-        folder.mkdir()
-        parts = {}
-        for i, (part, data) in enumerate(files.items()):  # the part's name is the user's: not a file name
-            parts[part] = f"upload-{i}"
-            with open(folder / parts[part], "wb") as out:
-                if isinstance(data, bytes):
-                    out.write(data)
-                else:
-                    shutil.copyfileobj(data, out, 1 << 20)
+        # counted and made under the lock: two requests at once cannot both pass the caps
+        with self.locked():
+            jobs, size = self.usage()
+            if jobs >= self.max_jobs or size + incoming > self.max_bytes:
+                raise JobError("The service holds as many jobs as it can keep; delete finished jobs (DELETE "
+                               "/tap/async/ID) or try again later.", 503)
+            created = now_utc()
+            job_id = secrets.token_urlsafe(16)
+            folder = self.folder(job_id)
+            folder.mkdir()
+            parts = {}
+            for i, (part, data) in enumerate(files.items()):  # the part's name is the user's: not a file name
+                parts[part] = f"upload-{i}"
+                with open(folder / parts[part], "wb") as out:
+                    if isinstance(data, bytes):
+                        out.write(data)
+                    else:
+                        shutil.copyfileobj(data, out, 1 << 20)
+            return self._first_save(job_id, owner, created, parameters, parts)
+
+    def _first_save(self, job_id: str, owner: str, created, parameters: dict, parts: dict) -> Job:
         job = Job(id=job_id, owner=owner, created=iso(created), execution_duration_s=self.default_duration_s,
                   destruction=iso(created + timedelta(seconds=self.lifetime_s)),
                   run_id=parameters.pop("runid", None), parameters=parameters, parts=parts)
@@ -259,9 +264,10 @@ class JobStore:
 
     def delete(self, job_id: str) -> None:
         folder = self.folder(job_id)
-        self.get(job_id)
-        (folder / ABORT_FILE).touch()  # a running query stops at its next look
-        shutil.rmtree(folder, ignore_errors=True)
+        with self.locked():
+            self.get(job_id)
+            (folder / ABORT_FILE).touch()  # a running query stops at its next look
+            shutil.rmtree(folder, ignore_errors=True)
 
     def abort_requested(self, job_id: str) -> bool:
         folder = self.root / job_id

@@ -808,3 +808,42 @@ def test_jobs_run_in_threads_of_lower_priority_on_a_one_thread_duckdb(service_db
     worker.start()
     worker.join()
     assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + uws.JOB_NICENESS] or seen == [19]
+
+
+def test_upload_join_on_other_columns_and_radius_zero(client, schema, release_con):
+    """A join on columns other than the table's own position (its HEALPix index is of ra/dec, of no
+    use there) and a radius of 0 (exact positions) are still crossmatches with the right rows."""
+    stars = release_con.execute("select source_id, ra, dec, l, b from catalogue order by source_id limit 40").fetchall()
+
+    def pairs(columns: str, on: str) -> set:
+        data = (f"my_id,{columns}\n" + "".join(f"{i},{s[3 if columns == 'gl,gb' else 1]!r},"
+                                               f"{s[4 if columns == 'gl,gb' else 2]!r}\n"
+                                               for i, s in enumerate(stars))).encode()
+        r = client.post("/tap/sync", data={"QUERY": f"SELECT t.my_id, c.source_id FROM TAP_UPLOAD.t AS t JOIN "
+                                                    f"{schema}.catalogue AS c ON {on}", "UPLOAD": "t,param:f",
+                                           "RESPONSEFORMAT": "csv", "MAXREC": 1000}, files={"f": ("f", data)})
+        assert r.status_code == 200, r.text
+        return {tuple(int(v) for v in line.split(",")) for line in r.text.split()[1:]}
+
+    want = {(i, s[0]) for i, s in enumerate(stars)}
+    assert pairs("gl,gb", "1 = CONTAINS(POINT(c.l, c.b), CIRCLE(t.gl, t.gb, 1/3600.))") >= want
+    assert pairs("ra,dec", "1 = CONTAINS(POINT(c.ra, c.dec), CIRCLE(t.ra, t.dec, 0))") == want
+
+
+def test_job_caps_hold_under_concurrent_creates(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stellardb.service import uws
+
+    store = uws.JobStore(tmp_path, default_duration_s=60, max_duration_s=60, lifetime_s=3600, max_jobs=5)
+
+    def make(_):
+        try:
+            store.create("x", {"query": "SELECT 1 AS x"}, {"f": b"x" * 100_000})
+            return True
+        except uws.JobError:
+            return False
+
+    with ThreadPoolExecutor(20) as pool:
+        made = sum(pool.map(make, range(40)))
+    assert made == 5 and store.usage()[0] == 5
