@@ -818,7 +818,8 @@ def test_odd_bodies_get_error_documents(client, leaks, content_type, body):
     ("GET", "/nope", 404), ("GET", "/etc/passwd", 404), ("GET", "/tap/sync/extra", 404),
     ("GET", "/%2e%2e/%2e%2e/etc/passwd", 404), ("GET", "/scs/nope", 404), ("GET", "/scs/..%2f..%2fetc", 404),
     ("PUT", "/tap/sync", 405), ("DELETE", "/tap/sync", 405), ("PATCH", "/scs", 405), ("POST", "/tap/tables", 405),
-    ("DELETE", "/tap/capabilities", 405), ("GET", "/tap/async", 501), ("POST", "/tap/async", 501),
+    ("DELETE", "/tap/capabilities", 405), ("PUT", "/tap/async", 405), ("GET", "/tap/async/nojob", 404),
+    ("GET", "/tap/async/..%2f..%2fetc%2fpasswd/results/result", 404), ("PATCH", "/tap/async/x/phase", 405),
 ])
 def test_unknown_endpoints_and_methods(client, leaks, method, path, status):
     response = client.request(method, path, params={"RA": "1", "DEC": "1", "SR": "0.1"} if "scs" in path else None)
