@@ -30,6 +30,16 @@ def _job_xml(client, url: str):
     return {child.tag.split("}")[1]: child for child in root}, ns
 
 
+def _finished(client, path: str, seconds: float = 60):
+    """The job document once the job is in a final phase: WAIT returns at every change of phase
+    (QUEUED -> EXECUTING too, UWS 1.1), so it is asked again until then."""
+    deadline = time.monotonic() + seconds
+    while True:
+        fields, ns = _job_xml(client, f"{path}?WAIT=30")
+        if fields["phase"].text in ("COMPLETED", "ERROR", "ABORTED") or time.monotonic() > deadline:
+            return fields, ns
+
+
 # --- pyvo ------------------------------------------------------------------------------------
 
 def test_pyvo_run_async_equals_duckdb(tap, schema, release_con):
@@ -93,7 +103,7 @@ def test_uws_resources_of_a_job(client, schema):
     assert params["maxrec"] == "2" and params["query"].startswith("SELECT TOP 3")
     # run, and block until it is done
     assert client.post(f"{path}/phase", data={"PHASE": "RUN"}, follow_redirects=False).status_code == 303
-    fields, ns = _job_xml(client, f"{path}?WAIT=30")
+    fields, ns = _finished(client, path)
     assert fields["phase"].text == "COMPLETED"
     assert fields["startTime"].text and fields["endTime"].text
     result = fields["results"].find("uws:result", ns)
@@ -114,8 +124,8 @@ def test_job_list_filters(client, schema):
         r = client.post("/tap/async", data=data, follow_redirects=False)
         ids.append(r.headers["location"].rsplit("/", 1)[1])
         time.sleep(1.05)  # creation times are to the second: AFTER must tell them apart
-    _job_xml(client, f"/tap/async/{ids[2]}?WAIT=30")
-    _job_xml(client, f"/tap/async/{ids[1]}?WAIT=30")
+    _finished(client, f"/tap/async/{ids[2]}")
+    _finished(client, f"/tap/async/{ids[1]}")
 
     def listed(query: str) -> list[str]:
         import xml.etree.ElementTree as ET
@@ -153,7 +163,7 @@ def test_abort_stops_a_running_query(client, schema):
     quick = client.post("/tap/async", data={"QUERY": f"SELECT TOP 1 source_id FROM {schema}.gaia",
                                             "PHASE": "RUN"}, follow_redirects=False)
     quick_path = "/tap/async" + quick.headers["location"].split("/tap/async", 1)[1]
-    fields, _ = _job_xml(client, f"{quick_path}?WAIT=30")
+    fields, _ = _finished(client, quick_path)
     assert fields["phase"].text == "COMPLETED"
     assert time.monotonic() - started < 30
     assert client.get(f"{path}/phase").text == "ABORTED"
@@ -177,7 +187,9 @@ def test_jobs_survive_a_restart_and_running_ones_say_why(holder, limits, schema,
         r = httpx.post(f"{url}/tap/async", data={"QUERY": f"SELECT TOP 4 source_id FROM {schema}.gaia ORDER BY "
                                                  "source_id", "PHASE": "RUN"})
         job_url = r.headers["location"]
-        done = httpx.get(f"{job_url}?WAIT=30")
+        deadline = time.monotonic() + 60
+        while "COMPLETED" not in (done := httpx.get(f"{job_url}?WAIT=30")).text and time.monotonic() < deadline:
+            pass  # WAIT returns at every change of phase
         assert "COMPLETED" in done.text
         first = httpx.get(f"{job_url}/results/result").content
     finally:
