@@ -345,3 +345,34 @@ class Holder:
             self.current.retire()
         for other in self.companions:
             other.close()
+
+
+class LazyHolder:
+    """A Holder made at its first use (serve's second one, for asynchronous jobs)."""
+
+    def __init__(self, make):
+        self._make = make
+        self._held: Holder | None = None
+        self._lock = threading.Lock()
+
+    def _holder(self) -> Holder:
+        with self._lock:
+            if self._held is None:
+                self._held = self._make()
+            return self._held
+
+    def get(self) -> Served:
+        return self._holder().get()
+
+    def lease(self):
+        return self._holder().lease()
+
+    @property
+    def current(self) -> Served:
+        return self._holder().current
+
+    def close(self) -> None:
+        with self._lock:
+            held, self._held = self._held, None
+        if held is not None:
+            held.close()

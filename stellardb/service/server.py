@@ -46,7 +46,7 @@ def build(db_path, release_name: str | None, root: Path | None):
     """(holder, limits, app) for the release ``release_name`` under ``root``."""
     from stellardb.release import layout
     from stellardb.service.app import create_app
-    from stellardb.service.served import Holder
+    from stellardb.service.served import Holder, LazyHolder
 
     root = Path(root) if root else layout.default_root(db_path)
     which = config.get("serve_release", release_name)
@@ -61,7 +61,8 @@ def build(db_path, release_name: str | None, root: Path | None):
                         f"{config.setting('serve_jobs').envvar} to a folder the service may write.") from None
     # asynchronous jobs: a DuckDB of their own, of one thread (a job runs in its own thread, of
     # lower priority: pages and cone searches stay quick while jobs run)
-    jobs_holder = Holder(root, which, memory_limit=config.get("query_memory_limit"), threads=1)
+    # (opened at the first job: a service that runs none keeps one DuckDB a worker)
+    jobs_holder = LazyHolder(lambda: Holder(root, which, memory_limit=config.get("query_memory_limit"), threads=1))
     holder.companions.append(jobs_holder)  # closed with it
     return holder, limits, create_app(holder, limits, base_url=config.get("serve_url"), jobs_root=jobs,
                                       jobs_holder=jobs_holder)
