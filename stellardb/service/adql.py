@@ -334,7 +334,6 @@ class _Translator:
         #: while a JOIN's ON is translated: (sources before it, the joined source, LEFT/RIGHT/FULL/None)
         self.join_context: tuple | None = None
         self.xmatched = 0
-        self.last_circle: tuple | None = None
 
     # errors ------------------------------------------------------------------------------
 
@@ -878,7 +877,7 @@ class _Translator:
             raise self.error(_BEST_MATCH_USE, node)
         if name in ("CONTAINS", "INTERSECTS"):
             # outside a comparison with 0 or 1: the integer ADQL defines
-            predicate, _ = self.containment(node, scope)
+            predicate, _, _ = self.containment(node, scope)
             return exp.Cast(this=exp.Paren(this=predicate), to=exp.DataType.build("INTEGER"))
         if name == "DISTANCE":
             first, second = self.distance_points(node, scope)
@@ -934,9 +933,8 @@ class _Translator:
             value = _constant(right)
             if value not in (0.0, 1.0) or not isinstance(node, (exp.EQ, exp.NEQ)):
                 raise self.error(f"compare {left.name.upper()}(...) with = 1 or = 0", node)
-            predicate, prune = self.containment(left, scope)
+            predicate, prune, pair = self.containment(left, scope)
             if (value == 1.0) == isinstance(node, exp.EQ):
-                pair = self.last_circle
                 if prune is None and pair is not None:
                     joined = self.positional_join(predicate, *pair)
                     if joined is not None:
@@ -972,8 +970,9 @@ class _Translator:
         raise self.error("DISTANCE takes two POINTs or four numbers: DISTANCE(POINT(ra1, dec1), POINT(ra2, dec2))",
                          node)
 
-    def containment(self, node: exp.Anonymous, scope: _Scope) -> tuple[exp.Expression, _Cone | None]:
-        """The exact test of CONTAINS/INTERSECTS ``node``, and the cone for pruning, if any."""
+    def containment(self, node: exp.Anonymous, scope: _Scope) -> tuple[exp.Expression, _Cone | None, tuple | None]:
+        """The exact test of CONTAINS/INTERSECTS ``node``, the cone for pruning, if any, and for a
+        circle (point, centre, constant radius or None): what a positional join is made of."""
         name = node.name.upper()
         if len(node.expressions) != 2:
             raise self.error(f"{name} takes two arguments: {name}(POINT(ra, dec), CIRCLE(ra, dec, r))", node)
@@ -984,14 +983,13 @@ class _Translator:
             raise self.error(f"{name} of two regions is not supported; the first argument must be a POINT", node)
         if isinstance(second, _Point):
             raise self.error(f"{name} of two points is not supported; use DISTANCE(p1, p2) = 0", node)
-        self.last_circle = None
         if isinstance(second, _Circle):
             test = exp.LTE(this=_separation_arcsec(first, second.center),
                            expression=exp.Mul(this=exp.Paren(this=second.radius),
                                               expression=exp.Literal.number("3600.0")))
-            self.last_circle = (first, second.center, second.radius_const)
-            return test, _cone_of(first, second.center, second.radius_const)
-        return self.in_polygon(first, second, node)
+            return test, _cone_of(first, second.center, second.radius_const), \
+                (first, second.center, second.radius_const)
+        return (*self.in_polygon(first, second, node), None)
 
     def in_polygon(self, point: _Point, polygon: _Polygon, node: exp.Expression) -> tuple[exp.Expression, _Cone | None]:
         """Inside a convex polygon: on the inner side of every edge's great circle."""
@@ -1110,8 +1108,7 @@ class _Translator:
         if len(node.expressions) != 2:
             raise self.error(_BEST_MATCH_USE, node)
         containment = exp.Anonymous(this="CONTAINS", expressions=node.expressions)
-        predicate, prune = self.containment(containment, scope)
-        pair = self.last_circle
+        predicate, prune, pair = self.containment(containment, scope)
         joined = None
         if prune is None and pair is not None:
             joined = self.positional_join(predicate, *pair, best=True)
@@ -1239,7 +1236,7 @@ class _Translator:
             # trigonometry on its side, measured 16.3 -> ~2 s for 1 M x 10 M).  Each upload row
             # is offered to its pixel and the 8 around it, at the finest order whose pixels are at
             # least 4x the reach wide: any point within the reach then lies in one of the nine
-            order = _cells_order(radius_deg + _PRUNE_MARGIN_ARCSEC / 3600)
+            order = cells_order(radius_deg + _PRUNE_MARGIN_ARCSEC / 3600)
             cells_table = small.table.cells(order, narrow.ra.name, narrow.dec.name)
             sql = (f'SELECT {ident(r)}.*, {on(u, UPLOAD_ROW)} AS "{row}", {separation} AS {ident(separation_column)} '
                    f'FROM (SELECT *, ({ident(healpix)} >> {2 * (29 - order)}) AS "{cell}" FROM _big'
@@ -1368,7 +1365,7 @@ class _Cone:
 
 # --- helpers --------------------------------------------------------------------------------
 
-def _cells_order(reach_deg: float) -> int:
+def cells_order(reach_deg: float) -> int:
     """The finest HEALPix order (at most 16) whose pixels are at least 4x ``reach_deg`` wide
     (healpy's resolution, the square root of a pixel's area): a point within the reach of a
     position then lies in the position's pixel or one of its 8 neighbours (checked on 2 M random

@@ -260,8 +260,8 @@ def _coverage(ra_deg, dec_deg, reach_arcsec: float) -> list[tuple[int, int]] | N
     if len(np.unique(healpy.ang2pix(8, ra_deg, dec_deg, nest=True, lonlat=True))) > MAX_COVERAGE_PIXELS:
         return None
     # the finest order whose pixels are 4x the reach: a pixel's 8 neighbours then hold every
-    # point within the reach of it (adql._cells_order, tested there)
-    order = max(3, adql._cells_order(reach_arcsec / 3600))
+    # point within the reach of it (adql.cells_order, tested there)
+    order = max(3, adql.cells_order(reach_arcsec / 3600))
     pixels = np.unique(healpy.ang2pix(2 ** order, ra_deg, dec_deg, nest=True, lonlat=True))
     # scattered rows: coarser pixels (a NESTED pixel's parent is it >> 2) until their widened set
     # is a few ranges, down to order 3 (a small list over a few degrees still reads a few files)

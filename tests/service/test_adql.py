@@ -226,6 +226,14 @@ def test_join_on_positions_and_pruning_of_the_right_table(sky):
                        "WHERE 1 = CONTAINS(POINT(s.raj2000, s.dej2000), CIRCLE(0, 0, 1))")
     assert t.pruned == 1 and '"s"."_healpix_29" BETWEEN' in t.sql
     assert rows and all(s - 1_000_000 == g // 10 for g, s in rows)
+    # the positional join runs on zone cells (no pair-by-pair comparison) and finds astropy's pairs
+    assert "ZONE_SEARCH_CELLS" in t.sql and "ZONE_CELL_OF" in t.sql
+    gaia = con.execute("select source_id, ra, dec from rel.gaia").fetchnumpy()
+    sm = con.execute("select object_id, raj2000, dej2000 from rel.skymapper").fetchnumpy()
+    sky_s = SkyCoord(sm["raj2000"] * u.deg, sm["dej2000"] * u.deg)
+    inside = sky_s.separation(SkyCoord(0 * u.deg, 0 * u.deg)).deg <= 1
+    i, j, _, _ = sky_s[inside].search_around_sky(SkyCoord(gaia["ra"] * u.deg, gaia["dec"] * u.deg), 1.0 * u.arcsec)
+    assert sorted(rows) == sorted((int(gaia["source_id"][a]), int(sm["object_id"][inside][b])) for a, b in zip(i, j))
 
 
 def test_distance_matches_astropy(sky):

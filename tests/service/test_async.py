@@ -702,10 +702,10 @@ def test_a_pid_used_again_does_not_keep_a_lost_job_running(tmp_path):
 def test_a_point_within_the_reach_is_in_the_nine_cells(reach_arcsec):
     """The HEALPix cells of an upload match: for positions anywhere (crowded near the poles and the
     corners of the base pixels) and a point at exactly the reach in any direction, the point's pixel
-    is the position's or one of its neighbours, at the order adql._cells_order picks."""
+    is the position's or one of its neighbours, at the order adql.cells_order picks."""
     import healpy
 
-    from stellardb.service.adql import _cells_order
+    from stellardb.service.adql import cells_order
 
     rng = np.random.default_rng(int(reach_arcsec * 10))
     n = 300_000
@@ -713,7 +713,7 @@ def test_a_point_within_the_reach_is_in_the_nine_cells(reach_arcsec):
     z[:100_000] = rng.uniform(0.995, 1, 100_000) * rng.choice([-1, 1], 100_000)
     z[100_000:200_000] = rng.choice([2 / 3, -2 / 3, 0], 100_000) + rng.uniform(-1e-4, 1e-4, 100_000)
     phi[100_000:200_000] = rng.choice(np.arange(8) * np.pi / 4, 100_000) + rng.uniform(-1e-4, 1e-4, 100_000)
-    order = _cells_order(reach_arcsec / 3600)
+    order = cells_order(reach_arcsec / 3600)
     nside = 2 ** order
     theta = np.arccos(np.clip(z, -1, 1))
     v = np.asarray(healpy.ang2vec(theta, phi)).T
