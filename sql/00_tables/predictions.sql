@@ -6,7 +6,10 @@
 -- (27 features, 11 colours; missing ones not counted) lie outside their training-split
 -- range (card.json training_ranges.inputs); 0 = within the training data everywhere.
 -- The flags are NULL for rows scored before they existed or by a model whose card
--- has no training_ranges.
+-- has no training_ranges.  feature_set: the inputs of the model that made the row
+-- ("gaia": Gaia G/BP/RP, GSP-Phot and the distance only; "gaia-skymapper": the seed's
+-- set; "gaia-tmass-allwise": Gaia plus 2MASS and AllWISE; ...; stellardb.ml.feature_sets),
+-- NULL for rows scored before it was recorded (all by the seed's Gaia + SkyMapper set).
 create table if not exists predictions (
     source_id bigint not null,
     teff double,
@@ -20,5 +23,6 @@ create table if not exists predictions (
     teff_outside_training boolean,
     logg_outside_training boolean,
     feh_outside_training boolean,
-    inputs_outside_training smallint
+    inputs_outside_training smallint,
+    feature_set varchar
 );

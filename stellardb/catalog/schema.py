@@ -77,9 +77,19 @@ def object_name(path: Path) -> str:
 _NOT_NAMES = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
+#: a view named in a string: xm_gaia_survey('tmass_positions', ...) reads it through query_table
+_NAMED_IN_STRING = re.compile(r"\b(?:xm_gaia_survey|query_table)\s*\(\s*'([a-z_][a-z0-9_]*)'", re.IGNORECASE)
+
+
 def _mentioned_names(text: str) -> set[str]:
-    """Identifiers in SQL text (string literals and comments left out)."""
-    return set(re.findall(r"[a-z_][a-z0-9_]*", _NOT_NAMES.sub(" ", text).lower()))
+    """Identifiers in SQL text (string literals and comments left out), and views named in
+    the string argument of query_table or xm_gaia_survey."""
+    names = set(re.findall(r"[a-z_][a-z0-9_]*", _NOT_NAMES.sub(" ", text).lower()))
+    return names | {m.lower() for m in _NAMED_IN_STRING.findall(_strip_comments(text))}
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r"--[^\n]*", " ", text)
 
 
 def _ordered(paths: list[Path]) -> list[Path]:

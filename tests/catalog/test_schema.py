@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from stellardb.catalog import db, schema
 from stellardb.cli.main import cli
 from stellardb.errors import UserError
+from stellardb.errors import UserError
 
 from ..helpers import DATA
 
@@ -253,26 +254,33 @@ def table_contents(path) -> dict:
 
 
 def test_database_from_before_schema_versions_migrates_without_loss(tmp_path):
-    """The committed v0 file: read-only commands read it as it is (0001 changes nothing it has);
-    migrate runs 0001; every row of every table is still there, the views work on it, and a second
+    """The committed v0 file: read-only commands refuse it with a one-line message naming migrate
+    (0002 adds a column the views show), touching nothing; migrate runs 0001 and 0002; every row of every table is still there, the views work on it, and a second
     migrate does nothing."""
     path = unpack_v0(tmp_path)
     before = table_contents(path)
     assert before["gaia"] and before["predictions"] and before["model_runs"]
     as_is = CliRunner().invoke(cli, ["--db", str(path), "query", "select count(*) as n from stars_with_predictions"])
-    assert as_is.exit_code == 0 and str(len(before["predictions"])) in as_is.output, as_is.output
-    con = db.connect(path)
-    try:
-        assert schema.schema_version(con) == 0
-    finally:
-        con.close()
+    # 0002 adds predictions.feature_set, which stars_with_predictions shows: a reader is told to migrate
+    assert as_is.exit_code == 1 and "0002_predictions_feature_set" in as_is.output and "migrate" in as_is.output, as_is.output
+    assert table_contents(path) == before
+    with pytest.raises(UserError, match="migrate"):
+        db.connect(path)
     result = CliRunner().invoke(cli, ["--db", str(path), "migrate"])
     assert result.exit_code == 0, result.output
-    assert "from schema version 0 to 1" in result.output and "0001_predictions_extrapolation_flags" in result.output
+    assert f"from schema version 0 to {schema.latest_version()}" in result.output
+    assert "0001_predictions_extrapolation_flags" in result.output and "0002_predictions_feature_set" in result.output
     after = table_contents(path)
     # column_metadata is stellardb's own description of the columns, rewritten by each version (one
     # UCD was corrected since the v0 file): every column keeps its row; the rest is the user's data
     assert {r[:2] for r in before.pop("column_metadata")} <= {r[:2] for r in after.pop("column_metadata")}
+    # later versions add tables (empty) and settings rows (defaults); the v0 rows stay as they were
+    new_tables = set(after) - set(before)
+    assert new_tables and all(after.pop(t) == [] for t in new_tables), new_tables
+    assert set(before.pop("settings")) <= set(after.pop("settings"))
+    # predictions gained feature_set: the seed's set for every row scored before it existed
+    assert [r[:-1] for r in after.pop("predictions")] == before["predictions"]
+    after["predictions"] = before["predictions"]
     assert after == before
     con = db.connect(path)  # read-only now works
     try:
