@@ -343,23 +343,24 @@ def test_errors_that_are_not_about_the_sql_pass_through(tmp_path, monkeypatch):
 
 def test_a_failing_migration_leaves_the_file_as_it_was(tmp_path, monkeypatch):
     root = copy_sql(tmp_path)
-    (root / "migrations" / "0002_broken.sql").write_text("-- broken on purpose\nalter table no_such_table add column x int;\n")
+    broken = f"{schema.latest_version() + 1:04d}_broken"
+    (root / "migrations" / f"{broken}.sql").write_text("-- broken on purpose\nalter table no_such_table add column x int;\n")
     monkeypatch.setattr(schema, "sql_dir", lambda: root)
     path = unpack_v0(tmp_path)
     before = table_contents(path)
-    with pytest.raises(schema.SchemaError, match=r"sql/migrations/0002_broken\.sql"):
+    with pytest.raises(schema.SchemaError, match=rf"sql/migrations/{broken}\.sql"):
         db.connect(path, read_only=False)
     assert table_contents(path) == before
     con = duckdb.connect(str(path), read_only=True)
     try:
-        assert schema.schema_version(con) == 0  # 0001 was rolled back with it
+        assert schema.schema_version(con) == 0  # the migrations before it were rolled back with it
     finally:
         con.close()
 
 
 def test_migrations_must_be_numbered_without_gaps(tmp_path, monkeypatch):
     root = copy_sql(tmp_path)
-    (root / "migrations" / "0003_skipped_two.sql").write_text("-- gap\nselect 1;\n")
+    (root / "migrations" / f"{schema.latest_version() + 2:04d}_skipped_one.sql").write_text("-- gap\nselect 1;\n")
     monkeypatch.setattr(schema, "sql_dir", lambda: root)
     with pytest.raises(schema.SchemaError, match="without gaps"):
         schema.migrations()
