@@ -1,7 +1,7 @@
 -- SDSS DR17 PhotoObj (primary detections), the columns stellardb keeps (CasJobs' names).
 -- ra/dec deg (ICRS) at mjd (MJD of the imaging run); raErr/decErr arcsec; psfMag_?
--- asinh magnitudes (AB to a few hundredths); type 6 = star; clean = 1 when the
--- photometry is free of saturation, edge and deblending problems.  CasJobs writes -9999
+-- asinh magnitudes (AB to a few hundredths); type 6 = star.  Rows whose clean flag is 0 (saturation,
+-- edge or deblending problems) are stored without photometry.  CasJobs writes -9999
 -- for a missing value; ingest stores NULL.
 create table if not exists sdss (
     ----------  ids
@@ -14,7 +14,6 @@ create table if not exists sdss (
     mjd double,
     ----------  flags
     type smallint,
-    clean smallint,
     ----------  photometry
     psfMag_u float,
     psfMagErr_u float,

@@ -57,8 +57,12 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+#: the photometric surveys (stellardb.catalog.surveys.SURVEYS, spelled out so that --help needs no import)
+_SURVEY_NAMES = ("skymapper", "tmass", "allwise", "ps1", "sdss")
+
+
 @cli.command()
-@click.argument("table", type=click.Choice(["gaia", "skymapper", "distances", "sos"]))
+@click.argument("table", type=click.Choice(["gaia", *_SURVEY_NAMES, "distances", "sos"]))
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--preset", default=None, help="Column spellings of the source (default: detected). See `stellardb presets`.")
 @click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Store file column OLD as stellardb column NEW (OLD= leaves it out); repeatable.")
@@ -82,8 +86,11 @@ def _exit_cleanly_on_sigterm() -> None:
 def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, hdu, keep, quiet):
     """Load catalogue FILES into TABLE, in one transaction.
 
-    TABLE is gaia (Gaia DR3 gaia_source), skymapper (SkyMapper master),
-    distances (Bailer-Jones 2021) or sos (spectroscopic labels of any survey).
+    TABLE is gaia (Gaia DR3 gaia_source), a photometric survey: skymapper
+    (SkyMapper master), tmass (2MASS PSC), allwise (AllWISE), ps1 (Pan-STARRS1 DR2
+    mean photometry), sdss (SDSS DR17 PhotoObj), or distances (Bailer-Jones 2021)
+    or sos (spectroscopic labels of any survey).  `stellardb surveys` lists each
+    survey's columns, epoch, missing-value convention and extinction coefficients.
     Files may be the Gaia archive's ECSV .csv.gz, CSV (gzipped or not), FITS,
     VOTable or Parquet, or HATS catalogue folders (hats-import's, a release's, Gaia
     DR3's); the format is detected from the content.  Each row gets
@@ -100,6 +107,10 @@ def ingest(ctx, table, files, preset, renames, survey, on_duplicate, epoch, hdu,
         stellardb ingest sos pastel.fits --preset pastel
 
         stellardb ingest sos SWEETCAT_Dataframe.csv --preset sweetcat --keep SWFlag
+
+        stellardb ingest tmass fp_psc_query.csv
+
+        stellardb ingest ps1 ps1_dr2_mean.csv       (MAST's -999 becomes NULL)
 
         stellardb ingest gaia gaia_dr3_hats/
     """
@@ -170,7 +181,8 @@ def forget(ctx, target, yes):
     result = forget_lib.forget(ctx.obj["db"], str(i.ingest_id))
     click.echo(f"Forgot {what}" + (f"; deleted {', '.join(also)}" if also else "") + ".")
     if result.xmatch_pairs is not None:
-        click.echo(f"xmatch now holds {result.xmatch_pairs:,} Gaia-SkyMapper pairs.")
+        click.echo(f"The crossmatch{'es' if i.table == 'gaia' else ''} rebuilt now hold{'' if i.table == 'gaia' else 's'} "
+                   f"{result.xmatch_pairs:,} pairs.")
     if i.table == "sos":
         click.echo("Models trained on these labels are unchanged until you retrain them (`stellardb train`).")
 
@@ -230,33 +242,42 @@ def doctor(ctx, dry_run):
 
 
 @cli.command()
-@click.option("--radius-arcsec", type=float, default=None, help="Match radius in arcsec (stored; default 1.0).")
+@click.option("--survey", "surveys", multiple=True, type=click.Choice(list(_SURVEY_NAMES)),
+              help="Crossmatch only this survey (repeatable); default every survey with rows.")
+@click.option("--radius-arcsec", type=float, default=None,
+              help="Match radius in arcsec of the surveys crossmatched (stored; defaults: `stellardb surveys`).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Also write a PNG: separations of the pairs, and the matched fraction per SkyMapper r_psf.")
+              help="Also write a PNG: separations of the SkyMapper pairs, and the matched fraction per r_psf.")
 @click.pass_context
 @user_errors
-def xmatch(ctx, radius_arcsec, plot):
-    """Crossmatch Gaia with SkyMapper (and position-only labels with Gaia).
+def xmatch(ctx, surveys, radius_arcsec, plot):
+    """Crossmatch Gaia with each photometric survey (and position-only labels with Gaia).
 
-    For each SkyMapper source, the nearest Gaia source within the radius after
-    moving Gaia along its proper motion to that row's mean_epoch; a Gaia source
-    keeps only its nearest SkyMapper partner.  The logic is the SQL view
-    sql/30_crossmatch/xm_gaia_skymapper.sql; this materialises it as table xmatch.
+    For each survey source, the nearest Gaia source within the survey's radius after
+    moving Gaia along its proper motion to that row's own epoch (SkyMapper's
+    mean_epoch, 2MASS's jdate, ...); a Gaia source keeps only its nearest partner.
+    The logic is one SQL macro for every survey, sql/30_crossmatch/xm_gaia_survey.sql;
+    this materialises it as tables xmatch (SkyMapper), xmatch_tmass, xmatch_allwise,
+    xmatch_ps1 and xmatch_sdss.
 
     Example:
 
-        stellardb xmatch --radius-arcsec 1.0 --plot xmatch.png
+        stellardb xmatch --plot xmatch.png
+
+        stellardb xmatch --survey tmass --radius-arcsec 1.5
     """
     from stellardb.catalog import xmatch as xmatch_lib
 
-    stats = xmatch_lib.run(ctx.obj["db"], radius_arcsec, plot)
-    click.echo(
-        f"xmatch: {stats['pairs']:,} Gaia-SkyMapper pairs within {stats['radius_arcsec']:g} arcsec "
-        f"({stats['gaia_rows']:,} Gaia, {stats['skymapper_rows']:,} SkyMapper; median separation "
-        f"{(stats['median_sep_arcsec'] or 0):.3f} arcsec; {stats['ambiguous']:,} with more than one candidate; "
-        f"{stats['label_matches']:,} position-only labels matched) in {stats['seconds']:.2f} s"
-    )
-    skipped = {"Gaia": stats["gaia_skipped"], "SkyMapper": stats["skymapper_skipped"]}
+    stats = xmatch_lib.run(ctx.obj["db"], radius_arcsec, plot, surveys=list(surveys) or None)
+    for name, one in stats["surveys"].items():
+        click.echo(
+            f"xmatch {name}: {one['pairs']:,} Gaia-{name} pairs within {one['radius_arcsec']:g} arcsec "
+            f"({stats['gaia_rows']:,} Gaia, {one['rows']:,} {name}; median separation "
+            f"{(one['median_sep_arcsec'] or 0):.3f} arcsec; {one['ambiguous']:,} with more than one candidate) "
+            f"in {one['seconds']:.2f} s"
+        )
+    click.echo(f"position-only labels matched to Gaia: {stats['label_matches']:,}; total {stats['seconds']:.2f} s")
+    skipped = {"Gaia": stats["gaia_skipped"], **{name: one["skipped"] for name, one in stats["surveys"].items()}}
     if any(skipped.values()):
         click.echo("left out, unusable for a crossmatch (position off the sphere, non-finite or absurd proper motion "
                    "or epoch): " + ", ".join(f"{n:,} {name} rows" for name, n in skipped.items() if n)

@@ -58,8 +58,10 @@ def print_ingest_summary(result, console: Console | None = None) -> None:
         table.add_row(f.path.name, f.table, f.format, f.preset or "-", f"{f.rows:,}", rate, note)
     console.print(table)
     extra = []
-    if result.xmatch_pairs is not None:
-        extra.append(f"xmatch refreshed: {result.xmatch_pairs:,} Gaia-SkyMapper pairs")
+    from stellardb.catalog.surveys import SURVEYS
+
+    for name, pairs in result.survey_pairs.items():
+        extra.append(f"{SURVEYS[name].xmatch_table} refreshed: {pairs:,} Gaia-{name} pairs")
     if result.label_matches is not None:
         extra.append(f"position-only labels matched to Gaia: {result.label_matches:,}")
     extra.append(f"{result.seconds:.1f} s in all")

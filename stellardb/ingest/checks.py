@@ -13,6 +13,7 @@ import numpy as np
 from stellardb.catalog import db
 from stellardb.catalog.healpix import GAIA_SOURCE_ID_SHIFT, radec_to_healpix
 from stellardb.errors import UserError
+from stellardb.catalog.surveys import NEW_SURVEYS, SURVEYS
 from stellardb.ingest.specs import STAGE, NUMERIC_TYPES, FLOAT_TYPES, DERIVED, TableSpec, TABLES
 
 
@@ -177,6 +178,22 @@ _MAG = "{c} < -2 or {c} > 30"
 _MAG_FIX = "magnitudes lie between about -1 and 25; is the column a flux, or another column?"
 
 
+def _survey_checks(s) -> list[tuple[str, str, str, str]]:
+    """Range checks of a declared photometric survey: magnitudes, their errors, the epoch."""
+    out = []
+    for band in s.bands:
+        out.append((s.name, band.mag, _MAG.format(c=db.quote_identifier(band.mag)), _MAG_FIX))
+        out.append((s.name, band.err, f"{db.quote_identifier(band.err)} < 0 or {db.quote_identifier(band.err)} > 10",
+                    "magnitude errors are positive and in mag (a few hundredths to about 1)"))
+    if s.epoch_unit == "jd":
+        out.append((s.name, s.epoch_column, f"{s.epoch_column} < 2415020 or {s.epoch_column} > 2488070",
+                    f"{s.epoch_column} must be a Julian Date ({s.title}: about 2450600-2451900), not a year or an MJD"))
+    elif s.epoch_unit == "mjd":
+        out.append((s.name, s.epoch_column, f"{s.epoch_column} < 40000 or {s.epoch_column} > 70000",
+                    f"{s.epoch_column} must be a Modified Julian Date (about 50000-60000), not a year or a Julian Date"))
+    return out
+
+
 #: (table, column, SQL condition that is wrong, what is wrong and the likely unit mistake).
 #: Physical bounds with room to spare: a value outside cannot be right in these units.
 RANGE_CHECKS = [
@@ -185,6 +202,7 @@ RANGE_CHECKS = [
     *[("skymapper", f"{b}_psf", _MAG.format(c=f"{b}_psf"), _MAG_FIX) for b in "uvgriz"],
     *[("skymapper", f"e_{b}_psf", f"e_{b}_psf < 0 or e_{b}_psf > 10",
        "magnitude errors are positive and in mag (a few hundredths to about 1)") for b in "uvgriz"],
+    *[check for name in NEW_SURVEYS for check in _survey_checks(SURVEYS[name])],
     ("distances", "r_med_geo", "r_med_geo <= 0", "distances are in pc and must be positive"),
     ("distances", "r_med_geo", "r_med_geo < 1 or r_med_geo > 1000000",
      "distances are in pc (the nearest star is 1.3 pc away, the Milky Way about 30,000 pc across); kpc or parsec "
@@ -371,3 +389,21 @@ GAIA_DR2_ONLY = ("teff_val", "teff_percentile_lower", "teff_percentile_upper", "
 
 def nondecreasing(values: np.ndarray) -> bool:
     return bool(np.all(values[1:] >= values[:-1]))
+
+
+def check_survey_magnitudes(con, spec, present, path) -> None:
+    """A flux column given as a magnitude: every value may lie in [-2, 30] (fluxes in Jy are tiny
+    numbers), but a catalogue's magnitudes never have a median below 1 mag (the benchmark stars,
+    among the brightest in the sky, have a median J of 3.6), while fluxes in Jy or maggies do."""
+    if spec.name not in SURVEYS:
+        return
+    for band in SURVEYS[spec.name].bands:
+        if band.mag not in present:
+            continue
+        col = db.quote_identifier(band.mag)
+        median, n = con.execute(f"select median({col}), count({col}) from _ingest_typed").fetchone()
+        if n >= 5 and median is not None and median < 1.0:
+            raise UserError(
+                f"{path}: {present[band.mag]} (stored as {band.mag}) has a median of {median:.3g}, which is no "
+                f"{SURVEYS[spec.name].title} magnitude ({band.system}, about 5-25 mag); is it a flux? Give the "
+                f"magnitude column, or convert (m = -2.5 log10(flux / zero point)).")

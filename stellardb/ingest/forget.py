@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stellardb.catalog import db, xmatch
+from stellardb.catalog.surveys import SURVEYS
 from stellardb.errors import UserError
 
 #: tables whose rows carry an ingest_id
-INGESTED_TABLES = ("gaia", "skymapper", "distances", "sos")
+INGESTED_TABLES = ("gaia", *SURVEYS, "distances", "sos")
 
 
 @dataclass
@@ -111,8 +112,8 @@ def plan_forget(db_path, target: str) -> ForgetPlan:
 #: Per table: the Gaia sources whose network inputs came from an ingest's rows ($id).
 DERIVED_STARS = {
     "gaia": "select source_id from gaia where ingest_id = $id",
-    "skymapper": "select gaia_source_id from xmatch where skymapper_object_id in "
-                 "(select object_id from skymapper where ingest_id = $id)",
+    **{name: f"select gaia_source_id from {s.xmatch_table} where {s.xmatch_key} in "
+             f"(select {s.key} from {s.table} where ingest_id = $id)" for name, s in SURVEYS.items()},
     "distances": "select source_id from distances where ingest_id = $id",
 }
 
@@ -125,11 +126,13 @@ def _plan(con, ingest: Ingest) -> ForgetPlan:
         predictions = con.execute(f"select count(*) from predictions where source_id in ({DERIVED_STARS[table]})",
                                   params).fetchone()[0]
     if table == "gaia":
-        pairs = con.execute("select count(*) from xmatch where gaia_source_id in "
-                            "(select source_id from gaia where ingest_id = $id)", params).fetchone()[0]
-    elif table == "skymapper":
-        pairs = con.execute("select count(*) from xmatch where skymapper_object_id in "
-                            "(select object_id from skymapper where ingest_id = $id)", params).fetchone()[0]
+        pairs = sum(con.execute(f"select count(*) from {s.xmatch_table} where gaia_source_id in "
+                                "(select source_id from gaia where ingest_id = $id)", params).fetchone()[0]
+                    for s in SURVEYS.values())
+    elif table in SURVEYS:
+        s = SURVEYS[table]
+        pairs = con.execute(f"select count(*) from {s.xmatch_table} where {s.xmatch_key} in "
+                            f"(select {s.key} from {s.table} where ingest_id = $id)", params).fetchone()[0]
     return ForgetPlan(ingest=ingest, rows=ingest.rows_now, predictions=predictions, xmatch_pairs=pairs)
 
 
@@ -160,12 +163,10 @@ def forget(db_path, target: str) -> ForgetResult:
             con.execute("delete from predictions where source_id not in (select source_id from gaia)")
             con.execute("delete from ingests where ingest_id = $id", params)
             pairs = labels = None
-            if table in ("gaia", "skymapper"):
-                if db.row_count(con, "gaia") and db.row_count(con, "skymapper"):
-                    pairs = xmatch.refresh_xmatch(con)
-                else:
-                    con.execute("delete from xmatch")
-                    pairs = 0
+            touched = xmatch.surveys_touched_by(table)
+            if touched:
+                # pairs of the survey forgotten (or, for a Gaia file, of every survey) after the refresh
+                pairs = sum(xmatch.refresh_survey(con, name) for name in touched)
             if table in ("gaia", "sos"):
                 labels = xmatch.refresh_label_match(con) if db.row_count(con, "gaia") else _clear(con, "xmatch_labels")
         return ForgetResult(plan=plan, xmatch_pairs=pairs, label_matches=labels)

@@ -27,6 +27,7 @@ from stellardb.ingest import readers
 from stellardb.errors import UserError
 from stellardb.ingest import staging
 from stellardb.ingest.presets import PRESETS
+from stellardb.catalog.surveys import SURVEYS
 from stellardb.ingest.specs import TableSpec, TABLES
 
 
@@ -48,6 +49,8 @@ class IngestResult:
     files: list[FileResult]
     xmatch_pairs: int | None = None
     label_matches: int | None = None
+    #: pairs of each survey crossmatch refreshed by this ingest
+    survey_pairs: dict = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -106,7 +109,7 @@ def run(
     ----------
     db_path : path
         The stellardb DuckDB file (created if missing).
-    table : {"gaia", "skymapper", "distances", "sos"}
+    table : {"gaia", "skymapper", "tmass", "allwise", "ps1", "sdss", "distances", "sos"}
     files : list of paths
         Gaia archive ECSV (.csv.gz), CSV (gzipped or not), FITS, VOTable or Parquet.
     preset : str, optional
@@ -116,7 +119,8 @@ def run(
     survey : str, optional
         ``sos`` only: survey name for files without a ``survey`` column.
     refresh_crossmatch : bool
-        Re-materialise ``xmatch`` / ``xmatch_labels`` after the load.
+        Re-materialise the survey crossmatches (``xmatch``, ``xmatch_tmass``, ...) and
+        ``xmatch_labels`` that the load touches.
     on_duplicate : {"error", "skip"}
         A key repeated inside a file or already stored: refuse the whole ingest
         (default), or keep the first/stored row and report how many were skipped.
@@ -189,8 +193,12 @@ def run(
             if rows_before or sum(r.skipped is None for r in results) > 1:
                 staging.sort_by_healpix(con, table)
             if refresh_crossmatch:
-                if table in ("gaia", "skymapper") and db.row_count(con, "gaia") and db.row_count(con, "skymapper"):
-                    result.xmatch_pairs = xmatch.refresh_xmatch(con)
+                for name in xmatch.surveys_touched_by(table):
+                    if db.row_count(con, "gaia") and db.row_count(con, SURVEYS[name].table):
+                        pairs = xmatch.refresh_survey(con, name)
+                        result.survey_pairs[name] = pairs
+                        if name == "skymapper":
+                            result.xmatch_pairs = pairs
                 if table in ("gaia", "sos") and db.row_count(con, "gaia"):
                     result.label_matches = xmatch.refresh_label_match(con)
         con.commit()

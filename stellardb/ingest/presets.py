@@ -39,6 +39,61 @@ PRESETS: dict[str, Preset] = {
         Preset("gaia-archive", "gaia", "Gaia DR3 gaia_source as the archive writes it (bulk ECSV, ADQL results)"),
         # ------------------------------------------------------------ skymapper
         Preset("skymapper-master", "skymapper", "SkyMapper DR2/DR4 master table (TAP/CSV/FITS/Parquet export)"),
+        # ------------------------------------------------------------ 2MASS PSC
+        Preset("tmass-irsa", "tmass", "2MASS All-Sky PSC as IRSA (fp_psc) writes it"),
+        Preset(
+            "tmass-gaia-archive",
+            "tmass",
+            "2MASS PSC as the Gaia archive copies it (gaiadr1.tmass_original_valid); tmass_oid stands in for pts_key",
+            rename={"tmass_oid": "pts_key", "ks_m": "k_m", "ks_msigcom": "k_msigcom", "j_date": "jdate"},
+        ),
+        Preset(
+            "gbs-v3-tmass",
+            "tmass",
+            "2MASS columns of the Gaia FGK benchmark stars v3 table (its ra/dec are 2MASS's)",
+            rename={"tmass_oid": "pts_key", "designation_tmass": "designation", "ph_qual_tmass": "ph_qual",
+                    "ks_m": "k_m", "ks_msigcom": "k_msigcom", "j_date": "jdate", "tmass_key": ""},
+        ),
+        # ------------------------------------------------------------ AllWISE
+        Preset("allwise-irsa", "allwise", "AllWISE Source Catalog as IRSA (allwise_p3as_psd) writes it"),
+        Preset(
+            "allwise-gaia-archive",
+            "allwise",
+            "AllWISE as the Gaia archive copies it (gaiadr1.allwise_original_valid); allwise_oid stands in for cntr",
+            rename={"allwise_oid": "cntr", "ra_error": "sigra", "dec_error": "sigdec", "w1mjd_mean": "w1mjdmean",
+                    **{f"w{k}mpro_error": f"w{k}sigmpro" for k in range(1, 5)}},
+        ),
+        Preset(
+            "gbs-v3-allwise",
+            "allwise",
+            "AllWISE columns of the Gaia FGK benchmark stars v3 table (ra_allwise/dec_allwise; its ra/dec are 2MASS's)",
+            rename={"allwise_oid": "cntr", "designation_allwise": "designation", "ra_allwise": "ra",
+                    "dec_allwise": "dec", "ra": "", "dec": "", "ra_error": "", "dec_error": "",
+                    "ph_qual_allwise": "ph_qual", "w1mjd_mean": "w1mjdmean",
+                    **{f"w{k}mpro_error": f"w{k}sigmpro" for k in range(1, 5)}},
+        ),
+        # ------------------------------------------------------------ Pan-STARRS1
+        Preset("ps1-mast", "ps1", "Pan-STARRS1 DR2 ObjectThin + MeanObject as MAST (CasJobs, catalogs API) writes it; "
+               "-999 is missing", null_values={"*": (-999.0,)}),
+        Preset(
+            "ps1-vizier",
+            "ps1",
+            "Pan-STARRS1 DR1 as VizieR II/349/ps1 writes it",
+            rename={"RAJ2000": "raMean", "DEJ2000": "decMean", "e_RAJ2000": "raMeanErr", "e_DEJ2000": "decMeanErr",
+                    "Epoch": "epochMean", "Nd": "nDetections",
+                    **{f"{b}mag": f"{b}MeanPSFMag" for b in "grizy"}, **{f"e_{b}mag": f"{b}MeanPSFMagErr" for b in "grizy"}},
+            null_values={"*": (-999.0,)},
+        ),
+        # ------------------------------------------------------------ SDSS
+        Preset(
+            "sdss-casjobs",
+            "sdss",
+            "SDSS DR17 PhotoObj/PhotoPrimary as CasJobs or SkyServer writes it; -9999 is missing, clean = 0 photometry "
+            "is not used",
+            null_values={"*": (-9999.0,)},
+            # the SDSS "clean photometry" flag (no saturation, edge, deblending or interpolation problems)
+            quality_flags=(("clean", "= 0", tuple(c for b in "ugriz" for c in (f"psfMag_{b}", f"psfMagErr_{b}"))),),
+        ),
         # ------------------------------------------------------------ distances
         Preset("bailer-jones-archive", "distances", "Bailer-Jones 2021, Gaia archive external.gaiaedr3_distance"),
         Preset(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stellardb.catalog.surveys import NEW_SURVEYS, SURVEYS
+
 
 
 
@@ -53,6 +55,16 @@ TABLES: dict[str, TableSpec] = {
         signature=("teff", "logg", "feh"),
     ),
 }
+
+# the photometric surveys declared in stellardb.catalog.surveys (SkyMapper is above: its
+# table predates the specs); each is positional, keyed by its integer id
+TABLES.update({
+    name: TableSpec(
+        name, (SURVEYS[name].key,), (SURVEYS[name].key, *SURVEYS[name].position), SURVEYS[name].position, "position",
+        signature=SURVEYS[name].signature,
+    )
+    for name in NEW_SURVEYS
+})
 
 
 #: Rows that can be stored: a source of gaia/skymapper/distances needs its id; a label

@@ -42,6 +42,7 @@ def stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_nam
     # --rename teff=Teff means stellardb's teff (its names are lower case)
     renames = {old: next((t for t in targets if t.lower() == new.lower()), new) for old, new in renames.items()}
     preset, mapping = choose_preset(spec, header, preset_name, renames, path, set(targets) - DERIVED)
+    mapping = canonical_names(mapping, targets)
     id_positions = [i for i, col in enumerate(header) if mapping.get(col) in ("source_id", "object_id")]
     sniffed = readers.staged_names(con, source) if id_positions and source.format == "csv" else []
     id_columns = [sniffed[i] for i in id_positions if i < len(sniffed)]
@@ -78,7 +79,8 @@ def stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_nam
     con.execute(f"create or replace temp view _ingest_all as select {row} as _row, {select_list} from {STAGE}")
     keep = KEEP_ROW.get(spec.name, f"{spec.key[0]} is not null")
     con.execute(f"create or replace temp view _ingest_typed as select * from _ingest_all where {keep}")
-    notes = [f"{flagged:,} rows flagged by the survey: their labels are NULL"] if flagged else []
+    what = "labels" if spec.name == "sos" else "flagged columns"
+    notes = [f"{flagged:,} rows flagged by the survey: their {what} are NULL"] if flagged else []
     # (for labels the epoch matters only to rows matched by position)
     if epoch_note and (spec.name != "sos" or
                        con.execute("select count(*) from _ingest_typed where ra is not null").fetchone()[0]):
@@ -90,6 +92,7 @@ def stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_nam
         notes.append(f"{keyless:,} rows without {spec.key[0]} not stored (not {spec.name} sources)")
     checks.check_positions(con, spec, present, path)
     checks.check_ranges(con, spec, present, path, targets)
+    checks.check_survey_magnitudes(con, spec, present, path)
     duplicates = checks.check_keys(con, spec, path, on_duplicate)
     if spec.name == "gaia":
         checks.check_gaia_positions(con, path)
@@ -147,7 +150,7 @@ def choose_preset(spec: TableSpec, header: list[str], preset_name, renames, path
     targets = set(targets)
 
     def score(preset: Preset) -> tuple[int, int, int]:
-        mapped = set(resolve_names(header, {**preset.rename, **renames}).values())
+        mapped = set(canonical_names(resolve_names(header, {**preset.rename, **renames}), targets).values())
         want = set(spec.required) | set(spec.signature)
         # then by how many file columns the preset stores: GBS's preset renames ref_epoch
         # away (its file's ref_epoch is Gaia's), which must not win over the identity
@@ -161,6 +164,14 @@ def choose_preset(spec: TableSpec, header: list[str], preset_name, renames, path
     candidates = presets_for(spec.name)
     best = max(candidates, key=score)
     return best, resolve_names(header, {**best.rename, **renames})
+
+
+def canonical_names(mapping: dict[str, str], targets) -> dict[str, str]:
+    """Map onto the stored column's own spelling: Pan-STARRS's ``gMeanPSFMag`` and SDSS's ``objID``
+    are stored as the surveys write them, and a file's ``gmeanpsfmag`` is the same column
+    (SQL names ignore case; :func:`resolve_names` lower-cases the names it does not rename)."""
+    own = {t.lower(): t for t in targets}
+    return {old: own.get(new.lower(), new) if new else new for old, new in mapping.items()}
 
 
 def add_kept_columns(con, spec: TableSpec, keep, mapping: dict[str, str], staged_of: dict[str, str],

@@ -449,7 +449,7 @@ def test_xmatch_radius_option(tmp_path):
 
     result = CliRunner().invoke(cli, ["--db", str(db_path), "xmatch", "--radius-arcsec", "2"])
     assert result.exit_code == 0, result.output
-    assert f"{len(want_2):,} Gaia-SkyMapper pairs within 2 arcsec" in result.output
+    assert f"{len(want_2):,} Gaia-skymapper pairs within 2 arcsec" in result.output
     assert_same_pairs(read_xmatch(db_path), want_2)
 
     # the radius is stored: a later SkyMapper ingest refreshes xmatch at 2 arcsec

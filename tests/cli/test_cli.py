@@ -243,7 +243,7 @@ def test_xmatch_rerun_is_stable(copy_db):
     assert result.exit_code == 0, result.output
     after = direct(copy_db, "select * from xmatch order by skymapper_object_id")
     pd.testing.assert_frame_equal(before, after)
-    assert f"{len(after):,} Gaia-SkyMapper pairs within 1 arcsec" in result.output
+    assert f"{len(after):,} Gaia-skymapper pairs within 1 arcsec" in result.output
 
 
 def test_xmatch_plot_numbers_equal_pandas(copy_db, tmp_path):
@@ -301,7 +301,7 @@ def test_xmatch_with_no_pairs_reports_zero_and_still_plots(copy_db, tmp_path):
     png = tmp_path / "none.png"
     result = invoke(copy_db, "xmatch", "--plot", png)
     assert result.exit_code == 0, result.output
-    assert "xmatch: 0 Gaia-SkyMapper pairs" in result.output and "0 with more than one candidate" in result.output
+    assert "xmatch skymapper: 0 Gaia-skymapper pairs" in result.output and "0 with more than one candidate" in result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

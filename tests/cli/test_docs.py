@@ -81,7 +81,8 @@ REPO = Path(__file__).resolve().parents[2]
 USER_FACING = ("gaia", "skymapper", "distances", "sos", "predictions", "xmatch", "xmatch_labels", "stars", "features",
                "scoring_set", "training_set", "why_not_scored", "stars_with_predictions", "labels", "best_labels",
                "gaia_src", "skymapper_src", "distances_src", "sos_src", "xmatch_src", "xmatch_labels_src",
-               "predictions_src")
+               "predictions_src", "tmass", "allwise", "ps1", "sdss", "xmatch_tmass", "xmatch_allwise", "xmatch_ps1",
+               "xmatch_sdss", "tmass_src", "allwise_src", "ps1_src", "sdss_src")
 
 
 def test_gaia_column_metadata_is_the_archives_own():
