@@ -363,27 +363,36 @@ def presets():
 )
 @click.option("--overwrite", is_flag=True, help="Replace the files of an existing, non-empty OUTDIR.")
 @click.option("--truth", is_flag=True, help="Also write truth.parquet (true parameters, for validation only).")
+@click.option("--sky", default="south", show_default=True, type=click.Choice(["south", "all"]),
+              help="Stars south of dec +2 deg (SkyMapper's sky), or the whole sky (Pan-STARRS1 and SDSS reach the north).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
-def simulate(outdir, stars, seed, fmt, overwrite, truth, quiet):
-    """Write a simulated southern sky to OUTDIR in the surveys' own formats.
+def simulate(outdir, stars, seed, fmt, overwrite, truth, sky, quiet):
+    """Write a simulated sky to OUTDIR in the surveys' own formats.
 
-    Four files describe the same simulated stars: gaia_source.csv.gz (Gaia
+    The files describe the same simulated stars: gaia_source.csv.gz (Gaia
     archive bulk ECSV, DR3 columns), skymapper_master.csv (SkyMapper master
-    columns, positions at each row's mean_epoch), bailer_jones_distances.csv and
-    sos_spectro.csv (reference labels for about 5 per cent of the stars).  The
-    model is documented in the stellardb.simulate modules.
+    columns, positions at each row's mean_epoch), tmass_psc.csv (2MASS PSC, IRSA
+    columns, positions at jdate, upper limits as 2MASS writes them),
+    allwise_source.csv (AllWISE), ps1_dr2_mean.csv (Pan-STARRS1 DR2 mean
+    photometry, -999 for missing), sdss_dr17_photoobj.csv (SDSS PhotoObj,
+    -9999 for missing), bailer_jones_distances.csv and sos_spectro.csv
+    (reference labels for about 5 per cent of the stars).  The model is
+    documented in the stellardb.simulate modules.
 
     Example:
 
         stellardb simulate data/sky --stars 200000 --seed 42
+
+        stellardb simulate data/allsky --stars 500000 --sky all
     """
     from stellardb import simulate as sim
     from stellardb.cli.progress import progress_bar
 
-    sim.check_arguments(outdir, stars, seed, fmt, overwrite)
+    sim.check_arguments(outdir, stars, seed, fmt, overwrite, sky)
     with progress_bar("simulating stars", total=stars, disable=quiet) as advance:
-        summary = sim.simulate(outdir, stars=stars, seed=seed, fmt=fmt, overwrite=overwrite, truth=truth, progress=advance)
+        summary = sim.simulate(outdir, stars=stars, seed=seed, fmt=fmt, overwrite=overwrite, truth=truth,
+                               progress=advance, sky=sky)
     if not quiet:
         from stellardb.cli.report import print_simulation_summary
 

@@ -1,4 +1,4 @@
-"""``stellardb simulate``: a realistic simulated southern sky in the surveys' own formats.
+"""``stellardb simulate``: a realistic simulated sky (southern, or all of it) in the surveys' own formats.
 
 The model lives with the code that implements it:
 
@@ -7,6 +7,8 @@ The model lives with the code that implements it:
 * :mod:`stellardb.simulate.photometry` - colour model, extinction, photometric errors;
 * :mod:`stellardb.simulate.surveys` - what Gaia, SkyMapper, Bailer-Jones and the
   spectroscopic surveys publish about each star (errors, faults, nulls, epochs);
+* :mod:`stellardb.simulate.photometric_surveys` - the same for 2MASS, AllWISE,
+  Pan-STARRS1 and SDSS;
 * :mod:`stellardb.simulate.writers` - the file formats.
 
 Stars are simulated and written in chunks of :data:`CHUNK_STARS`, each from its own
@@ -32,6 +34,8 @@ from stellardb.simulate import writers
 CHUNK_STARS = 200_000
 FIRST_OBJECT_ID = 100_000_001
 FORMATS = ("csv", "parquet")
+#: --sky: the northern limit of the simulated stars (SkyMapper stays south of +2 deg either way)
+SKIES = {"south": 2.0, "all": 90.0}
 
 GAIA_FILE = "gaia_source.csv.gz"
 TRUTH_FILE = "truth.parquet"
@@ -43,6 +47,10 @@ def output_names(fmt: str) -> dict[str, str]:
     return {
         "gaia": GAIA_FILE,
         "skymapper": f"skymapper_master.{ext}",
+        "tmass": f"tmass_psc.{ext}",
+        "allwise": f"allwise_source.{ext}",
+        "ps1": f"ps1_dr2_mean.{ext}",
+        "sdss": f"sdss_dr17_photoobj.{ext}",
         "distances": f"bailer_jones_distances.{ext}",
         "sos": f"sos_spectro.{ext}",
     }
@@ -70,7 +78,7 @@ def _check_outdir(outdir: Path, overwrite: bool) -> None:
         raise UserError(f"Cannot write to {outdir}: permission denied. Choose a writable OUTDIR.")
 
 
-def check_arguments(outdir, stars, seed, fmt: str, overwrite: bool) -> Path:
+def check_arguments(outdir, stars, seed, fmt: str, overwrite: bool, sky: str = "south") -> Path:
     """Validate :func:`simulate`'s arguments before any work; raises UserError."""
     if isinstance(stars, bool) or not isinstance(stars, (int, np.integer)) or stars < 1:
         raise UserError(f"--stars must be a positive whole number of stars, got {stars!r}.")
@@ -78,6 +86,8 @@ def check_arguments(outdir, stars, seed, fmt: str, overwrite: bool) -> Path:
         raise UserError(f"--seed must be a non-negative integer, got {seed!r}.")
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    if sky not in SKIES:
+        raise UserError(f"--sky must be one of {', '.join(SKIES)}, got {sky!r}.")
     outdir = Path(outdir)
     _check_outdir(outdir, overwrite)
     return outdir
@@ -92,6 +102,7 @@ def simulate(
     truth: bool = False,
     progress=None,
     workers: int | None = None,
+    sky: str = "south",
 ) -> SimulationSummary:
     """Simulate ``stars`` Gaia sources and write the four catalogues to ``outdir``.
 
@@ -117,13 +128,16 @@ def simulate(
     workers : int or None
         Processes that simulate chunks in parallel (default: up to 2 CPUs).
         Output does not depend on it.
+    sky : {"south", "all"}
+        Stars south of dec +2 deg (SkyMapper's sky), or over the whole sky, where
+        Pan-STARRS1 and SDSS reach the north and SkyMapper does not.
 
     Raises
     ------
     UserError
         Bad arguments or an unusable ``outdir``; nothing is left behind.
     """
-    outdir = check_arguments(outdir, stars, seed, fmt, overwrite)
+    outdir = check_arguments(outdir, stars, seed, fmt, overwrite, sky)
 
     # Write into a sibling temporary directory and move the files in only when
     # everything succeeded, so a failed or interrupted run leaves nothing half-written.
@@ -133,7 +147,7 @@ def simulate(
     except OSError as exc:
         raise UserError(f"Cannot write to {outdir}: {exc.strerror}. Choose a writable OUTDIR.") from None
     try:
-        summary = _simulate_into(tmp, int(stars), int(seed), fmt, truth, progress, workers or _default_workers())
+        summary = _simulate_into(tmp, int(stars), int(seed), fmt, truth, progress, workers or _default_workers(), sky)
         outdir.mkdir(exist_ok=True)
         # --overwrite: files of an earlier run in the other format, or its truth table,
         # would otherwise sit beside these and be mixed in by a later `ingest dir/*`
@@ -152,14 +166,15 @@ def simulate(
 def _build(args):
     from stellardb.simulate.surveys import build_chunk
 
-    chunk, lo, n, seed = args
+    chunk, lo, n, seed, dec_max = args
     rng = np.random.default_rng(np.random.SeedSequence([seed, chunk]))
-    return chunk, n, build_chunk(rng, n, first_index=lo, first_object_id=0, seed=seed)
+    return chunk, n, build_chunk(rng, n, first_index=lo, first_object_id=0, seed=seed, dec_max_deg=dec_max)
 
 
-def _chunks(n_stars: int, seed: int, workers: int):
+def _chunks(n_stars: int, seed: int, workers: int, sky: str = "south"):
     """Yield (chunk, n, tables) in chunk order, simulated by ``workers`` processes."""
-    jobs = [(chunk, lo, min(CHUNK_STARS, n_stars - lo), seed) for chunk, lo in enumerate(range(0, n_stars, CHUNK_STARS))]
+    jobs = [(chunk, lo, min(CHUNK_STARS, n_stars - lo), seed, SKIES[sky])
+            for chunk, lo in enumerate(range(0, n_stars, CHUNK_STARS))]
     if workers <= 1 or len(jobs) == 1:
         yield from map(_build, jobs)
         return
@@ -183,7 +198,8 @@ def _default_workers() -> int:
     return min(2, usable_cores())
 
 
-def _simulate_into(tmp: Path, n_stars: int, seed: int, fmt: str, truth: bool, progress, workers: int) -> SimulationSummary:
+def _simulate_into(tmp: Path, n_stars: int, seed: int, fmt: str, truth: bool, progress, workers: int,
+                   sky: str = "south") -> SimulationSummary:
     names = output_names(fmt)
     summary = SimulationSummary(outdir=tmp, stars=n_stars, seed=seed)
     sinks: dict[str, writers.TableSink] = {"gaia": writers.GaiaSink(tmp / names["gaia"])}
@@ -192,10 +208,10 @@ def _simulate_into(tmp: Path, n_stars: int, seed: int, fmt: str, truth: bool, pr
     done = 0
     object_id = FIRST_OBJECT_ID
     try:
-        for chunk, n, tables in _chunks(n_stars, seed, workers):
+        for chunk, n, tables in _chunks(n_stars, seed, workers, sky):
             tables = _offset_object_ids(tables, object_id)
             object_id += tables["skymapper"].num_rows
-            for key in ("gaia", "skymapper", "distances", "sos"):
+            for key in names:
                 if key not in sinks:
                     sinks[key] = writers.TableSink(tmp / names[key], tables[key].schema, fmt)
                 sinks[key].write(tables[key])

@@ -8,8 +8,9 @@ coordinates that rises toward the plane and the inner Galaxy,
     Sigma(l, b) = 0.12 + exp(-|b| / 9 deg) * (1 + 1.2 exp(-(l_w / 40 deg)^2)),
 
 with ``l_w`` the longitude wrapped to (-180, 180]; only directions with
-dec < +2 deg are kept (SkyMapper is a southern survey).  The whole sky south of
-+2 deg is covered, the south celestial pole and the RA 0/360 line included.
+dec < +2 deg are kept (SkyMapper is a southern survey), or every direction with
+``stellardb simulate --sky all`` (Pan-STARRS1 and SDSS cover the north).  The whole sky
+south of +2 deg is covered, the south celestial pole and the RA 0/360 line included.
 
 **Populations.**  Thin disk, thick disk and halo, with halo and thick-disk
 fractions rising with |sin b| (0.06 + 0.20|sin b| and 0.15 + 0.20|sin b|).
@@ -120,8 +121,10 @@ class Stars:
         return Stars(**{k: v[idx] for k, v in self.__dict__.items()})
 
 
-def sample_directions(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
-    """Draw (ra, dec, l, b) in degrees from Sigma(l, b), south of dec = +2 deg."""
+def sample_directions(rng: np.random.Generator, n: int, dec_max_deg: float = None) -> tuple[np.ndarray, ...]:
+    """Draw (ra, dec, l, b) in degrees from Sigma(l, b), south of ``dec_max_deg`` (default +2 deg;
+    90 for the whole sky)."""
+    dec_max_deg = DEC_MAX_DEG if dec_max_deg is None else dec_max_deg
     out_l, out_b, out_ra, out_dec = [np.empty(0)], [np.empty(0)], [np.empty(0)], [np.empty(0)]
     have = 0
     sigma_max = 0.12 + 2.2
@@ -132,7 +135,7 @@ def sample_directions(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...
         l_w = (l_deg + 180.0) % 360.0 - 180.0
         sigma = 0.12 + np.exp(-np.abs(b_deg) / 9.0) * (1.0 + 1.2 * np.exp(-((l_w / 40.0) ** 2)))
         ra, dec = galactic_to_icrs(l_deg, b_deg)
-        keep = (rng.uniform(0.0, sigma_max, m) < sigma) & (dec < DEC_MAX_DEG)
+        keep = (rng.uniform(0.0, sigma_max, m) < sigma) & (dec <= dec_max_deg)
         out_l.append(l_deg[keep])
         out_b.append(b_deg[keep])
         out_ra.append(ra[keep])
@@ -314,9 +317,10 @@ def sample_proper_motions(rng, pop, l_deg, b_deg, ra_deg, dec_deg, distance_pc):
     return pmra, pmdec
 
 
-def simulate_stars(rng: np.random.Generator, n: int) -> Stars:
-    """Draw ``n`` stars of the simulated southern sky (see the module docstring)."""
-    ra, dec, l_deg, b_deg = sample_directions(rng, n)
+def simulate_stars(rng: np.random.Generator, n: int, dec_max_deg: float = None) -> Stars:
+    """Draw ``n`` stars of the simulated southern sky, or of the sky south of ``dec_max_deg``
+    (90: the whole sky) (see the module docstring)."""
+    ra, dec, l_deg, b_deg = sample_directions(rng, n, dec_max_deg)
     pop = sample_populations(rng, b_deg)
     feh, alpha = sample_chemistry(rng, pop)
     stage, teff, logg, mass = sample_stellar_parameters(rng, pop, feh)

@@ -33,6 +33,37 @@ cent of dwarfs): a redder companion adding a flux fraction f_G = 0.8 U^3 in G an
 et al. 2021 (Fitzpatrick law), evaluated at X0.  SkyMapper: Wolf et al. 2018
 A_band / E(B-V) = 4.294, 4.026, 2.986, 2.288, 1.588, 1.206 for u, v, g, r, i, z.
 
+**2MASS, AllWISE, Pan-STARRS1 and SDSS** (:func:`survey_absolute_magnitudes`).  What
+each band can know follows the physics of where it sits:
+
+* infrared colours (2MASS J, H, Ks; WISE W1-W4) sample the Rayleigh-Jeans side of the
+  spectrum and measure Teff almost free of metallicity and gravity (why V-Ks is the
+  IRFM's favourite colour).  They are built on ``xt = X0(Teff, log g = 4.4, [Fe/H] = 0)``,
+  the colour a solar-metallicity dwarf of that Teff has, so that they carry Teff but not
+  the gravity and metallicity terms BP-RP carries; together with BP-RP that difference is
+  the (weak) metallicity information real optical-infrared colours have.  Vega system:
+  ``G - J = -0.02 + 1.39 xt - 0.08 xt^2 + 0.03 [Fe/H]``, ``G - H = -0.10 + 2.01 xt -
+  0.18 xt^2 + 0.045 [Fe/H]``, ``G - Ks = -0.10 + 2.09 xt - 0.16 xt^2 + 0.05 [Fe/H]``
+  (shaped like the published Gaia-2MASS colour relations; the [Fe/H] terms are line
+  blanketing in G).  Cool giants have redder J - H than dwarfs (H- opacity and CO/H2O
+  bands): H and Ks brighter by ``0.12 clip((xt - 1.4), 0, 1) clip((3.5 - log g)/1.5, 0, 1)``.
+  ``Ks - W1 = 0.02 + 0.05 clip(xt - 1.4, 0, 2)``; ``W1 - W2 = -0.01 - 0.05 clip(xt - 1.2,
+  0, 1.5) (1 + 0.6 giant) (1 + 0.3 clip([Fe/H], -2, 0.5))`` (the 4.6 micron CO band,
+  deeper at low gravity and high metallicity); ``W2 - W3 = 0.02 + 0.03 clip(xt - 1.5, 0, 2)``;
+  ``W3 - W4 = 0.01``.
+* Pan-STARRS1 grizy and SDSS griz (AB) follow X0 like SkyMapper's griz, with the weak
+  0.03 mag/dex metal-line term in g - r; z - y = -0.02 + 0.07 X0 + 0.03 X0^2.  No gravity.
+* SDSS u (AB) is the metallicity band of SDSS (Ivezic et al. 2008, ApJ 684, 287: u - g at
+  fixed g - r moves 0.2-0.3 mag per dex for F/G stars): ``u - g = 0.80 + 1.10 X0 + S_u f([Fe/H])
+  + 0.7 B(Teff) (log g - 4.2)``, S_u = clip(0.06 + 0.20 X0, 0.10, 0.30) mag/dex with the
+  same weakening below -1 dex as SkyMapper v, and 70 % of SkyMapper u's Balmer-jump
+  gravity term.  SkyMapper v (Ca II H&K, up to 0.45 mag/dex) stays the most
+  metallicity-sensitive band of all.
+
+Each of these bands gets its own 0.008 mag cosmic scatter and the binary companion's
+light (k = 0.9, 1.0, 1.1 for J, H, Ks; 1.2 for W1-W4; -1.4, -0.6, 0.1, 0.5, 0.7, 0.8 for
+u, g, r, i, z, y).  Extinction: A_band = (A/E(B-V) of stellardb.catalog.surveys) E(B-V).
+
 **Errors.**  Gaia: sigma_G = sqrt(0.3 mmag^2 + (0.6 mmag 10^(0.4 (G - 17)))^2),
 BP: floor 0.8 mmag, 6 mmag at BP = 17; RP: floor 0.8 mmag, 4 mmag at RP = 16.
 SkyMapper: sigma^2 = floor^2 + (0.217 10^(0.4 (m - m5)))^2 (0.217 mag is S/N = 5),
@@ -144,7 +175,70 @@ def absolute_magnitudes(rng, abs_g, x0, teff_k, logg, feh, alpha_fe, is_dwarf) -
     redness = rng.uniform(0.0, 1.5, n)
     for band, k in _BINARY_K.items():
         mags[band] = mags[band] - 2.5 * np.log10(1.0 + f_g * 10 ** (0.4 * k * redness))
+    # what survey_absolute_magnitudes needs to give the same star the same hidden traits
+    mags["_x"], mags["_abs_g_single"], mags["_f_g"], mags["_redness"] = x, abs_g, f_g, redness
     return mags
+
+
+#: light of an unresolved companion per band, as _BINARY_K (J, H, Ks, W1-W4; ugrizy of PS1/SDSS)
+_SURVEY_BINARY_K = {"j": 0.9, "h": 1.0, "ks": 1.1, "w1": 1.2, "w2": 1.2, "w3": 1.2, "w4": 1.2,
+                    "u": -1.4, "g": -0.6, "r": 0.1, "i": 0.5, "z": 0.7, "y": 0.8}
+
+
+def survey_absolute_magnitudes(rng, base: dict, teff_k, logg, feh) -> dict[str, dict[str, np.ndarray]]:
+    """Absolute magnitudes of 2MASS, AllWISE, Pan-STARRS1 and SDSS bands (no extinction), for the
+    stars of ``base`` (what :func:`absolute_magnitudes` returned), with this module's model.
+
+    ``rng`` is a stream of its own, so adding these surveys leaves every Gaia and SkyMapper
+    value of a seed as it was.  Returns {survey: {band: magnitudes}}.
+    """
+    x = base["_x"]
+    n = x.size
+    g = base["_abs_g_single"]
+    feh = np.asarray(feh, dtype=float)
+    logg = np.asarray(logg, dtype=float)
+    xt = intrinsic_bp_rp(teff_k, np.full(n, 4.4), np.zeros(n))
+
+    def scatter():
+        return rng.normal(0.0, 0.008, n)
+
+    giant = np.clip((3.5 - logg) / 1.5, 0.0, 1.0)
+    jh_giant = 0.12 * np.clip(xt - 1.4, 0.0, 1.0) * giant
+    j = g - (-0.02 + 1.39 * xt - 0.08 * xt**2 + 0.03 * feh) + scatter()
+    h = g - (-0.10 + 2.01 * xt - 0.18 * xt**2 + 0.045 * feh) - jh_giant + scatter()
+    ks = g - (-0.10 + 2.09 * xt - 0.16 * xt**2 + 0.05 * feh) - jh_giant + scatter()
+    w1 = ks - (0.02 + 0.05 * np.clip(xt - 1.4, 0.0, 2.0)) + scatter()
+    w2 = w1 - (-0.01 - 0.05 * np.clip(xt - 1.2, 0.0, 1.5) * (1.0 + 0.6 * giant) * (1.0 + 0.3 * np.clip(feh, -2.0, 0.5))) \
+        + scatter()
+    w3 = w2 - (0.02 + 0.03 * np.clip(xt - 1.5, 0.0, 2.0)) + scatter()
+    w4 = w3 - 0.01 + scatter()
+
+    def griz(r_g, gr_0, ri, iz):
+        r = g + r_g[0] + r_g[1] * x + r_g[2] * x**2 + scatter()
+        gg = r + (gr_0 + 0.83 * x - 0.10 * x**2 + 0.03 * feh) + scatter()
+        i = r - (ri[0] + ri[1] * x + ri[2] * x**2) + scatter()
+        z = i - (iz[0] + iz[1] * x + iz[2] * x**2) + scatter()
+        return gg, r, i, z
+
+    ps_g, ps_r, ps_i, ps_z = griz((0.10, 0.17, 0.04), -0.25, (-0.08, 0.32, 0.06), (-0.04, 0.13, 0.05))
+    ps_y = ps_z - (-0.02 + 0.07 * x + 0.03 * x**2) + scatter()
+    sd_g, sd_r, sd_i, sd_z = griz((0.07, 0.19, 0.04), -0.23, (-0.09, 0.30, 0.07), (-0.05, 0.12, 0.05))
+    f_fe = np.where(feh > -1.0, feh, -1.0 + 0.55 * (feh + 1.0))
+    s_u = np.clip(0.06 + 0.20 * x, 0.10, 0.30)
+    balmer = 0.04 + 0.10 * np.clip((np.asarray(teff_k) - 5200.0) / 1500.0, 0.0, 1.6)
+    sd_u = sd_g + (0.80 + 1.10 * x + s_u * f_fe + 0.7 * balmer * (logg - 4.2)) + scatter()
+
+    out = {
+        "tmass": {"j": j, "h": h, "ks": ks},
+        "allwise": {"w1": w1, "w2": w2, "w3": w3, "w4": w4},
+        "ps1": {"g": ps_g, "r": ps_r, "i": ps_i, "z": ps_z, "y": ps_y},
+        "sdss": {"u": sd_u, "g": sd_g, "r": sd_r, "i": sd_i, "z": sd_z},
+    }
+    f_g, redness = base["_f_g"], base["_redness"]
+    for bands in out.values():
+        for band, m in bands.items():
+            bands[band] = m - 2.5 * np.log10(1.0 + f_g * 10 ** (0.4 * _SURVEY_BINARY_K[band] * redness))
+    return out
 
 
 def gaia_mag_error(band: str, mag) -> np.ndarray:

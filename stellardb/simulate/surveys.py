@@ -55,7 +55,7 @@ import pyarrow as pa
 
 from stellardb.catalog.astrometry import icrs_to_galactic, mjd_to_jyear, propagate, tangent_offset, unit_to_lonlat, lonlat_to_unit
 from stellardb.catalog.healpix import GAIA_SOURCE_ID_DIVISOR, radec_to_healpix
-from stellardb.simulate import galaxy, photometry
+from stellardb.simulate import galaxy, photometric_surveys, photometry
 from stellardb.simulate.gaia_schema import GAIA_DR3_SOLUTION_ID, GAIA_DR3_ZP
 
 GAIA_REF_EPOCH = 2016.0
@@ -121,6 +121,8 @@ def apparent_magnitudes(rng, stars: galaxy.Stars) -> dict[str, np.ndarray]:
     out = {"G": absmag["G"] + dm + r_g * e, "bp": absmag["bp"] + dm + r_bp * e, "rp": absmag["rp"] + dm + r_rp * e}
     for band in photometry.SKYMAPPER_BANDS:
         out[band] = absmag[band] + dm + photometry.SKYMAPPER_R[band] * e
+    # for the other photometric surveys: the same star's hidden traits and reddening
+    out["_base"], out["_ebv"] = absmag, e
     return out
 
 
@@ -254,16 +256,17 @@ def _edsd_quantiles(plx_mas, sigma_mas, length_pc, extra_ln_mu=None, extra_ln_si
     return out
 
 
-def build_chunk(rng: np.random.Generator, n: int, first_index: int, first_object_id: int, seed: int):
-    """Simulate ``n`` stars and return the four survey tables plus the truth table.
+def build_chunk(rng: np.random.Generator, n: int, first_index: int, first_object_id: int, seed: int,
+                dec_max_deg: float | None = None):
+    """Simulate ``n`` stars and return the survey tables plus the truth table.
 
     Returns
     -------
-    dict with pyarrow Tables ``gaia``, ``skymapper``, ``distances``, ``sos``, ``truth``
-    (``truth`` links source_id and object_id to the true parameters; it is written
-    only on request and never used by stellardb itself).
+    dict with pyarrow Tables ``gaia``, ``skymapper``, ``tmass``, ``allwise``, ``ps1``, ``sdss``,
+    ``distances``, ``sos``, ``truth`` (``truth`` links source_id and each survey's id to the
+    true parameters; it is written only on request and never used by stellardb itself).
     """
-    stars = galaxy.simulate_stars(rng, n)
+    stars = galaxy.simulate_stars(rng, n, dec_max_deg)
     place_close_pairs(rng, stars)
     mags = apparent_magnitudes(rng, stars)
 
@@ -383,7 +386,7 @@ def build_chunk(rng: np.random.Generator, n: int, first_index: int, first_object
         sm_missing[band] = (m_obs > limit) | (mags[band] > limit + 0.75) | (rng.uniform(size=n) < 0.01)
         sm_mag[band], sm_err[band] = m_obs, sig_b * np.exp(rng.normal(0.0, 0.05, n))
     detected_gri = sum((~sm_missing[b]).astype(int) for b in "gri")
-    in_sm = (detected_gri >= 2) & (rng.uniform(size=n) >= SKYMAPPER_LOST_FRACTION)
+    in_sm = (detected_gri >= 2) & (rng.uniform(size=n) >= SKYMAPPER_LOST_FRACTION) & (stars.dec_deg < galaxy.DEC_MAX_DEG)
     k = np.flatnonzero(in_sm)
     epoch_mjd = rng.uniform(56650.0, 58700.0, k.size)
     ra_sm, dec_sm = propagate(
@@ -477,10 +480,17 @@ def build_chunk(rng: np.random.Generator, n: int, first_index: int, first_object
         }
     )
 
+    # ------------------------------------------------------------ 2MASS, AllWISE, Pan-STARRS1, SDSS
+    # a random stream of their own: adding them changed no Gaia or SkyMapper value of a seed
+    survey_rng = np.random.default_rng(np.random.SeedSequence([seed, first_index, 15]))
+    survey_tables, survey_ids = photometric_surveys.build(
+        survey_rng, stars, mags["_base"], mags["_ebv"], first_index + np.arange(n, dtype=np.int64))
+
     truth = pa.table(
         {
             "source_id": source_id,
             "skymapper_object_id": pa.array(truth_object_of_star, mask=truth_object_of_star < 0),
+            **{f"{name}_id": pa.array(ids, mask=ids < 0) for name, ids in survey_ids.items()},
             "ra_2016_deg": stars.ra_deg, "dec_2016_deg": stars.dec_deg,
             "pmra_mas_yr": stars.pmra_mas_yr, "pmdec_mas_yr": stars.pmdec_mas_yr,
             "teff_k": stars.teff_k, "logg": stars.logg, "feh": stars.feh, "alpha_fe": stars.alpha_fe,
@@ -490,7 +500,8 @@ def build_chunk(rng: np.random.Generator, n: int, first_index: int, first_object
             "ebv_true": stars.ebv_true, "ebv_sfd": stars.ebv_sfd, "g_true_mag": g_true,
         }
     )
-    return {"gaia": gaia_table, "skymapper": skymapper, "distances": distances, "sos": sos, "truth": truth}
+    return {"gaia": gaia_table, "skymapper": skymapper, **survey_tables, "distances": distances, "sos": sos,
+            "truth": truth}
 
 
 def _has_neighbour(ra_deg, dec_deg, radius_arcsec: float) -> np.ndarray:
