@@ -416,24 +416,34 @@ def _db_path() -> str:
 @click.option("--model", "model", default=None, help="Model folder under the models directory ($STELLARDB_MODELS, else models/ beside the database); replaced when training succeeds.  [default: default]")
 @click.option("--name", "name", default=None, hidden=True, help="Old spelling of --model.")
 @click.option("--quick", is_flag=True, help="At most 40 epochs and a shorter patience: for demos and smoke tests.")
+@click.option("--feature-set", "feature_set_names", multiple=True, metavar="SET",
+              help="Train this feature set (gaia, gaia-skymapper, gaia-tmass-allwise, ...; repeatable).  Default: "
+                   "every standard set that has enough labelled stars (setting min_labels_per_feature_set).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
 @user_errors
-def train(epochs, seed, model, name, quick, no_plots, quiet):
-    """Train one MLP per parameter (log g: a small deep ensemble) on the training_set view.
+def train(epochs, seed, model, name, quick, feature_set_names, no_plots, quiet):
+    """Train a model per feature set: Gaia alone, and Gaia with each photometric survey.
 
-    Stars are split 80/10/10 (train/validation/test) by a hash of source_id,
-    stored in the training_split table.  Writes models/MODEL/ beside the database
-    ({teff,logg,feh}.keras; scorer.npz, the networks as arrays that `score` reads
-    without Keras; card.json with features, scaling, split rule, seed, data
-    fingerprint, library versions and metrics; plots/), prints ML and GSP-Phot minus reference on the test
-    split, and stores those numbers in the model_metrics table.  Earlier rows
-    of the predictions table for model MODEL are deleted in the same
-    transaction (they came from the replaced networks); score again.
+    A feature set is Gaia's G, BP, RP, GSP-Phot and the Bailer-Jones distance, plus
+    zero or more surveys' bands (the seed's gaia-skymapper keeps its 27 inputs).
+    Each set with enough labelled stars gets one MLP per parameter (log g: a small
+    deep ensemble), named MODEL.SET: stars are split 80/10/10 (train/validation/
+    test) by a hash of source_id (table training_split); each writes models/MODEL.SET/
+    beside the database ({teff,logg,feh}.keras; scorer.npz, the networks as arrays
+    that `score` reads without Keras; card.json with features, scaling, split rule,
+    seed, data fingerprint, library versions and metrics; plots/) and its test-split
+    numbers, ML and GSP-Phot minus reference on the same stars, into model_metrics.
+    MODEL.family.json records the members and which one predicts each star: for
+    each combination of available inputs, the member most accurate on the
+    validation stars that have them.  Earlier predictions of MODEL are deleted
+    (they came from the replaced networks); score again.
 
     Example:
 
         stellardb --db sky.duckdb train --quick --model demo
+
+        stellardb --db real.duckdb train --model real --feature-set gaia
     """
     from stellardb.errors import require_ml
 
@@ -449,21 +459,30 @@ def train(epochs, seed, model, name, quick, no_plots, quiet):
     from stellardb.cli.progress import staged_progress
 
     with staged_progress("training", disable=quiet) as progress:  # one bar per network, as each starts
-        summary = train_lib.run(_db_path(), model=model, epochs=epochs, seed=seed, quick=quick, progress=progress,
-                                plots=not no_plots)
-    for finding in summary.repairs:  # said even with --quiet: folders changed
-        click.echo(f"repaired first: {finding.problem}: {finding.action}.")
+        def on_member(feature_set, k, total):
+            if not quiet:
+                click.echo(f"feature set {k + 1}/{total}: {feature_set}")
+
+        summary = train_lib.run_family(_db_path(), model=model, feature_set_names=list(feature_set_names) or None,
+                                       epochs=epochs, seed=seed, quick=quick, progress=progress, plots=not no_plots,
+                                       on_member=on_member)
+    for member in summary.members:
+        for finding in member.repairs:  # said even with --quiet: folders changed
+            click.echo(f"repaired first: {finding.problem}: {finding.action}.")
     if not quiet:
         from rich.console import Console
 
-        from stellardb.cli.tables import comparison_table
+        from stellardb.cli.tables import family_table
 
-        # the seed-style table needs ~100 columns; a narrow or piped terminal would truncate it
+        # the table needs ~110 columns; a narrow or piped terminal would truncate it
         import shutil
 
-        console = Console(width=max(104, shutil.get_terminal_size((104, 24)).columns))
-        console.print(comparison_table(summary.metrics, title=f"Model {summary.model}: test split, predicted - reference (same stars)"))
-        console.print(f"Saved {summary.folder} in {summary.seconds:.0f} s.")
+        console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
+        console.print(family_table(summary.card, summary.members))
+        for feature_set, why in summary.skipped.items():
+            console.print(f"not trained: {feature_set}: {why}")
+        console.print(f"Saved {len(summary.members)} models ({', '.join(m.model for m in summary.members)}) and "
+                      f"{summary.path} in {summary.seconds:.0f} s.")
     if summary.predictions_deleted:
         # said even with --quiet: rows of the predictions table are gone
         click.echo(
@@ -481,9 +500,13 @@ def train(epochs, seed, model, name, quick, no_plots, quiet):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @user_errors
 def score(model, batch_rows, plot, quiet):
-    """Predict Teff, log g and [Fe/H] with errors for every star in scoring_set.
+    """Predict Teff, log g and [Fe/H] with errors for every star whose inputs a model has.
 
-    Every star that passes the feature cuts is scored, labelled or not.  The
+    MODEL is a family (`stellardb train --model MODEL`): every star with Gaia BP, RP
+    and a distance gets the prediction of the member chosen for the inputs it has,
+    and predictions.feature_set says which; stars without a prediction are counted
+    by reason.  (A single model, e.g. MODEL.gaia, scores the stars with its inputs.)
+    Every star is scored, labelled or not.  The
     model's rows of the predictions table are replaced in one transaction, so an
     interrupted run leaves the previous predictions intact.  Each row flags
     extrapolation: teff/logg/feh_outside_training (prediction outside the
@@ -509,11 +532,23 @@ def score(model, batch_rows, plot, quiet):
     from stellardb.cli.progress import staged_progress
 
     # the bar appears at the first batch: a model or database refused before leaves no empty bar
+    from stellardb.ml.model_store import check_model_name, models_root
+    from stellardb.ml.selection import family_path
+
+    family = family_path(models_root(None, _db_path()), check_model_name(model)).is_file()
     with staged_progress(f"scoring with {model}", disable=quiet) as progress:
-        summary = score_lib.run(_db_path(), model=model, batch_rows=batch_rows, progress=progress)
+        if family:
+            summary = score_lib.run_family(_db_path(), model=model, batch_rows=batch_rows, progress=progress)
+        else:
+            summary = score_lib.run(_db_path(), model=model, batch_rows=batch_rows, progress=progress)
     if not quiet:
         rate = summary.rows / summary.seconds if summary.seconds > 0 else float("inf")
         click.echo(f"Scored {summary.rows:,} stars with model {summary.model} in {summary.seconds:.1f} s ({rate:,.0f} stars/s).")
+        if family:
+            click.echo("By feature set (predictions.feature_set): "
+                       + ", ".join(f"{name} {n:,}" for name, n in summary.by_feature_set.items()) + ".")
+            if summary.not_scored:
+                click.echo("Not scored: " + "; ".join(f"{n:,} {why}" for why, n in summary.not_scored.items()) + ".")
         out = summary.outside_training
         if out is None:
             click.echo("No extrapolation flags: this model's card.json has no training_ranges (retrain it to get them).")

@@ -141,3 +141,36 @@ def comparison_table(metrics: dict, title: str = "Test split, predicted - refere
         f"Units: {', '.join(f'{p} {UNITS[p]}' for p in params)}."
     )
     return table
+
+
+def family_table(card: dict, members: list | None = None):
+    """One row per feature set of a model family: labelled stars, and per parameter on the test split
+    the MAD of ML and of GSP-Phot on the same stars (ratio), ML's RMSE and the fraction of stars with
+    |r| < error; then the member's validation score (what chooses it) and the stars it is chosen for
+    among the validation stars."""
+    metrics = {m.card["feature_set"]: m.metrics for m in (members or [])}
+    table = Table(title=f"Model {card['name']}: one model per feature set; test split, MAD of predicted - reference "
+                        "(ratio to GSP-Phot's on the same stars); RMSE; cal = fraction with |r| < error (0.68 ideal)")
+    table.add_column("feature set", no_wrap=True)
+    table.add_column("labelled", justify="right")
+    for p in PARAMETERS:
+        table.add_column(f"{LABELS[p]} MAD (ML/GSP)", justify="right", no_wrap=True)
+        table.add_column("RMSE cal", justify="right", no_wrap=True)
+    table.add_column("val. score", justify="right")
+    for m in card["members"]:
+        cells = [m["feature_set"], f"{m['labelled_stars']:,}"]
+        mt = metrics.get(m["feature_set"])
+        for p in PARAMETERS:
+            ml = m["test"][p]["mlp_mad"]
+            gsp = m["test"][p]["gspphot_mad"]
+            ratio = f" ({ml / gsp:.2f})" if ml is not None and gsp else ""
+            cells.append(f"{_fmt(ml, p)}{ratio}")
+            if mt is not None:
+                s = mt[p]["mlp_all_test"]
+                cal = s.get("calibration_68")
+                cells.append(f"{_fmt(s.get('rmse'), p)} {'-' if cal is None else f'{cal:.2f}'}")
+            else:
+                cells.append("-")
+        cells.append("-" if m["score"] is None else f"{m['score']:.3f}")
+        table.add_row(*cells)
+    return table

@@ -58,6 +58,16 @@ LOG_FEATURES = (
     "teff_gspphot_err",
     "logg_gspphot_err",
     "mh_gspphot_err",
+    # the other feature sets' error columns (stellardb.ml.feature_sets)
+    "phot_g_mean_mag_error",
+    "phot_bp_mean_mag_error",
+    "phot_rp_mean_mag_error",
+    "j_msigcom",
+    "h_msigcom",
+    "k_msigcom",
+    *(f"w{k}sigmpro" for k in range(1, 5)),
+    *(f"{b}MeanPSFMagErr" for b in "grizy"),
+    *(f"psfMagErr_{b}" for b in "ugriz"),
 )
 
 # Colours the network gets as extra inputs (each with its own missing flag): linear in
@@ -75,6 +85,23 @@ COLOURS = (
     ("gabs_nored", "rabs_nored"),
     ("rabs_nored", "iabs_nored"),
     ("iabs_nored", "zabs_nored"),
+    # the other feature sets (apparent magnitudes: a colour needs no distance)
+    ("phot_g_mean_mag", "phot_rp_mean_mag"),
+    ("phot_rp_mean_mag", "k_m"),
+    ("j_m", "h_m"),
+    ("h_m", "k_m"),
+    ("k_m", "w1mpro"),
+    ("w1mpro", "w2mpro"),
+    ("w2mpro", "w3mpro"),
+    ("phot_rp_mean_mag", "w1mpro"),
+    ("gMeanPSFMag", "rMeanPSFMag"),
+    ("rMeanPSFMag", "iMeanPSFMag"),
+    ("iMeanPSFMag", "zMeanPSFMag"),
+    ("zMeanPSFMag", "yMeanPSFMag"),
+    ("psfMag_u", "psfMag_g"),
+    ("psfMag_g", "psfMag_r"),
+    ("psfMag_r", "psfMag_i"),
+    ("psfMag_i", "psfMag_z"),
 )
 # An entry (a, b, k) would mean a - k * b.
 

@@ -73,7 +73,17 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
     con = catalog_db.connect(db, read_only=False)
     try:
         check_recorded(con, model, models_root(models_dir, db) / model)
-        db_features = database_features(con)
+        feature_set = card.get("feature_set", "gaia-skymapper")
+        source = "scoring_set"
+        if feature_set != "gaia-skymapper":
+            # a member of a family scored on its own: the stars with its inputs
+            from stellardb.ml.feature_sets import parse
+
+            source = f"all_features where {parse(feature_set).where}"
+            db_features = features if all(f.lower() in {d[0].lower() for d in con.execute(
+                "select * from all_features limit 0").description} for f in features) else []
+        else:
+            db_features = database_features(con)
         if set(db_features) != set(features):
             missing = sorted(set(features) - set(db_features))
             extra = sorted(set(db_features) - set(features))
@@ -88,7 +98,7 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise UserError(f"{models_root(models_dir, db) / model / 'card.json'} has unreadable training_ranges ({exc.__class__.__name__}); "
                             f"retrain with `stellardb train --model {model}`.") from None
-        total = con.execute("select count(*) from scoring_set").fetchone()[0]
+        total = con.execute(f"select count(*) from {source}").fetchone()[0]
         if total == 0:
             raise UserError(f"No star passes the feature cuts, so there is nothing to score ("
                             f"{catalog_db.why_not_scored_summary(con)}); `stellardb query \"select * from why_not_scored\"` "
@@ -107,9 +117,9 @@ def run(db, model: str = "default", models_dir=None, batch_rows: int = BATCH_ROW
             # Ctrl-C included, the previous predictions stay as they were unless the commit happened
             with catalog_db.transaction(writer, lambda: f"scoring with model {model} ({done:,} stars)"):
                 writer.execute("delete from predictions where model = $model", {"model": model})
-                stream = reader.sql(f"select source_id, {columns} from scoring_set").to_arrow_reader(batch_rows)
+                stream = reader.sql(f"select source_id, {columns} from {source}").to_arrow_reader(batch_rows)
                 for batch in stream:
-                    flagged += _write_batch(writer, batch, features, scorer, model, scored_at, flags)
+                    flagged += _write_batch(writer, batch, features, scorer, model, scored_at, flags, feature_set)
                     done += batch.num_rows
                     if progress is not None:
                         progress(done, total)
@@ -134,7 +144,7 @@ def batch_to_matrix(batch, features) -> np.ndarray:
     return x
 
 
-def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None) -> np.ndarray:
+def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None, feature_set=None) -> np.ndarray:
     """Score one Arrow batch and insert it; returns the flag counts (see ``run``)."""
     import pyarrow as pa
 
@@ -166,11 +176,120 @@ def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None) 
     try:
         writer.execute(
             "insert into predictions (source_id, teff, teff_err, logg, logg_err, feh, feh_err, model, scored_at, "
-            "teff_outside_training, logg_outside_training, feh_outside_training, inputs_outside_training) "
+            "teff_outside_training, logg_outside_training, feh_outside_training, inputs_outside_training, feature_set) "
             "select source_id, teff, teff_err, logg, logg_err, feh, feh_err, $model, $scored_at, "
-            "teff_outside_training, logg_outside_training, feh_outside_training, inputs_outside_training from _stellardb_scored",
-            {"model": model, "scored_at": scored_at},
+            "teff_outside_training, logg_outside_training, feh_outside_training, inputs_outside_training, $feature_set "
+            "from _stellardb_scored",
+            {"model": model, "scored_at": scored_at, "feature_set": feature_set},
         )
     finally:
         writer.unregister("_stellardb_scored")
     return counts
+
+
+# ---------------------------------------------------------------- a family: the best model per star
+
+
+@dataclass
+class FamilyScoreSummary:
+    model: str
+    rows: int
+    seconds: float
+    scored_at: dt.datetime
+    by_feature_set: dict  # feature set -> stars it predicted
+    not_scored: dict  # reason -> stars that got no prediction
+    outside_training: dict | None = None
+
+
+#: why a Gaia source gets no prediction from any member (all_features), first match wins
+NOT_SCORED_REASONS = (
+    ("phot_bp_mean_mag is null or phot_rp_mean_mag is null", "no Gaia BP or RP magnitude"),
+    ("phot_g_mean_mag is null", "no Gaia G magnitude"),
+    ("r_med_geo is null", "no Bailer-Jones distance (r_med_geo): `stellardb ingest distances FILE`"),
+)
+
+
+def run_family(db, model: str, models_dir=None, batch_rows: int = BATCH_ROWS, progress=None) -> FamilyScoreSummary:
+    """Predict every star that has the inputs of some member of family ``model``, each with the
+    member chosen for its inputs (:mod:`stellardb.ml.selection`); predictions.model is the family's
+    name and predictions.feature_set the member's set.  One transaction, as :func:`run`."""
+    import pyarrow as pa  # noqa: F401  (the writer's)
+
+    from stellardb.ml import selection
+    from stellardb.ml.feature_sets import parse
+
+    if batch_rows < 1:
+        raise UserError(f"batch_rows must be positive, got {batch_rows}.")
+    root = models_root(models_dir, db)
+    family = selection.read_family(root, model)
+    if family is None:
+        raise UserError(f'Unknown model family "{model}"; train it with `stellardb train --model {model}`.')
+    members = family["members"]
+    loaded = {}
+    for m in members:
+        card, folded = load_scorer(m["model"], models_dir, db)
+        if card.get("feature_set") != m["feature_set"] or card.get("family") != model:
+            raise UserError(f'{root / m["model"]} is not the {m["feature_set"]} member of family "{model}" (it was '
+                            f"retrained on its own); retrain the family with `stellardb train --model {model}`.")
+        loaded[m["feature_set"]] = (card, folded)
+    chosen = selection.chosen_sql(members, family["choices"])
+    con = catalog_db.connect(db, read_only=False)
+    try:
+        for m in members:
+            check_recorded(con, m["model"], root / m["model"])
+        counts = dict(con.execute(f"select {chosen} as fs, count(*) from all_features group by fs").fetchall())
+        total = sum(v for k, v in counts.items() if k is not None)
+        reasons = " ".join(f"when {cond} then '{why}'" for cond, why in NOT_SCORED_REASONS)
+        not_scored = dict(con.execute(
+            f"select case {reasons} else 'no trained feature set fits its inputs (sets: "
+            f"{', '.join(m['feature_set'] for m in members)})' end as why, count(*) "
+            f"from all_features where ({chosen}) is null group by why order by count(*) desc").fetchall())
+        if total == 0:
+            raise UserError("No star has the inputs of any model of family "
+                            f'"{model}" ({"; ".join(f"{n:,} {why}" for why, n in not_scored.items()) or "no Gaia rows"}); '
+                            "ingest what is missing and run `stellardb xmatch`.")
+        scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        from stellardb.ml.versions import library_versions
+
+        versions = library_versions()
+        t0 = time.perf_counter()
+        reader, writer = con.cursor(), con.cursor()
+        done = 0
+        flagged = np.zeros(len(PARAMETERS) + 1, np.int64)
+        try:
+            with catalog_db.transaction(writer, lambda: f"scoring with model family {model} ({done:,} stars)"):
+                writer.execute("delete from predictions where model = $model", {"model": model})
+                # one pass over all_features: each batch is split by the chosen member
+                scorers = {m["feature_set"]: (list(loaded[m["feature_set"]][0]["features"]),
+                                              NumpyScorer(loaded[m["feature_set"]][1]),
+                                              RangeFlags.from_card(loaded[m["feature_set"]][0])) for m in members}
+                union = sorted({f for features, _, _ in scorers.values() for f in features}, key=str.lower)
+                columns = ", ".join(catalog_db.quote_identifier(f) for f in union)
+                stream = reader.sql(f"select * from (select source_id, {columns}, {chosen} as _feature_set "
+                                    "from all_features) where _feature_set is not null").to_arrow_reader(batch_rows)
+                by_set = {m["feature_set"]: 0 for m in members}
+                import pyarrow.compute as pc
+
+                for batch in stream:
+                    chosen_of = batch.column("_feature_set")
+                    for name, (features, scorer, flags) in scorers.items():
+                        part = batch.filter(pc.equal(chosen_of, name))
+                        if part.num_rows == 0:
+                            continue
+                        flagged += _write_batch(writer, part, features, scorer, model, scored_at, flags, name)
+                        by_set[name] += part.num_rows
+                    done += batch.num_rows
+                    if progress is not None:
+                        progress(done, total)
+                for m in members:
+                    record_run(writer, "score", m["model"], scored_at, by_set[m["feature_set"]], root / m["model"],
+                               loaded[m["feature_set"]][0], versions)
+        finally:
+            reader.close()
+        seconds = time.perf_counter() - t0
+        writer.close()
+    finally:
+        con.close()
+    outside = {p: int(flagged[i]) for i, p in enumerate(PARAMETERS)} | {"inputs": int(flagged[-1])}
+    return FamilyScoreSummary(model=model, rows=done, seconds=seconds, scored_at=scored_at, by_feature_set=by_set,
+                              not_scored=not_scored, outside_training=outside)

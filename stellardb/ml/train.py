@@ -46,6 +46,8 @@ from stellardb.ml.doctor import diagnose
 from stellardb.ml.metrics import calibration_factor, residual_stats
 from stellardb.ml.features import (FEATURES, GSPPHOT, PARAMETERS, UNITS, check_features, colour_names, colour_pairs_for,
                                    input_names, log_mask_for, prepare_inputs)
+from stellardb.ml import feature_sets
+from stellardb.ml.feature_sets import SEED
 from stellardb.ml.model_store import check_model_name, fold_model, models_root, record_run, save_atomically
 from stellardb.ml.scorer import NumpyScorer
 
@@ -118,6 +120,11 @@ def assign_split(source_id) -> np.ndarray:
 
 
 TRAINING_QUERY = "select source_id, {features}, teff, e_teff, logg, e_logg, feh, e_feh from training_set order by source_id"
+# every feature set but the seed's: its stars are those of labelled_features that pass its cuts
+SET_QUERY = ("select source_id, {features}, teff, e_teff, logg, e_logg, feh, e_feh from labelled_features "
+             "where {where} order by source_id")
+# validation MAD of each parameter in these units, averaged, ranks feature sets (stellardb.ml.selection)
+SELECTION_UNITS = {"teff": 100.0, "logg": 0.1, "feh": 0.1}
 
 @dataclass
 class LabelledData:
@@ -128,10 +135,19 @@ class LabelledData:
     fingerprint: str = ""
 
 
-def load_training_set(con, features) -> LabelledData:
-    """Read ``training_set`` into memory, split it, and fingerprint it (sha256 of ids, inputs and labels)."""
+def training_query(features, feature_set: str = SEED) -> str:
+    """The SQL that reads the labelled stars of ``feature_set`` with ``features``."""
+    columns = ", ".join(catalog_db.quote_identifier(f) for f in features)
+    if feature_set == SEED:
+        return TRAINING_QUERY.format(features=columns)
+    return SET_QUERY.format(features=columns, where=feature_sets.parse(feature_set).where)
 
-    sql = TRAINING_QUERY.format(features=", ".join(catalog_db.quote_identifier(f) for f in features))
+
+def load_training_set(con, features, feature_set: str = SEED) -> LabelledData:
+    """Read the labelled stars of ``feature_set`` (the seed's: ``training_set``) into memory, split them,
+    and fingerprint them (sha256 of ids, inputs and labels)."""
+
+    sql = training_query(features, feature_set)
     try:
         table = con.sql(sql).to_arrow_table()
     except Exception as exc:
@@ -185,6 +201,53 @@ def check_enough_labels(data: LabelledData) -> None:
                 f"(train/validation/test {counts['train']}/{counts['validation']}/{counts['test']}); "
                 f"at least {MIN_LABELLED_STARS}, and {MIN_SPLIT_STARS} per split, are needed. Ingest more reference labels."
             )
+
+
+def check_set_features(con, features) -> None:
+    """Raise UserError unless view ``all_features`` has every column of ``features``."""
+    try:
+        have = {d[0].lower() for d in con.execute("select * from all_features limit 0").description}
+    except Exception as exc:  # duckdb.CatalogException and friends
+        raise UserError(f"The database has no usable all_features view ({str(exc).splitlines()[0]}); open it for "
+                        "writing once with this version (`stellardb migrate`).") from None
+    missing = [f for f in features if f.lower() not in have]
+    if missing:
+        raise UserError(f"The all_features view lacks {', '.join(missing)}; rebuild the views with this version of "
+                        "stellardb (`stellardb migrate`).")
+
+
+def why_no_set_stars(con, fs) -> str:
+    """Which of a feature set's inputs the labelled stars lack, and the command that adds it."""
+    counts = con.execute(
+        "select count(*), " + ", ".join(f"count_if({c})" for c in fs.passes_columns) + " from labelled_features"
+    ).fetchone()
+    if counts[0] == 0:
+        return "no star with a reference label has a Gaia row (ingest labels with `stellardb ingest sos FILE`)"
+    parts = []
+    for column, n in zip(fs.passes_columns, counts[1:]):
+        if column == "passes_gaia_cuts":
+            if n < counts[0]:
+                parts.append(f"{counts[0] - n:,} lack Gaia BP/RP or a Bailer-Jones distance "
+                             "(`stellardb ingest distances FILE`)")
+        elif n == 0:
+            survey = column.removeprefix("passes_").removesuffix("_cuts")
+            parts.append(f"none has {survey} photometry (`stellardb ingest {survey} FILE`, then `stellardb xmatch`)")
+    return f"of {counts[0]:,} labelled stars, " + ("; ".join(parts) or "none passes every cut")
+
+
+def validation_scores(data: "LabelledData", predictions: dict) -> dict:
+    """Validation-split accuracy, what feature sets are ranked by: per parameter the MAD of ML minus
+    reference, and ``score`` = the mean over parameters of MAD / :data:`SELECTION_UNITS`."""
+    val = data.split == "validation"
+    mad = {}
+    for p in PARAMETERS:
+        ok = val & np.isfinite(data.labels[p]) & np.isfinite(predictions[p][0])
+        r = predictions[p][0][ok] - data.labels[p][ok]
+        mad[p] = float(np.median(np.abs(r - np.median(r)))) if r.size else None
+        mad[p + "_n"] = int(r.size)
+    known = [mad[p] / SELECTION_UNITS[p] for p in PARAMETERS if mad[p] is not None]
+    return {"validation_mad": mad, "units": SELECTION_UNITS,
+            "score": float(np.mean(known)) if len(known) == len(PARAMETERS) else None}
 
 
 def feature_scaling(x_train: np.ndarray):
@@ -393,6 +456,9 @@ def import_keras_quietly() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # the device probe prints at first use
+            # training one model per feature set retraces predict functions; TensorFlow's warning
+            # about it is advice to its own users, not to ours
+            tf.get_logger().setLevel("ERROR")
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -410,6 +476,8 @@ def run(
     plots: bool = True,
     hidden_units=HIDDEN_UNITS,
     members=None,
+    feature_set: str = SEED,
+    family: str | None = None,
 ) -> TrainSummary:
     """Train, evaluate and save the three models; see the module docstring.
 
@@ -438,6 +506,12 @@ def run(
         Hidden layer widths.
     members : dict or None
         Networks per parameter (deep-ensemble members); default :data:`ENSEMBLE_MEMBERS`.
+    feature_set : str
+        The inputs (:mod:`stellardb.ml.feature_sets`): the seed's ``gaia-skymapper`` (view
+        ``training_set``), or e.g. ``gaia``, ``gaia-tmass-allwise`` (view ``labelled_features``
+        restricted to the stars with that set's inputs).
+    family : str or None
+        The family this model belongs to (:func:`run_family`), recorded in its card.
 
     Returns
     -------
@@ -460,7 +534,11 @@ def run(
     members = {**ENSEMBLE_MEMBERS, **(members or {})}
     if sorted(members) != sorted(PARAMETERS) or not all(isinstance(k, (int, np.integer)) and k >= 1 for k in members.values()):
         raise UserError(f"members must give a positive whole number for each of {', '.join(PARAMETERS)}, got {members!r}.")
-    features = list(FEATURES)
+    try:
+        fs = feature_sets.parse(feature_set)
+    except ValueError as exc:
+        raise UserError(f"--feature-set: {exc}.") from None
+    features = list(fs.features)
     max_epochs = min(epochs, QUICK_MAX_EPOCHS) if quick else epochs
     patience = QUICK_PATIENCE_EPOCHS if quick else PATIENCE_EPOCHS
 
@@ -469,10 +547,16 @@ def run(
     try:
         # what an interrupted train left (stellardb doctor): the recorded model back, scratch gone
         repairs = diagnose(con, root, repair=True)
-        check_features(con, features)
-        data = load_training_set(con, features)
+        if fs.name == SEED:
+            check_features(con, features)
+        else:
+            check_set_features(con, features)
+        data = load_training_set(con, features, fs.name)
         if data.source_id.size == 0:
-            raise UserError(f"training_set is empty: {why_no_training_stars(con)}.")
+            if fs.name == SEED:
+                raise UserError(f"training_set is empty: {why_no_training_stars(con)}.")
+            raise UserError(f"No labelled star has the inputs of feature set {fs.name}: "
+                            f"{why_no_set_stars(con, fs)}.")
         check_enough_labels(data)
         train_rows = data.split == "train"
         log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
@@ -495,15 +579,21 @@ def run(
         scorer = NumpyScorer(scorer_parts)
         predictions = scorer.predict(data.x)
         metrics = evaluate(data, predictions, features)
+        selection = validation_scores(data, predictions)
         trained_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
         card = {
             "name": name,
             "trained_at": trained_at.isoformat() + "Z",
             "parameters": list(PARAMETERS),
             "units": {p: UNITS[p] for p in PARAMETERS},
-            "source_view": "training_set",
-            "query": TRAINING_QUERY.format(features=", ".join(features)),
+            "source_view": "training_set" if fs.name == SEED else "labelled_features",
+            "query": training_query(features, fs.name).replace('"', ""),
             "features": features,
+            "feature_set": fs.name,
+            "surveys": list(fs.surveys),
+            "eligible_when": "passes_feature_cuts" if fs.name == SEED else fs.where,
+            "family": family,
+            "selection": selection,
             "scaling": {
                 "rule": "x -> log10(x) for log_features (non-positive -> missing); z = (x - mean) / scale over the finite "
                         "training-split values; missing (non-finite) -> z = 0 plus an is-missing flag",
@@ -594,7 +684,9 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at,
         with catalog_db.transaction(con, f"model {name} (its folder and its metrics)"):
             con.register("_stellardb_split", split_rows)
             con.register("_stellardb_metrics", metric_rows)
-            con.execute("delete from training_split")
+            # the split is a function of source_id, so models of other feature sets agree on every star
+            # they share: keep theirs, replace this one's
+            con.execute("delete from training_split where source_id in (select source_id from _stellardb_split)")
             con.execute("insert into training_split select source_id, bucket, split from _stellardb_split")
             deleted = con.execute("delete from predictions where model = $model", {"model": name}).fetchone()[0]
             con.execute("delete from model_metrics where model = $model", {"model": name})
@@ -607,3 +699,167 @@ def _store_tables(con, name: str, data: LabelledData, metrics: dict, trained_at,
         con.unregister("_stellardb_split")
         con.unregister("_stellardb_metrics")
     return int(deleted)
+
+
+# ---------------------------------------------------------------- one model per feature set
+
+
+@dataclass
+class FamilySummary:
+    model: str
+    members: list  # TrainSummary of each member, in training order
+    skipped: dict  # feature set -> why it was not trained
+    card: dict
+    path: Path
+    seconds: float
+    predictions_deleted: int = 0
+
+
+def labelled_counts(con, sets) -> dict:
+    """Labelled stars with each feature set's inputs (the seed's: rows of training_set)."""
+    out = {}
+    for name in sets:
+        fs = feature_sets.parse(name)
+        sql = ("select count(*) from training_set" if fs.name == SEED
+               else f"select count(*) from labelled_features where {fs.where}")
+        out[name] = int(con.execute(sql).fetchone()[0])
+    return out
+
+
+def run_family(db, model: str = "default", feature_set_names=None, min_labels=None, models_dir=None, progress=None,
+               on_member=None, **kwargs) -> FamilySummary:
+    """Train one model per feature set with enough labelled stars, then choose which predicts each star.
+
+    Members are ordinary models named ``MODEL.FEATURE_SET`` (:func:`run`); the family card
+    ``MODEL.family.json`` records them, their validation scores and, per pattern of available
+    inputs, the member chosen (:mod:`stellardb.ml.selection`).
+
+    Parameters
+    ----------
+    feature_set_names : list of str or None
+        Feature sets to train (default :data:`stellardb.ml.feature_sets.DEFAULT_SETS`, each
+        where it has enough labels; named ones must all have enough).
+    min_labels : int or None
+        Labelled stars a set needs; default the ``min_labels_per_feature_set`` setting (200).
+    on_member : callable(feature_set, index, total) or None
+        Called before each member is trained.
+    kwargs
+        Passed to :func:`run` (epochs, seed, quick, plots, hidden_units, members).
+    """
+    from stellardb.ml import selection
+
+    name = check_model_name(model)
+    explicit = bool(feature_set_names)
+    names = list(dict.fromkeys(feature_set_names or feature_sets.DEFAULT_SETS))
+    try:
+        names = [feature_sets.parse(n).name for n in names]
+    except ValueError as exc:
+        raise UserError(f"--feature-set: {exc}.") from None
+    for n in names:
+        check_model_name(selection.member_name(name, n))
+    t0 = time.perf_counter()
+    root = models_root(models_dir, db)
+    con = catalog_db.connect(db, read_only=False)
+    try:
+        for n in names:  # before any training: a view that cannot serve a set fails now, not after an hour
+            fs = feature_sets.parse(n)
+            if fs.name == SEED:
+                check_features(con, list(fs.features))
+            else:
+                check_set_features(con, list(fs.features))
+        if min_labels is None:
+            min_labels = int(catalog_db.get_setting(con, "min_labels_per_feature_set"))
+        if isinstance(min_labels, bool) or not isinstance(min_labels, (int, np.integer)) or min_labels < MIN_LABELLED_STARS:
+            raise UserError(f"min_labels_per_feature_set must be a whole number of at least {MIN_LABELLED_STARS}, "
+                            f"got {min_labels!r}.")
+        counts = labelled_counts(con, names)
+        too_few = {n: c for n, c in counts.items() if c < min_labels}
+        if explicit and too_few:
+            n, c = next(iter(too_few.items()))
+            raise UserError(f"Feature set {n} has {c:,} labelled stars with its inputs, fewer than the {min_labels:,} a "
+                            f"model needs ({why_no_set_stars(con, feature_sets.parse(n)) if c == 0 else 'ingest more labels'}"
+                            f"; the setting min_labels_per_feature_set sets the threshold).")
+        chosen = [n for n in names if n not in too_few]
+        if not chosen:
+            best = max(counts.items(), key=lambda kv: kv[1])
+            raise UserError(
+                f"No feature set has the {min_labels:,} labelled stars a model needs (most: {best[0]} with {best[1]:,}; "
+                f"{why_no_set_stars(con, feature_sets.parse('gaia'))}); ingest reference labels "
+                "(`stellardb ingest sos FILE`) for stars with Gaia BP/RP and a distance.")
+    finally:
+        con.close()
+    skipped = {n: f"{c:,} labelled stars with its inputs (needs {min_labels:,})" for n, c in too_few.items()}
+    members = []
+    for k, n in enumerate(chosen):
+        if on_member is not None:
+            on_member(n, k, len(chosen))
+        members.append(run(db, selection.member_name(name, n), models_dir=models_dir, progress=progress,
+                           feature_set=n, family=name, **kwargs))
+    card = _family_card(db, name, members, skipped, min_labels, root)
+    path = selection.write_family(root, card)
+    # the family's predictions came from the members just replaced
+    con = catalog_db.connect(db, read_only=False)
+    try:
+        with catalog_db.transaction(con, f"deleting the earlier predictions of model family {name}"):
+            deleted = con.execute("delete from predictions where model = $m", {"m": name}).fetchone()[0]
+    finally:
+        con.close()
+    return FamilySummary(model=name, members=members, skipped=skipped, card=card, path=path,
+                         seconds=time.perf_counter() - t0, predictions_deleted=int(deleted))
+
+
+def _family_card(db, name: str, members: list, skipped: dict, min_labels: int, root: Path) -> dict:
+    """Validation predictions of every member on every validation star, and the choice per pattern."""
+    from stellardb.ml import selection
+    from stellardb.ml.model_store import load_scorer
+
+    sets = [feature_sets.parse(m.card["feature_set"]) for m in members]
+    columns = sorted({c for fs in sets for c in fs.features} | {c for fs in sets for c in fs.passes_columns},
+                     key=str.lower)
+    con = catalog_db.connect(db, read_only=True)
+    try:
+        sql = (f"select source_id, {', '.join(catalog_db.quote_identifier(c) for c in columns)}, teff, logg, feh "
+               "from labelled_features where passes_gaia_cuts order by source_id")
+        table = con.sql(sql).to_arrow_table()
+    finally:
+        con.close()
+    source_id = table.column("source_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    val = assign_split(source_id) == "validation"
+    labels = {p: table.column(p).to_numpy(zero_copy_only=False).astype(np.float64)[val] for p in PARAMETERS}
+    n = int(val.sum())
+    eligible = np.zeros((n, len(sets)), bool)
+    predictions = []
+    for j, (fs, m) in enumerate(zip(sets, members)):
+        ok = np.ones(n, bool)
+        for c in fs.passes_columns:
+            ok &= table.column(c).to_numpy(zero_copy_only=False).astype(bool)[val]
+        eligible[:, j] = ok
+        x = np.empty((n, len(fs.features)), np.float32)
+        for i, c in enumerate(fs.features):
+            x[:, i] = table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)[val]
+        card, folded = load_scorer(m.model, root)
+        pred = NumpyScorer(folded).predict(x[ok]) if ok.any() else {p: (np.empty(0), np.empty(0)) for p in PARAMETERS}
+        full = {}
+        for p in PARAMETERS:
+            full[p] = np.full(n, np.nan)
+            full[p][ok] = pred[p][0]
+        predictions.append(full)
+    info = [{"feature_set": fs.name, "model": m.model, "surveys": list(fs.surveys), "score": m.card["selection"]["score"],
+             "validation_mad": m.card["selection"]["validation_mad"], "labelled_stars": int(m.card["data_fingerprint"]["rows"]),
+             "test": {p: {"mlp_mad": m.metrics[p]["mlp"]["mad"], "gspphot_mad": m.metrics[p]["gspphot"]["mad"],
+                          "n": m.metrics[p]["mlp"]["n"]} for p in PARAMETERS}}
+            for fs, m in zip(sets, members)]
+    choices = selection.choose(info, eligible, predictions, labels, SELECTION_UNITS)
+    return {
+        "name": name,
+        "kind": "family",
+        "trained_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0).isoformat() + "Z",
+        "rule": selection.__doc__.split("\n\n")[1].strip(),
+        "selection_units": SELECTION_UNITS,
+        "min_labels_per_feature_set": min_labels,
+        "members": info,
+        "fallback_order": selection.fallback_order(info),
+        "choices": choices,
+        "skipped": skipped,
+        "validation_stars": n,
+    }

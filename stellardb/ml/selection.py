@@ -1,0 +1,149 @@
+"""Which model predicts each star: the most accurate among those whose inputs it has.
+
+A *family* is the models one ``stellardb train --model NAME`` fits, one per feature set
+(``NAME.gaia``, ``NAME.gaia-tmass-allwise``, ...), recorded in ``NAME.family.json``
+beside their folders.  ``stellardb score --model NAME`` gives each star one of them:
+
+* a star's *pattern* is the set of members whose inputs it has;
+* for each pattern, the members are compared on the validation stars that have the
+  inputs of *all* of them (so every member can predict them), by the mean over Teff,
+  log g and [Fe/H] of the MAD of (prediction - reference) in units of 100 K, 0.1 dex and
+  0.1 dex; the best one predicts every star of that pattern;
+* a pattern with fewer than :data:`MIN_VALIDATION_STARS` such stars falls back to the
+  members' own validation scores.
+
+So adding a survey never makes the chosen prediction worse on the validation stars that
+have it: a richer model is chosen only where it beat the others on stars like these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from stellardb.errors import UserError
+from stellardb.ml.features import PARAMETERS
+
+MIN_VALIDATION_STARS = 30
+FAMILY_SUFFIX = ".family.json"
+
+
+def family_path(root: Path, name: str) -> Path:
+    return Path(root) / f"{name}{FAMILY_SUFFIX}"
+
+
+def member_name(family: str, feature_set: str) -> str:
+    return f"{family}.{feature_set}"
+
+
+def score_of(predictions: dict, labels: dict, units: dict, rows) -> tuple[float | None, dict]:
+    """Mean over parameters of MAD(prediction - label)/unit on ``rows``; and the MADs."""
+    mads = {}
+    for p in PARAMETERS:
+        value = predictions[p][rows]
+        ref = labels[p][rows]
+        ok = np.isfinite(value) & np.isfinite(ref)
+        if ok.sum() == 0:
+            return None, {}
+        r = value[ok] - ref[ok]
+        mads[p] = float(np.median(np.abs(r - np.median(r))))
+    return float(np.mean([mads[p] / units[p] for p in PARAMETERS])), mads
+
+
+def choose(members: list[dict], eligible: np.ndarray, predictions: list[dict], labels: dict, units: dict) -> list[dict]:
+    """The member that predicts each pattern.
+
+    Parameters
+    ----------
+    members : list of dict
+        ``{"feature_set", "score"}`` per member (``score``: its own validation score), in order.
+    eligible : bool array (n_validation_stars, n_members)
+        Which members' inputs each validation star has.
+    predictions : list of {parameter: array (n_validation_stars,)}
+        Each member's predictions of the validation stars (NaN where it has no inputs).
+    labels : {parameter: array}
+        The stars' reference labels.
+    """
+    k = len(members)
+    fallback = sorted(range(k), key=lambda j: (members[j]["score"] is None, members[j]["score"] or 0.0))
+    if eligible.shape != (eligible.shape[0], k):
+        raise ValueError(f"eligible must have one column per member ({k}), got shape {eligible.shape}")
+    choices = []
+    for bits in sorted({tuple(row) for row in eligible.tolist()}, reverse=True):
+        pattern = np.array(bits, dtype=bool)
+        if not pattern.any():
+            continue
+        # validation stars that every member of the pattern can predict
+        rows = np.all(eligible[:, pattern], axis=1)
+        candidates = np.flatnonzero(pattern)
+        scored = []
+        if rows.sum() >= MIN_VALIDATION_STARS:
+            for j in candidates:
+                score, mads = score_of(predictions[j], labels, units, rows)
+                if score is not None:
+                    scored.append((score, j, mads))
+        if scored:
+            score, best, mads = min(scored)
+            how = "compared on the validation stars with all these inputs"
+        else:
+            best = next(j for j in fallback if pattern[j])
+            score, mads = members[best]["score"], {}
+            how = f"fewer than {MIN_VALIDATION_STARS} validation stars with all these inputs: the members' own scores"
+        choices.append({
+            "eligible": [members[j]["feature_set"] for j in candidates],
+            "chosen": members[best]["feature_set"],
+            "n_validation": int(rows.sum()),
+            "score": score,
+            "mad": mads,
+            "compared": {members[j]["feature_set"]: s for s, j, _ in scored},
+            "how": how,
+        })
+    return choices
+
+
+def fallback_order(members: list[dict]) -> list[str]:
+    """Feature sets by their own validation score, best first (for patterns no validation star has)."""
+    return [m["feature_set"] for m in sorted(members, key=lambda m: (m["score"] is None, m["score"] or 0.0))]
+
+
+def chosen_sql(members: list[dict], choices: list[dict]) -> str:
+    """SQL (on all_features) giving each star's chosen feature set, NULL where no member fits: the
+    choice of its pattern, else (a pattern no validation star had) the best-scored member it fits."""
+    from stellardb.ml.feature_sets import parse
+
+    where = {m["feature_set"]: f"({parse(m['feature_set']).where})" for m in members}
+    arms = []
+    for c in choices:
+        tests = [where[m["feature_set"]] if m["feature_set"] in c["eligible"] else f"not {where[m['feature_set']]}"
+                 for m in members]
+        arms.append(f"when {' and '.join(tests)} then '{c['chosen']}'")
+    arms += [f"when {where[name]} then '{name}'" for name in fallback_order(members)]
+    return "case " + " ".join(arms) + " end"
+
+
+def write_family(root: Path, card: dict) -> Path:
+    """Write the family card atomically (a reader sees the old one or the new one)."""
+    path = family_path(root, card["name"])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_family(root: Path, name: str) -> dict | None:
+    """The family card of ``name``, or None when ``name`` is no family."""
+    path = family_path(root, name)
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+        members = card["members"]
+        _ = [(m["feature_set"], m["model"]) for m in members]
+        _ = [(c["eligible"], c["chosen"]) for c in card["choices"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path} is corrupt ({exc.__class__.__name__}); retrain with `stellardb train --model {name}`.") \
+            from None
+    return card
