@@ -182,7 +182,10 @@ def _survey_checks(s) -> list[tuple[str, str, str, str]]:
     """Range checks of a declared photometric survey: magnitudes, their errors, the epoch."""
     out = []
     for band in s.bands:
-        out.append((s.name, band.mag, _MAG.format(c=db.quote_identifier(band.mag)), _MAG_FIX))
+        # the brightest stars are far brighter in the infrared (Betelgeuse: Ks = -4.4, W1 about -5)
+        lo = -2 if band.system == "AB" else -7
+        out.append((s.name, band.mag, f"{db.quote_identifier(band.mag)} < {lo} or {db.quote_identifier(band.mag)} > 30",
+                    f"{s.title} magnitudes lie between about {lo + 1} and 25; is the column a flux, or another column?"))
         out.append((s.name, band.err, f"{db.quote_identifier(band.err)} < 0 or {db.quote_identifier(band.err)} > 10",
                     "magnitude errors are positive and in mag (a few hundredths to about 1)"))
     if s.epoch_unit == "jd":

@@ -37,12 +37,23 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "real"
 
 GBS_SRC = "gbs_v3/gbs_v3_tmass_gaiadr3_hip_allwise_all_lite.fits"
+GBS_FULL_SRC = "gbs_v3/gbs_v3_tmass_gaiadr3_hip_allwise_all_columns.fits"
 SWEETCAT_SRC = "sweetcat/SWEETCAT_Dataframe.csv"
 PASTEL_SRC = "pristine_training_inputs/pastel_v1.2.fits"
 
 GBS_OUT = "gbs_v3_lite_subset.fits"
 SWEETCAT_OUT = "sweetcat_subset.csv"
 PASTEL_OUT = "pastel_v1.2_subset.fits"
+GBS_PHOT_OUT = "gbs_v3_tmass_allwise_subset.fits"
+#: the 2MASS (Gaia archive copy, gaiadr1.tmass_original_valid) and AllWISE (allwise_original_valid)
+#: columns of the full GBS v3 table, with the Gaia id that pairs them with the lite file
+GBS_PHOT_COLUMNS = [
+    "source_id", "tmass_oid", "designation_tmass", "ra", "dec", "err_maj", "err_min", "err_ang", "j_m", "j_msigcom",
+    "h_m", "h_msigcom", "ks_m", "ks_msigcom", "ph_qual_tmass", "j_date",
+    "allwise_oid", "designation_allwise", "ra_allwise", "dec_allwise", "ra_error", "dec_error", "w1mpro",
+    "w1mpro_error", "w2mpro", "w2mpro_error", "w3mpro", "w3mpro_error", "w4mpro", "w4mpro_error", "ph_qual_allwise",
+    "w1mjd_mean",
+]
 
 # Columns kept from the GBS lite FITS, in the file's own order and spelling.
 GBS_COLUMNS = [
@@ -367,6 +378,14 @@ def build(src):
                  "tests/data/make_real_fixtures.py: all rows, cell bytes unchanged."],
     )
     summary[GBS_OUT] = f"192 rows x {len(GBS_COLUMNS)} columns"
+    out[GBS_PHOT_OUT] = cut_bintable(
+        src / GBS_FULL_SRC,
+        columns=GBS_PHOT_COLUMNS,
+        history=[f"Column subset of {Path(GBS_FULL_SRC).name}",
+                 "(github.com/svenbuder/gbs_v3, MIT) made by stellardb",
+                 "tests/data/make_real_fixtures.py: all rows, cell bytes unchanged."],
+    )
+    summary[GBS_PHOT_OUT] = f"192 rows x {len(GBS_PHOT_COLUMNS)} columns (2MASS and AllWISE)"
 
     csv_bytes, sw_rows = sweetcat_lines(src)
     out[SWEETCAT_OUT] = csv_bytes
