@@ -28,14 +28,19 @@ lock: $(STAMP)
 demo: $(STAMP)
 	mkdir -p $(DEMO_DIR)
 	rm -f $(DEMO_DIR)/stellardb.duckdb $(DEMO_DIR)/stellardb.duckdb.wal
-	$(VENV)/bin/stellardb simulate $(DEMO_DIR)/sky --stars $(DEMO_STARS) --seed 42 --overwrite
+	$(VENV)/bin/stellardb simulate $(DEMO_DIR)/sky --stars $(DEMO_STARS) --seed 42 --sky all --overwrite
 	$(SDB) ingest gaia $(DEMO_DIR)/sky/gaia_source.csv.gz
 	$(SDB) ingest skymapper $(DEMO_DIR)/sky/skymapper_master.csv
+	$(SDB) ingest tmass $(DEMO_DIR)/sky/tmass_psc.csv
+	$(SDB) ingest allwise $(DEMO_DIR)/sky/allwise_source.csv
+	$(SDB) ingest ps1 $(DEMO_DIR)/sky/ps1_dr2_mean.csv
+	$(SDB) ingest sdss $(DEMO_DIR)/sky/sdss_dr17_photoobj.csv
 	$(SDB) ingest distances $(DEMO_DIR)/sky/bailer_jones_distances.csv
 	$(SDB) ingest sos $(DEMO_DIR)/sky/sos_spectro.csv
-	$(SDB) xmatch --radius-arcsec 1.0 --plot $(DEMO_DIR)/xmatch.png
+	$(SDB) xmatch --plot $(DEMO_DIR)/xmatch.png
 	$(SDB) train --quick --model demo
 	$(SDB) score --model demo --plot $(DEMO_DIR)/kiel.png
+	$(SDB) query "select feature_set, count(*) as stars, round(median(teff_err)) as median_teff_err_k from stars_with_predictions where model = 'demo' group by feature_set order by stars desc"
 	$(SDB) query "select count(*) as metal_poor_giants, round(median(teff)) as median_teff_k from stars_with_predictions where model = 'demo' and feh < -1 and logg < 3"
 	rm -rf $(DEMO_DIR)/releases
 	$(SDB) release demo-1 --model demo

@@ -325,3 +325,21 @@ def fold_model(model) -> FoldedMLP:
         log_mask=list(scaling.log_mask),
         colour_pairs=[list(p) for p in scaling.colour_pairs],
     )
+
+
+def read_family_card(name: str, models_dir=None, db=None) -> tuple[Path, dict] | None:
+    """The path and card of model family ``name`` (``NAME.family.json``, :mod:`stellardb.ml.selection`), with
+    each member's card under ``member_cards``; None when ``name`` is no family."""
+    from stellardb.ml.selection import family_path, read_family
+
+    root = models_root(models_dir, db)
+    family = read_family(root, check_model_name(name))
+    if family is None:
+        return None
+    members = {}
+    for m in family["members"]:
+        try:
+            members[m["feature_set"]] = read_card(m["model"], models_dir, db)[1]
+        except UserError:
+            continue  # a member folder removed by hand: the family card still says what it was
+    return family_path(root, name), {**family, "member_cards": members}

@@ -518,7 +518,9 @@ def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows
     runs = [
         {"command": c, "run_at_utc": at.isoformat(), "stars": n, "card_sha256": sha, "versions": json.loads(v)}
         for c, at, n, sha, v in con.execute(
-            "select command, run_at, stars, card_sha256, versions from model_runs where model = $m order by run_at",
+            # a family's runs are its members' (MODEL.SET)
+            "select command, run_at, stars, card_sha256, versions from model_runs "
+            "where model = $m or starts_with(model, $m || '.') order by run_at",
             {"m": result.model}).fetchall()
     ]
     card, card_sha256 = _model_card(result.model, db_path)
@@ -546,8 +548,16 @@ def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows
 
 
 def _model_card(model: str, db_path) -> tuple[dict | None, str | None]:
-    from stellardb.ml.model_store import read_card
+    from stellardb.ml.model_store import read_card, read_family_card
 
+    try:
+        family = read_family_card(model, db=db_path)
+    except UserError:
+        family = None
+    if family is not None:
+        # a family: its card, with each member's (the page explains each prediction with its member's)
+        path, card = family
+        return card, hashlib.sha256(path.read_bytes()).hexdigest()
     try:
         folder, card = read_card(model, db=db_path)
     except UserError:

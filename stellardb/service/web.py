@@ -305,11 +305,36 @@ def _basename(value) -> str:
     return re.split(r"[\\/]", str(value or ""))[-1]
 
 
+def family_card_html(model: dict, card: dict) -> str:
+    """A model family: one row per feature set, test-split MAD of stellardb and of GSP-Phot on the same stars."""
+    rows = []
+    for m in card.get("members") or []:
+        cells = [f'<th><code>{escape(str(m.get("feature_set", "")))}</code></th>',
+                 f'<td class="num">{_count(m.get("labelled_stars"))}</td>']
+        for param, _label, _ in PARAMETERS:
+            t = (m.get("test") or {}).get(param) or {}
+            ml, gsp = t.get("mlp_mad"), t.get("gspphot_mad")
+            ratio = f" ({ml / gsp:.2f})" if isinstance(ml, (int, float)) and isinstance(gsp, (int, float)) and gsp else ""
+            cells.append(f'<td class="num">{_number(ml, param)} / {_number(gsp, param)}{escape(ratio)}</td>')
+        rows.append(f'<tr data-feature-set="{escape(str(m.get("feature_set", "")))}">' + "".join(cells) + "</tr>")
+    heads = "".join(f"<th>{escape(label)} MAD stellardb / GSP-Phot</th>" for _, label, _ in PARAMETERS)
+    return f"""<section id="model"><h2>Model card</h2>
+<p>Model <code>{escape(str(card.get('name', model.get('name', ''))))}</code>, trained {escape(str(card.get('trained_at', '?')))}:
+one network per parameter for each feature set (Gaia with the photometric surveys named). Each star is predicted by the
+feature set most accurate on the validation stars that have the same inputs; its page and the column
+<code>feature_set</code> say which. Test stars: median absolute deviation of predicted &minus; reference, with GSP-Phot on
+the same stars (ratio in brackets).</p>
+<table class="card"><thead><tr><th>feature set</th><th>labelled stars</th>{heads}</tr></thead>
+<tbody>{''.join(rows)}</tbody></table></section>"""
+
+
 def model_card_html(model: dict) -> str:
     card = (model or {}).get("card") or {}
     if not card:
         return ('<section id="model"><h2>Model card</h2><p>This release\'s manifest has no model card '
                 "(it was made without <code>--model</code>).</p></section>")
+    if card.get("kind") == "family":
+        return family_card_html(model, card)
     metrics = card.get("metrics") or {}
     units = card.get("units") or {}
     rows = []
@@ -683,8 +708,13 @@ def _finite(value) -> bool:
 
 def _flags_html(prediction: dict, card: dict) -> str:
     if not prediction:
-        return ('<section id="flags"><h2>Flags</h2><p>This star has no prediction in this release: the model '
-                "scores stars with the inputs it needs (Gaia and SkyMapper photometry and a distance).</p></section>")
+        return ('<section id="flags"><h2>Flags</h2><p>This star has no prediction in this release: every model needs '
+                "Gaia G, BP and RP and a Bailer-Jones distance.</p></section>")
+    if (card or {}).get("kind") == "family":  # the member that made this prediction
+        fs = prediction.get("feature_set")
+        card = ((card.get("member_cards") or {}).get(fs)) or {}
+        lines = [f"Predicted from feature set <code>{escape(str(fs))}</code>."] + flag_sentences(prediction, card)
+        return '<section id="flags"><h2>Flags</h2><ul>' + "".join(f"<li>{line}</li>" for line in lines) + "</ul></section>"
     return ('<section id="flags"><h2>Flags</h2><ul>'
             + "".join(f"<li>{line}</li>" for line in flag_sentences(prediction, card)) + "</ul></section>")
 

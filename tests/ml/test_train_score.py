@@ -93,7 +93,10 @@ def test_card_records_provenance(trained, models_dir):
     """card.json has the features, scaling, split rule, seed, epochs, data fingerprint, versions and metrics."""
     card = json.loads((models_dir / MODEL / "card.json").read_text())
     assert card["features"] == list(FEATURES)
-    assert len(card["scaling"]["feature_mean"]) == len(FEATURES) + len(COLOURS)
+    # the colours whose two columns are both inputs of the seed's set (COLOURS also lists other sets')
+    seed_colours = [c for c in COLOURS if c[0] in FEATURES and c[1] in FEATURES]
+    assert len(seed_colours) == 11
+    assert len(card["scaling"]["feature_mean"]) == len(FEATURES) + len(seed_colours)
     assert card["split_rule"] == train.SPLIT_RULE
     assert card["seed"] == 1 and card["epochs"] == 120 and card["training"]["quick"] is True
     assert len(card["data_fingerprint"]["sha256"]) == 64
@@ -280,7 +283,8 @@ def test_flags_count_inputs_outside_the_training_range(scored, db_path, models_d
                 v = np.where(v > 0, np.log10(v), np.nan)
         values[name] = v
     for a, b in COLOURS:
-        values[f"{a} - {b}"] = values[a] - values[b]
+        if a in FEATURES and b in FEATURES:
+            values[f"{a} - {b}"] = values[a] - values[b]
     assert set(values) == set(ranges)
     for name, (lo, hi) in ranges.items():
         v = values[name]
@@ -352,7 +356,8 @@ def test_old_predictions_table_gains_the_flag_columns(tmp_path):
     con = connect(path, read_only=False)
     try:
         columns = [r[0] for r in con.execute("describe predictions").fetchall()]
-        assert columns[-4:] == ["teff_outside_training", "logg_outside_training", "feh_outside_training", "inputs_outside_training"]
+        assert columns[-5:] == ["teff_outside_training", "logg_outside_training", "feh_outside_training", "inputs_outside_training",
+                                "feature_set"]
         assert con.execute("select teff, feh_outside_training, inputs_outside_training from predictions").fetchall() == [(5000.0, None, None)]
         view = [r[0] for r in con.execute("describe stars_with_predictions").fetchall()]
         assert {"feh_outside_training", "inputs_outside_training"} <= set(view)
@@ -654,9 +659,10 @@ def test_cli_train_and_score(db_path, models_dir, monkeypatch):
     (train's old --name still works, hidden); a bad model name exits non-zero with one line."""
     monkeypatch.setenv("STELLARDB_MODELS", str(models_dir))
     runner = CliRunner()
-    result = runner.invoke(_cli, ["--db", str(db_path), "train", "--epochs", "2", "--name", "cli", "--no-plots", "--quiet"])
+    result = runner.invoke(_cli, ["--db", str(db_path), "train", "--epochs", "2", "--name", "cli", "--no-plots", "--quiet",
+                                  "--feature-set", "gaia-skymapper"])
     assert result.exit_code == 0, result.output
-    assert (models_dir / "cli" / "card.json").is_file()
+    assert (models_dir / "cli.gaia-skymapper" / "card.json").is_file() and (models_dir / "cli.family.json").is_file()
     help_text = runner.invoke(_cli, ["train", "--help"]).output
     assert "--model" in help_text and "--name" not in help_text
     clash = runner.invoke(_cli, ["--db", str(db_path), "train", "--model", "a", "--name", "b"])

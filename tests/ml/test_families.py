@@ -1,0 +1,184 @@
+"""A model per feature set, the best one per star: stellardb train/score on a sky with every survey."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from stellardb.catalog import db
+from stellardb.cli.main import cli
+from stellardb.errors import UserError
+from stellardb.ml import feature_sets, selection
+from stellardb.ml.features import PARAMETERS
+
+pytest.importorskip("keras")
+
+FILES = {"gaia": "gaia_source.csv.gz", "skymapper": "skymapper_master.csv", "tmass": "tmass_psc.csv",
+         "allwise": "allwise_source.csv", "ps1": "ps1_dr2_mean.csv", "distances": "bailer_jones_distances.csv",
+         "sos": "sos_spectro.csv"}
+SETS = ["gaia", "gaia-skymapper", "gaia-tmass-allwise", "gaia-ps1"]
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """A 30,000-star whole sky, four feature sets trained for two epochs, and the family scored."""
+    from stellardb.ingest import pipeline
+    from stellardb.ml import score, train
+    from stellardb.simulate import simulate
+
+    root = tmp_path_factory.mktemp("family")
+    simulate(root / "sky", stars=30_000, seed=16, sky="all", workers=1)
+    path = root / "fam.duckdb"
+    for table, name in FILES.items():
+        pipeline.run(path, table, [root / "sky" / name])
+    models = root / "models"
+    summary = train.run_family(path, "fam", feature_set_names=SETS, min_labels=100, models_dir=models, epochs=2,
+                               seed=1, quick=True, plots=False)
+    scored = score.run_family(path, "fam", models_dir=models)
+    return root, path, models, summary, scored
+
+
+def test_one_model_per_feature_set_with_its_own_inputs(family):
+    root, path, models, summary, _ = family
+    card = json.loads(selection.family_path(models, "fam").read_text())
+    assert [m["feature_set"] for m in card["members"]] == SETS
+    for m in summary.members:
+        fs = feature_sets.parse(m.card["feature_set"])
+        assert m.card["features"] == list(fs.features) and m.card["family"] == "fam"
+        assert (models / m.model / "scorer.npz").is_file()
+        # each model trained on exactly the labelled stars with its inputs
+        con = db.connect(path)
+        try:
+            sql = ("select count(*) from training_set" if fs.name == "gaia-skymapper"
+                   else f"select count(*) from labelled_features where {fs.where}")
+            assert m.card["data_fingerprint"]["rows"] == con.execute(sql).fetchone()[0]
+        finally:
+            con.close()
+    assert feature_sets.parse("gaia-skymapper").features == feature_sets.make("skymapper").features
+    assert "j_m" in feature_sets.parse("gaia-tmass-allwise").features
+
+
+def test_every_star_with_bp_rp_and_a_distance_gets_the_chosen_members_prediction(family):
+    """One prediction per star that passes the Gaia cuts, from the member the family card chooses for its
+    inputs (recomputed here from the card and the star's cuts); the rest counted by reason."""
+    root, path, models, summary, scored = family
+    card = selection.read_family(models, "fam")
+    con = db.connect(path)
+    try:
+        cols = sorted({c for m in card["members"] for c in feature_sets.parse(m["feature_set"]).passes_columns})
+        stars = con.execute(f"select source_id, {', '.join(cols)} from all_features").df()
+        pred = con.execute("select source_id, feature_set, teff, logg, feh from predictions where model = 'fam'").df()
+        reasons = con.execute("select count_if(phot_bp_mean_mag is null or phot_rp_mean_mag is null), "
+                              "count_if(not (phot_bp_mean_mag is null or phot_rp_mean_mag is null) "
+                              "and phot_g_mean_mag is null), count_if(phot_bp_mean_mag is not null and "
+                              "phot_rp_mean_mag is not null and phot_g_mean_mag is not null and r_med_geo is null) "
+                              "from all_features").fetchone()
+    finally:
+        con.close()
+    assert pred.source_id.is_unique and pred[["teff", "logg", "feh"]].notna().all().all()
+    names = [m["feature_set"] for m in card["members"]]
+    elig = {n: np.all([stars[c].to_numpy() for c in feature_sets.parse(n).passes_columns], axis=0) for n in names}
+    by_pattern = {tuple(sorted(c["eligible"])): c["chosen"] for c in card["choices"]}
+    want = {}
+    for i, sid in enumerate(stars.source_id):
+        have = tuple(sorted(n for n in names if elig[n][i]))
+        if not have:
+            continue
+        want[sid] = by_pattern.get(have) or next(n for n in card["fallback_order"] if n in have)
+    assert dict(zip(pred.source_id, pred.feature_set)) == want
+    assert len(want) == int(stars.passes_gaia_cuts.sum()) == scored.rows
+    assert {k: v for k, v in scored.by_feature_set.items() if v} == dict(pred.feature_set.value_counts())
+    expected_reasons = [n for n in reasons if n]
+    assert sorted(scored.not_scored.values()) == sorted(expected_reasons)
+    assert len(set(pred.feature_set)) >= 2
+
+
+def test_the_choice_is_the_most_accurate_member_on_stars_with_those_inputs():
+    """selection.choose against a brute force: for each pattern of inputs, the member with the smallest
+    mean MAD/unit on the validation stars that every member of the pattern can predict."""
+    rng = np.random.default_rng(4)
+    n, k = 3000, 3
+    units = {"teff": 100.0, "logg": 0.1, "feh": 0.1}
+    labels = {p: rng.normal(0, 1, n) for p in PARAMETERS}
+    eligible = np.ones((n, k), bool)
+    eligible[:, 1] = rng.uniform(size=n) < 0.5
+    eligible[:, 2] = rng.uniform(size=n) < 0.3
+    noise = [0.3, 0.2, 0.5]  # member 1 is best where it can be used, member 2 worst
+    preds = [{p: np.where(eligible[:, j], labels[p] + rng.normal(0, noise[j] * units[p], n), np.nan)
+              for p in PARAMETERS} for j in range(k)]
+    members = [{"feature_set": f"set{j}", "score": float(noise[j])} for j in range(k)]
+    choices = selection.choose(members, eligible, preds, labels, units)
+    for c in choices:
+        cols = [int(e[3:]) for e in c["eligible"]]
+        rows = np.all(eligible[:, cols], axis=1)
+        scores = {}
+        for j in cols:
+            mads = [np.median(np.abs((preds[j][p][rows] - labels[p][rows]) - np.median(preds[j][p][rows] - labels[p][rows])))
+                    / units[p] for p in PARAMETERS]
+            scores[j] = np.mean(mads)
+        assert c["chosen"] == f"set{min(scores, key=scores.get)}"
+    assert {tuple(c["eligible"]): c["chosen"] for c in choices}[("set0", "set1")] == "set1"
+    assert {tuple(c["eligible"]): c["chosen"] for c in choices}[("set0", "set1", "set2")] == "set1"
+
+
+def test_zero_eligible_stars_is_an_error_naming_what_is_missing(family, tmp_path):
+    """Without distances no star can be scored: score and train say so, and change nothing."""
+    root, path, models, _, _ = family
+    copy = tmp_path / "nodist.duckdb"
+    shutil.copy(path, copy)
+    con = db.connect(copy, read_only=False)
+    try:
+        con.execute("delete from distances")
+        before = con.execute("select count(*) from predictions").fetchone()[0]
+    finally:
+        con.close()
+    from stellardb.ml import score, train
+
+    with pytest.raises(UserError, match="distance"):
+        score.run_family(copy, "fam", models_dir=models)
+    with pytest.raises(UserError, match="distance"):
+        train.run_family(copy, "fam2", feature_set_names=["gaia"], min_labels=100, models_dir=tmp_path / "m")
+    con = db.connect(copy)
+    try:
+        assert con.execute("select count(*) from predictions").fetchone()[0] == before
+    finally:
+        con.close()
+
+
+def test_a_feature_set_with_too_few_labels_or_an_unknown_survey_is_refused(family, tmp_path):
+    root, path, models, _, _ = family
+    runner = CliRunner()
+    env = {"STELLARDB_MODELS": str(tmp_path / "m")}
+    # gaia-ps1 has a few hundred labelled stars here; ask for more than it has
+    con = db.connect(path, read_only=False)
+    try:
+        n = con.execute(f"select count(*) from labelled_features where {feature_sets.parse('gaia-ps1').where}").fetchone()[0]
+        con.execute("update settings set value = $v where name = 'min_labels_per_feature_set'", {"v": n + 1})
+    finally:
+        con.close()
+    try:
+        few = runner.invoke(cli, ["--db", str(path), "train", "--model", "x", "--feature-set", "gaia-ps1", "--epochs", "1"],
+                            env=env)
+        assert few.exit_code == 1 and few.output.count("\n") == 1, few.output
+        assert "gaia-ps1" in few.output and f"{n:,} labelled stars" in few.output
+        bad = runner.invoke(cli, ["--db", str(path), "train", "--model", "x", "--feature-set", "gaia-galex"], env=env)
+        assert bad.exit_code == 1 and "unknown survey 'galex'" in bad.output and bad.output.count("\n") == 1
+    finally:
+        con = db.connect(path, read_only=False)
+        try:
+            con.execute("update settings set value = 200 where name = 'min_labels_per_feature_set'")
+        finally:
+            con.close()
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_score_cli_reports_feature_sets_and_reasons(family, tmp_path):
+    root, path, models, _, _ = family
+    result = CliRunner().invoke(cli, ["--db", str(path), "score", "--model", "fam"], env={"STELLARDB_MODELS": str(models)})
+    assert result.exit_code == 0, result.output
+    assert "By feature set (predictions.feature_set): gaia " in result.output
+    assert "Not scored:" in result.output and "Bailer-Jones distance" in result.output
