@@ -419,10 +419,13 @@ def _db_path() -> str:
 @click.option("--feature-set", "feature_set_names", multiple=True, metavar="SET",
               help="Train this feature set (gaia, gaia-skymapper, gaia-tmass-allwise, ...; repeatable).  Default: "
                    "every standard set that has enough labelled stars (setting min_labels_per_feature_set).")
+@click.option("--cv", "cv_folds", type=int, default=None, metavar="K",
+              help="Also K-fold cross-validate each feature set (3-10 folds; for small real label sets): pooled "
+                   "out-of-fold statistics, ML and GSP-Phot on the same stars, and plots/cv.png per model.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
 @user_errors
-def train(epochs, seed, model, name, quick, feature_set_names, no_plots, quiet):
+def train(epochs, seed, model, name, quick, feature_set_names, cv_folds, no_plots, quiet):
     """Train a model per feature set: Gaia alone, and Gaia with each photometric survey.
 
     A feature set is Gaia's G, BP, RP, GSP-Phot and the Bailer-Jones distance, plus
@@ -443,7 +446,7 @@ def train(epochs, seed, model, name, quick, feature_set_names, no_plots, quiet):
 
         stellardb --db sky.duckdb train --quick --model demo
 
-        stellardb --db real.duckdb train --model real --feature-set gaia
+        stellardb --db real.duckdb train --model real --feature-set gaia --cv 5
     """
     from stellardb.errors import require_ml
 
@@ -465,7 +468,7 @@ def train(epochs, seed, model, name, quick, feature_set_names, no_plots, quiet):
 
         summary = train_lib.run_family(_db_path(), model=model, feature_set_names=list(feature_set_names) or None,
                                        epochs=epochs, seed=seed, quick=quick, progress=progress, plots=not no_plots,
-                                       on_member=on_member)
+                                       on_member=on_member, cv_folds=cv_folds)
     for member in summary.members:
         for finding in member.repairs:  # said even with --quiet: folders changed
             click.echo(f"repaired first: {finding.problem}: {finding.action}.")
@@ -477,8 +480,22 @@ def train(epochs, seed, model, name, quick, feature_set_names, no_plots, quiet):
         # the table needs ~110 columns; a narrow or piped terminal would truncate it
         import shutil
 
-        console = Console(width=max(120, shutil.get_terminal_size((120, 24)).columns))
+        console = Console(width=max(150, shutil.get_terminal_size((150, 24)).columns))
         console.print(family_table(summary.card, summary.members))
+        for info in summary.card["members"]:
+            if "cv" in info:
+                from stellardb.cli.tables import comparison_table
+
+                cv = info["cv"]
+                if cv["parameters"]["teff"]["gspphot"]["n"]:
+                    console.print(comparison_table(
+                        cv["parameters"], title=f"{info['feature_set']}: {cv['folds']}-fold cross-validation, "
+                                                f"out-of-fold predicted - reference, ML and GSP-Phot on the stars "
+                                                "GSP-Phot has"))
+                console.print(f"{info['feature_set']}, {cv['folds']}-fold cross-validation, ML on all {cv['stars']:,} "
+                              "stars (out of fold): " + ", ".join(
+                    f"{p} MAD {cv['parameters'][p]['mlp_all']['mad']:.3g} RMSE {cv['parameters'][p]['mlp_all']['rmse']:.3g}"
+                    for p in ("teff", "logg", "feh")) + (f"; plot {cv['plot']}" if cv.get("plot") else ""))
         for feature_set, why in summary.skipped.items():
             console.print(f"not trained: {feature_set}: {why}")
         console.print(f"Saved {len(summary.members)} models ({', '.join(m.model for m in summary.members)}) and "

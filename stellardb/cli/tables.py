@@ -144,33 +144,28 @@ def comparison_table(metrics: dict, title: str = "Test split, predicted - refere
 
 
 def family_table(card: dict, members: list | None = None):
-    """One row per feature set of a model family: labelled stars, and per parameter on the test split
-    the MAD of ML and of GSP-Phot on the same stars (ratio), ML's RMSE and the fraction of stars with
-    |r| < error; then the member's validation score (what chooses it) and the stars it is chosen for
-    among the validation stars."""
+    """One row per feature set of a model family: labelled stars, and per parameter the test-split MAD of
+    ML minus reference (in brackets ML/GSP-Phot on the stars GSP-Phot has), the fraction of stars with
+    |r| < error, and the member's validation score (what ranks the sets)."""
     metrics = {m.card["feature_set"]: m.metrics for m in (members or [])}
     table = Table(title=f"Model {card['name']}: one model per feature set; test split, MAD of predicted - reference "
-                        "(ratio to GSP-Phot's on the same stars); RMSE; cal = fraction with |r| < error (0.68 ideal)")
+                        "(ML/GSP-Phot on the stars GSP-Phot has); cal = fraction with |r| < error (0.68 ideal)")
     table.add_column("feature set", no_wrap=True)
-    table.add_column("labelled", justify="right")
+    table.add_column("labelled", justify="right", no_wrap=True)
     for p in PARAMETERS:
-        table.add_column(f"{LABELS[p]} MAD (ML/GSP)", justify="right", no_wrap=True)
-        table.add_column("RMSE cal", justify="right", no_wrap=True)
-    table.add_column("val. score", justify="right")
+        table.add_column(f"{LABELS[p]}", justify="right", no_wrap=True)
+    table.add_column("cal T/g/Fe", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
     for m in card["members"]:
         cells = [m["feature_set"], f"{m['labelled_stars']:,}"]
-        mt = metrics.get(m["feature_set"])
         for p in PARAMETERS:
-            ml = m["test"][p]["mlp_mad"]
-            gsp = m["test"][p]["gspphot_mad"]
+            t = m["test"][p]
+            ml, gsp = t["mlp_mad"], t["gspphot_mad"]
             ratio = f" ({ml / gsp:.2f})" if ml is not None and gsp else ""
-            cells.append(f"{_fmt(ml, p)}{ratio}")
-            if mt is not None:
-                s = mt[p]["mlp_all_test"]
-                cal = s.get("calibration_68")
-                cells.append(f"{_fmt(s.get('rmse'), p)} {'-' if cal is None else f'{cal:.2f}'}")
-            else:
-                cells.append("-")
+            cells.append(f"{_fmt(t.get('mlp_all_mad', ml), p)}{ratio}")
+        mt = metrics.get(m["feature_set"])
+        cal = [mt[p]["mlp_all_test"].get("calibration_68") if mt else None for p in PARAMETERS]
+        cells.append("/".join("-" if c is None else f"{c:.2f}" for c in cal))
         cells.append("-" if m["score"] is None else f"{m['score']:.3f}")
         table.add_row(*cells)
     return table

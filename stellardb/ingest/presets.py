@@ -25,11 +25,15 @@ class Preset:
     null_values: dict[str, tuple[float, ...]] = field(default_factory=dict)
     #: label tables: survey name written to sos.survey when the file has none
     survey: str | None = None
-    #: label tables: Julian epoch of the positions (J2000 catalogues)
+    #: Julian epoch of the positions of a file without ref_epoch (label tables: J2000 catalogues;
+    #: a gaia table copied by another catalogue with that catalogue's positions)
     ref_epoch: float | None = None
     #: the survey's own quality flags: (file column, SQL test on it that means "bad",
     #: stellardb columns set to NULL for such rows); the flag columns are not stored
     quality_flags: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    #: stellardb column -> file columns whose value is taken where the renamed one is empty
+    #: (SWEET-Cat's exoplanet.eu position, else its NASA Exoplanet Archive one)
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
@@ -198,6 +202,28 @@ PRESETS: dict[str, Preset] = {
             },
             survey="GBS-v3",
             ref_epoch=2000.0,
+        ),
+        Preset(
+            "sweetcat-gaia",
+            "gaia",
+            "Gaia DR3 photometry and parallax that SWEET-Cat copies (gaia_dr3, Gmag, BPmag, RPmag, Plx); positions are "
+            "its exoplanet.eu J2000 ones",
+            rename={"gaia_dr3": "source_id", "RA_EU": "ra", "DEC_EU": "dec", "Gmag": "phot_g_mean_mag",
+                    "BPmag": "phot_bp_mean_mag", "RPmag": "phot_rp_mean_mag", "Plx": "parallax", "ePlx": "parallax_error",
+                    "FG": "phot_g_mean_flux", "eFG": "phot_g_mean_flux_error",
+                    # the catalogue's own columns that a Gaia row has no place for
+                    "RA": "", "DEC": "", "Distance": "", "Teff": "", "Logg": "", "[Fe/H]": ""},
+            null_values={"source_id": (-1.0,)},
+            ref_epoch=2000.0,
+            fallbacks={"ra": ("RA_NASA",), "dec": ("DEC_NASA",)},
+        ),
+        Preset(
+            "sweetcat-distances",
+            "distances",
+            "the Bailer-Jones (2021) geometric distance SWEET-Cat copies (Distance_b, pc)",
+            rename={"gaia_dr3": "source_id", "Distance_b": "r_med_geo", "Distance": ""},
+            # SWEET-Cat writes 0 or -1 where it has no distance
+            null_values={"source_id": (-1.0,), "r_med_geo": (0.0, -1.0)},
         ),
         Preset(
             "gbs-v3-gaia",

@@ -71,6 +71,7 @@ def stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_nam
     checks.check_types(con, spec, present, stage_types, targets, path, row)
     epoch_note, epoch_value = assumed_epoch(spec, present, preset, epoch)
     exprs = column_expressions(spec, present, stage_types, targets, preset, survey_value, epoch_value)
+    apply_fallbacks(exprs, preset, dict(zip(header, columns)), targets)
     flagged = apply_quality_flags(con, exprs, preset, dict(zip(header, columns)))
     select_list = ", ".join(f"{e} as {db.quote_identifier(c)}" for c, e in exprs.items())
     # Views, not tables, over the staged rows: each check reads only the columns it
@@ -210,6 +211,9 @@ def assumed_epoch(spec, present, preset, epoch) -> tuple[str | None, float | Non
                             f"(from {present['ref_epoch']!r}), which is used; drop --epoch.")
         return None, None
     if spec.name == "gaia":
+        if preset is not None and preset.ref_epoch is not None:
+            return (f"no ref_epoch column: positions taken at J{preset.ref_epoch:.1f} (the {preset.name} catalogue's; "
+                    "no proper motion moves them)", float(preset.ref_epoch))
         return "no ref_epoch column: J2016.0 (Gaia DR3) assumed", 2016.0
     if spec.name != "sos":
         return None, None
@@ -250,6 +254,18 @@ def column_expressions(spec, present, stage_types, targets, preset, survey_value
             value = f"nullif(trim({src}::varchar), '')"
         exprs[col] = value
     return exprs
+
+
+def apply_fallbacks(exprs: dict[str, str], preset, staged_of: dict[str, str], targets: dict[str, str]) -> None:
+    """Where a column's value is empty, take the preset's fallback file columns' (in order)."""
+    if preset is None or not preset.fallbacks:
+        return
+    for col, alternatives in preset.fallbacks.items():
+        staged = [staged_of[a] for a in alternatives if a in staged_of]
+        if col in exprs and staged:
+            want = targets[col]
+            others = ", ".join(f"try_cast({db.quote_identifier(a)} as {want})" for a in staged)
+            exprs[col] = f"coalesce({exprs[col]}, {others})"
 
 
 def apply_quality_flags(con, exprs: dict[str, str], preset, staged_of: dict[str, str]) -> int:

@@ -383,3 +383,30 @@ def write_plots(folder, data, predictions, features, g_mag=None) -> list[Path]:
         samples = {p: (data.labels[p][test], predictions[p][0][test], predictions[p][1][test], g_mag[test]) for p in PARAMETERS}
         save(calibration_figure(samples)[0], "calibration_vs_g.png")
     return written
+
+
+def cv_figure(samples: dict, feature_set: str, folds: int):
+    """Out-of-fold predictions against the reference labels, one panel per parameter, with the 1:1 line
+    and the MAD of the residuals.  ``samples``: ``{parameter: (reference, prediction)}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PARAMETERS), figsize=(4.2 * len(PARAMETERS), 4.2), layout="constrained")
+    for ax, p in zip(axes, PARAMETERS):
+        ref, pred = (np.asarray(a, dtype=np.float64) for a in samples[p])
+        ok = np.isfinite(ref) & np.isfinite(pred)
+        ax.scatter(ref[ok], pred[ok], s=6, alpha=0.6, color="tab:blue", linewidths=0)
+        if ok.any():
+            lo, hi = np.percentile(np.concatenate([ref[ok], pred[ok]]), [0.5, 99.5])
+            ax.plot([lo, hi], [lo, hi], color="0.3", lw=1)
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            r = pred[ok] - ref[ok]
+            mad = np.median(np.abs(r - np.median(r)))
+            ax.set_title(f"{LABELS[p]}: {ok.sum():,} stars, MAD {mad:.3g}")
+        ax.set_xlabel(f"reference {LABELS[p]}")
+        ax.set_ylabel(f"predicted {LABELS[p]} (out of fold)")
+    fig.suptitle(f"{feature_set}: {folds}-fold cross-validation")
+    return fig

@@ -727,7 +727,7 @@ def labelled_counts(con, sets) -> dict:
 
 
 def run_family(db, model: str = "default", feature_set_names=None, min_labels=None, models_dir=None, progress=None,
-               on_member=None, **kwargs) -> FamilySummary:
+               on_member=None, cv_folds: int | None = None, **kwargs) -> FamilySummary:
     """Train one model per feature set with enough labelled stars, then choose which predicts each star.
 
     Members are ordinary models named ``MODEL.FEATURE_SET`` (:func:`run`); the family card
@@ -743,9 +743,16 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
         Labelled stars a set needs; default the ``min_labels_per_feature_set`` setting (200).
     on_member : callable(feature_set, index, total) or None
         Called before each member is trained.
+    cv_folds : int or None
+        Also cross-validate each member with this many folds (:func:`cross_validate`); the
+        pooled out-of-fold statistics go into the family card (``members[].cv``) and
+        ``models/MODEL.SET/plots/cv.png``.
     kwargs
         Passed to :func:`run` (epochs, seed, quick, plots, hidden_units, members).
     """
+    if cv_folds is not None and (isinstance(cv_folds, bool) or not isinstance(cv_folds, (int, np.integer))
+                                 or not 3 <= cv_folds <= 10):
+        raise UserError(f"--cv must be a whole number of folds from 3 to 10, got {cv_folds!r}.")
     from stellardb.ml import selection
 
     name = check_model_name(model)
@@ -796,6 +803,13 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
         members.append(run(db, selection.member_name(name, n), models_dir=models_dir, progress=progress,
                            feature_set=n, family=name, **kwargs))
     card = _family_card(db, name, members, skipped, min_labels, root)
+    if cv_folds is not None:
+        cv_kwargs = {k: v for k, v in kwargs.items() if k in ("epochs", "seed", "quick", "hidden_units", "members")}
+        for k, (info, m) in enumerate(zip(card["members"], members)):
+            if on_member is not None:
+                on_member(f"{info['feature_set']} ({cv_folds}-fold cross-validation)", k, len(members))
+            plot = root / m.model / "plots" / "cv.png" if kwargs.get("plots", True) else None
+            info["cv"] = cross_validate(db, info["feature_set"], cv_folds, plot=plot, **cv_kwargs)
     path = selection.write_family(root, card)
     # the family's predictions came from the members just replaced
     con = catalog_db.connect(db, read_only=False)
@@ -847,7 +861,8 @@ def _family_card(db, name: str, members: list, skipped: dict, min_labels: int, r
     info = [{"feature_set": fs.name, "model": m.model, "surveys": list(fs.surveys), "score": m.card["selection"]["score"],
              "validation_mad": m.card["selection"]["validation_mad"], "labelled_stars": int(m.card["data_fingerprint"]["rows"]),
              "test": {p: {"mlp_mad": m.metrics[p]["mlp"]["mad"], "gspphot_mad": m.metrics[p]["gspphot"]["mad"],
-                          "n": m.metrics[p]["mlp"]["n"]} for p in PARAMETERS}}
+                          "n": m.metrics[p]["mlp"]["n"], "mlp_all_mad": m.metrics[p]["mlp_all_test"]["mad"],
+                          "n_all": m.metrics[p]["mlp_all_test"]["n"]} for p in PARAMETERS}}
             for fs, m in zip(sets, members)]
     choices = selection.choose(info, eligible, predictions, labels, SELECTION_UNITS)
     return {
@@ -863,3 +878,79 @@ def _family_card(db, name: str, members: list, skipped: dict, min_labels: int, r
         "skipped": skipped,
         "validation_stars": n,
     }
+
+
+# ---------------------------------------------------------------- k-fold cross-validation
+
+
+def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 120, seed: int = 42, quick: bool = False,
+                   hidden_units=HIDDEN_UNITS, members=None, plot=None) -> dict:
+    """K-fold cross-validation of one feature set on every labelled star with its inputs.
+
+    Fold k is ``split_bucket(source_id) * folds // 100 == k`` (the split hash, so a star's fold never
+    changes); each fold is predicted by networks trained on the others, with fold k + 1 as the
+    early-stopping validation set.  Returns, per parameter, the statistics of the pooled out-of-fold
+    predictions minus reference on every star (``mlp_all``), and ML and GSP-Phot on the stars GSP-Phot
+    has (``mlp``, ``gspphot``); writes a predicted-vs-reference PNG to ``plot`` when given.
+    Meant for small real label sets, where one 10 % test split holds a few dozen stars.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 3 <= folds <= 10:
+        raise UserError(f"--cv must be a whole number of folds from 3 to 10, got {folds!r}.")
+    fs = feature_sets.parse(feature_set)
+    features = list(fs.features)
+    con = catalog_db.connect(db, read_only=True)
+    try:
+        data = load_training_set(con, features, fs.name)
+    finally:
+        con.close()
+    members = {**ENSEMBLE_MEMBERS, **(members or {})}
+    fold = split_bucket(data.source_id).astype(np.int64) * folds // 100
+    log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
+    max_epochs = min(epochs, QUICK_MAX_EPOCHS) if quick else epochs
+    patience = QUICK_PATIENCE_EPOCHS if quick else PATIENCE_EPOCHS
+    n = data.source_id.size
+    oof = {p: (np.full(n, np.nan), np.full(n, np.nan)) for p in PARAMETERS}
+    for k in range(folds):
+        split = np.where(fold == k, "test", np.where(fold == (k + 1) % folds, "validation", "train"))
+        train_rows = split == "train"
+        prepared = prepare_inputs(data.x[train_rows], log_mask, colour_pairs)
+        mean, scale = feature_scaling(prepared)
+        parts = {}
+        for j, p in enumerate(PARAMETERS):
+            ok = np.isfinite(data.labels[p])
+            if min(int(np.sum(ok & (split == s))) for s in SPLITS) < MIN_SPLIT_STARS:
+                raise UserError(f"Too few stars with a {p} label for {folds}-fold cross-validation of {fs.name} "
+                                f"({int(ok.sum())}); use fewer folds or ingest more labels.")
+            model, _ = fit_parameter(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale, seed + 10 * k + j,
+                                     epochs_for(int(np.sum(ok & train_rows)), max_epochs), patience, hidden_units,
+                                     None, log_mask, colour_pairs, members[p])
+            parts[p] = fold_model(model)
+        test = split == "test"
+        pred = NumpyScorer(parts).predict(data.x[test])
+        for p in PARAMETERS:
+            oof[p][0][test], oof[p][1][test] = pred[p]
+    out = {"feature_set": fs.name, "folds": folds, "stars": int(n),
+           "fold_rule": f"split_bucket(source_id) * {folds} // 100", "parameters": {}}
+    for p in PARAMETERS:
+        ref = data.labels[p]
+        value, error = oof[p]
+        gsp = data.x[:, features.index(GSPPHOT[p])].astype(np.float64)
+        gsp_err = data.x[:, features.index(GSPPHOT[p] + "_err")].astype(np.float64)
+        labelled = np.isfinite(ref) & np.isfinite(value)
+        both = labelled & np.isfinite(gsp)
+        out["parameters"][p] = {
+            "mlp_all": residual_stats(value[labelled], ref[labelled], error[labelled]),
+            "mlp": residual_stats(value[both], ref[both], error[both]),
+            "gspphot": residual_stats(gsp[both], ref[both], gsp_err[both]),
+        }
+    if plot is not None:
+        from stellardb.ml.plots import cv_figure
+
+        fig = cv_figure({p: (data.labels[p], oof[p][0]) for p in PARAMETERS}, fs.name, folds)
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot, dpi=100)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        out["plot"] = str(plot)
+    return out

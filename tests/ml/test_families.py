@@ -182,3 +182,47 @@ def test_score_cli_reports_feature_sets_and_reasons(family, tmp_path):
     assert result.exit_code == 0, result.output
     assert "By feature set (predictions.feature_set): gaia " in result.output
     assert "Not scored:" in result.output and "Bailer-Jones distance" in result.output
+
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "real"
+
+
+def test_real_sweetcat_gaia_only_through_the_command_line_with_cross_validation(tmp_path):
+    """A database of real files only (SWEET-Cat's Gaia DR3 photometry, Bailer-Jones distances and labels):
+    train fits the Gaia-only model, 3-fold cross-validates it on every labelled star with Gaia inputs,
+    writes the out-of-fold plot, and score predicts every star with BP, RP and a distance."""
+    from PIL import Image
+
+    path, models = tmp_path / "real.duckdb", tmp_path / "models"
+    runner = CliRunner()
+    env = {"STELLARDB_MODELS": str(models)}
+    for table, preset in (("gaia", "sweetcat-gaia"), ("distances", "sweetcat-distances"), ("sos", "sweetcat")):
+        r = runner.invoke(cli, ["--db", str(path), "ingest", table, str(REAL / "sweetcat_subset.csv"), "--preset", preset,
+                                "--on-duplicate", "skip", "-q"], env=env)
+        assert r.exit_code == 0, r.output
+    con = db.connect(path)
+    try:
+        n_lab = con.execute("select count(*) from labelled_features where passes_gaia_cuts").fetchone()[0]
+        n_star = con.execute("select count(*) from all_features where passes_gaia_cuts").fetchone()[0]
+        epochs = con.execute("select min(ref_epoch), max(ref_epoch) from gaia").fetchone()
+    finally:
+        con.close()
+    assert epochs == (2000.0, 2000.0) and n_lab > 300
+    r = runner.invoke(cli, ["--db", str(path), "train", "--model", "real", "--feature-set", "gaia", "--cv", "3",
+                            "--epochs", "3", "--quick"], env=env)
+    assert r.exit_code == 0, r.output
+    assert f"3-fold cross-validation, ML on all {n_lab:,} stars" in r.output
+    card = json.loads((models / "real.family.json").read_text())
+    cv = card["members"][0]["cv"]
+    assert cv["stars"] == n_lab and cv["folds"] == 3
+    labelled = {p: cv["parameters"][p]["mlp_all"]["n"] for p in PARAMETERS}
+    con = db.connect(path)
+    try:
+        want = con.execute("select count(teff), count(logg), count(feh) from labelled_features where passes_gaia_cuts").fetchone()
+    finally:
+        con.close()
+    assert tuple(labelled[p] for p in PARAMETERS) == want  # every labelled star predicted once, out of fold
+    with Image.open(models / "real.gaia" / "plots" / "cv.png") as im:
+        assert im.size[0] > 1000 and len(set(im.convert("L").getdata())) > 20
+    s = runner.invoke(cli, ["--db", str(path), "score", "--model", "real"], env=env)
+    assert s.exit_code == 0 and f"Scored {n_star:,} stars" in s.output, s.output
