@@ -419,13 +419,16 @@ def _db_path() -> str:
 @click.option("--feature-set", "feature_set_names", multiple=True, metavar="SET",
               help="Train this feature set (gaia, gaia-skymapper, gaia-tmass-allwise, ...; repeatable).  Default: "
                    "every standard set that has enough labelled stars (setting min_labels_per_feature_set).")
+@click.option("--min-labels", type=int, default=None, metavar="N",
+              help="Labelled stars a feature set needs for a model (at least 100).  [default: the database's setting "
+                   "min_labels_per_feature_set, 200]")
 @click.option("--cv", "cv_folds", type=int, default=None, metavar="K",
               help="Also K-fold cross-validate each feature set (3-10 folds; for small real label sets): pooled "
                    "out-of-fold statistics, ML and GSP-Phot on the same stars, and plots/cv.png per model.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or metrics table.")
 @user_errors
-def train(epochs, seed, model, name, quick, feature_set_names, cv_folds, no_plots, quiet):
+def train(epochs, seed, model, name, quick, feature_set_names, min_labels, cv_folds, no_plots, quiet):
     """Train a model per feature set: Gaia alone, and Gaia with each photometric survey.
 
     A feature set is Gaia's G, BP, RP, GSP-Phot and the Bailer-Jones distance, plus
@@ -468,7 +471,7 @@ def train(epochs, seed, model, name, quick, feature_set_names, cv_folds, no_plot
 
         summary = train_lib.run_family(_db_path(), model=model, feature_set_names=list(feature_set_names) or None,
                                        epochs=epochs, seed=seed, quick=quick, progress=progress, plots=not no_plots,
-                                       on_member=on_member, cv_folds=cv_folds)
+                                       on_member=on_member, cv_folds=cv_folds, min_labels=min_labels)
     for member in summary.members:
         for finding in member.repairs:  # said even with --quiet: folders changed
             click.echo(f"repaired first: {finding.problem}: {finding.action}.")

@@ -149,11 +149,12 @@ def family_table(card: dict, members: list | None = None):
     |r| < error, and the member's validation score (what ranks the sets)."""
     metrics = {m.card["feature_set"]: m.metrics for m in (members or [])}
     table = Table(title=f"Model {card['name']}: one model per feature set; test split, MAD of predicted - reference "
-                        "(ML/GSP-Phot on the stars GSP-Phot has); cal = fraction with |r| < error (0.68 ideal)")
+                        "(ML/GSP-Phot on the stars GSP-Phot has), RMSE; cal = fraction with |r| < error (0.68 ideal)")
     table.add_column("feature set", no_wrap=True)
     table.add_column("labelled", justify="right", no_wrap=True)
     for p in PARAMETERS:
         table.add_column(f"{LABELS[p]}", justify="right", no_wrap=True)
+    table.add_column("RMSE T/g/Fe", justify="right", no_wrap=True)
     table.add_column("cal T/g/Fe", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     for m in card["members"]:
@@ -164,6 +165,9 @@ def family_table(card: dict, members: list | None = None):
             ratio = f" ({ml / gsp:.2f})" if ml is not None and gsp else ""
             cells.append(f"{_fmt(t.get('mlp_all_mad', ml), p)}{ratio}")
         mt = metrics.get(m["feature_set"])
+        rmse = [mt[p]["mlp_all_test"].get("rmse") if mt else None for p in PARAMETERS]
+        cells.append("/".join("-" if v is None else (f"{v:.0f}" if p == "teff" else f"{v:.2f}")
+                              for v, p in zip(rmse, PARAMETERS)))
         cal = [mt[p]["mlp_all_test"].get("calibration_68") if mt else None for p in PARAMETERS]
         cells.append("/".join("-" if c is None else f"{c:.2f}" for c in cal))
         cells.append("-" if m["score"] is None else f"{m['score']:.3f}")

@@ -1,0 +1,220 @@
+"""Predictions for every star (issue 15): a model per feature set on a simulated whole sky, the best per star.
+
+    python bench/bench_feature_sets.py                       # 400k stars, all sky, full training
+    python bench/bench_feature_sets.py --stars 100000 --quick  # a dry run
+
+On one simulated all-sky run (every survey, the same stars), with the family trained by
+``stellardb.ml.train.run_family`` on the standard feature sets:
+
+1. per feature set, on its test split: MAD of ML - reference and of GSP-Phot - reference on the same
+   stars (ratio), and LightGBM's MAD on the same inputs and split (MLP no worse than LightGBM);
+2. targets: Gaia-only ratio <= 0.8 for Teff and log g and <= 1 for [Fe/H]; Gaia + SkyMapper <= 0.5
+   on all three; a set with a metallicity band (SkyMapper v, SDSS u) [Fe/H] ratio <= 0.6;
+3. adding a survey never makes the chosen prediction worse: on the validation stars with each set's
+   inputs, the family's chosen prediction against each smaller set's (its subsets) prediction,
+   mean MAD / unit over the parameters (the rule's own yardstick);
+4. the scorer on every member's stars (NumpyScorer, inputs in memory): stars/s for all sets together.
+
+Output: bench/out/feature_sets.json and a summary on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT, machine, save  # noqa: E402
+
+from stellardb.catalog.db import connect  # noqa: E402
+from stellardb.ml import feature_sets, selection, train  # noqa: E402
+from stellardb.ml.features import GSPPHOT, PARAMETERS  # noqa: E402
+from stellardb.ml.metrics import residual_stats  # noqa: E402
+from stellardb.ml.model_store import load_scorer  # noqa: E402
+from stellardb.ml.scorer import NumpyScorer  # noqa: E402
+
+FILES = {"gaia": "gaia_source.csv.gz", "skymapper": "skymapper_master.csv", "tmass": "tmass_psc.csv",
+         "allwise": "allwise_source.csv", "ps1": "ps1_dr2_mean.csv", "sdss": "sdss_dr17_photoobj.csv",
+         "distances": "bailer_jones_distances.csv", "sos": "sos_spectro.csv"}
+UNITS = train.SELECTION_UNITS
+
+
+def build(work: Path, stars: int, seed: int) -> Path:
+    from stellardb.ingest import pipeline
+    from stellardb.simulate import simulate
+
+    db = work / f"allsky_{stars}_{seed}.duckdb"
+    if db.exists():
+        return db
+    t0 = time.perf_counter()
+    simulate(work / "sky", stars=stars, seed=seed, sky="all", overwrite=True)
+    for table, name in FILES.items():
+        pipeline.run(db, table, [work / "sky" / name])
+    print(f"simulated and ingested {stars:,} stars in {time.perf_counter() - t0:.0f} s", flush=True)
+    return db
+
+
+def lightgbm_mad(data, features, seed: int) -> dict:
+    import lightgbm as lgb
+
+    out = {}
+    for p in PARAMETERS:
+        y = data.labels[p]
+        ok = np.isfinite(y)
+        tr, va = ok & (data.split == "train"), ok & (data.split == "validation")
+        gsp = data.x[:, features.index(GSPPHOT[p])]
+        te = ok & (data.split == "test") & np.isfinite(gsp)
+        params = dict(objective="huber", alpha=0.3 * float(np.std(y[tr])), learning_rate=0.03, num_leaves=63,
+                      min_data_in_leaf=20, bagging_fraction=0.8, bagging_freq=1, feature_fraction=0.8, verbose=-1,
+                      num_threads=2, seed=seed)
+        booster = lgb.train(params, lgb.Dataset(data.x[tr], y[tr]), 5000, valid_sets=[lgb.Dataset(data.x[va], y[va])],
+                            callbacks=[lgb.early_stopping(100, verbose=False)])
+        out[p] = residual_stats(booster.predict(data.x[te], num_iteration=booster.best_iteration), y[te])["mad"]
+    return out
+
+
+def mean_mad(pred: dict, labels: dict, rows) -> float:
+    vals = []
+    for p in PARAMETERS:
+        r = pred[p][rows] - labels[p][rows]
+        r = r[np.isfinite(r)]
+        vals.append(np.median(np.abs(r - np.median(r))) / UNITS[p])
+    return float(np.mean(vals))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stars", type=int, default=400_000)
+    ap.add_argument("--seed", type=int, default=15)
+    ap.add_argument("--quick", action="store_true", help="train --quick (40 epochs at most)")
+    ap.add_argument("--work", type=Path, default=OUT / "feature_sets")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    db = build(args.work, args.stars, args.seed)
+    models = args.work / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    t0 = time.perf_counter()
+    fam = train.run_family(db, "bench", models_dir=models, seed=1, quick=args.quick, plots=False)
+    train_s = time.perf_counter() - t0
+    result = {"machine": machine(), "stars": args.stars, "seed": args.seed, "quick": args.quick,
+              "train_s": round(train_s, 1), "sets": {}, "skipped": fam.skipped}
+    print(f"trained {len(fam.members)} feature sets in {train_s / 60:.1f} min; skipped {fam.skipped}", flush=True)
+
+    con = connect(db)
+    datas = {}
+    try:
+        for m in fam.members:
+            fs = feature_sets.parse(m.card["feature_set"])
+            datas[fs.name] = train.load_training_set(con, list(fs.features), fs.name)
+    finally:
+        con.close()
+    # 1-2: per set, ML and GSP-Phot on the same test stars, LightGBM on the same inputs and split
+    for m in fam.members:
+        name = m.card["feature_set"]
+        fs = feature_sets.parse(name)
+        row = {"labelled": int(m.card["data_fingerprint"]["rows"])}
+        lgbm = lightgbm_mad(datas[name], list(fs.features), seed=1)
+        for p in PARAMETERS:
+            ml, gsp = m.metrics[p]["mlp"]["mad"], m.metrics[p]["gspphot"]["mad"]
+            row[p] = {"n": m.metrics[p]["mlp"]["n"], "mlp_mad": ml, "gspphot_mad": gsp, "ratio": ml / gsp,
+                      "lightgbm_mad": lgbm[p], "mlp_no_worse_than_lightgbm": ml <= lgbm[p]}
+        result["sets"][name] = row
+        print(f"{name:30s} n={row['labelled']:6,d} " + "  ".join(
+            f"{p} {row[p]['mlp_mad']:.3g} (GSP {row[p]['ratio']:.2f}, LGBM {row[p]['lightgbm_mad']:.3g})" for p in PARAMETERS),
+            flush=True)
+    sets = result["sets"]
+    targets = {}
+    if "gaia" in sets:
+        g = sets["gaia"]
+        targets["gaia_only"] = {"teff<=0.8": g["teff"]["ratio"] <= 0.8, "logg<=0.8": g["logg"]["ratio"] <= 0.8,
+                                "feh<=1.0": g["feh"]["ratio"] <= 1.0}
+    if "gaia-skymapper" in sets:
+        targets["gaia_skymapper<=0.5"] = {p: sets["gaia-skymapper"][p]["ratio"] <= 0.5 for p in PARAMETERS}
+    for name in sets:
+        if "skymapper" in name or "sdss" in name:
+            targets[f"{name} feh<=0.6"] = sets[name]["feh"]["ratio"] <= 0.6
+    targets["mlp_no_worse_than_lightgbm"] = {n: all(s[p]["mlp_no_worse_than_lightgbm"] for p in PARAMETERS)
+                                             for n, s in sets.items()}
+    result["targets"] = targets
+
+    # 3: the chosen prediction against every subset set's, on the validation stars with the set's inputs
+    card = fam.card
+    names = [m["feature_set"] for m in card["members"]]
+    con = connect(db)
+    try:
+        cols = sorted({c for n in names for c in feature_sets.parse(n).features}
+                      | {c for n in names for c in feature_sets.parse(n).passes_columns}, key=str.lower)
+        table = con.sql(f"select source_id, {', '.join(chr(34) + c + chr(34) for c in cols)}, teff, logg, feh, "
+                        f"{selection.chosen_sql(card['members'], card['choices'])} as chosen "
+                        "from labelled_features where passes_gaia_cuts").to_arrow_table()
+    finally:
+        con.close()
+    sid = table.column("source_id").to_numpy().astype(np.int64)
+    val = train.assign_split(sid) == "validation"
+    labels = {p: table.column(p).to_numpy(zero_copy_only=False).astype(float)[val] for p in PARAMETERS}
+    chosen = np.asarray(table.column("chosen").to_pylist(), dtype=object)[val]
+    preds, elig = {}, {}
+    for m in card["members"]:
+        fs = feature_sets.parse(m["feature_set"])
+        x = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(float)[val] for c in fs.features], axis=1)
+        _, folded = load_scorer(m["model"], models)
+        out = NumpyScorer(folded).predict(x.astype(np.float32))
+        preds[fs.name] = {p: out[p][0].astype(float) for p in PARAMETERS}
+        elig[fs.name] = np.all([table.column(c).to_numpy(zero_copy_only=False).astype(bool)[val]
+                                for c in fs.passes_columns], axis=0)
+    chosen_pred = {p: np.full(val.sum(), np.nan) for p in PARAMETERS}
+    for n in names:
+        for p in PARAMETERS:
+            chosen_pred[p][chosen == n] = preds[n][p][chosen == n]
+    never_worse = {}
+    for n in names:
+        fs = feature_sets.parse(n)
+        rows = elig[n]
+        if rows.sum() < 30:
+            continue
+        subsets = [k for k in names if k != n and set(feature_sets.parse(k).surveys) < set(fs.surveys)]
+        mine = mean_mad(chosen_pred, labels, rows)
+        never_worse[n] = {"validation_stars": int(rows.sum()), "chosen": mine,
+                          **{f"vs {k}": mean_mad(preds[k], labels, rows) for k in subsets}}
+        never_worse[n]["ok"] = all(mine <= v + 1e-12 for k, v in never_worse[n].items() if k.startswith("vs "))
+    result["adding_a_survey_never_worse"] = never_worse
+    print("chosen vs subsets (mean MAD/unit on validation stars with each set's inputs):", flush=True)
+    for n, v in never_worse.items():
+        print(f"  {n:30s} " + ", ".join(f"{k} {x:.3f}" if isinstance(x, float) else f"{k} {x}" for k, x in v.items()))
+
+    # 4: the scorer, all members on all their stars (inputs in memory)
+    con = connect(db)
+    try:
+        counts = dict(con.execute(f"select {selection.chosen_sql(card['members'], card['choices'])} as fs, count(*) "
+                                  "from all_features group by fs").fetchall())
+        total_s, total_n = 0.0, 0
+        for m in card["members"]:
+            fs = feature_sets.parse(m["feature_set"])
+            n = max(int(counts.get(fs.name) or 0), 1)
+            x = con.sql(f"select {', '.join(chr(34) + c + chr(34) for c in fs.features)} from all_features "
+                        f"where {fs.where} limit {n}").fetchnumpy()
+            arr = np.stack([np.asarray(x[c], dtype=np.float32) for c in fs.features], axis=1)
+            _, folded = load_scorer(m["model"], models)
+            scorer = NumpyScorer(folded)
+            scorer.predict(arr[:1000])
+            t1 = time.perf_counter()
+            scorer.predict(arr)
+            total_s += time.perf_counter() - t1
+            total_n += arr.shape[0]
+    finally:
+        con.close()
+    result["scorer"] = {"stars": total_n, "seconds": round(total_s, 3), "stars_per_s": round(total_n / total_s)}
+    print(f"scorer: {total_n:,} stars over {len(card['members'])} feature sets in {total_s:.2f} s = "
+          f"{total_n / total_s / 1e6:.2f} M stars/s", flush=True)
+    print(json.dumps(result["targets"], indent=1))
+    save("feature_sets", result)
+
+
+if __name__ == "__main__":
+    main()
