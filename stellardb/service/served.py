@@ -83,6 +83,17 @@ class Served:
     _active: int = 0
     _retired: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _row_groups: object = None
+
+    def row_groups(self):
+        """The index of this release's row groups for reading a few rows without DuckDB
+        (stellardb.service.rowgroups: the star page), made at its first use."""
+        with self._lock:
+            if self._row_groups is None:
+                from stellardb.service.rowgroups import ReleaseRowGroups
+
+                self._row_groups = ReleaseRowGroups(self)
+            return self._row_groups
 
     def column(self, table: str, name: str):
         """The metadata.Column of ``table.name``, or None."""
