@@ -85,6 +85,8 @@ class _TableFiles:
         self.spec = spec
         self.schema = schema                 # pyarrow schema of the view (file column excluded)
         self.names = tuple(schema.names)
+        self._known = set(self.names)
+        self._schemas: dict[tuple[str, ...], object] = {}
         self.hp = spec.healpix_column
         self._firsts = np.array([p[0] for p in spec.partitions], dtype=np.int64)
         self._lasts = np.array([p[1] for p in spec.partitions], dtype=np.int64)
@@ -116,6 +118,16 @@ class _TableFiles:
             self._groups[path] = found
         return found
 
+    def _schema_of(self, columns: tuple[str, ...]):
+        """The view's schema of ``columns`` (None: a column it lacks), kept per list of columns."""
+        import pyarrow as pa
+
+        found = self._schemas.get(columns)
+        if found is None and columns not in self._schemas:
+            found = pa.schema([self.schema.field(c) for c in columns]) if set(columns) <= self._known else None
+            self._schemas[columns] = found
+        return found
+
     def rows(self, ranges: Sequence[tuple[int, int]], filter_columns: Sequence[str],
              keep: Callable, columns: Sequence[str] | None = None) -> list[dict] | None:
         """The rows whose ``_healpix_29`` lies in one of ``ranges`` (inclusive) and that ``keep``
@@ -129,7 +141,8 @@ class _TableFiles:
 
         columns = tuple(columns) if columns is not None else self.names
         wanted = (self.hp, *[c for c in filter_columns if c != self.hp])
-        if not ranges or any(c not in self.names for c in (*wanted, *columns)):
+        target = self._schema_of(columns)
+        if not ranges or target is None or any(c not in self._known for c in wanted):
             return None
         lows = np.array([lo for lo, _ in ranges], dtype=np.int64)
         highs = np.array([hi for _, hi in ranges], dtype=np.int64)
@@ -148,7 +161,6 @@ class _TableFiles:
                 if len(plan) > MAX_ROW_GROUPS:
                     return None
             found = []
-            target = pa.schema([self.schema.field(c) for c in columns])
             for path, group in plan:
                 meta = self.owner.footer(path)
                 with pa.OSFile(path) as source, pq.ParquetFile(source, metadata=meta) as pf:
@@ -179,7 +191,7 @@ class _TableFiles:
                         if table.num_rows <= rows.max():
                             table = pf.read_row_group(group, columns=list(columns), use_threads=False)
                     table = table.take(pa.array(rows))
-                found.append(table.cast(target))
+                found.append(table if table.schema.equals(target) else table.cast(target))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None
         return [row for table in found for row in table.to_pylist()]
