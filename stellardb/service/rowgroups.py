@@ -19,6 +19,7 @@ returns None and the caller asks DuckDB instead, with its time limit.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -136,6 +137,12 @@ class _TableFiles:
 
         ``keep(candidates)`` gets a pyarrow Table of ``filter_columns`` of the rows of one row group
         within the ranges and returns the positions (in it) of the rows wanted."""
+        found = self.read(ranges, filter_columns, keep, columns)
+        return None if found is None else found.to_pylist()
+
+    def read(self, ranges: Sequence[tuple[int, int]], filter_columns: Sequence[str],
+             keep: Callable, columns: Sequence[str] | None = None):
+        """What :meth:`rows` finds, as one pyarrow Table (in the files' order)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -194,7 +201,7 @@ class _TableFiles:
                 found.append(table if table.schema.equals(target) else table.cast(target))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None
-        return [row for table in found for row in table.to_pylist()]
+        return pa.concat_tables(found) if found else target.empty_table()
 
 
 def equal_to(column: str, value: int) -> Callable:
@@ -253,3 +260,57 @@ def in_circle(ra_column: str, dec_column: str, centre, radius_deg: float) -> Cal
         return chosen
 
     return keep
+
+
+#: rows whose separation numpy puts within this of the radius (arcsec) are tested again exactly
+#: (numpy's sin, cos and atan2 may differ from libm's in the last bit: some 1e-10 arcsec here)
+_UNSURE_ARCSEC = 1e-6
+
+
+def within(ra_column: str, dec_column: str, centre, radius_deg: float) -> Callable:
+    """``keep`` of :func:`in_circle`, for many rows: numpy decides every row but those within
+    _UNSURE_ARCSEC of the radius, which in_circle's exact test decides."""
+    limit = radius_deg * 3600.0
+    x0, y0, z0 = centre
+    exact = in_circle(ra_column, dec_column, centre, radius_deg)
+
+    def keep(candidates):
+        ra = np.radians(candidates.column(ra_column).to_numpy().astype(np.float64, copy=False))
+        dec = np.radians(candidates.column(dec_column).to_numpy().astype(np.float64, copy=False))
+        with np.errstate(invalid="ignore"):
+            cos_dec = np.cos(dec)
+            x, y, z = cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)
+            sep = np.degrees(np.arctan2(np.sqrt((y * z0 - z * y0) ** 2 + (z * x0 - x * z0) ** 2 + (x * y0 - y * x0) ** 2),
+                                        x * x0 + y * y0 + z * z0)) * 3600.0
+            inside = sep <= limit - _UNSURE_ARCSEC
+            unsure = np.flatnonzero(~inside & ~(sep > limit + _UNSURE_ARCSEC))  # NaN (NULL) too
+        if unsure.size:
+            import pyarrow as pa
+
+            again = np.asarray(exact(candidates.take(pa.array(unsure))), dtype=np.int64)
+            inside[unsure[again]] = True
+        return np.flatnonzero(inside)
+
+    return keep
+
+
+def cone(served, table: str, position: tuple[str, str], ra: float, dec: float, radius_deg: float,
+         columns: Sequence[str], timeout_s: float):
+    """The answer to ``SELECT columns FROM table WHERE 1 = CONTAINS(POINT(*position), CIRCLE(ra, dec,
+    radius_deg))`` (ra, dec, radius_deg as written with repr): (pyarrow Table, [adql.OutputColumn]),
+    the rows in the files' order; None where DuckDB must answer (no row-group index, SR=0, a cone
+    over more than MAX_ROW_GROUPS row groups)."""
+    from stellardb.release.reader import cone_ranges
+    from stellardb.service import adql
+
+    if not (radius_deg > 0 and math.isfinite(ra) and math.isfinite(dec) and math.isfinite(radius_deg)):
+        return None
+    files = served.row_groups().table(table, timeout_s)
+    if files is None:
+        return None
+    # the translator's pruning ranges, centre and exact test (adql.pruning, adql.containment)
+    ranges = cone_ranges(ra, dec, radius_deg * 3600 + adql._PRUNE_MARGIN_ARCSEC)
+    found = files.read(ranges, position, within(*position, adql._unit(ra, dec), radius_deg), columns)
+    if found is None:
+        return None
+    return found, [adql.OutputColumn(c, files.spec, c) for c in columns]

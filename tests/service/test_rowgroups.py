@@ -1,7 +1,7 @@
-"""The star page's rows read from the release's row groups (stellardb.service.rowgroups) against
-DuckDB: the service's DuckDB queries of the same rows, and DuckDB directly on the release's
-files; its Python cone test against DuckDB's macros, to the bit; cone_ranges's direct call to
-cdshealpix against cdshealpix's own (astropy) one.
+"""Rows read from the release's row groups (stellardb.service.rowgroups: the star page and /scs)
+against DuckDB: the service's DuckDB queries of the same rows, and DuckDB directly on the
+release's files; the Python cone tests against DuckDB's macros, to the bit; cone_ranges's
+direct call to cdshealpix against cdshealpix's own (astropy) one.
 
 A second release of the test sky is written with row groups of 2048 rows (DuckDB's least; the
 service's are 20,000: one per partition file of the test sky) and partitions of up to 40k rows,
@@ -219,3 +219,97 @@ def test_cone_ranges_call_cdshealpix_as_its_wrapper_does(monkeypatch):
     fast = [reader.cone_ranges(*c) for c in cones]
     monkeypatch.setattr(reader, "_native_cone_search", lambda: None)
     assert fast == [reader.cone_ranges(*c) for c in cones]
+
+
+# -- /scs ------------------------------------------------------------------------------------------
+def _cones(con, n: int = 30) -> list[tuple[float, float, float]]:
+    """(ra, dec, radius deg): around random stars (1 arcsec to 3 degrees), at the pole, across RA 0,
+    and radii that are exactly a star's separation (the row on the edge is in)."""
+    rng = np.random.default_rng(9)
+    sky = con.execute("select ra, dec from gaia order by source_id").fetchnumpy()
+    picks = rng.choice(len(sky["ra"]), n, replace=False)
+    cones = [(float(sky["ra"][i]), float(sky["dec"][i]), float(10 ** rng.uniform(-3.5, 0.5))) for i in picks]
+    cones += [(0.0, -90.0, 3.0), (359.9, -30.0, 0.5), (0.05, -30.0, 0.5), (360.0, 0.0, 0.3)]
+    for i in picks[:10]:
+        ra0, dec0 = float(sky["ra"][i] + 0.01), float(sky["dec"][i] - 0.01)
+        edge = con.execute("select vector_sep_arcsec(sky_x($1, $2), sky_y($1, $2), sky_z($1, $2), sky_x($3, $4), "
+                           "sky_y($3, $4), sky_z($3, $4)) / 3600.0", [sky["ra"][i], sky["dec"][i], ra0, dec0]).fetchone()[0]
+        cones.append((ra0 % 360, dec0, float(edge)))
+    return cones
+
+
+def _by_translation(served, table, position, ra, dec, radius, columns):
+    """The same cone as ADQL, translated and run on the service's DuckDB."""
+    query = (f"SELECT {', '.join(columns)} FROM {served.schema}.{table} WHERE "
+             f"1 = CONTAINS(POINT({position[0]}, {position[1]}), CIRCLE({ra!r}, {dec!r}, {radius!r}))")
+    translation = adql.translate(query, served.tables, default_schema=served.schema)
+    return served.execute(translation.sql, TIMEOUT_S)
+
+
+@pytest.mark.parametrize("table", ["catalogue", "skymapper"])
+def test_cone_from_row_groups_is_the_translated_querys(grouped, table):
+    served, con = grouped
+    position = ("raj2000", "dej2000") if table == "skymapper" else ("ra", "dec")
+    key = "object_id" if table == "skymapper" else "source_id"
+    every = [c.name for c in served.columns[table]]
+    answered, rows_seen = 0, 0
+    for k, (ra, dec, radius) in enumerate(_cones(con)):
+        columns = every if k % 3 == 0 else [key, *position, every[-1]]
+        found = rowgroups.cone(served, table, position, ra, dec, radius, columns, TIMEOUT_S)
+        expected = _by_translation(served, table, position, ra, dec, radius, columns)
+        if found is None:  # a wide cone: DuckDB answers (more than MAX_ROW_GROUPS row groups)
+            continue
+        answered += 1
+        got, output = found
+        assert [c.name for c in output] == columns and all(c.table.name == table for c in output)
+        assert got.schema.equals(expected.schema), (got.schema, expected.schema)
+        assert got.sort_by(key).equals(expected.sort_by(key)), (ra, dec, radius)
+        rows_seen += got.num_rows
+    assert answered >= 25 and rows_seen > 100
+
+
+def test_numpys_cone_test_with_its_exact_recheck_is_duckdbs(release_con):
+    """rowgroups.within (numpy, rows near the edge rechecked exactly) keeps exactly the rows DuckDB's
+    translated test keeps, radii set to rows' exact separations included."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(4)
+    n = 50_000
+    ra0, dec0 = 10.0, -89.5
+    ra = (ra0 + rng.uniform(-40, 40, n)) % 360
+    dec = np.clip(dec0 + rng.normal(0, 0.5, n), -90, 90)
+    ra[:100], dec[:100] = 0.0, -90.0
+    centre = adql._unit(ra0, dec0)
+    seps = release_con.execute(
+        "select vector_sep_arcsec(sky_x(ra, dec), sky_y(ra, dec), sky_z(ra, dec), $3, $4, $5) as s from "
+        "(select unnest($1::double[]) as ra, unnest($2::double[]) as dec)",
+        [ra.tolist(), dec.tolist(), *centre]).fetchnumpy()["s"]
+    table = pa.table({"ra": ra, "dec": dec})
+    for radius_deg in (*(float(seps[i]) / 3600.0 for i in rng.choice(n, 8)), 0.3, 1.0):
+        kept = rowgroups.within("ra", "dec", centre, radius_deg)(table)
+        assert kept.tolist() == np.flatnonzero(seps <= radius_deg * 3600.0).tolist(), radius_deg
+
+
+def test_scs_answers_as_through_duckdb(client, monkeypatch, release_con):
+    """/scs on the service (the row groups) and with rowgroups.cone switched off (the translated
+    query on DuckDB): the same VOTable rows and fields."""
+    from astropy.io.votable import parse
+
+    def table(response):
+        assert response.status_code == 200, response.text[:300]
+        votable = parse(__import__("io").BytesIO(response.content)).get_first_table()
+        got = votable.to_table()
+        return [f.name for f in votable.fields], [(f.datatype, f.unit, f.ucd) for f in votable.fields], \
+            sorted(tuple(str(v) for v in row) for row in got)
+
+    sky = release_con.execute("select ra, dec from gaia using sample 6 rows (reservoir, 3)").fetchall()
+    cones = [{"RA": ra, "DEC": dec, "SR": 0.2, "VERB": verb} for (ra, dec), verb in zip(sky, "123123")]
+    cones += [{"RA": 0.0, "DEC": -90.0, "SR": 2.0}, {"RA": 359.99, "DEC": -20, "SR": 0.7}, {"RA": 1, "DEC": 1, "SR": 0}]
+    calls = []
+    real = rowgroups.cone
+    monkeypatch.setattr(rowgroups, "cone", lambda *a, **k: calls.append(1) or real(*a, **k))
+    direct = [table(client.get("/scs", params=p)) for p in cones]
+    assert len(calls) == len(cones)
+    monkeypatch.setattr(rowgroups, "cone", lambda *a, **k: None)
+    assert direct == [table(client.get("/scs", params=p)) for p in cones]
+    assert sum(len(rows) for _, _, rows in direct) > 20
