@@ -39,6 +39,8 @@ BENCHES = {
              "1 arcsec through pyvo (each part timed; the DuckDB match against astropy match_to_catalog_sky on the "
              "same arrays; the pairs against astropy's), and 20 clients looping over async jobs beside 50 page "
              "loads/s for 60 s (failures, latency, server RSS and CPU)",
+    "async_pages": "part 2 of `bench_async.py` alone (`--skip-xmatch`): 20 async job clients beside 50 page loads/s "
+                   "for 60 s, the star page reading the release's row groups (issue 14)",
 }
 
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from stellardb.service import results, tap_async, uws, vosi, web
+from stellardb.service import results, rowgroups, tap_async, uws, vosi, web
 from stellardb.service.uws import ClientError
 from stellardb.service.metadata import tableset_xml
 
@@ -162,24 +162,27 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
                         headers=headers)
 
     async def run_query(make_adql, maxrec: int, kind: str, media: str, rewrite_fields=None,
-                        uploads=None) -> Response:
+                        uploads=None, direct=None) -> Response:
         """Translate, run and render in a worker thread; the event loop stays free for other clients.
-        ``make_adql(served)`` gives the ADQL for the release that will answer."""
+        ``make_adql(served)`` gives the ADQL for the release that will answer (``direct``: see compute)."""
         if state["running"] >= limits.max_queries:
             return error_response(f"The service is busy ({limits.max_queries} queries running); try again in a "
                                   "second.", 503, {"Retry-After": "1"})
         state["running"] += 1
         try:
             answer = await anyio.to_thread.run_sync(
-                lambda: compute(make_adql, maxrec, kind, media, rewrite_fields, uploads), limiter=limiter)
+                lambda: compute(make_adql, maxrec, kind, media, rewrite_fields, uploads, direct=direct),
+                limiter=limiter)
         finally:
             state["running"] -= 1
         return Response(answer.body, status_code=answer.status, media_type=answer.media, headers=answer.headers)
 
     def compute(make_adql, maxrec, kind, media, rewrite_fields=None, uploads=None, timeout_s=None,
-                should_stop=None, releases=None) -> Answer:
+                should_stop=None, releases=None, direct=None) -> Answer:
         """One query, start to end: the answer's document (a result or an error) and headers.
-        ``uploads``: the request's TAP_UPLOAD tables (stellardb.service.upload.Upload)."""
+        ``uploads``: the request's TAP_UPLOAD tables (stellardb.service.upload.Upload).
+        ``direct(served)``, when given, may answer the ADQL itself: (Arrow table of every row,
+        [adql.OutputColumn of each column]), or None (then the ADQL runs on DuckDB)."""
         import duckdb
 
         from stellardb.service import adql
@@ -196,14 +199,20 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
                               release=served.name)
 
             try:
-                tables = served.tables + tuple(u.adql_table for u in uploads)
-                translation = adql.translate(make_adql(served), tables, default_schema=served.schema)
+                answered = direct(served) if direct is not None else None
+                if answered is not None:
+                    table, output = answered
+                else:
+                    tables = served.tables + tuple(u.adql_table for u in uploads)
+                    translation = adql.translate(make_adql(served), tables, default_schema=served.schema)
+                    output = translation.columns
                 # a result is built in Python after DuckDB: at most CELLS values of it (rows x columns)
-                cells_cap = results.CELLS[kind] // max(1, len(translation.columns))
+                cells_cap = results.CELLS[kind] // max(1, len(output))
                 rows = min(maxrec, cells_cap)
-                sql = f"select * from ({translation.sql}) limit {rows + 1}"
-                table = served.execute(sql, timeout_s, should_stop=should_stop,
-                                       tables={k: v for u in uploads for k, v in u.tables().items()})
+                if answered is None:
+                    sql = f"select * from ({translation.sql}) limit {rows + 1}"
+                    table = served.execute(sql, timeout_s, should_stop=should_stop,
+                                           tables={k: v for u in uploads for k, v in u.tables().items()})
             except adql.AdqlError as exc:
                 return failed(public_message(exc))
             except NotOneSelect:
@@ -224,12 +233,12 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
                 overflow = "More rows match; raise MAXREC or narrow the query" if rows == maxrec else (
                     f"More rows match than one answer in this format holds ({results.CELLS[kind]:,} values); select "
                     "fewer columns, narrow the query, or ask for RESPONSEFORMAT=parquet")
-            names = [c.name for c in translation.columns]
+            names = [c.name for c in output]
             if len(names) == table.num_columns:
                 table = table.rename_columns(names)
             meta = []
             upload_meta = {u.name.lower(): u for u in uploads}
-            for c in translation.columns:
+            for c in output:
                 found = None
                 if c.table is not None and c.column is not None:
                     if c.table.schema == "tap_upload":
@@ -380,25 +389,34 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         ra_col, dec_col = ("raj2000", "dej2000") if table == "skymapper" else ("ra", "dec")
         scs_ucds = {id_column: "ID_MAIN", ra_col: "POS_EQ_RA_MAIN", dec_col: "POS_EQ_DEC_MAIN"}
 
-        def make_adql(served) -> str:
+        def chosen(served) -> list[str]:
             columns = [c.name for c in served.columns[table]]
             if verb == "1":
-                chosen = [id_column, ra_col, dec_col]
+                picked = [id_column, ra_col, dec_col]
             elif verb == "2":
-                chosen = [c for c in columns if c in SCS_VERB2]
+                picked = [c for c in columns if c in SCS_VERB2]
             else:
-                chosen = columns
-            chosen = [id_column, ra_col, dec_col] + [c for c in chosen if c not in (id_column, ra_col, dec_col)]
-            select = ", ".join(f'"{c}"' for c in chosen)
+                picked = columns
+            return [id_column, ra_col, dec_col] + [c for c in picked if c not in (id_column, ra_col, dec_col)]
+
+        def make_adql(served) -> str:
+            select = ", ".join(f'"{c}"' for c in chosen(served))
             # SR=0 asks for the columns only (SCS 1.03): no row, and nothing read
             where = "1 = 0" if sr == 0 else \
                 f'1 = CONTAINS(POINT("{ra_col}", "{dec_col}"), CIRCLE({ra!r}, {dec!r}, {sr!r}))'
             return f"SELECT {select} FROM {served.schema}.{table} WHERE {where}"
 
+        def answer_directly(served):
+            # the rows of make_adql's query read from the row groups of its _healpix_29 ranges with the
+            # translation's exact test (rowgroups.cone): no translation, no DuckDB plan; a cone that
+            # reaches too many row groups (or SR=0) runs on DuckDB
+            return rowgroups.cone(served, table, (ra_col, dec_col), ra, dec, sr, chosen(served), limits.timeout_s)
+
         def rewrite(names, meta):
             return [{**m, "ucd": scs_ucds.get(name, m.get("ucd"))} for name, m in zip(names, meta)]
 
-        return await run_query(make_adql, limits.maxrec_limit, "votable", results.VOTABLE, rewrite)
+        return await run_query(make_adql, limits.maxrec_limit, "votable", results.VOTABLE, rewrite,
+                               direct=answer_directly)
 
     routes = [
         *web.routes(holder, limits, root_url),

@@ -83,13 +83,26 @@ class Served:
     _active: int = 0
     _retired: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _row_groups: object = None
+    _column_index: dict | None = None
+
+    def row_groups(self):
+        """The index of this release's row groups for reading a few rows without DuckDB
+        (stellardb.service.rowgroups: the star page), made at its first use."""
+        with self._lock:
+            if self._row_groups is None:
+                from stellardb.service.rowgroups import ReleaseRowGroups
+
+                self._row_groups = ReleaseRowGroups(self)
+            return self._row_groups
 
     def column(self, table: str, name: str):
         """The metadata.Column of ``table.name``, or None."""
-        for c in self.columns.get(table, ()):
-            if c.name == name:
-                return c
-        return None
+        index = self._column_index
+        if index is None:  # made once (a star page asks ~200 times, a cone once per column)
+            index = self._column_index = {(t, c.name): c for t, found in self.columns.items()
+                                          for c in reversed(found)}
+        return index.get((table, name))
 
     # -- queries -------------------------------------------------------------------------------
     @contextmanager
