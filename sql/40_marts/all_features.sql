@@ -19,43 +19,43 @@ final as (
         1.0857 / g.phot_bp_mean_flux_over_error::double as phot_bp_mean_mag_error,
         1.0857 / g.phot_rp_mean_flux_over_error::double as phot_rp_mean_mag_error,
         ----------  2MASS All-Sky Point Source Catalog (PSC) (tmass_features)
-        tmass.j_m,
-        tmass.j_msigcom,
-        tmass.h_m,
-        tmass.h_msigcom,
-        tmass.k_m,
-        tmass.k_msigcom,
+        tmass_f.j_m,
+        tmass_f.j_msigcom,
+        tmass_f.h_m,
+        tmass_f.h_msigcom,
+        tmass_f.k_m,
+        tmass_f.k_msigcom,
         ----------  AllWISE Source Catalog (allwise_features)
-        allwise.w1mpro,
-        allwise.w1sigmpro,
-        allwise.w2mpro,
-        allwise.w2sigmpro,
-        allwise.w3mpro,
-        allwise.w3sigmpro,
-        allwise.w4mpro,
-        allwise.w4sigmpro,
+        allwise_f.w1mpro,
+        allwise_f.w1sigmpro,
+        allwise_f.w2mpro,
+        allwise_f.w2sigmpro,
+        allwise_f.w3mpro,
+        allwise_f.w3sigmpro,
+        allwise_f.w4mpro,
+        allwise_f.w4sigmpro,
         ----------  Pan-STARRS1 DR2 mean object photometry (ObjectThin + MeanObject) (ps1_features)
-        ps1.gMeanPSFMag,
-        ps1.gMeanPSFMagErr,
-        ps1.rMeanPSFMag,
-        ps1.rMeanPSFMagErr,
-        ps1.iMeanPSFMag,
-        ps1.iMeanPSFMagErr,
-        ps1.zMeanPSFMag,
-        ps1.zMeanPSFMagErr,
-        ps1.yMeanPSFMag,
-        ps1.yMeanPSFMagErr,
+        ps1_f.gMeanPSFMag,
+        ps1_f.gMeanPSFMagErr,
+        ps1_f.rMeanPSFMag,
+        ps1_f.rMeanPSFMagErr,
+        ps1_f.iMeanPSFMag,
+        ps1_f.iMeanPSFMagErr,
+        ps1_f.zMeanPSFMag,
+        ps1_f.zMeanPSFMagErr,
+        ps1_f.yMeanPSFMag,
+        ps1_f.yMeanPSFMagErr,
         ----------  SDSS DR17 PhotoObj (primary photometry) (sdss_features)
-        sdss.psfMag_u,
-        sdss.psfMagErr_u,
-        sdss.psfMag_g,
-        sdss.psfMagErr_g,
-        sdss.psfMag_r,
-        sdss.psfMagErr_r,
-        sdss.psfMag_i,
-        sdss.psfMagErr_i,
-        sdss.psfMag_z,
-        sdss.psfMagErr_z,
+        sdss_f.psfMag_u,
+        sdss_f.psfMagErr_u,
+        sdss_f.psfMag_g,
+        sdss_f.psfMagErr_g,
+        sdss_f.psfMag_r,
+        sdss_f.psfMagErr_r,
+        sdss_f.psfMag_i,
+        sdss_f.psfMagErr_i,
+        sdss_f.psfMag_z,
+        sdss_f.psfMagErr_z,
         ----------  which inputs the star has
         coalesce(
             f.phot_bp_mean_mag is not null and f.phot_rp_mean_mag is not null
@@ -63,16 +63,16 @@ final as (
             false
         ) as passes_gaia_cuts,
         f.passes_feature_cuts as passes_skymapper_cuts,
-        coalesce(tmass.passes_tmass_cuts, false) as passes_tmass_cuts,
-        coalesce(allwise.passes_allwise_cuts, false) as passes_allwise_cuts,
-        coalesce(ps1.passes_ps1_cuts, false) as passes_ps1_cuts,
-        coalesce(sdss.passes_sdss_cuts, false) as passes_sdss_cuts
+        coalesce(tmass_f.passes_tmass_cuts, false) as passes_tmass_cuts,
+        coalesce(allwise_f.passes_allwise_cuts, false) as passes_allwise_cuts,
+        coalesce(ps1_f.passes_ps1_cuts, false) as passes_ps1_cuts,
+        coalesce(sdss_f.passes_sdss_cuts, false) as passes_sdss_cuts
     from features as f
     inner join gaia_src as g on g.source_id = f.source_id
-left join tmass_features as tmass on tmass.source_id = f.source_id
-left join allwise_features as allwise on allwise.source_id = f.source_id
-left join ps1_features as ps1 on ps1.source_id = f.source_id
-left join sdss_features as sdss on sdss.source_id = f.source_id
+    left join tmass_features as tmass_f on tmass_f.source_id = f.source_id
+    left join allwise_features as allwise_f on allwise_f.source_id = f.source_id
+    left join ps1_features as ps1_f on ps1_f.source_id = f.source_id
+    left join sdss_features as sdss_f on sdss_f.source_id = f.source_id
 )
 
 select * from final

@@ -354,6 +354,29 @@ def presets():
 
 
 @cli.command()
+def surveys():
+    """List the photometric surveys stellardb knows: key, position and epoch, bands, missing values,
+    A_band / E(B-V) with its source, crossmatch radius setting.
+
+    Example:
+
+        stellardb surveys
+    """
+    from stellardb.catalog.surveys import SURVEYS
+
+    for s in SURVEYS.values():
+        epoch = (f"{s.epoch_column} ({s.epoch_unit.upper()})" if s.epoch_column else "none") + (
+            f", else J{s.epoch_default_yr}" if s.epoch_default_yr else "")
+        click.echo(f"{s.name} - {s.title}; footprint: {s.footprint}")
+        click.echo(f"  key {s.key}; position {s.position[0]}, {s.position[1]} (deg, ICRS) at epoch {epoch}")
+        click.echo("  bands: " + ", ".join(f"{b.mag} +- {b.err} ({b.system}, A/E(B-V) {b.r_ebv:g})" for b in s.bands))
+        click.echo(f"  extinction: {s.extinction_source}")
+        click.echo(f"  missing values: {s.missing}")
+        click.echo(f"  crossmatch: table {s.xmatch_table}, radius {s.radius_arcsec:g} arcsec (settings row "
+                   f"{s.radius_setting}); a model uses it with at least {s.min_bands} of its {len(s.bands)} bands")
+
+
+@cli.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--stars", default=200_000, show_default=True, type=int, help="Number of Gaia sources to simulate.")
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed; the same seed gives identical files.")

@@ -74,7 +74,7 @@ def which_table(header: list[str]) -> str | None:
     for spec in TABLES.values():
         if spec.name == "sos":
             continue
-        score = sum(c in lower for c in spec.signature) / len(spec.signature)
+        score = sum(c.lower() in lower for c in spec.signature) / len(spec.signature)
         if score > best_score:
             best, best_score = spec.name, score
     return best if best_score >= 0.6 else None
@@ -82,8 +82,8 @@ def which_table(header: list[str]) -> str | None:
 
 def check_types(con, spec, present, stage_types, targets, path, row: str) -> None:
     """Every value converts to the column's type, or the file is refused naming the first bad row."""
-    for key in ("source_id", "object_id"):
-        if key not in present:
+    for key in dict.fromkeys(("source_id", "object_id", *spec.key)):  # the survey ids: objID reaches 1.2e18
+        if key not in present or targets.get(key) not in ("BIGINT", "UBIGINT"):
             continue
         old = present[key]
         q = db.quote_identifier(old)

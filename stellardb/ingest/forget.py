@@ -118,13 +118,22 @@ DERIVED_STARS = {
 }
 
 
+def _USED(table: str) -> str:
+    """SQL restricting predictions to those a survey's rows went into: a prediction whose feature set
+    does not include the survey (feature_set "gaia" for a forgotten PS1 file) did not use them.  A
+    prediction without a feature_set (scored before it was recorded) may have: it goes."""
+    if table not in SURVEYS:
+        return ""
+    return f" and (feature_set is null or list_contains(string_split(feature_set, '-'), '{table}'))"
+
+
 def _plan(con, ingest: Ingest) -> ForgetPlan:
     table = ingest.table
     params = {"id": ingest.ingest_id}
     predictions = pairs = 0
     if table in DERIVED_STARS:
-        predictions = con.execute(f"select count(*) from predictions where source_id in ({DERIVED_STARS[table]})",
-                                  params).fetchone()[0]
+        predictions = con.execute(f"select count(*) from predictions where source_id in ({DERIVED_STARS[table]})"
+                                  f"{_USED(table)}", params).fetchone()[0]
     if table == "gaia":
         pairs = sum(con.execute(f"select count(*) from {s.xmatch_table} where gaia_source_id in "
                                 "(select source_id from gaia where ingest_id = $id)", params).fetchone()[0]
@@ -158,7 +167,7 @@ def forget(db_path, target: str) -> ForgetResult:
             params = {"id": ingest.ingest_id}
             table = ingest.table
             if table in DERIVED_STARS:  # before the rows (and the pairs that lead to them) go
-                con.execute(f"delete from predictions where source_id in ({DERIVED_STARS[table]})", params)
+                con.execute(f"delete from predictions where source_id in ({DERIVED_STARS[table]}){_USED(table)}", params)
             con.execute(f"delete from {table} where ingest_id = $id", params)
             con.execute("delete from predictions where source_id not in (select source_id from gaia)")
             con.execute("delete from ingests where ingest_id = $id", params)

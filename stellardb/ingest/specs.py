@@ -60,7 +60,11 @@ TABLES: dict[str, TableSpec] = {
 # table predates the specs); each is positional, keyed by its integer id
 TABLES.update({
     name: TableSpec(
-        name, (SURVEYS[name].key,), (SURVEYS[name].key, *SURVEYS[name].position), SURVEYS[name].position, "position",
+        name, (SURVEYS[name].key,),
+        # an epoch column is required where the survey has no single epoch to fall back on (2MASS's jdate)
+        (SURVEYS[name].key, *SURVEYS[name].position,
+         *([SURVEYS[name].epoch_column] if SURVEYS[name].epoch_default_yr is None and SURVEYS[name].epoch_column else [])),
+        SURVEYS[name].position, "position",
         signature=SURVEYS[name].signature,
     )
     for name in NEW_SURVEYS

@@ -43,7 +43,7 @@ def stage_and_check(con, spec: TableSpec, source: readers.SourceFile, preset_nam
     renames = {old: next((t for t in targets if t.lower() == new.lower()), new) for old, new in renames.items()}
     preset, mapping = choose_preset(spec, header, preset_name, renames, path, set(targets) - DERIVED)
     mapping = canonical_names(mapping, targets)
-    id_positions = [i for i, col in enumerate(header) if mapping.get(col) in ("source_id", "object_id")]
+    id_positions = [i for i, col in enumerate(header) if mapping.get(col) in ("source_id", "object_id", *spec.key)]
     sniffed = readers.staged_names(con, source) if id_positions and source.format == "csv" else []
     id_columns = [sniffed[i] for i in id_positions if i < len(sniffed)]
     columns = readers.load(con, source, STAGE, varchar_columns=id_columns)
@@ -273,8 +273,10 @@ def apply_quality_flags(con, exprs: dict[str, str], preset, staged_of: dict[str,
     if preset is None or not preset.quality_flags:
         return 0
     tests = []
+    by_lower = {real.lower(): staged for real, staged in staged_of.items()}
     for file_column, bad_if, columns in preset.quality_flags:
-        staged = staged_of.get(file_column)
+        # a flag spelled CLEAN or Clean is the same flag (file names are matched ignoring case everywhere)
+        staged = staged_of.get(file_column) or by_lower.get(file_column.lower())
         if staged is None:
             continue  # a file without the flag column is taken as it is
         test = f"coalesce({db.quote_identifier(staged)} {bad_if}, false)"

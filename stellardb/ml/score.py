@@ -228,7 +228,11 @@ def run_family(db, model: str, models_dir=None, batch_rows: int = BATCH_ROWS, pr
     loaded = {}
     for m in members:
         card, folded = load_scorer(m["model"], models_dir, db)
-        if card.get("feature_set") != m["feature_set"] or card.get("family") != model:
+        import hashlib
+
+        sha = hashlib.sha256((root / m["model"] / "card.json").read_bytes()).hexdigest()
+        if card.get("feature_set") != m["feature_set"] or card.get("family") != model or \
+                (m.get("card_sha256") and m["card_sha256"] != sha):
             raise UserError(f'{root / m["model"]} is not the {m["feature_set"]} member of family "{model}" (it was '
                             f"retrained on its own); retrain the family with `stellardb train --model {model}`.")
         loaded[m["feature_set"]] = (card, folded)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stellardb.catalog.db import quote_literal
 from stellardb.errors import UserError
 from stellardb.ml.features import PARAMETERS
 
@@ -119,8 +120,8 @@ def chosen_sql(members: list[dict], choices: list[dict]) -> str:
     for c in choices:
         tests = [where[m["feature_set"]] if m["feature_set"] in c["eligible"] else f"not {where[m['feature_set']]}"
                  for m in members]
-        arms.append(f"when {' and '.join(tests)} then '{c['chosen']}'")
-    arms += [f"when {where[name]} then '{name}'" for name in fallback_order(members)]
+        arms.append(f"when {' and '.join(tests)} then {quote_literal(c['chosen'])}")
+    arms += [f"when {where[name]} then {quote_literal(name)}" for name in fallback_order(members)]
     return "case " + " ".join(arms) + " end"
 
 
@@ -138,12 +139,20 @@ def read_family(root: Path, name: str) -> dict | None:
     path = family_path(root, name)
     if not path.is_file():
         return None
+    from stellardb.ml.feature_sets import parse
+
     try:
         card = json.loads(path.read_text())
         members = card["members"]
-        _ = [(m["feature_set"], m["model"]) for m in members]
-        _ = [(c["eligible"], c["chosen"]) for c in card["choices"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path} is corrupt ({exc.__class__.__name__}); retrain with `stellardb train --model {name}`.") \
-            from None
+        sets = {m["feature_set"] for m in members}
+        for m in members:
+            # a member is this family's model of a known feature set: nothing else reaches SQL
+            if parse(m["feature_set"]).name != m["feature_set"] or m["model"] != member_name(name, m["feature_set"]):
+                raise ValueError(f"member {m['model']!r}")
+        for c in card["choices"]:
+            if c["chosen"] not in sets or not set(c["eligible"]) <= sets or c["chosen"] not in c["eligible"]:
+                raise ValueError(f"choice {c['chosen']!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path} is corrupt ({exc.__class__.__name__}: {str(exc)[:80]}); retrain with "
+                        f"`stellardb train --model {name}`.") from None
     return card

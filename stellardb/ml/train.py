@@ -722,7 +722,7 @@ def labelled_counts(con, sets) -> dict:
         fs = feature_sets.parse(name)
         sql = ("select count(*) from training_set" if fs.name == SEED
                else f"select count(*) from labelled_features where {fs.where}")
-        out[name] = int(con.execute(sql).fetchone()[0])
+        out[name] = int(con.execute(sql).fetchall()[0][0])
     return out
 
 
@@ -756,6 +756,9 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
     from stellardb.ml import selection
 
     name = check_model_name(model)
+    if "." in name:
+        raise UserError(f"Model name {name!r}: a family's name has no '.' (its models are named FAMILY.SET, e.g. "
+                        f"{name.replace('.', '_')}.gaia); choose another.")
     explicit = bool(feature_set_names)
     names = list(dict.fromkeys(feature_set_names or feature_sets.DEFAULT_SETS))
     try:
@@ -781,11 +784,26 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
                             f"got {min_labels!r}.")
         counts = labelled_counts(con, names)
         too_few = {n: c for n, c in counts.items() if c < min_labels}
+        short = {}
         if explicit and too_few:
             n, c = next(iter(too_few.items()))
             raise UserError(f"Feature set {n} has {c:,} labelled stars with its inputs, fewer than the {min_labels:,} a "
                             f"model needs ({why_no_set_stars(con, feature_sets.parse(n)) if c == 0 else 'ingest more labels'}"
                             f"; the setting min_labels_per_feature_set sets the threshold).")
+        # every parameter of every set checked before anything is trained or deleted: a set that
+        # would fail part-way through the family is skipped (or, when named, refused) now
+        for n in [n for n in names if n not in too_few]:
+            fs = feature_sets.parse(n)
+            cur = con.cursor()  # (the connection may hold an unfinished result of a count above)
+            try:
+                check_enough_labels(load_training_set(cur, list(fs.features), fs.name))
+            except UserError as exc:
+                if explicit:
+                    raise UserError(f"Feature set {n}: {exc}") from None
+                too_few[n] = counts[n]
+                short[n] = str(exc).split(";")[0]
+            finally:
+                cur.close()
         chosen = [n for n in names if n not in too_few]
         if not chosen:
             best = max(counts.items(), key=lambda kv: kv[1])
@@ -793,9 +811,15 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
                 f"No feature set has the {min_labels:,} labelled stars a model needs (most: {best[0]} with {best[1]:,}; "
                 f"{why_no_set_stars(con, feature_sets.parse('gaia'))}); ingest reference labels "
                 "(`stellardb ingest sos FILE`) for stars with Gaia BP/RP and a distance.")
+        # the family's predictions and card go before its members change: an interrupted train then
+        # leaves no family (score says to train it), never new networks under the old choices
+        with catalog_db.transaction(con, f"deleting the earlier predictions of model family {name}"):
+            deleted = con.execute("delete from predictions where model = $m", {"m": name}).fetchone()[0]
+        selection.family_path(root, name).unlink(missing_ok=True)
     finally:
         con.close()
-    skipped = {n: f"{c:,} labelled stars with its inputs (needs {min_labels:,})" for n, c in too_few.items()}
+    skipped = {n: short.get(n) or f"{c:,} labelled stars with its inputs (needs {min_labels:,})"
+               for n, c in too_few.items()}
     members = []
     for k, n in enumerate(chosen):
         if on_member is not None:
@@ -811,13 +835,6 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
             plot = root / m.model / "plots" / "cv.png" if kwargs.get("plots", True) else None
             info["cv"] = cross_validate(db, info["feature_set"], cv_folds, plot=plot, **cv_kwargs)
     path = selection.write_family(root, card)
-    # the family's predictions came from the members just replaced
-    con = catalog_db.connect(db, read_only=False)
-    try:
-        with catalog_db.transaction(con, f"deleting the earlier predictions of model family {name}"):
-            deleted = con.execute("delete from predictions where model = $m", {"m": name}).fetchone()[0]
-    finally:
-        con.close()
     return FamilySummary(model=name, members=members, skipped=skipped, card=card, path=path,
                          seconds=time.perf_counter() - t0, predictions_deleted=int(deleted))
 
@@ -858,7 +875,10 @@ def _family_card(db, name: str, members: list, skipped: dict, min_labels: int, r
             full[p] = np.full(n, np.nan)
             full[p][ok] = pred[p][0]
         predictions.append(full)
+    import hashlib as _hashlib
+
     info = [{"feature_set": fs.name, "model": m.model, "surveys": list(fs.surveys), "score": m.card["selection"]["score"],
+             "card_sha256": _hashlib.sha256((m.folder / "card.json").read_bytes()).hexdigest(),
              "validation_mad": m.card["selection"]["validation_mad"], "labelled_stars": int(m.card["data_fingerprint"]["rows"]),
              "test": {p: {"mlp_mad": m.metrics[p]["mlp"]["mad"], "gspphot_mad": m.metrics[p]["gspphot"]["mad"],
                           "n": m.metrics[p]["mlp"]["n"], "mlp_all_mad": m.metrics[p]["mlp_all_test"]["mad"],

@@ -36,6 +36,8 @@ MART_FILES = ("40_marts/best_labels.sql", "40_marts/stars.sql", "40_marts/stars_
               "40_marts/features.sql")
 #: catalogues with positions, and their columns, for the *_cone table macros
 CONE_TABLES = {"gaia": ("ra", "dec"), "catalogue": ("ra", "dec"), "skymapper": ("raj2000", "dej2000")}
+#: columns the marts read that releases made by older versions lack (read as NULL there)
+ADDED_COLUMNS = {"predictions": {"feature_set": "varchar"}}
 #: at most this many _healpix_29 ranges per cone (unused ones are empty)
 CONE_RANGES = 8
 
@@ -95,8 +97,12 @@ def _connect(release: Path, setup, memory_limit: str | None, catalog_file: Path 
             files = "[" + ", ".join(db.quote_literal(f) for f in layout.data_files(release, name)) + "]"
             con.execute(f"create view {name} as select * from read_parquet({files}, hive_partitioning = false)")
             if name in SOURCE_VIEWS:
+                # a release made before a column existed reads it as NULL (releases are never rewritten)
+                have = {d[0].lower() for d in con.execute(f"select * from {name} limit 0").description}
+                added = "".join(f", null::{kind} as {column}" for column, kind in ADDED_COLUMNS.get(name, {}).items()
+                                if column not in have)
                 con.execute(f"create view {SOURCE_VIEWS[name]} as select * exclude ({SPATIAL_INDEX_COLUMN}"
-                            f"{', ra, dec' if name in ('distances', 'xmatch', 'predictions') else ''}) from {name}")
+                            f"{', ra, dec' if name in ('distances', 'xmatch', 'predictions') else ''}){added} from {name}")
         missing = sorted(set(SOURCE_VIEWS) - set(present))
         empty = _empty_sources([SOURCE_VIEWS[name] for name in missing])
         for name in missing:  # a table the database had no rows of: no rows here

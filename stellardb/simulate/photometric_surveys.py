@@ -178,8 +178,9 @@ def sdss(rng, stars, mags, dm, ebv, gidx):
     for b, m5 in SDSS_M5.items():
         noise = 0.217 * 10 ** (0.4 * (np.minimum(true[b], m5 + 2.5) - m5))
         sig[b] = np.hypot(0.02 if b == "u" else 0.01, noise)
-        # asinh magnitudes stay finite for faint sources: at most 2.5 mag past the depth
-        obs[b] = np.minimum(true[b], m5 + 2.5) + rng.normal(0, 1, n) * sig[b]
+        # asinh magnitudes stay finite for faint sources: at most 2.5 mag past the depth, and the
+        # noise of a luptitude saturates too (Lupton et al. 1999): never beyond depth + 4 mag
+        obs[b] = np.minimum(np.minimum(true[b], m5 + 2.5) + rng.normal(0, 1, n) * sig[b], m5 + 4.0)
     detected = (1.0857 / (0.217 * 10 ** (0.4 * (true["r"] - SDSS_M5["r"]))) >= 5)
     keep = np.flatnonzero(sdss_footprint(stars.ra_deg, stars.dec_deg, stars.b_deg) & detected
                           & (rng.uniform(size=n) >= LOST_FRACTION))

@@ -290,3 +290,27 @@ def test_forgetting_a_survey_file_removes_its_pairs(allsky, tmp_path):
         assert con.execute("select count(*) from xmatch_tmass").fetchone()[0] == other
     finally:
         con.close()
+
+
+def test_sdss_clean_flag_in_any_case_and_float_ids_are_refused(allsky, tmp_path):
+    """CLEAN spelled in capitals still removes saturated photometry; an objID written as a float (digits
+    lost) is refused, not stored rounded."""
+    root, path = allsky
+    raw = pd.read_csv(root / "sky" / FILES["sdss"])
+    upper = raw.rename(columns={c: c.upper() for c in raw.columns})
+    f = tmp_path / "sdss_upper.csv"
+    upper.to_csv(f, index=False)
+    db_path = tmp_path / "u.duckdb"
+    pipeline.run(db_path, "sdss", [f])
+    con = db.connect(db_path)
+    try:
+        assert con.execute("select count(psfMag_r) from sdss").fetchone()[0] == int((raw["clean"] == 1).sum())
+    finally:
+        con.close()
+    ps1 = pd.read_csv(root / "sky" / FILES["ps1"])
+    ps1["objID"] = ps1["objID"].astype("float64")
+    fp = tmp_path / "ps1_float.parquet"
+    ps1.to_parquet(fp)
+    with pytest.raises(UserError, match="floating point"):
+        pipeline.run(tmp_path / "f.duckdb", "ps1", [fp])
+    assert not (tmp_path / "f.duckdb").exists()

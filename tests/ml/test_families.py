@@ -226,3 +226,72 @@ def test_real_sweetcat_gaia_only_through_the_command_line_with_cross_validation(
         assert im.size[0] > 1000 and len(set(im.convert("L").getdata())) > 20
     s = runner.invoke(cli, ["--db", str(path), "score", "--model", "real"], env=env)
     assert s.exit_code == 0 and f"Scored {n_star:,} stars" in s.output, s.output
+
+
+def test_a_family_that_cannot_be_trained_changes_nothing(family, tmp_path):
+    """A named set whose labels fall short for one parameter is refused before any member is trained or
+    any prediction deleted (the review found a half-replaced family); a family name with '.' too."""
+    from stellardb.ml import train
+
+    root, path, models, _, _ = family
+    copy, mcopy = tmp_path / "f.duckdb", tmp_path / "models"
+    shutil.copy(path, copy)
+    shutil.copytree(models, mcopy)
+    con = db.connect(copy, read_only=False)
+    try:
+        ps1 = feature_sets.parse("gaia-ps1").where
+        con.execute(f"update sos set logg = null where source_id in (select source_id from labelled_features where {ps1})")
+        before = con.execute("select count(*) from predictions where model = 'fam'").fetchone()[0]
+    finally:
+        con.close()
+    card_before = (mcopy / "fam.gaia" / "card.json").read_bytes()
+    with pytest.raises(UserError, match="gaia-ps1: Too few stars with a logg label"):
+        train.run_family(copy, "fam", feature_set_names=["gaia", "gaia-ps1"], min_labels=100, models_dir=mcopy,
+                         epochs=1, quick=True, plots=False)
+    assert (mcopy / "fam.gaia" / "card.json").read_bytes() == card_before
+    con = db.connect(copy)
+    try:
+        assert con.execute("select count(*) from predictions where model = 'fam'").fetchone()[0] == before > 0
+    finally:
+        con.close()
+    with pytest.raises(UserError, match="no '.'"):
+        train.run_family(copy, "fam.x", feature_set_names=["gaia"], models_dir=mcopy)
+
+
+def test_an_edited_family_card_cannot_reach_sql(family, tmp_path):
+    """A choice naming no member (or carrying SQL) makes the card corrupt: score refuses it, nothing changes."""
+    from stellardb.ml import score
+
+    root, path, models, _, _ = family
+    copy, mcopy = tmp_path / "f.duckdb", tmp_path / "models"
+    shutil.copy(path, copy)
+    shutil.copytree(models, mcopy)
+    card = json.loads((mcopy / "fam.family.json").read_text())
+    card["choices"][0]["chosen"] = "gaia' end as fs, 1 from all_features limit 0; delete from sos; select case when false then 'gaia"
+    (mcopy / "fam.family.json").write_text(json.dumps(card))
+    with pytest.raises(UserError, match="corrupt"):
+        score.run_family(copy, "fam", models_dir=mcopy)
+    con = db.connect(copy)
+    try:
+        assert con.execute("select count(*) from sos").fetchone()[0] > 0
+    finally:
+        con.close()
+
+
+def test_forgetting_a_survey_keeps_predictions_that_never_used_it(family, tmp_path):
+    root, path, models, _, _ = family
+    copy = tmp_path / "f.duckdb"
+    shutil.copy(path, copy)
+    con = db.connect(copy)
+    try:
+        ingest_id = con.execute("select ingest_id from ingests where table_name = 'ps1'").fetchone()[0]
+        keep = con.execute("select count(*) from predictions where model = 'fam' and feature_set not like '%ps1%'").fetchone()[0]
+    finally:
+        con.close()
+    r = CliRunner().invoke(cli, ["--db", str(copy), "forget", str(ingest_id), "--yes"])
+    assert r.exit_code == 0, r.output
+    con = db.connect(copy)
+    try:
+        assert con.execute("select count(*) from predictions where model = 'fam'").fetchone()[0] == keep > 0
+    finally:
+        con.close()

@@ -353,3 +353,25 @@ def test_latest_points_to_the_release(release):
     folder, _, _ = release
     assert os.readlink(folder.parent / "latest") == "r1"
     assert [r.name for r in layout.list_releases(folder.parent)] == ["r1"]
+
+
+def test_a_release_made_before_feature_sets_still_opens(release, tmp_path):
+    """Releases are never rewritten: one whose predictions have no feature_set column (made before
+    families existed) opens, and reads feature_set as NULL."""
+    import shutil
+
+    from stellardb.release import reader
+
+    folder = release[0]
+    old = tmp_path / "old-release"
+    shutil.copytree(folder, old)
+    for path in layout.data_files(old, "predictions"):
+        table = pq.read_table(path)
+        assert "feature_set" in table.column_names
+        pq.write_table(table.drop_columns(["feature_set"]), path)
+    con = reader.connect(old)
+    try:
+        n, with_set = con.execute("select count(*), count(feature_set) from stars_with_predictions").fetchone()
+    finally:
+        con.close()
+    assert n > 0 and with_set == 0
