@@ -304,8 +304,10 @@ class _Query:
 
 # --- the translation ------------------------------------------------------------------------
 
-def translate(adql: str, tables: Sequence[Table], default_schema: str | None = None) -> Translation:
-    """The DuckDB SELECT of the ADQL query ``adql``, which may read ``tables``.
+def translate(adql: str, tables: Sequence[Table], default_schema: str | None = None,
+              tree: exp.Expression | None = None) -> Translation:
+    """The DuckDB SELECT of the ADQL query ``adql``, which may read ``tables`` (``tree``: what
+    :func:`parse` gave for ``adql``, not parsed again).
 
     Raises
     ------
@@ -318,11 +320,258 @@ def translate(adql: str, tables: Sequence[Table], default_schema: str | None = N
     if sys.getrecursionlimit() < _RECURSION_LIMIT:
         sys.setrecursionlimit(_RECURSION_LIMIT)
     try:
-        return _Translator(adql, tables, default_schema).run()
+        return _Translator(adql, tables, default_schema).run(tree)
     except RecursionError:
         raise AdqlError("the query is too deeply nested; simplify it") from None
     except (TokenError, ParseError):  # SQL the translator builds itself (a positional join) did not read back
         raise AdqlError("the query could not be translated; simplify its names (letters, digits and _)") from None
+
+
+def parse(adql: str) -> exp.Expression:
+    """The syntax tree of ``adql`` as :func:`translate` reads it (its checks of the text, tokens and
+    depth included), for :func:`plain_cone` and then ``translate(..., tree=...)``.
+
+    Raises
+    ------
+    AdqlError
+        As :func:`translate` would for the text.
+    """
+    if len(adql) > MAX_LENGTH:
+        raise AdqlError(f"the query is {len(adql):,} characters long; the limit is {MAX_LENGTH:,}")
+    if sys.getrecursionlimit() < _RECURSION_LIMIT:
+        sys.setrecursionlimit(_RECURSION_LIMIT)
+    try:
+        return _Translator(adql, (), None).parse()
+    except RecursionError:
+        raise AdqlError("the query is too deeply nested; simplify it") from None
+    except (TokenError, ParseError):
+        raise AdqlError("the query could not be translated; simplify its names (letters, digits and _)") from None
+
+
+@dataclass(frozen=True)
+class PlainCone:
+    """A query that is one table's rows in one cone and nothing else (:func:`plain_cone`)."""
+
+    table: Table
+    columns: tuple[str, ...]            # the table's columns selected, in order
+    output: tuple[OutputColumn, ...]    # what translate's Translation.columns would be
+    ra: float                           # the centre (degrees), as the translation takes it
+    dec: float
+    radius_deg: float                   # the radius: a literal, read as DuckDB reads it
+    #: the translated test: "contains" (sep_arcsec <= r * 3600.0), "<" or "<=" (sep_arcsec / 3600.0 < r)
+    test: str
+    top: int | None
+
+
+def plain_cone(tree: exp.Expression, tables: Sequence[Table], default_schema: str | None) -> PlainCone | None:
+    """``tree`` (from :func:`parse`) when it is exactly
+
+        SELECT [TOP n] columns | * FROM [schema.]table [[AS] t]
+        WHERE 1 = CONTAINS(POINT(['ICRS',] ra, dec), CIRCLE(['ICRS',] ra0, dec0, r))
+
+    (either side of the =, CIRCLE(POINT(ra0, dec0), r) too, or DISTANCE(POINT(ra, dec), POINT(ra0,
+    dec0)) < r, <= r, and r > / >= DISTANCE(...)), where (ra, dec) is the table's position, ra0
+    and dec0 constants, r a number, the columns plain columns of the table (aliases allowed, no
+    name twice): what the translation reads as a test of the rows of the cone's HEALPix ranges and
+    nothing else.  None for anything else (translate it).  Never raises: a query in doubt is None."""
+    try:
+        return _plain_cone(tree, tables, default_schema)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError, RecursionError):
+        return None
+
+
+def _only(node: exp.Expression, allowed: set[str]) -> bool:
+    """``node`` has no set argument but ``allowed`` (as _Translator.check)."""
+    return not any(v not in (None, False, [], "") and k not in allowed for k, v in node.args.items())
+
+
+_INT32 = 2**31
+
+
+def _as_duckdb_computes(node, depth: int) -> tuple[int | float, bool] | None:
+    """(value, is it a double) of a radius written as numbers, + - * / and parentheses, as DuckDB
+    computes the translation of it: 1.5 and 1e-3 are written 1.5e0, 1e-3 (DOUBLEs: Python's float
+    of the text), 60 stays an INTEGER (exact; refused where DuckDB's 32-bit arithmetic would
+    overflow), / divides as doubles, an INTEGER meets a DOUBLE as a DOUBLE.  None for anything
+    else (a function, a column, a division by 0, more than a few operations)."""
+    if depth > 8:
+        return None
+    kind = type(node)
+    if kind is exp.Literal:
+        if node.is_string or not _only(node, {"this", "is_string"}):
+            return None
+        text = node.this
+        if any(ch in text for ch in ".eE"):
+            return float(text), True
+        if not text.isdigit() or len(text) > 9:
+            return None
+        return int(text), False
+    if kind is exp.Paren and _only(node, {"this"}):
+        return _as_duckdb_computes(node.this, depth + 1)
+    if kind is exp.Neg and _only(node, {"this"}):
+        inner = _as_duckdb_computes(node.this, depth + 1)
+        return None if inner is None else (-inner[0], inner[1])
+    if kind in (exp.Add, exp.Sub, exp.Mul, exp.Div) and _only(node, {"this", "expression", "typed", "safe"}):
+        a, b = _as_duckdb_computes(node.this, depth + 1), _as_duckdb_computes(node.expression, depth + 1)
+        if a is None or b is None:
+            return None
+        if kind is exp.Div:
+            if b[0] == 0:
+                return None
+            return float(a[0]) / float(b[0]), True
+        double = a[1] or b[1]
+        x, y = (float(a[0]), float(b[0])) if double else (a[0], b[0])
+        value = x + y if kind is exp.Add else x - y if kind is exp.Sub else x * y
+        if not double and not -_INT32 <= value < _INT32:
+            return None
+        return value, double
+    return None
+
+
+def _plain_cone(tree, tables, default_schema) -> PlainCone | None:
+    if type(tree) is not exp.Select or not _only(tree, {"expressions", "from_", "where", "limit"}):
+        return None
+    top = None
+    limit = tree.args.get("limit")
+    if limit is not None:
+        value = limit.expression
+        if type(limit) is not exp.Limit or not _only(limit, {"expression"}) or not (
+                type(value) is exp.Literal and not value.is_string and value.this.isdigit()):
+            return None
+        top = int(value.this)
+    # FROM one published table
+    source = tree.args["from_"].this
+    if type(source) is not exp.Table or not _only(source, {"this", "db", "alias"}) \
+            or type(source.this) is not exp.Identifier:
+        return None
+    alias = source.args.get("alias")
+    if alias is not None and (type(alias) is not exp.TableAlias or not _only(alias, {"this"})):
+        return None
+    name, schema = source.name.lower(), source.db.lower() if source.db else None
+    if schema is not None:
+        found = [t for t in tables if t.schema == schema and t.name == name]
+    else:
+        found = [t for t in tables if t.name == name]
+        found = [t for t in found if t.schema == (default_schema or "").lower()] or found
+    if len(found) != 1 or not found[0].position or not found[0].healpix_column:
+        return None
+    table = found[0]
+    corr = (source.alias or table.name).lower()
+    index: dict[str, str] = {}
+    for c in table.columns:
+        index.setdefault(c.lower(), c)
+
+    def column(node) -> str | None:
+        """The table column that plain column reference ``node`` names."""
+        if type(node) is not exp.Column or not _only(node, {"this", "table"}) \
+                or type(node.this) is not exp.Identifier:
+            return None
+        if node.table and node.table.lower() != corr:
+            return None
+        return index.get(node.name.lower())
+
+    # the select list: plain columns (aliased or not) and * / t.*
+    pairs: list[tuple[str, str]] = []
+    for item in tree.expressions:
+        if type(item) is exp.Star or (type(item) is exp.Column and type(item.this) is exp.Star):
+            star = item if type(item) is exp.Star else item.this
+            if not _only(star, set()) or (type(item) is exp.Column and (
+                    not _only(item, {"this", "table"}) or item.table.lower() != corr)):
+                return None
+            pairs.extend((c, c) for c in table.columns)
+            continue
+        label = None
+        if type(item) is exp.Alias:
+            if not _only(item, {"this", "alias"}) or not item.alias:
+                return None
+            label, item = item.alias, item.this
+        real = column(item)
+        if real is None:
+            return None
+        pairs.append((label or item.name, real))
+    names = [n for n, _ in pairs]
+    columns = tuple(c for _, c in pairs)
+    if not pairs or len({n.lower() for n in names}) != len(names) or len(set(columns)) != len(columns) \
+            or len(columns) > MAX_COLUMNS:
+        return None
+    # WHERE: the one spatial test
+    where = tree.args["where"].this
+    while type(where) is exp.Paren:
+        where = where.this
+
+    def point(node):
+        if not (type(node) is exp.Anonymous and node.name.upper() == "POINT" and _only(node, {"this", "expressions"})):
+            return None
+        args = list(node.expressions)
+        if args and type(args[0]) is exp.Literal and args[0].is_string:
+            if args[0].this.strip().upper() not in ("", "ICRS"):
+                return None
+            args = args[1:]
+        return args if len(args) == 2 else None
+
+    def position(args) -> bool:
+        return args is not None and (column(args[0]), column(args[1])) == table.position
+
+    def constant(args):
+        if args is None:
+            return None
+        ra, dec = _finite_constant(args[0]), _finite_constant(args[1])
+        return (ra, dec) if ra is not None and dec is not None and abs(dec) <= 90 else None
+
+    def radius(node) -> float | None:
+        found = _as_duckdb_computes(node, 0)
+        if found is None:
+            return None
+        value = float(found[0])
+        return value if math.isfinite(value) and 0 < value < 180 else None
+
+    test = None
+    if type(where) is exp.EQ and _only(where, {"this", "expression"}):
+        call, one = where.this, where.expression
+        if _is_call(one, "CONTAINS"):
+            call, one = one, call
+        if not (_is_call(call, "CONTAINS") and _only(call, {"this", "expressions"}) and len(call.expressions) == 2
+                and type(one) is exp.Literal and not one.is_string and _constant(one) == 1.0):
+            return None
+        first, circle = call.expressions
+        if not (_is_call(circle, "CIRCLE") and _only(circle, {"this", "expressions"})):
+            return None
+        args = list(circle.expressions)
+        if args and type(args[0]) is exp.Literal and args[0].is_string:
+            if args[0].this.strip().upper() not in ("", "ICRS"):
+                return None
+            args = args[1:]
+        if len(args) == 2:
+            centre = constant(point(args[0]))
+        elif len(args) == 3:
+            centre = constant(args[:2])
+        else:
+            return None
+        if not position(point(first)):
+            return None
+        test, r = "contains", radius(args[-1])
+    elif type(where) in (exp.LT, exp.LTE, exp.GT, exp.GTE) and _only(where, {"this", "expression"}):
+        if type(where) in (exp.LT, exp.LTE):
+            distance, limit_node = where.this, where.expression
+        else:
+            distance, limit_node = where.expression, where.this
+        if not (_is_call(distance, "DISTANCE") and _only(distance, {"this", "expressions"})
+                and len(distance.expressions) == 2):
+            return None
+        a, b = (point(p) for p in distance.expressions)
+        if position(a):
+            centre = constant(b)
+        elif position(b):
+            centre = constant(a)
+        else:
+            return None
+        test, r = ("<" if type(where) in (exp.LT, exp.GT) else "<="), radius(limit_node)
+    else:
+        return None
+    if centre is None or r is None:
+        return None
+    output = tuple(OutputColumn(n, table, c) for n, c in zip(names, columns))
+    return PlainCone(table, columns, output, centre[0], centre[1], r, test, top)
 
 
 class _Translator:
@@ -350,8 +599,8 @@ class _Translator:
 
     # the text ----------------------------------------------------------------------------
 
-    def run(self) -> Translation:
-        tree = self.parse()
+    def run(self, tree: exp.Expression | None = None) -> Translation:
+        tree = self.parse() if tree is None else tree
         query = self.query(tree, None)
         limit = tree.args.get("limit")
         top = int(limit.expression.this) if isinstance(tree, exp.Select) and limit else None

@@ -200,11 +200,20 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
 
             try:
                 answered = direct(served) if direct is not None else None
+                if answered is None:
+                    text = make_adql(served)
+                    tree = adql.parse(text)
+                    if direct is None and not uploads:
+                        # one table's rows in one cone, nothing else (adql.plain_cone): read from the
+                        # row groups as /scs does, the rows and columns DuckDB would give
+                        query = adql.plain_cone(tree, served.tables, served.schema)
+                        if query is not None:
+                            answered = rowgroups.plain_cone(served, query, timeout_s)
                 if answered is not None:
                     table, output = answered
                 else:
                     tables = served.tables + tuple(u.adql_table for u in uploads)
-                    translation = adql.translate(make_adql(served), tables, default_schema=served.schema)
+                    translation = adql.translate(text, tables, default_schema=served.schema, tree=tree)
                     output = translation.columns
                 # a result is built in Python after DuckDB: at most CELLS values of it (rows x columns)
                 cells_cap = results.CELLS[kind] // max(1, len(output))

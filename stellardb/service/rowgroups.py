@@ -243,10 +243,23 @@ def vector_sep_arcsec(a, b) -> float:
         a1 * b1 + a2 * b2 + a3 * b3)) * 3600.0
 
 
-def in_circle(ra_column: str, dec_column: str, centre, radius_deg: float) -> Callable:
+#: the translated tests of a separation (arcsec) against a radius r (degrees): CONTAINS(POINT,
+#: CIRCLE(..., r)) and DISTANCE(...) < r, <= r, as the SQL computes them
+def separation_test(kind: str, radius_deg: float) -> Callable[[float], bool]:
+    if kind == "contains":
+        limit = radius_deg * 3600.0
+        return lambda sep: sep <= limit
+    if kind == "<":
+        return lambda sep: sep / 3600.0 < radius_deg
+    if kind == "<=":
+        return lambda sep: sep / 3600.0 <= radius_deg
+    raise ValueError(kind)
+
+
+def in_circle(ra_column: str, dec_column: str, centre, radius_deg: float, test: str = "contains") -> Callable:
     """``keep`` of the rows within ``radius_deg`` of the unit vector ``centre`` (the translated
-    CONTAINS test)."""
-    limit = radius_deg * 3600.0
+    CONTAINS test, or DISTANCE's with ``test`` "<" or "<=")."""
+    inside = separation_test(test, radius_deg)
 
     def keep(candidates):
         chosen = []
@@ -255,7 +268,7 @@ def in_circle(ra_column: str, dec_column: str, centre, radius_deg: float) -> Cal
         for i, (ra, dec) in enumerate(zip(ras, decs)):
             if ra is None or dec is None:
                 continue  # NULL: the test is not true
-            if vector_sep_arcsec(sky_unit(ra, dec), centre) <= limit:
+            if inside(vector_sep_arcsec(sky_unit(ra, dec), centre)):
                 chosen.append(i)
         return chosen
 
@@ -267,12 +280,12 @@ def in_circle(ra_column: str, dec_column: str, centre, radius_deg: float) -> Cal
 _UNSURE_ARCSEC = 1e-6
 
 
-def within(ra_column: str, dec_column: str, centre, radius_deg: float) -> Callable:
+def within(ra_column: str, dec_column: str, centre, radius_deg: float, test: str = "contains") -> Callable:
     """``keep`` of :func:`in_circle`, for many rows: numpy decides every row but those within
     _UNSURE_ARCSEC of the radius, which in_circle's exact test decides."""
     limit = radius_deg * 3600.0
     x0, y0, z0 = centre
-    exact = in_circle(ra_column, dec_column, centre, radius_deg)
+    exact = in_circle(ra_column, dec_column, centre, radius_deg, test)
 
     def keep(candidates):
         ra = np.radians(candidates.column(ra_column).to_numpy().astype(np.float64, copy=False))
@@ -295,7 +308,7 @@ def within(ra_column: str, dec_column: str, centre, radius_deg: float) -> Callab
 
 
 def cone(served, table: str, position: tuple[str, str], ra: float, dec: float, radius_deg: float,
-         columns: Sequence[str], timeout_s: float):
+         columns: Sequence[str], timeout_s: float, test: str = "contains"):
     """The answer to ``SELECT columns FROM table WHERE 1 = CONTAINS(POINT(*position), CIRCLE(ra, dec,
     radius_deg))`` (ra, dec, radius_deg as written with repr): (pyarrow Table, [adql.OutputColumn]),
     the rows in the files' order; None where DuckDB must answer (no row-group index, SR=0, a cone
@@ -310,7 +323,25 @@ def cone(served, table: str, position: tuple[str, str], ra: float, dec: float, r
         return None
     # the translator's pruning ranges, centre and exact test (adql.pruning, adql.containment)
     ranges = cone_ranges(ra, dec, radius_deg * 3600 + adql._PRUNE_MARGIN_ARCSEC)
-    found = files.read(ranges, position, within(*position, adql._unit(ra, dec), radius_deg), columns)
+    found = files.read(ranges, position, within(*position, adql._unit(ra, dec), radius_deg, test), columns)
     if found is None:
         return None
     return found, [adql.OutputColumn(c, files.spec, c) for c in columns]
+
+
+def plain_cone(served, query, timeout_s: float):
+    """The answer to the ADQL query that adql.plain_cone recognised as ``query`` (an adql.PlainCone):
+    (pyarrow Table, [adql.OutputColumn]) as translate and DuckDB give it, the rows in the files'
+    order (DuckDB's, which keeps the order of the view's files and their rows without an ORDER BY),
+    the first TOP of them; None where DuckDB must answer (see :func:`cone`)."""
+    if query.table is not next((t for t in served.tables if t.schema == served.schema and t.name == query.table.name),
+                               None):
+        return None
+    found = cone(served, query.table.name, query.table.position, query.ra, query.dec, query.radius_deg,
+                 query.columns, timeout_s, query.test)
+    if found is None:
+        return None
+    table, _ = found
+    if query.top is not None and table.num_rows > query.top:
+        table = table.slice(0, query.top)
+    return table, list(query.output)

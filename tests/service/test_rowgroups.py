@@ -11,6 +11,7 @@ so that a lookup has to pick row groups.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -313,3 +314,172 @@ def test_scs_answers_as_through_duckdb(client, monkeypatch, release_con):
     monkeypatch.setattr(rowgroups, "cone", lambda *a, **k: None)
     assert direct == [table(client.get("/scs", params=p)) for p in cones]
     assert sum(len(rows) for _, _, rows in direct) > 20
+
+
+# -- /tap/sync: plain cones from the row groups -----------------------------------------------------
+def _plain_queries(served, con) -> list[str]:
+    """Plain single-cone ADQL (adql.plain_cone takes each) over the cones of _cones: both argument
+    orders, CIRCLE(POINT(...), r), DISTANCE < and <=, TOP, *, aliases, table aliases, upper case."""
+    s = served.schema
+    queries = []
+    for k, (ra, dec, radius) in enumerate(_cones(con)):
+        forms = [
+            f"SELECT * FROM {s}.catalogue WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {ra!r}, {dec!r}, {radius!r}))",
+            f"SELECT TOP 3 source_id, dec AS d, ra FROM catalogue WHERE CONTAINS(POINT(ra, dec), "
+            f"CIRCLE(POINT({ra!r}, {dec!r}), {radius!r})) = 1",
+            f"SELECT g.SOURCE_ID, g.phot_g_mean_mag FROM {s}.gaia AS g WHERE DISTANCE(POINT(g.ra, g.dec), "
+            f"POINT({ra!r}, {dec!r})) < {radius!r}",
+            f"select object_id, raj2000, dej2000 from {s}.skymapper where {radius!r} >= "
+            f"distance(point('ICRS', {ra!r}, {dec!r}), point('ICRS', raj2000, dej2000))",
+            f"SELECT TOP 0 * FROM {s}.gaia WHERE (1 = CONTAINS(POINT(ra, dec), CIRCLE({ra!r}, {dec!r}, {radius!r})))",
+        ]
+        queries.append(forms[k % len(forms)])
+    queries += [f"SELECT TOP 5 * FROM {s}.catalogue WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(0.0, -90, 2))",
+                f"SELECT source_id FROM {s}.catalogue WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(360, 0, 1))",
+                f"SELECT source_id FROM {s}.catalogue WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 10, 1e-9))"]
+    # the radius as arithmetic of numbers (bench/bench_serve.py's 1/60.)
+    for k, (ra, dec, _) in enumerate(_cones(con)[:8]):
+        radius = ["1/60.", "(2 * 3 + 1) / 3600", "0.5 - 1e-1", "-(-0.25)", "3 * 0.1", "1 / 7", "2", "0.3"][k]
+        queries.append(f"SELECT TOP 50 source_id, ra, dec FROM {s}.catalogue WHERE 1=CONTAINS(POINT('ICRS', ra, dec), "
+                       f"CIRCLE('ICRS', {ra!r}, {dec!r}, {radius}))")
+    return queries
+
+
+def test_a_radius_in_arithmetic_is_computed_as_duckdb_does(grouped):
+    """adql._as_duckdb_computes gives the value of the translated radius that DuckDB computes, times
+    3600.0 as the translated test multiplies it, to the bit."""
+    served, _ = grouped
+    for text in ["1/60.", "(2 * 3 + 1) / 3600", "0.5 - 1e-1", "-(-0.25)", "3 * 0.1", "1 / 7", "2", "0.3",
+                 "1/3/7", "0.1 + 0.2", "10 / 3 * 0.7", "46341 * 46340 / 1e9", ".5", "1.e-2 * 7"]:
+        tree = adql.parse(f"SELECT TOP 1 ({text}) * 3600.0 AS v, ({text}) AS r FROM tap_schema.schemas")
+        value, _ = adql._as_duckdb_computes(tree.expressions[1].this, 0)
+        translation = adql.translate(f"SELECT TOP 1 ({text}) * 3600.0 AS v, ({text}) AS r FROM tap_schema.schemas",
+                                     served.tables, default_schema=served.schema)
+        v, r = served.execute(translation.sql, TIMEOUT_S).to_pylist()[0].values()
+        assert (float(value) * 3600.0, float(value)) == (v, r), text
+    for text in ["46341 * 46341", "1/0", "SQRT(2)", "ra", "'1'"]:
+        tree = adql.parse(f"SELECT ({text}) AS r FROM tap_schema.schemas")
+        assert adql._as_duckdb_computes(tree.expressions[0].this, 0) is None, text
+
+
+def test_plain_cones_from_row_groups_are_duckdbs_in_order(grouped):
+    """A plain cone query read from the row groups (rowgroups.plain_cone) is the translated query on
+    DuckDB: the same rows in the same order (DuckDB keeps the view's file order), types, TOP, and
+    output columns; over files of several row groups."""
+    served, con = grouped
+    answered = rows_seen = 0
+    for query in _plain_queries(served, con):
+        tree = adql.parse(query)
+        cone = adql.plain_cone(tree, served.tables, served.schema)
+        assert cone is not None, query
+        translation = adql.translate(query, served.tables, default_schema=served.schema)
+        assert cone.output == translation.columns and cone.top == translation.top
+        expected = served.execute(f"select * from ({translation.sql}) limit 100000", TIMEOUT_S)
+        found = rowgroups.plain_cone(served, cone, TIMEOUT_S)
+        if found is None:  # a wide cone: DuckDB answers
+            continue
+        got, output = found
+        assert output == list(translation.columns)
+        got = got.rename_columns(expected.column_names)
+        assert got.equals(expected), query
+        answered += 1
+        rows_seen += got.num_rows
+    assert answered >= 25 and rows_seen > 100
+
+
+def test_queries_that_are_not_a_plain_cone_are_translated(holder):
+    """Anything but one table's rows in one cone is left to the translator."""
+    with holder.lease() as served:
+        s = served.schema
+        cone = "1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))"
+        for query in [
+                f"SELECT * FROM {s}.gaia WHERE {cone} AND phot_g_mean_mag < 15",
+                f"SELECT * FROM {s}.gaia WHERE {cone} ORDER BY source_id",
+                f"SELECT source_id, ra + 1 FROM {s}.gaia WHERE {cone}",
+                f"SELECT COUNT(*) FROM {s}.gaia WHERE {cone}",
+                f"SELECT DISTINCT ra FROM {s}.gaia WHERE {cone}",
+                f"SELECT TOP 5 * FROM {s}.gaia WHERE {cone} OFFSET 2",
+                f"SELECT g.source_id FROM {s}.gaia AS g JOIN {s}.distances AS d USING (source_id) WHERE {cone}",
+                f"SELECT source_id FROM {s}.gaia WHERE 0 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(dec, ra), CIRCLE(10, 20, 0.5))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, SQRT(0.01)))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 1/0))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 200))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, ra))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE('GALACTIC', 10, 20, 1.0))",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = INTERSECTS(POINT(ra, dec), CIRCLE(10, 20, 0.5))",
+                f"SELECT source_id FROM {s}.gaia WHERE DISTANCE(POINT(ra, dec), POINT(10, 20)) > 0.5",
+                f"SELECT source_id, source_id FROM {s}.gaia WHERE {cone}",
+                f"SELECT source_id AS a, ra AS A FROM {s}.gaia WHERE {cone}",
+                f"SELECT x.source_id FROM {s}.gaia AS g WHERE {cone}",
+                f"SELECT source_id FROM {s}.gaia WHERE {cone} UNION SELECT source_id FROM {s}.gaia",
+                f"SELECT source_id FROM (SELECT * FROM {s}.gaia) AS t WHERE {cone}",
+                f"SELECT * FROM tap_schema.tables WHERE 1 = 1",
+                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), POLYGON(1, 1, 2, 1, 2, 2))"]:
+            assert adql.plain_cone(adql.parse(query), served.tables, served.schema) is None, query
+
+
+def _sync(client, query, **params):
+    return client.post("/tap/sync", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": query, **params})
+
+
+def test_tap_sync_plain_cones_answer_as_through_duckdb(client, holder, release_con, monkeypatch):
+    """/tap/sync (and an async job) of plain cone queries: the same VOTable, byte for byte, as with
+    the fast path switched off (translation and DuckDB): fields, units, UCDs, rows and their order,
+    TOP, MAXREC overflow, the edge of a radius exactly a star's separation."""
+    with holder.lease() as served:
+        queries = _plain_queries(served, release_con)
+    cases = [(q, {}) for q in queries]
+    cases += [(queries[0], {"MAXREC": "2"}), (queries[1], {"MAXREC": "2"}), (queries[0], {"MAXREC": "0"}),
+              (queries[0], {"RESPONSEFORMAT": "csv"})]
+    calls = []
+    real = rowgroups.plain_cone
+    monkeypatch.setattr(rowgroups, "plain_cone", lambda *a, **k: calls.append(r := real(*a, **k)) or r)
+    fast = [_sync(client, q, **p) for q, p in cases]
+    assert len(calls) == len(cases) and sum(c is not None for c in calls) >= 0.8 * len(cases)
+    assert sum(c[0].num_rows for c in calls if c is not None) > 100
+    # an async job of a plain cone takes the same path
+    job = client.post("/tap/async", data={"REQUEST": "doQuery", "LANG": "ADQL", "QUERY": queries[0],
+                                          "PHASE": "RUN"}, follow_redirects=False)
+    assert job.status_code == 303
+    path = "/tap/async/" + job.headers["location"].rsplit("/", 1)[1]
+    deadline = time.monotonic() + 60
+    while client.get(f"{path}/phase").text not in ("COMPLETED", "ERROR") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get(f"{path}/phase").text == "COMPLETED"
+    async_fast = client.get(f"{path}/results/result")
+    assert len(calls) == len(cases) + 1 and calls[-1] is not None
+    monkeypatch.setattr(rowgroups, "plain_cone", lambda *a, **k: None)
+    slow = [_sync(client, q, **p) for q, p in cases]
+    for (query, params), a, b in zip(cases, fast, slow):
+        assert a.status_code == b.status_code == 200, (query, a.text[:300])
+        assert a.content == b.content, (query, params)
+    assert async_fast.content == slow[0].content
+    assert any(b'OVERFLOW' in a.content for a in fast)
+
+
+def test_tap_sync_other_queries_do_not_take_the_fast_path(client, holder, monkeypatch):
+    """An extra WHERE term, ORDER BY, a join, an aggregate, an upload: translated, not read here."""
+    with holder.lease() as served:
+        s = served.schema
+    cone = "1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))"
+    calls = []
+    monkeypatch.setattr(rowgroups, "plain_cone", lambda *a, **k: calls.append(1))
+    for query in [f"SELECT * FROM {s}.gaia WHERE {cone} AND phot_g_mean_mag < 15",
+                  f"SELECT * FROM {s}.gaia WHERE {cone} ORDER BY source_id",
+                  f"SELECT g.source_id FROM {s}.gaia AS g JOIN {s}.distances AS d USING (source_id) WHERE "
+                  "1 = CONTAINS(POINT(g.ra, g.dec), CIRCLE(10, 20, 0.5))",
+                  f"SELECT COUNT(*) FROM {s}.gaia WHERE {cone}"]:
+        assert _sync(client, query).status_code == 200, query
+    votable = b"""<?xml version="1.0"?><VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3">
+<RESOURCE><TABLE><FIELD name="id" datatype="int"/><DATA><TABLEDATA><TR><TD>1</TD></TR></TABLEDATA></DATA>
+</TABLE></RESOURCE></VOTABLE>"""
+    response = client.post("/tap/sync", data={"REQUEST": "doQuery", "LANG": "ADQL", "UPLOAD": "t,param:t",
+                                              "QUERY": f"SELECT source_id FROM {s}.gaia WHERE {cone}"},
+                           files={"t": ("t.xml", votable, "application/x-votable+xml")})
+    assert response.status_code == 200, response.text[:300]
+    assert calls == []
+    # a plain cone does (the counter works)
+    assert _sync(client, f"SELECT source_id FROM {s}.gaia WHERE {cone}").status_code == 200
+    assert calls == [1]
