@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_ingest_xmatch.py
 	$(PY) bench/bench_score.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_feature_sets.py
 	$(PY) bench/bench_release.py
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_serve.py --workers 2 --no-switch

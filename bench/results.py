@@ -41,6 +41,9 @@ BENCHES = {
              "loads/s for 60 s (failures, latency, server RSS and CPU)",
     "async_pages": "part 2 of `bench_async.py` alone (`--skip-xmatch`): 20 async job clients beside 50 page loads/s "
                    "for 60 s, the star page reading the release's row groups (issue 14)",
+    "feature_sets": "a model per feature set on a simulated whole sky (issue 15): per set ML and GSP-Phot on the same "
+                    "test stars and LightGBM on the same inputs and split, the accuracy targets, the chosen prediction "
+                    "against every smaller set's on validation stars, and the scorer over all sets",
 }
 
 
