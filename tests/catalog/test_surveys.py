@@ -314,3 +314,13 @@ def test_sdss_clean_flag_in_any_case_and_float_ids_are_refused(allsky, tmp_path)
     with pytest.raises(UserError, match="floating point"):
         pipeline.run(tmp_path / "f.duckdb", "ps1", [fp])
     assert not (tmp_path / "f.duckdb").exists()
+
+
+def test_surveys_command_lists_every_spec():
+    """`stellardb surveys` names each survey with its key, epoch column, every band and the extinction source."""
+    out = CliRunner().invoke(cli, ["surveys"])
+    assert out.exit_code == 0, out.output
+    for s in SURVEYS.values():
+        assert f"{s.name} - {s.title}" in out.output and f"key {s.key};" in out.output
+        assert all(f"{b.mag} +- {b.err}" in out.output for b in s.bands)
+        assert s.extinction_source in out.output and s.radius_setting in out.output
