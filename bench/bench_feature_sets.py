@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import lightgbm_fit  # noqa: E402  (the peer of bench_train, on each set's inputs)
 from common import OUT, machine, save  # noqa: E402
 
 from stellardb.catalog.db import connect  # noqa: E402
 from stellardb.ml import feature_sets, selection, train  # noqa: E402
-from stellardb.ml.features import GSPPHOT, PARAMETERS  # noqa: E402
-from stellardb.ml.metrics import residual_stats  # noqa: E402
+from stellardb.ml.features import PARAMETERS  # noqa: E402
 from stellardb.ml.model_store import load_scorer  # noqa: E402
 from stellardb.ml.scorer import NumpyScorer  # noqa: E402
 
@@ -58,25 +58,6 @@ def build(work: Path, stars: int, seed: int) -> Path:
         pipeline.run(db, table, [work / "sky" / name])
     print(f"simulated and ingested {stars:,} stars in {time.perf_counter() - t0:.0f} s", flush=True)
     return db
-
-
-def lightgbm_mad(data, features, seed: int) -> dict:
-    import lightgbm as lgb
-
-    out = {}
-    for p in PARAMETERS:
-        y = data.labels[p]
-        ok = np.isfinite(y)
-        tr, va = ok & (data.split == "train"), ok & (data.split == "validation")
-        gsp = data.x[:, features.index(GSPPHOT[p])]
-        te = ok & (data.split == "test") & np.isfinite(gsp)
-        params = dict(objective="huber", alpha=0.3 * float(np.std(y[tr])), learning_rate=0.03, num_leaves=63,
-                      min_data_in_leaf=20, bagging_fraction=0.8, bagging_freq=1, feature_fraction=0.8, verbose=-1,
-                      num_threads=2, seed=seed)
-        booster = lgb.train(params, lgb.Dataset(data.x[tr], y[tr]), 5000, valid_sets=[lgb.Dataset(data.x[va], y[va])],
-                            callbacks=[lgb.early_stopping(100, verbose=False)])
-        out[p] = residual_stats(booster.predict(data.x[te], num_iteration=booster.best_iteration), y[te])["mad"]
-    return out
 
 
 def mean_mad(pred: dict, labels: dict, rows) -> float:
@@ -119,7 +100,7 @@ def main() -> None:
         name = m.card["feature_set"]
         fs = feature_sets.parse(name)
         row = {"labelled": int(m.card["data_fingerprint"]["rows"])}
-        lgbm = lightgbm_mad(datas[name], list(fs.features), seed=1)
+        lgbm = {p: v["mad"] for p, v in lightgbm_fit(datas[name], list(fs.features), seed=1).items()}
         for p in PARAMETERS:
             ml, gsp = m.metrics[p]["mlp"]["mad"], m.metrics[p]["gspphot"]["mad"]
             row[p] = {"n": m.metrics[p]["mlp"]["n"], "mlp_mad": ml, "gspphot_mad": gsp, "ratio": ml / gsp,

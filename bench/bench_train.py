@@ -97,18 +97,24 @@ def sky_database(stars: int, seed: int, all_labelled: bool = False) -> Path:
 
 
 def lightgbm_mads(db: Path, seed: int) -> dict:
-    """LightGBM per parameter on the same inputs and split; MAD on the comparison sample."""
-    import lightgbm as lgb
-
+    """LightGBM per parameter on the seed's inputs and split; MAD on the comparison sample."""
     con = connect(db)  # read-only
     data = train.load_training_set(con, list(FEATURES))
     con.close()
+    return lightgbm_fit(data, list(FEATURES), seed)
+
+
+def lightgbm_fit(data, features, seed: int) -> dict:
+    """LightGBM per parameter on ``data`` (inputs ``features``), trained on its train split with early
+    stopping on validation; statistics on the test stars that GSP-Phot has (the MLP's comparison sample)."""
+    import lightgbm as lgb
+
     out = {}
     for p in PARAMETERS:
         y = data.labels[p]
         ok = np.isfinite(y)
         tr, va = ok & (data.split == "train"), ok & (data.split == "validation")
-        gsp = data.x[:, FEATURES.index(GSPPHOT[p])]
+        gsp = data.x[:, list(features).index(GSPPHOT[p])]
         te = ok & (data.split == "test") & np.isfinite(gsp)
         params = dict(objective="huber", alpha=0.3 * float(np.std(y[tr])), learning_rate=0.03, num_leaves=63,
                       min_data_in_leaf=20, bagging_fraction=0.8, bagging_freq=1, feature_fraction=0.8,
