@@ -78,7 +78,7 @@ _NOT_NAMES = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 #: a view named in a string: xm_gaia_survey('tmass_positions', ...) reads it through query_table
-_NAMED_IN_STRING = re.compile(r"\b(?:xm_gaia_survey|query_table)\s*\(\s*'([a-z_][a-z0-9_]*)'", re.IGNORECASE)
+_NAMED_IN_STRING = re.compile(r"\b(?:xm_gaia_survey|xm_nearest_gaia|query_table)\s*\(\s*'([a-z_][a-z0-9_]*)'", re.IGNORECASE)
 
 
 def _mentioned_names(text: str) -> set[str]:

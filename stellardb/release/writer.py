@@ -306,12 +306,12 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
             raise UserError(f"{spec.name}: {exc}{advice}.") from None
     collection = partial / spec.name
     catalogue = collection / spec.name
-    widths = _text_widths(con, source)
-    header = _vo_header(con, spec, source, widths)
+    widths = text_widths(con, source)
+    header = vo_header(con, spec, source, widths)
     written = _copy_partitions(con, source, catalogue, partitions, header, spec.name, progress, widths=widths)
     if written != expected:  # a defect, never the user's input: refuse to publish it
         raise RuntimeError(f"release {spec.name}: wrote {written} rows of {expected}")
-    _finish_catalogue(catalogue, spec, partitions, written, max_rows, header, widths)
+    finish_catalogue(catalogue, spec, partitions, written, max_rows, header, widths)
     result = CatalogueResult(written, partitions)
     margins = []
     if spec.margin:
@@ -321,7 +321,7 @@ def _write_table(con, spec: ReleaseTable, sql: str, partial: Path, work: Path, g
             progress)
         if result.margin_rows:
             margins.append(margin_name)
-    _finish_collection(collection, spec.name, margins)
+    finish_collection(collection, spec.name, margins)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -351,7 +351,7 @@ def _co_partitions(con, source: str, base: list[Pixel], max_rows: int) -> list[P
     return sorted(used + covering(base, pixels, counts, max_rows), key=lambda p: (p.lo, p.order))
 
 
-def _text_widths(con, source: str) -> dict[str, int]:
+def text_widths(con, source: str) -> dict[str, int]:
     """The widest value (bytes) of each text column: the VO-Parquet header's arraysize, and
     astropy's ``table::len::`` key (without it astropy cannot read a text column with NULLs)."""
     rel = con.sql(f"select * from {source} limit 0")
@@ -363,7 +363,7 @@ def _text_widths(con, source: str) -> dict[str, int]:
     return {c: max(1, int(n)) for c, n in zip(text, row)}
 
 
-def _vo_header(con, spec: ReleaseTable, source: str, widths: dict[str, int]) -> str:
+def vo_header(con, spec: ReleaseTable, source: str, widths: dict[str, int]) -> str:
     """The VO-Parquet header (a VOTable with FIELDs, no DATA) of the table's columns."""
     from stellardb.catalog.export import to_astropy, votable_xml
 
@@ -385,7 +385,7 @@ def _file_metadata(header: str, widths: dict[str, int]) -> dict[str, str]:
             **{f"table::len::{c}": str(n) for c, n in widths.items()}}
 
 
-def _kv_metadata(header: str, widths: dict[str, int]) -> str:
+def kv_metadata(header: str, widths: dict[str, int]) -> str:
     return "{" + ", ".join(f"{db.quote_literal(k)}: {db.quote_literal(v)}"
                            for k, v in _file_metadata(header, widths).items()) + "}"
 
@@ -393,7 +393,7 @@ def _kv_metadata(header: str, widths: dict[str, int]) -> str:
 def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel], header: str, stage: str,
                      progress, where: str = "", widths: dict | None = None) -> int:
     written = 0
-    kv = _kv_metadata(header, widths or {})
+    kv = kv_metadata(header, widths or {})
     for i, pixel in enumerate(partitions):
         target = catalogue / "dataset" / pixel.path()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -428,12 +428,12 @@ def _write_margin(con, spec: ReleaseTable, source: str, work: Path, margin_dir: 
         return 0, 0
     rows = _copy_partitions(con, margin_source, margin_dir, pixels, header, f"{spec.name} margin", progress,
                             where="_margin_norder = {order} and _margin_npix = {pixel}", widths=widths)
-    _finish_catalogue(margin_dir, spec, pixels, rows, None, header, widths, margin_of=spec.name,
+    finish_catalogue(margin_dir, spec, pixels, rows, None, header, widths, margin_of=spec.name,
                       margin_arcsec=margin_arcsec, margin_order=order)
     return rows, len(pixels)
 
 
-def _finish_catalogue(catalogue: Path, spec: ReleaseTable, partitions: list[Pixel], rows: int, max_rows,
+def finish_catalogue(catalogue: Path, spec: ReleaseTable, partitions: list[Pixel], rows: int, max_rows,
                       header: str, widths: dict, margin_of: str | None = None, margin_arcsec=None, margin_order=None) -> None:
     """hats's files: partition_info.csv, _metadata and _common_metadata (with the VO-Parquet
     header), hats.properties."""
@@ -493,7 +493,7 @@ def _write_parquet_metadata(dataset: Path, partitions: list[Pixel], header: str,
     pq.write_metadata(schema.with_metadata({**(schema.metadata or {}), **extra}), dataset / "_common_metadata")
 
 
-def _finish_collection(collection: Path, name: str, margins: list[str]) -> None:
+def finish_collection(collection: Path, name: str, margins: list[str]) -> None:
     from hats.catalog.dataset.collection_properties import CollectionProperties
 
     fields = {"name": name, "hats_primary_table_url": name}
