@@ -379,7 +379,7 @@ def vo_header(con, spec: ReleaseTable, source: str, widths: dict[str, int]) -> s
                        char_widths={**widths, **stamps})
 
 
-def _file_metadata(header: str, widths: dict[str, int]) -> dict[str, str]:
+def file_metadata(header: str, widths: dict[str, int]) -> dict[str, str]:
     """Key-value metadata of every file: the VO-Parquet header and astropy's text widths."""
     return {"IVOA.VOTable-Parquet.version": "1.0", "IVOA.VOTable-Parquet.content": header,
             **{f"table::len::{c}": str(n) for c, n in widths.items()}}
@@ -387,7 +387,7 @@ def _file_metadata(header: str, widths: dict[str, int]) -> dict[str, str]:
 
 def kv_metadata(header: str, widths: dict[str, int]) -> str:
     return "{" + ", ".join(f"{db.quote_literal(k)}: {db.quote_literal(v)}"
-                           for k, v in _file_metadata(header, widths).items()) + "}"
+                           for k, v in file_metadata(header, widths).items()) + "}"
 
 
 def _copy_partitions(con, source: str, catalogue: Path, partitions: list[Pixel], header: str, stage: str,
@@ -489,7 +489,7 @@ def _write_parquet_metadata(dataset: Path, partitions: list[Pixel], header: str,
             combined.append_row_groups(footer)
     combined.write_metadata_file(str(dataset / "_metadata"))
     schema = pq.read_schema(dataset / partitions[0].path())
-    extra = {k.encode(): v.encode() for k, v in _file_metadata(header, widths).items()}
+    extra = {k.encode(): v.encode() for k, v in file_metadata(header, widths).items()}
     pq.write_metadata(schema.with_metadata({**(schema.metadata or {}), **extra}), dataset / "_common_metadata")
 
 

@@ -1,0 +1,105 @@
+"""The HATS catalogues a cluster run reads: a release's (``--release NAME``) or any HATS
+folder (hats-import's included), with their partitions, files and margin cache.
+
+hats reads the metadata (``hats.properties``, ``partition_info.csv``, a collection's
+margins); the tasks read the Parquet files with DuckDB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stellardb.errors import UserError
+from stellardb.release.partition import Pixel
+
+
+@dataclass(frozen=True)
+class Partition:
+    pixel: Pixel
+    file: str  # absolute path of its Parquet file (a folder of files for some hats-import outputs)
+
+
+@dataclass
+class HatsCatalogue:
+    name: str
+    path: Path  # the catalogue folder (not the collection)
+    partitions: list[Partition]
+    rows: int
+    ra_column: str
+    dec_column: str
+    #: the margin cache: its threshold (arcsec) and a file per partition that has margin rows
+    margin_arcsec: float | None = None
+    margin_files: dict[Pixel, str] = field(default_factory=dict)
+    margin_path: Path | None = None
+
+    @property
+    def pixels(self) -> list[Pixel]:
+        return [p.pixel for p in self.partitions]
+
+    def file_of(self, pixel: Pixel) -> str:
+        return self._by_pixel()[pixel]
+
+    def _by_pixel(self) -> dict[Pixel, str]:
+        if not hasattr(self, "_files"):
+            self._files = {p.pixel: p.file for p in self.partitions}
+        return self._files
+
+
+def open_catalogue(path, what: str) -> HatsCatalogue:
+    """The HATS catalogue at ``path``: a catalogue folder, or a collection (its primary catalogue
+    and default margin).  ``what`` names it in errors ("--gaia", "the release's gaia")."""
+    import hats
+
+    path = Path(path)
+    if not (path / "hats.properties").is_file() and not (path / "collection.properties").is_file():
+        raise UserError(f"{what} ({path}) is not a HATS catalogue (no hats.properties or collection.properties); "
+                        "give a catalogue folder made by `stellardb release` or hats-import.")
+    try:
+        found = hats.read_hats(path)
+        margin = None
+        if hasattr(found, "main_catalog"):  # a collection
+            if found.default_margin:
+                margin = hats.read_hats(found.default_margin_catalog_dir)
+            found = found.main_catalog
+        info = found.catalog_info
+        if str(info.catalog_type) not in ("object", "CatalogType.OBJECT", "source", "CatalogType.SOURCE"):
+            raise UserError(f"{what} ({path}) is a HATS {info.catalog_type} catalogue, not an object catalogue; "
+                            "give the catalogue (or its collection) instead.")
+        base = Path(found.catalog_base_dir)
+        parts = [Partition(Pixel(int(p.order), int(p.pixel)), str(_pixel_file(base, p)))
+                 for p in found.get_healpix_pixels()]
+        result = HatsCatalogue(name=info.catalog_name, path=base, partitions=sorted(parts, key=lambda q: q.pixel.lo),
+                               rows=int(info.total_rows or 0), ra_column=info.ra_column or "ra",
+                               dec_column=info.dec_column or "dec")
+        if margin is not None:
+            mbase = Path(margin.catalog_base_dir)
+            result.margin_arcsec = float(margin.catalog_info.margin_threshold)
+            result.margin_path = mbase
+            result.margin_files = {Pixel(int(p.order), int(p.pixel)): str(_pixel_file(mbase, p))
+                                   for p in margin.get_healpix_pixels()}
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{what} ({path}) cannot be read as HATS ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}).") from None
+    missing = [p.file for p in result.partitions if not Path(p.file).exists()]
+    if missing:
+        raise UserError(f"{what} ({path}) lists {len(missing)} partition(s) whose file is missing, e.g. "
+                        f"{missing[0]}; the catalogue is damaged.")
+    return result
+
+
+def _pixel_file(base: Path, pixel) -> Path:
+    import hats
+
+    return Path(hats.io.paths.pixel_catalog_file(base, pixel))
+
+
+def release_catalogue(release: Path, table: str) -> HatsCatalogue:
+    """Catalogue ``table`` of a stellardb release (its collection, margin included)."""
+    folder = Path(release) / table
+    if not folder.is_dir():
+        raise UserError(f"Release {Path(release).name} has no {table} catalogue (its database had no {table} rows); "
+                        f"ingest {table} and make a new release.")
+    return open_catalogue(folder, f"the release's {table}")

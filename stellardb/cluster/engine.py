@@ -1,0 +1,137 @@
+"""The Dask side of a cluster run: a client (a scheduler's, or a local cluster of worker
+processes), tasks submitted one per partition with Dask's own retries, progress per
+partition, and the per-worker memory budget.
+
+Nothing here schedules or moves data itself: Dask (``distributed``) does.  Each task is a
+plain function of a small, picklable description of its partition; it reads its files with
+an in-process DuckDB and writes its result file itself, so a retried task overwrites the
+same file with the same rows (exactly once, whichever attempt finished).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from stellardb.errors import UserError
+
+#: memory per worker when neither --memory-per-worker nor STELLARDB_MEMORY_LIMIT says
+DEFAULT_BUDGET = "2GB"
+#: Dask's retries of a task whose worker died or that raised (not a UserError: that is final)
+RETRIES = 3
+#: share of the worker's budget DuckDB may use inside a task (the rest: Arrow buffers, Python)
+DUCKDB_SHARE = 0.6
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*$", re.IGNORECASE)
+_UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(text: str, option: str = "--memory-per-worker") -> int:
+    match = _SIZE.match(str(text))
+    if not match:
+        raise UserError(f"{option} {text!r} is not a memory size; use a value like 2GB or 500MB.")
+    size = int(float(match[1]) * _UNITS[match[2].lower()])
+    if size < 200 * 10**6:
+        raise UserError(f"{option} {text} is too small: a worker needs at least 200MB (DuckDB, Arrow, Python).")
+    return size
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Memory per worker, and what a task's DuckDB may take of it."""
+    worker_bytes: int
+
+    @property
+    def duckdb_bytes(self) -> int:
+        return int(self.worker_bytes * DUCKDB_SHARE)
+
+    @property
+    def duckdb_limit(self) -> str:
+        return f"{max(1, self.duckdb_bytes // 2**20)}MiB"
+
+
+@contextlib.contextmanager
+def client(scheduler: str | None, workers: int | None, budget: Budget, scratch: str):
+    """A Dask client: connected to ``scheduler`` (an address such as tcp://host:8786), or to a
+    local cluster of ``workers`` processes (default: the usable cores) of one thread each, whose
+    nannies restart a worker that dies or passes ``budget`` (Dask's memory limit)."""
+    from distributed import Client, LocalCluster
+
+    # Dask's own logs (worker start-up, a nanny restarting a killed worker) are noise for a user
+    for name in ("distributed", "distributed.nanny", "distributed.scheduler", "distributed.worker",
+                 "distributed.core", "distributed.comm", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    if scheduler:
+        try:
+            dask_client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UserError(f"Cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}); start one "
+                            "(`dask scheduler`) and its workers, or leave out --scheduler for a local cluster.") from None
+        try:
+            yield dask_client
+        finally:
+            dask_client.close()
+        return
+    from stellardb.cores import usable_cores
+
+    n = workers or usable_cores()
+    if n < 1:
+        raise UserError(f"--workers must be at least 1, got {n}.")
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=budget.worker_bytes,
+                           dashboard_address=None, local_directory=scratch, silence_logs=logging.CRITICAL)
+    try:
+        with Client(cluster) as dask_client:
+            yield dask_client
+    finally:
+        cluster.close()
+
+
+def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, retries: int = RETRIES) -> dict:
+    """Run ``function(task, *shared)`` for every ``key -> task`` on the cluster (one Dask task each,
+    ``retries`` retries); ``progress(done, total, stage)`` as each finishes.  Returns
+    ``key -> result``.  A task that raised a UserError stops the run with that error."""
+    from distributed import as_completed
+
+    futures = {dask_client.submit(function, task, key=f"stellardb-{stage}-{key}-{os.getpid()}", pure=False,
+                                  retries=retries): key for key, task in tasks.items()}
+    results, done = {}, 0
+    try:
+        for future in as_completed(futures):
+            key = futures[future]
+            if future.status == "error":
+                exc = future.exception()
+                if isinstance(exc, UserError):
+                    raise UserError(str(exc)) from None
+                raise UserError(f"{stage}: partition {key} failed after {retries} retries "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).") from None
+            results[key] = future.result()
+            done += 1
+            if progress is not None:
+                progress(done, len(tasks), stage)
+    finally:
+        for future in futures:
+            future.cancel()
+    return results
+
+
+def task_connection(budget_limit: str, threads: int, spill: str):
+    """The in-process DuckDB of one task: in memory, ``threads`` threads, at most ``budget_limit``
+    of memory, spilling to ``spill``."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute(f"set threads = {int(threads)}")
+    con.execute("set memory_limit = $m", {"m": budget_limit})
+    con.execute("set temp_directory = $t", {"t": spill})
+    con.execute("set preserve_insertion_order = false")
+    return con
+
+
+def peak_rss_bytes() -> int:
+    """This worker process's peak resident memory so far (Linux reports kilobytes)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

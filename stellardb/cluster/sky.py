@@ -1,0 +1,85 @@
+"""Which partitions a partition's task needs: HEALPix ranges, borders and coverage.
+
+All on ``_healpix_29`` (stellardb.release.partition): a partition is one range of it, a
+pixel's border is hats's margin pixels (``get_margin``) at an order whose pixels are wider
+than the distance that matters, so anything within that distance of a partition, outside
+it, lies in one of its border pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stellardb.release.partition import SPATIAL_INDEX_ORDER, Pixel
+
+
+def border_ranges(pixel: Pixel, order: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of ``_healpix_29`` of the order-``order`` pixels just outside ``pixel``."""
+    from hats.pixel_math import get_margin
+
+    if order <= pixel.order:
+        raise ValueError(f"border order {order} must be deeper than the pixel's {pixel.order}")
+    shift = 2 * (SPATIAL_INDEX_ORDER - order)
+    return merge([(int(p) << shift, (int(p) + 1) << shift) for p in get_margin(pixel.order, pixel.pixel,
+                                                                               order - pixel.order)])
+
+
+def merge(ranges) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping ``[lo, hi)`` ranges covering the same values."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def overlapping(pixels: list[Pixel], ranges) -> list[Pixel]:
+    """The ``pixels`` (non-overlapping partitions) that intersect any of ``ranges``."""
+    if not pixels:
+        return []
+    ordered = sorted(pixels, key=lambda p: p.lo)
+    los = np.array([p.lo for p in ordered], dtype=np.int64)
+    his = np.array([p.hi for p in ordered], dtype=np.int64)
+    found = set()
+    for lo, hi in ranges:
+        # partitions starting before hi, and ending after lo
+        last = int(np.searchsorted(los, hi, side="left"))
+        first = int(np.searchsorted(his, lo, side="right"))
+        found.update(range(first, last))
+    return [ordered[i] for i in sorted(found)]
+
+
+def uncovered(pixel: Pixel, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``pixel``'s range that no range of ``covered`` (merged) holds."""
+    out, at = [], pixel.lo
+    for lo, hi in covered:
+        if hi <= at or lo >= pixel.hi:
+            continue
+        if lo > at:
+            out.append((at, lo))
+        at = max(at, hi)
+        if at >= pixel.hi:
+            break
+    if at < pixel.hi:
+        out.append((at, pixel.hi))
+    return out
+
+
+def order_wider_than(arcsec: float) -> int:
+    """The deepest HEALPix order whose pixels are all at least ``arcsec`` across (hats's rule
+    for margins)."""
+    from hats.pixel_math.healpix_shim import margin2order, order2mindist
+
+    order = int(margin2order(margin_thr_arcmin=max(arcsec, 1e-3) / 60.0))
+    while order > 0 and order2mindist(order) * 60.0 < arcsec:
+        order -= 1
+    return order
+
+
+def ranges_sql(column: str, ranges) -> str:
+    """A SQL condition: ``column`` in any of the ``[lo, hi)`` ranges (false for none)."""
+    if not ranges:
+        return "false"
+    return "(" + " or ".join(f"({column} >= {int(lo)} and {column} < {int(hi)})" for lo, hi in ranges) + ")"
