@@ -2,6 +2,7 @@
 and in a fresh interpreter's sys.modules:
 
     cli -> service -> release
+    cli -> cluster -> release, ml
     cli -> ingest, ml, simulate, release -> catalog -> config, errors, cores
 
 catalog imports nothing from ingest, ml, release or cli; ingest and ml never import each other;
@@ -71,7 +72,7 @@ def violations(rule) -> list[str]:
 
 def test_the_layers_exist():
     """The package tree the README describes (a rule about an empty layer would prove nothing)."""
-    for package in ("catalog", "ingest", "ml", "cli", "simulate", "release", "service"):
+    for package in ("catalog", "ingest", "ml", "cli", "simulate", "release", "service", "cluster"):
         assert f"stellardb.{package}" in MODULES, package
     for module in ("config", "errors", "cores", "ingest.pipeline", "ingest.specs", "ingest.checks", "ingest.staging",
                    "ingest.readers", "ingest.presets", "catalog.db", "catalog.schema", "catalog.query", "catalog.xmatch",
@@ -88,8 +89,16 @@ def test_release_reads_through_catalog_and_model_store_only():
     assert not violations(lambda n, t: layer(n) == "release" and t.startswith("stellardb.")
                           and t != "stellardb" and not t.startswith(allowed))
     # nothing but the command line and the service builds on releases
-    assert not violations(lambda n, t: layer(n) not in ("cli", "release", "service")
+    assert not violations(lambda n, t: layer(n) not in ("cli", "release", "service", "cluster")
                           and t.startswith("stellardb.release"))
+
+
+def test_only_the_cli_runs_the_cluster_and_the_cluster_never_ingests():
+    """stellardb.cluster reads HATS catalogues and runs the crossmatch SQL and the scorer on Dask;
+    only the command line starts it, and it never writes the database (no ingest, no service)."""
+    assert not violations(lambda n, t: layer(n) not in ("cli", "cluster") and t.startswith("stellardb.cluster"))
+    assert not violations(lambda n, t: layer(n) == "cluster"
+                          and t.startswith(("stellardb.ingest", "stellardb.service", "stellardb.simulate")))
 
 
 def test_the_service_reads_releases_only():

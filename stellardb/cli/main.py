@@ -13,6 +13,8 @@ import click
 
 from stellardb import config
 from stellardb.cli.errors import user_errors
+from stellardb.cli.cluster import cluster_options, refuse_cluster_options_without_dask
+from stellardb.errors import UserError
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU-only machines, oneDNN notes)
 # would bury the progress bars; users can still ask for it (STELLARDB_TF_VERBOSE=1).
@@ -248,9 +250,10 @@ def doctor(ctx, dry_run):
               help="Match radius in arcsec of the surveys crossmatched (stored; defaults: `stellardb surveys`).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG: separations of the SkyMapper pairs, and the matched fraction per r_psf.")
+@cluster_options
 @click.pass_context
 @user_errors
-def xmatch(ctx, surveys, radius_arcsec, plot):
+def xmatch(ctx, surveys, radius_arcsec, plot, engine, release_name, out, scheduler, workers, memory_per_worker):
     """Crossmatch Gaia with each photometric survey (and position-only labels with Gaia).
 
     For each survey source, the nearest Gaia source within the survey's radius after
@@ -265,8 +268,26 @@ def xmatch(ctx, surveys, radius_arcsec, plot):
         stellardb xmatch --plot xmatch.png
 
         stellardb xmatch --survey tmass --radius-arcsec 1.5
+
+    With --engine dask, the same SQL runs per HATS partition of a release on a Dask
+    cluster, and the pairs become a HATS catalogue under --out (docs/cluster.md):
+
+        stellardb xmatch --engine dask --release 2026-12a --workers 2
     """
     from stellardb.catalog import xmatch as xmatch_lib
+
+    refuse_cluster_options_without_dask(engine, release=release_name, out=out, scheduler=scheduler, workers=workers,
+                                        memory_per_worker=memory_per_worker)
+    if engine == "dask":
+        if plot:
+            raise UserError("--plot is drawn from the database: run `stellardb xmatch --plot` without --engine dask.")
+        if len(surveys) > 1:
+            raise UserError("--engine dask crossmatches one survey per run: give one --survey.")
+        from stellardb.cli import cluster as cluster_cli
+
+        cluster_cli.xmatch(ctx.obj["db"], surveys[0] if surveys else "skymapper", radius_arcsec, release_name, out,
+                           scheduler, workers, memory_per_worker)
+        return
 
     stats = xmatch_lib.run(ctx.obj["db"], radius_arcsec, plot, surveys=list(surveys) or None)
     for name, one in stats["surveys"].items():
@@ -541,8 +562,12 @@ def train(epochs, seed, model, name, quick, feature_set_names, min_labels, cv_fo
               help="Also write a PNG: a Kiel diagram (Teff vs log g coloured by [Fe/H]) of the scored stars next to "
                    "GSP-Phot's for the same stars.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@cluster_options
+@click.option("--xmatch", "xmatch_dir", type=click.Path(file_okay=False), default=None,
+              help="With --engine dask: a crossmatch made by `stellardb xmatch --engine dask` (its folder) to use "
+                   "instead of the release's.")
 @user_errors
-def score(model, batch_rows, plot, quiet):
+def score(model, batch_rows, plot, quiet, engine, release_name, out, scheduler, workers, memory_per_worker, xmatch_dir):
     """Predict Teff, log g and [Fe/H] with errors for every star whose inputs a model has.
 
     MODEL is a family (`stellardb train --model MODEL`): every star with Gaia BP, RP
@@ -561,7 +586,21 @@ def score(model, batch_rows, plot, quiet):
         stellardb --db sky.duckdb score --model demo
 
         stellardb --db sky.duckdb score --model demo --plot kiel.png
+
+    With --engine dask, the same scorer runs per HATS partition of a release on a Dask
+    cluster, and the predictions become a HATS catalogue under --out (docs/cluster.md):
+
+        stellardb score --engine dask --release 2026-12a --model demo --workers 2
     """
+    refuse_cluster_options_without_dask(engine, release=release_name, out=out, scheduler=scheduler, workers=workers,
+                                        memory_per_worker=memory_per_worker, xmatch=xmatch_dir)
+    if engine == "dask":
+        if plot is not None:
+            raise UserError("--plot is drawn from the database: run `stellardb score --plot` without --engine dask.")
+        from stellardb.cli import cluster as cluster_cli
+
+        cluster_cli.score(_db_path(), model, release_name, out, xmatch_dir, scheduler, workers, memory_per_worker, quiet)
+        return
     if plot is not None:
         from pathlib import Path
 

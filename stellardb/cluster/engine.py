@@ -89,13 +89,14 @@ def client(scheduler: str | None, workers: int | None, budget: Budget, scratch: 
         cluster.close()
 
 
-def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, retries: int = RETRIES) -> dict:
-    """Run ``function(task, *shared)`` for every ``key -> task`` on the cluster (one Dask task each,
+def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, retries: int = RETRIES,
+              shared: tuple = ()) -> dict:
+    """Run ``function(task, *shared)`` (``shared``: e.g. a scattered model) for every ``key -> task`` on the cluster (one Dask task each,
     ``retries`` retries); ``progress(done, total, stage)`` as each finishes.  Returns
     ``key -> result``.  A task that raised a UserError stops the run with that error."""
     from distributed import as_completed
 
-    futures = {dask_client.submit(function, task, key=f"stellardb-{stage}-{key}-{os.getpid()}", pure=False,
+    futures = {dask_client.submit(function, task, *shared, key=f"stellardb-{stage}-{key}-{os.getpid()}", pure=False,
                                   retries=retries): key for key, task in tasks.items()}
     results, done = {}, 0
     try:

@@ -144,8 +144,10 @@ def batch_to_matrix(batch, features) -> np.ndarray:
     return x
 
 
-def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None, feature_set=None) -> np.ndarray:
-    """Score one Arrow batch and insert it; returns the flag counts (see ``run``)."""
+def predict_batch(batch, features, scorer, flags=None) -> tuple[dict, np.ndarray]:
+    """Predictions of one Arrow batch as Arrow arrays (source_id, each parameter and its error,
+    the outside-training flags) and the flag counts (see ``run``); shared by ``score`` and the
+    cluster scorer (stellardb.cluster.score), so both give the same numbers."""
     import pyarrow as pa
 
     from stellardb.catalog.arrow import to_arrow
@@ -171,6 +173,14 @@ def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None, 
         inputs_outside = flags.inputs_outside(x)
         counts[-1] = int(np.count_nonzero(inputs_outside))
         arrays["inputs_outside_training"] = to_arrow(inputs_outside)
+    return arrays, counts
+
+
+def _write_batch(writer, batch, features, scorer, model, scored_at, flags=None, feature_set=None) -> np.ndarray:
+    """Score one Arrow batch and insert it; returns the flag counts (see ``run``)."""
+    import pyarrow as pa
+
+    arrays, counts = predict_batch(batch, features, scorer, flags)
     table = pa.table(arrays)
     writer.register("_stellardb_scored", table)
     try:
@@ -209,17 +219,11 @@ NOT_SCORED_REASONS = (
 )
 
 
-def run_family(db, model: str, models_dir=None, batch_rows: int = BATCH_ROWS, progress=None) -> FamilyScoreSummary:
-    """Predict every star that has the inputs of some member of family ``model``, each with the
-    member chosen for its inputs (:mod:`stellardb.ml.selection`); predictions.model is the family's
-    name and predictions.feature_set the member's set.  One transaction, as :func:`run`."""
-    import pyarrow as pa  # noqa: F401  (the writer's)
-
+def load_family(model: str, models_dir=None, db=None) -> tuple:
+    """Family ``model``'s models folder, its card and ``{feature set: (card, folded networks)}`` of
+    its members, each checked to be the member the family card names (not retrained on its own)."""
     from stellardb.ml import selection
-    from stellardb.ml.feature_sets import parse
 
-    if batch_rows < 1:
-        raise UserError(f"batch_rows must be positive, got {batch_rows}.")
     root = models_root(models_dir, db)
     family = selection.read_family(root, model)
     if family is None:
@@ -236,6 +240,22 @@ def run_family(db, model: str, models_dir=None, batch_rows: int = BATCH_ROWS, pr
             raise UserError(f'{root / m["model"]} is not the {m["feature_set"]} member of family "{model}" (it was '
                             f"retrained on its own); retrain the family with `stellardb train --model {model}`.")
         loaded[m["feature_set"]] = (card, folded)
+    return root, family, loaded
+
+
+def run_family(db, model: str, models_dir=None, batch_rows: int = BATCH_ROWS, progress=None) -> FamilyScoreSummary:
+    """Predict every star that has the inputs of some member of family ``model``, each with the
+    member chosen for its inputs (:mod:`stellardb.ml.selection`); predictions.model is the family's
+    name and predictions.feature_set the member's set.  One transaction, as :func:`run`."""
+    import pyarrow as pa  # noqa: F401  (the writer's)
+
+    from stellardb.ml import selection
+    from stellardb.ml.feature_sets import parse
+
+    if batch_rows < 1:
+        raise UserError(f"batch_rows must be positive, got {batch_rows}.")
+    root, family, loaded = load_family(model, models_dir, db)
+    members = family["members"]
     chosen = selection.chosen_sql(members, family["choices"])
     con = catalog_db.connect(db, read_only=False)
     try:

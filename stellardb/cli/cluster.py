@@ -1,0 +1,93 @@
+"""The ``--engine dask`` side of ``stellardb xmatch`` and ``stellardb score`` (stellardb.cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stellardb.errors import UserError
+
+
+def cluster_options(command):
+    """Options every cluster run takes."""
+    options = [
+        click.option("--engine", type=click.Choice(["duckdb", "dask"]), default="duckdb", show_default=True,
+                     help="duckdb: the database file, embedded.  dask: a release's HATS partitions on a Dask "
+                          "cluster (docs/cluster.md)."),
+        click.option("--release", "release_name", default=None,
+                     help="With --engine dask: the release to read (a name under releases/, latest, or a folder)."),
+        click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+                     help="With --engine dask: the folder the result goes in (a HATS collection).  "
+                          "[default: cluster/RELEASE/ beside the database]"),
+        click.option("--scheduler", default=None,
+                     help="With --engine dask: a Dask scheduler's address (tcp://host:8786); default: a local cluster."),
+        click.option("--workers", type=int, default=None,
+                     help="With --engine dask and no --scheduler: local worker processes, one thread each.  "
+                          "[default: usable cores]"),
+        click.option("--memory-per-worker", default=None,
+                     help="With --engine dask: each worker's memory budget (e.g. 2GB); partitions are cut to fit it.  "
+                          "[default: 2GB]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def refuse_cluster_options_without_dask(engine: str, **given) -> None:
+    used = [name for name, value in given.items() if value is not None]
+    if engine != "dask" and used:
+        raise UserError(f"--{used[0].replace('_', '-')} needs --engine dask; add it, or leave the option out.")
+
+
+def _release_and_out(db_path, release_name: str | None, out: str | None) -> tuple[Path, Path]:
+    from stellardb.release import layout
+
+    if not release_name:
+        raise UserError("--engine dask reads a release: give --release NAME (`stellardb releases` lists them; "
+                        "`stellardb release NAME` makes one).")
+    folder = layout.resolve(layout.default_root(db_path), release_name)
+    target = Path(out) if out else Path(db_path).absolute().parent / "cluster" / folder.name
+    if layout.release_holding(target.absolute()) is not None:
+        raise UserError(f"--out {target} lies inside a release; releases are immutable: choose a folder outside it.")
+    return folder, target
+
+
+def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, workers, memory_per_worker, quiet=False):
+    from stellardb.cli.progress import staged_progress
+    from stellardb.cluster import catalogues, xmatch as cluster_xmatch
+
+    release, target = _release_and_out(db_path, release_name, out)
+    gaia = catalogues.release_catalogue(release, "gaia")
+    survey_cat = catalogues.release_catalogue(release, survey)
+    with staged_progress("nearest", disable=quiet) as progress:
+        result = cluster_xmatch.run(gaia, survey_cat, survey, target, radius_arcsec, scheduler=scheduler,
+                                    workers=workers, memory_per_worker=memory_per_worker, progress=progress)
+    click.echo(f"xmatch {survey} (dask): {result.pairs:,} Gaia-{survey} pairs in {result.partitions} partitions "
+               f"({result.nearest_tasks} nearest tasks; reach {result.reach_arcsec:.2f} arcsec within the "
+               f"{result.margin_arcsec if result.margin_arcsec is not None else 0:g} arcsec margin) in "
+               f"{result.seconds:.1f} s; peak worker memory {result.peak_task_bytes / 2**20:,.0f} MiB.")
+    click.echo(f"catalogue: {result.path}")
+
+
+def score(db_path, model: str, release_name, out, xmatch_dir, scheduler, workers, memory_per_worker, quiet=False):
+    from stellardb.cli.progress import staged_progress
+    from stellardb.cluster import catalogues, score as cluster_score
+
+    release, target = _release_and_out(db_path, release_name, out)
+    gaia = catalogues.release_catalogue(release, "gaia")
+
+    def optional(table):
+        return catalogues.release_catalogue(release, table) if (release / table).is_dir() else None
+
+    xmatch = catalogues.open_catalogue(xmatch_dir, "--xmatch") if xmatch_dir else optional("xmatch")
+    with staged_progress("score", disable=quiet) as progress:
+        result = cluster_score.run(gaia, optional("distances"), xmatch, optional("skymapper"), model, target,
+                                   db_path=db_path, scheduler=scheduler, workers=workers,
+                                   memory_per_worker=memory_per_worker, progress=progress)
+    rate = result.rows / result.seconds if result.seconds else float("inf")
+    click.echo(f"Scored {result.rows:,} stars with model {model} (dask) in {result.partitions} partitions in "
+               f"{result.seconds:.1f} s ({rate:,.0f} stars/s); peak worker memory {result.peak_task_bytes / 2**20:,.0f} MiB.")
+    if result.by_feature_set:
+        click.echo("By feature set: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.by_feature_set.items())) + ".")
+    click.echo(f"catalogue: {result.path}")

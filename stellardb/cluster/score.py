@@ -1,0 +1,268 @@
+"""``stellardb score --engine dask``: the NumPy scorer mapped over a release's Gaia partitions.
+
+Each task opens an in-memory DuckDB with the project's whole schema (empty tables, every
+view of sql/), points the ``*_src`` views at its partition (``gaia``, ``distances`` and
+``xmatch`` are co-partitioned with gaia; the SkyMapper rows are read from the survey's
+partitions around it), and reads the same SQL the embedded ``score`` reads
+(``all_features`` with the family's choice per star, or ``scoring_set``), in Arrow batches.
+The model (its folded networks) is sent to each worker once (``Client.scatter``), and the
+predictions are computed by :func:`stellardb.ml.score.predict_batch`, the embedded scorer's
+own function.  Each task writes its partition file of a ``predictions`` HATS catalogue
+co-partitioned with gaia (columns as a release's ``predictions``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from stellardb.catalog import db
+from stellardb.cluster import engine, sky
+from stellardb.cluster.catalogues import HatsCatalogue
+from stellardb.cluster.xmatch import ROW_GROUP_ROWS, _create_source, _files_sql, _maybe_die
+from stellardb.errors import UserError
+from stellardb.release.partition import SPATIAL_INDEX_COLUMN
+
+BATCH_ROWS = 65_536
+
+
+@dataclass
+class ClusterScoreResult:
+    path: Path
+    model: str
+    rows: int
+    partitions: int
+    seconds: float
+    by_feature_set: dict
+    peak_task_bytes: int
+
+
+def load_model(model: str, models_dir, db_path) -> dict:
+    """What each worker needs to score: every member's features, folded networks and card (for its
+    range flags), and the SQL choosing a member per star; the same checks as the embedded ``score``."""
+    from stellardb.ml import selection
+    from stellardb.ml.feature_sets import parse
+    from stellardb.ml.model_store import load_scorer, models_root
+
+    root = models_root(models_dir, db_path)
+    if selection.read_family(root, model) is not None:
+        from stellardb.ml.score import load_family
+
+        _, family, loaded = load_family(model, models_dir, db_path)
+        members = {fs: (list(card["features"]), folded, card) for fs, (card, folded) in loaded.items()}
+        union = sorted({f for features, _, _ in members.values() for f in features}, key=str.lower)
+        columns = ", ".join(db.quote_identifier(f) for f in union)
+        chosen = selection.chosen_sql(family["members"], family["choices"])
+        source = (f"select * from (select source_id, {columns}, {chosen} as _feature_set from all_features) "
+                  "where _feature_set is not null")
+    else:
+        card, folded = load_scorer(model, models_dir, db_path)
+        feature_set = card.get("feature_set", "gaia-skymapper")
+        members = {feature_set: (list(card["features"]), folded, card)}
+        columns = ", ".join(db.quote_identifier(f) for f in card["features"])
+        table = "scoring_set" if feature_set == "gaia-skymapper" else f"all_features where {parse(feature_set).where}"
+        source = f"select source_id, {columns}, {db.quote_literal(feature_set)} as _feature_set from {table}"
+    return {"name": model, "members": members, "source": source}
+
+
+def score_task(task: dict, model: dict) -> dict:
+    """Predictions for one Gaia partition, written as its file; returns counts per feature set."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from stellardb.ml.score import predict_batch
+    from stellardb.ml.scorer import NumpyScorer, RangeFlags
+
+    _maybe_die(task["key"])
+    Path(task["spill"]).mkdir(parents=True, exist_ok=True)
+    con = db.connect(":memory:")  # the whole schema: empty tables, every view of sql/
+    scorers = {fs: (features, NumpyScorer(folded), RangeFlags.from_card(card))
+               for fs, (features, folded, card) in model["members"].items()}
+    counts = {fs: 0 for fs in scorers}
+    final = Path(task["out"])
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    writer = None
+    try:
+        con.execute(f"set threads = {int(task['threads'])}")
+        con.execute("set memory_limit = $m", {"m": task["limit"]})
+        con.execute("set temp_directory = $t", {"t": task["spill"]})
+        _create_source(con, "gaia_part", [task["gaia"]])
+        con.execute(f"create or replace view gaia_src as select * exclude ({SPATIAL_INDEX_COLUMN}) from gaia_part")
+        for view, file in (("distances_src", task["distances"]), ("xmatch_src", task["xmatch"])):
+            if file:
+                _create_source(con, f"{view}_part", [file])
+                con.execute(f"create or replace view {view} as select * exclude ({SPATIAL_INDEX_COLUMN}, ra, dec) "
+                            f"from {view}_part")
+        if task["survey_files"]:
+            _create_source(con, "skymapper_part", task["survey_files"],
+                           sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["survey_ranges"]))
+            con.execute(f"create or replace view skymapper_src as select * exclude ({SPATIAL_INDEX_COLUMN}) "
+                        "from skymapper_part")
+        stream = con.sql(
+            f"select s.*, g.{SPATIAL_INDEX_COLUMN}, g.ra as _ra, g.dec as _dec from ({model['source']}) as s "
+            f"join gaia_part as g using (source_id) order by g.{SPATIAL_INDEX_COLUMN}, s.source_id"
+        ).to_arrow_reader(BATCH_ROWS)
+        schema = None
+        for batch in stream:
+            chosen = batch.column("_feature_set")
+            for name, (features, scorer, flags) in scorers.items():
+                mask = pc.equal(chosen, name)
+                part = batch.filter(mask)
+                if part.num_rows == 0:
+                    continue
+                arrays, _ = predict_batch(part, features, scorer, flags)
+                n = part.num_rows
+                table = pa.table({
+                    SPATIAL_INDEX_COLUMN: part.column(SPATIAL_INDEX_COLUMN), **arrays,
+                    "model": pa.array([model["name"]] * n, pa.string()),
+                    "scored_at": pa.array([task["scored_at"]] * n, pa.timestamp("us")),
+                    "feature_set": pa.array([name] * n, pa.string()),
+                    "ra": part.column("_ra"), "dec": part.column("_dec")})
+                table = _columns_in_release_order(table)
+                if writer is None:  # one schema for every file (DuckDB's types of table predictions)
+                    schema = pa.schema(task["schema"], metadata=task["metadata"])
+                    writer = pq.ParquetWriter(tmp, schema, compression="snappy")
+                # members interleave within a batch: keep the file sorted by _healpix_29
+                writer.write_table(table.cast(schema), row_group_size=ROW_GROUP_ROWS)
+                counts[name] += n
+        if writer is None:  # no star of this partition can be scored: an empty partition file
+            schema = pa.schema(task["schema"], metadata=task["metadata"])
+            writer = pq.ParquetWriter(tmp, schema, compression="snappy")
+            writer.write_table(schema.empty_table())
+        writer.close()
+        writer = None
+        os.replace(tmp, final)
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        con.close()
+    return {"by_feature_set": counts, "peak_rss": engine.peak_rss_bytes()}
+
+
+def _columns_in_release_order(table):
+    order = [SPATIAL_INDEX_COLUMN, "source_id", "teff", "teff_err", "logg", "logg_err", "feh", "feh_err", "model",
+             "scored_at", "teff_outside_training", "logg_outside_training", "feh_outside_training",
+             "inputs_outside_training", "feature_set", "ra", "dec"]
+    return table.select(order)
+
+
+def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalogue | None,
+        skymapper: HatsCatalogue | None, model: str, out: Path, models_dir=None, db_path=None,
+        scheduler: str | None = None, workers: int | None = None, memory_per_worker: str | None = None,
+        threads: int = 1, progress=None) -> ClusterScoreResult:
+    """Score every star of ``gaia`` with model (or family) ``model``; the predictions become the
+    HATS collection ``out/predictions`` (co-partitioned with gaia), written in a hidden folder first."""
+
+    from stellardb.release import writer
+
+    budget = engine.Budget(engine.parse_bytes(memory_per_worker or engine.DEFAULT_BUDGET))
+    for name, cat in (("distances", distances), ("xmatch", xmatch)):
+        if cat is not None and set(cat.pixels) - set(gaia.pixels):
+            raise UserError(f"The {name} catalogue ({cat.path}) is not co-partitioned with gaia (it has partitions gaia "
+                            "has not); use catalogues of one release, or `stellardb xmatch --engine dask` output.")
+    payload = load_model(model, models_dir, db_path)
+    final = Path(out) / "predictions"
+    if final.exists():
+        raise UserError(f"{final} already exists; the cluster never overwrites a result: remove it or give another --out.")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    partial = Path(out) / f".predictions.partial-{os.getpid()}"
+    work = Path(out) / f".predictions.work-{os.getpid()}"
+    t0 = time.perf_counter()
+    border = _survey_border(gaia, xmatch, skymapper, budget) if skymapper is not None and xmatch is not None else None
+    spec = writer.ReleaseTable("predictions", "", None, None, "source_id", "source_id",
+                               metadata_sql="select * from predictions",
+                               description=f"stellardb predictions of Teff, log g and [Fe/H] (model {model}, Dask)")
+    header, metadata, schema = _header(spec, model, payload)
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    distances_files = {p.pixel: p.file for p in distances.partitions} if distances else {}
+    xmatch_files = {p.pixel: p.file for p in xmatch.partitions} if xmatch else {}
+    tasks = {}
+    for part in gaia.partitions:
+        g = part.pixel
+        near = [(g.lo, g.hi)] + (sky.border_ranges(g, border) if border else [])
+        survey_files = [skymapper.file_of(p) for p in sky.overlapping(skymapper.pixels, near)] \
+            if skymapper is not None and g in xmatch_files else []
+        key = f"{g.order}_{g.pixel}"
+        tasks[key] = {"key": key, "gaia": part.file, "distances": distances_files.get(g), "xmatch": xmatch_files.get(g),
+                      "survey_files": survey_files, "survey_ranges": sky.merge(near),
+                      "out": str(partial / "predictions" / "dataset" / g.path()), "metadata": metadata,
+                      "schema": schema, "scored_at": scored_at, "limit": budget.duckdb_limit,
+                      "threads": threads, "spill": str(work / "spill")}
+    try:
+        with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
+            shipped = dask_client.scatter(payload, broadcast=True)  # once per worker, not once per task
+            done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(shipped,))
+        by_set: dict = {}
+        for r in done.values():
+            for k, v in r["by_feature_set"].items():
+                by_set[k] = by_set.get(k, 0) + v
+        rows = sum(by_set.values())
+        widths = {"model": max(1, len(model)), "feature_set": max([1] + [len(k) for k in by_set])}
+        writer.finish_catalogue(partial / "predictions", spec, gaia.pixels, rows, None, header, widths)
+        writer.finish_collection(partial, "predictions", [])
+        (partial / "cluster_run.json").write_text(json.dumps({
+            "model": model, "members": sorted(payload["members"]), "scored_at_utc": scored_at.isoformat(),
+            "gaia": gaia.path.name, "memory_per_worker_bytes": budget.worker_bytes,
+            "by_feature_set": by_set}, indent=2) + "\n")
+        os.rename(partial, final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return ClusterScoreResult(path=final, model=model, rows=rows, partitions=len(gaia.pixels),
+                              seconds=time.perf_counter() - t0, by_feature_set=by_set,
+                              peak_task_bytes=max([r["peak_rss"] for r in done.values()] or [0]))
+
+
+def _survey_border(gaia: HatsCatalogue, xmatch: HatsCatalogue, skymapper: HatsCatalogue, budget) -> int:
+    """The order of the border pixels holding every SkyMapper row paired with a Gaia source of a
+    partition: wider than the largest pair separation plus the largest Gaia proper motion times
+    the largest epoch difference of a pair (from the catalogues themselves)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="stellardb-bounds-") as spill:
+        con = engine.task_connection(budget.duckdb_limit, max(1, os.cpu_count() or 1), spill)
+        try:
+            sep, dt_yr = con.execute(
+                f"select max(sep_arcsec), max(abs(dt_yr)) from read_parquet({_files_sql([p.file for p in xmatch.partitions])})"
+            ).fetchone()
+            pm = con.execute(
+                "select max(sqrt(coalesce(pmra, 0) ^ 2 + coalesce(pmdec, 0) ^ 2)) / 1000.0 from "
+                f"read_parquet({_files_sql([p.file for p in gaia.partitions])}) "
+                "where abs(coalesce(pmra, 0)) <= 100000 and abs(coalesce(pmdec, 0)) <= 100000").fetchone()[0]
+        finally:
+            con.close()
+    reach = (sep or 0.0) + (pm or 0.0) * (dt_yr or 0.0) + 0.01
+    order = sky.order_wider_than(reach)
+    deepest = max(p.order for p in gaia.pixels)
+    if order <= deepest:
+        raise UserError(f"Gaia partitions of order {deepest} are narrower than the pairs' reach ({reach:.1f} arcsec); "
+                        "make the release with larger partitions (`--max-rows-per-partition`).")
+    return order
+
+
+def _header(spec, model: str, payload: dict):
+    """VO-Parquet header and file metadata of the predictions, and the Arrow schema of every file."""
+    import pyarrow as pa
+
+    from stellardb.release import writer
+
+    memory = db.connect(":memory:")
+    try:
+        source = (f"(select null::bigint as {SPATIAL_INDEX_COLUMN}, * exclude (feature_set), feature_set, "
+                  "null::double as ra, null::double as dec from predictions where false)")
+        widths = {"model": max(1, len(model)), "feature_set": max(len(k) for k in payload["members"])}
+        header = writer.vo_header(memory, spec, source, widths)
+        schema = memory.sql(f"select * from {source}").to_arrow_table().schema
+    finally:
+        memory.close()
+    empty = pa.schema([f.with_nullable(True) for f in schema]).remove_metadata()
+    return header, writer.file_metadata(header, widths), empty
