@@ -23,7 +23,7 @@ DEFAULT_BUDGET = "2GB"
 #: Dask's retries of a task whose worker died or that raised (not a UserError: that is final)
 RETRIES = 3
 #: share of the worker's budget DuckDB may use inside a task (the rest: Arrow buffers, Python)
-DUCKDB_SHARE = 0.6
+DUCKDB_SHARE = 0.5
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*$", re.IGNORECASE)
 _UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -34,8 +34,11 @@ def parse_bytes(text: str, option: str = "--memory-per-worker") -> int:
     if not match:
         raise UserError(f"{option} {text!r} is not a memory size; use a value like 2GB or 500MB.")
     size = int(float(match[1]) * _UNITS[match[2].lower()])
-    if size < 200 * 10**6:
-        raise UserError(f"{option} {text} is too small: a worker needs at least 200MB (DuckDB, Arrow, Python).")
+    if size < 10**9:
+        # a worker holds about 400 MB before any data (Python, DuckDB, Arrow, Dask), and Dask pauses
+        # a worker at 80 % of its limit
+        raise UserError(f"{option} {text} is too small: a worker needs at least 1GB (Python, DuckDB, Arrow and "
+                        "Dask take about 400 MB before any data).")
     return size
 
 

@@ -166,7 +166,7 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
             near = [(p.lo, p.hi)] + sky.border_ranges(p, border_order)
             return gaia_rows.rows_in_ranges(near) + margin_rows.rows_in_ranges(near) + survey_rows.rows_in(p.lo, p.hi)
 
-        pixels = _split(g, rows, max_rows, border_order)
+        pixels = _split(g, rows, max_rows, border_order, lambda p: survey_rows.rows_in(p.lo, p.hi) > 0)
         if len(pixels) > 1:
             result.split_partitions += 1
         for p in pixels:
@@ -195,14 +195,21 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
     return result
 
 
-def _split(pixel: Pixel, rows, max_rows: int, border_order: int) -> list[Pixel]:
-    """``pixel``, or its descendants, each with at most ``max_rows`` input rows (by row-group
-    statistics) where a pixel shallower than the border order allows."""
-    if rows(pixel) <= max_rows or pixel.order + 1 >= border_order:
+def _split(pixel: Pixel, rows, max_rows: int, border_order: int, has_survey_rows) -> list[Pixel]:
+    """``pixel``, or its descendants holding survey rows, each with at most ``max_rows`` input rows
+    (by row-group statistics), as far as the statistics resolve (a row group is the finest
+    unit they count) and the border order allows."""
+    total = rows(pixel)
+    if total <= max_rows or pixel.order + 1 >= border_order:
+        return [pixel]
+    children = [Pixel(pixel.order + 1, c) for c in range(4 * pixel.pixel, 4 * pixel.pixel + 4)]
+    children = [c for c in children if has_survey_rows(c)]
+    counts = [rows(c) for c in children]
+    if children and max(counts) >= total:  # the statistics cannot tell the children apart
         return [pixel]
     found = []
-    for child in range(4 * pixel.pixel, 4 * pixel.pixel + 4):
-        found.extend(_split(Pixel(pixel.order + 1, child), rows, max_rows, border_order))
+    for child in children:
+        found.extend(_split(child, rows, max_rows, border_order, has_survey_rows))
     return found
 
 
