@@ -101,9 +101,11 @@ def score_task(task: dict, model: dict) -> dict:
                 _create_source(con, f"{view}_part", [file])
                 con.execute(f"create or replace view {view} as select * exclude ({SPATIAL_INDEX_COLUMN}, ra, dec) "
                             f"from {view}_part")
-        if task["survey_files"]:
+        if task["survey_files"] and task["xmatch"]:
+            # the partition's partners, from the survey partitions around it (a semi-join: the
+            # border of a coarse partition is too many HEALPix ranges for one condition)
             _create_source(con, "skymapper_part", task["survey_files"],
-                           sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["survey_ranges"]))
+                           "object_id in (select skymapper_object_id from xmatch_src_part)")
             con.execute(f"create or replace view skymapper_src as select * exclude ({SPATIAL_INDEX_COLUMN}) "
                         "from skymapper_part")
         stream = con.sql(
@@ -193,7 +195,7 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
             if skymapper is not None and g in xmatch_files else []
         key = f"{g.order}_{g.pixel}"
         tasks[key] = {"key": key, "gaia": part.file, "distances": distances_files.get(g), "xmatch": xmatch_files.get(g),
-                      "survey_files": survey_files, "survey_ranges": sky.merge(near),
+                      "survey_files": survey_files,
                       "out": str(partial / "predictions" / "dataset" / g.path()), "metadata": metadata,
                       "schema": schema, "scored_at": scored_at, "limit": budget.duckdb_limit,
                       "threads": threads, "spill": str(work / "spill")}

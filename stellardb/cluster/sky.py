@@ -78,8 +78,32 @@ def order_wider_than(arcsec: float) -> int:
     return order
 
 
+#: at most this many ranges in one SQL condition (DuckDB plans a long OR slowly)
+MAX_SQL_RANGES = 64
+
+
+def coarsen(ranges, most: int = MAX_SQL_RANGES) -> list[tuple[int, int]]:
+    """At most ``most`` ranges covering ``ranges``: the smallest gaps are closed first.  A superset,
+    for reading rows a task may need (extra Gaia rows are real candidates, never wrong ones)."""
+    merged = merge(ranges)
+    if len(merged) <= most:
+        return merged
+    gaps = np.array([merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)])
+    # keep the (most - 1) widest gaps open
+    keep = set(np.argsort(gaps)[::-1][:most - 1].tolist())
+    out, start = [], merged[0][0]
+    for i in range(len(merged) - 1):
+        if i in keep:
+            out.append((start, merged[i][1]))
+            start = merged[i + 1][0]
+    out.append((start, merged[-1][1]))
+    return out
+
+
 def ranges_sql(column: str, ranges) -> str:
-    """A SQL condition: ``column`` in any of the ``[lo, hi)`` ranges (false for none)."""
+    """A SQL condition: ``column`` in any of the ``[lo, hi)`` ranges, coarsened to at most
+    MAX_SQL_RANGES (a superset; false for none)."""
     if not ranges:
         return "false"
+    ranges = coarsen(ranges)
     return "(" + " or ".join(f"({column} >= {int(lo)} and {column} < {int(hi)})" for lo, hi in ranges) + ")"

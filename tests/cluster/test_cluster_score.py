@@ -1,0 +1,120 @@
+"""stellardb score --engine dask (issue 16): the scorer per HATS partition of a release gives the
+predictions the embedded ``score`` wrote into the database, star by star."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from stellardb.cli.main import cli
+
+pytest.importorskip("keras")
+
+FILES = {"gaia": "gaia_source.csv.gz", "skymapper": "skymapper_master.csv", "distances": "bailer_jones_distances.csv",
+         "sos": "sos_spectro.csv"}
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A 20,000-star sky, a family of two feature sets (Gaia only; Gaia + SkyMapper) trained for two
+    epochs and scored embedded, and a release in partitions of at most 1,500 rows."""
+    from stellardb.ingest import pipeline
+    from stellardb.ml import score, train
+    from stellardb.release.writer import write_release
+    from stellardb.simulate import simulate
+
+    root = tmp_path_factory.mktemp("cluster_score")
+    simulate(root / "sky", stars=20_000, seed=21, workers=1)
+    path = root / "s.duckdb"
+    for table, name in FILES.items():
+        pipeline.run(path, table, [root / "sky" / name])
+    models = root / "models"
+    train.run_family(path, "fam", feature_set_names=["gaia", "gaia-skymapper"], min_labels=100, models_dir=models,
+                     epochs=2, seed=1, quick=True, plots=False)
+    score.run_family(path, "fam", models_dir=models)
+    release = write_release(path, "r1", model="fam", max_rows=1_500, margin_arcsec=30.0).path
+    return root, path, models, release
+
+
+def embedded(path):
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("select * exclude (model, scored_at) from predictions where model = 'fam' "
+                           "order by source_id").df()
+    finally:
+        con.close()
+
+
+def cluster(folder):
+    return duckdb.sql(f"select * exclude (model, scored_at, _healpix_29, ra, dec) from read_parquet("
+                      f"'{folder}/predictions/predictions/dataset/Norder=*/*/*.parquet') order by source_id").df()
+
+
+def assert_same_predictions(got, want):
+    assert got["source_id"].tolist() == want["source_id"].tolist()
+    assert got["feature_set"].tolist() == want["feature_set"].tolist()
+    for column in ("teff", "teff_err", "logg", "logg_err", "feh", "feh_err"):
+        # the networks run in float32 and BLAS may sum a row of a batch of another size in another
+        # order: a last-bit difference, which the errors (exp of a log-variance) carry to ~3e-6
+        np.testing.assert_allclose(got[column].to_numpy(), want[column].to_numpy(), rtol=1e-5, atol=1e-5, err_msg=column)
+    for column in ("teff_outside_training", "logg_outside_training", "feh_outside_training",
+                   "inputs_outside_training"):
+        assert got[column].tolist() == want[column].tolist(), column
+
+
+def run_cli(root, path, models, release, out, *extra):
+    return CliRunner().invoke(cli, ["--db", str(path), "score", "--engine", "dask", "--release", str(release),
+                                    "--model", "fam", "--workers", "2", "--out", str(out), *extra],
+                              env={"STELLARDB_MODELS": str(models)})
+
+
+def test_dask_predictions_equal_embedded_star_by_star(scored, tmp_path):
+    import lsdb
+    from hats.io.validation import is_valid_catalog
+
+    root, path, models, release = scored
+    result = run_cli(root, path, models, release, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    want = embedded(path)
+    got = cluster(tmp_path / "out")
+    assert len(want) > 10_000 and set(want["feature_set"]) == {"gaia", "gaia-skymapper"}
+    assert_same_predictions(got, want)
+    assert f"Scored {len(want):,} stars" in result.output
+    # a HATS catalogue co-partitioned with gaia, which hats validates and lsdb reads
+    assert is_valid_catalog(tmp_path / "out" / "predictions", strict=True)
+    frame = lsdb.open_catalog(tmp_path / "out" / "predictions").compute()
+    assert len(frame) == len(want)
+    gaia_pixels = sorted(p.name for p in (release / "gaia" / "gaia" / "dataset").rglob("Npix=*.parquet"))
+    assert sorted(p.name for p in (tmp_path / "out" / "predictions" / "predictions" / "dataset").rglob(
+        "Npix=*.parquet")) == gaia_pixels
+
+
+def test_a_worker_killed_mid_run_still_scores_every_star_once(scored, tmp_path):
+    root, path, models, release = scored
+    marker = tmp_path / "killed"
+    result = CliRunner().invoke(cli, ["--db", str(path), "score", "--engine", "dask", "--release", str(release),
+                                      "--model", "fam", "--workers", "2", "--out", str(tmp_path / "out")],
+                                env={"STELLARDB_MODELS": str(models), "STELLARDB_TEST_KILL_ONCE": str(marker)})
+    assert result.exit_code == 0, result.output
+    assert marker.exists(), "no worker was killed: the test proves nothing"
+    assert_same_predictions(cluster(tmp_path / "out"), embedded(path))
+
+
+def test_score_with_the_cluster_crossmatch_and_bad_input(scored, tmp_path):
+    """The Dask crossmatch's output feeds the Dask scorer (same predictions); an unknown model is
+    a one-line error that writes nothing."""
+    root, path, models, release = scored
+    runner = CliRunner()
+    xm = runner.invoke(cli, ["--db", str(path), "xmatch", "--engine", "dask", "--release", str(release),
+                             "--workers", "2", "--out", str(tmp_path / "xm")])
+    assert xm.exit_code == 0, xm.output
+    result = run_cli(root, path, models, release, tmp_path / "out", "--xmatch", str(tmp_path / "xm" / "xmatch"))
+    assert result.exit_code == 0, result.output
+    assert_same_predictions(cluster(tmp_path / "out"), embedded(path))
+    bad = CliRunner().invoke(cli, ["--db", str(path), "score", "--engine", "dask", "--release", str(release),
+                                   "--model", "nope", "--out", str(tmp_path / "bad")],
+                             env={"STELLARDB_MODELS": str(models)})
+    assert bad.exit_code != 0 and "nope" in bad.output and len(bad.output.strip().splitlines()) == 1
+    assert not (tmp_path / "bad" / "predictions").exists()
