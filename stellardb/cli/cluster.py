@@ -80,7 +80,7 @@ def score(db_path, model: str, release_name, out, xmatch_dir, scheduler, workers
     def optional(table):
         return catalogues.release_catalogue(release, table) if (release / table).is_dir() else None
 
-    xmatch = catalogues.open_catalogue(xmatch_dir, "--xmatch") if xmatch_dir else optional("xmatch")
+    xmatch = catalogues.cluster_output(xmatch_dir, "xmatch", "--xmatch") if xmatch_dir else optional("xmatch")
     with staged_progress("score", disable=quiet) as progress:
         result = cluster_score.run(gaia, optional("distances"), xmatch, optional("skymapper"), model, target,
                                    db_path=db_path, scheduler=scheduler, workers=workers,
@@ -91,3 +91,19 @@ def score(db_path, model: str, release_name, out, xmatch_dir, scheduler, workers
     if result.by_feature_set:
         click.echo("By feature set: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.by_feature_set.items())) + ".")
     click.echo(f"catalogue: {result.path}")
+
+
+def release(db_path, name, base_name, out, model, xmatch_dir, predictions_dir, scheduler, workers, memory_per_worker,
+            quiet=False):
+    from stellardb.cli.progress import staged_progress
+    from stellardb.cluster import release as cluster_release
+    from stellardb.release import layout
+
+    root = Path(out).absolute() if out else layout.default_root(db_path)
+    base = layout.resolve(layout.default_root(db_path), base_name)
+    with staged_progress("catalogue", disable=quiet) as progress:
+        result = cluster_release.from_cluster(base, name, root, xmatch_dir, predictions_dir, db_path=db_path,
+                                              scheduler=scheduler, workers=workers,
+                                              memory_per_worker=memory_per_worker, progress=progress, model=model)
+    click.echo(f"Release {result.name} (from {base.name}, model {result.model}): catalogue of {result.rows:,} stars "
+               f"({result.margin_rows:,} margin rows) rebuilt on Dask in {result.seconds:.1f} s; {result.path}")

@@ -664,9 +664,20 @@ def score(model, batch_rows, plot, quiet, engine, release_name, out, scheduler, 
 @click.option("--margin-arcsec", default=10.0, show_default=True, type=float,
               help="Width of the margin caches of gaia and catalogue (rows just outside each partition).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+@click.option("--from-release", "from_release", default=None,
+              help="Make the release from release BASE with a cluster run's --xmatch and/or --predictions in place "
+                   "of its own (docs/cluster.md); the catalogue is rebuilt from them on Dask.")
+@click.option("--xmatch", "xmatch_dir", type=click.Path(file_okay=False), default=None,
+              help="With --from-release: the folder `stellardb xmatch --engine dask` wrote (its xmatch collection).")
+@click.option("--predictions", "predictions_dir", type=click.Path(file_okay=False), default=None,
+              help="With --from-release: the folder `stellardb score --engine dask` wrote (its predictions collection).")
+@click.option("--scheduler", default=None, help="With --from-release: a Dask scheduler's address; default: a local cluster.")
+@click.option("--workers", type=int, default=None, help="With --from-release and no --scheduler: local workers.")
+@click.option("--memory-per-worker", default=None, help="With --from-release: each worker's memory budget (e.g. 2GB).")
 @click.pass_context
 @user_errors
-def release(ctx, name, model, out, max_rows, margin_arcsec, quiet):
+def release(ctx, name, model, out, max_rows, margin_arcsec, quiet, from_release, xmatch_dir, predictions_dir, scheduler,
+            workers, memory_per_worker):
     """Publish the database as release NAME: immutable HATS catalogues (HEALPix-partitioned
     Parquet) that DuckDB, hats and lsdb read.
 
@@ -685,6 +696,16 @@ def release(ctx, name, model, out, max_rows, margin_arcsec, quiet):
     from stellardb.cli.progress import staged_progress
     from stellardb.release.writer import write_release
 
+    if from_release is None and any(v is not None for v in (xmatch_dir, predictions_dir, scheduler, workers,
+                                                             memory_per_worker)):
+        raise UserError("--xmatch, --predictions, --scheduler, --workers and --memory-per-worker need --from-release "
+                        "BASE; add it, or leave them out.")
+    if from_release is not None:
+        from stellardb.cli import cluster as cluster_cli
+
+        cluster_cli.release(ctx.obj["db"], name, from_release, out, model, xmatch_dir, predictions_dir, scheduler,
+                            workers, memory_per_worker, quiet)
+        return
     with staged_progress(f"release {name}", disable=quiet) as progress:
         result = write_release(ctx.obj["db"], name, model=model, out=out, max_rows=max_rows,
                                margin_arcsec=margin_arcsec, progress=progress)

@@ -103,3 +103,12 @@ def release_catalogue(release: Path, table: str) -> HatsCatalogue:
         raise UserError(f"Release {Path(release).name} has no {table} catalogue (its database had no {table} rows); "
                         f"ingest {table} and make a new release.")
     return open_catalogue(folder, f"the release's {table}")
+
+
+def cluster_output(path, table: str, what: str) -> HatsCatalogue:
+    """A cluster run's ``table`` from ``path``: the --out folder it was written in (holding
+    ``table/``), or the collection or catalogue itself."""
+    path = Path(path)
+    if (path / table / "collection.properties").is_file():
+        path = path / table
+    return open_catalogue(path, what)

@@ -523,7 +523,7 @@ def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows
             "where model = $m or starts_with(model, $m || '.') order by run_at",
             {"m": result.model}).fetchall()
     ]
-    card, card_sha256 = _model_card(result.model, db_path)
+    card, card_sha256 = model_card(result.model, db_path)
     manifest = {
         "name": result.name,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -547,7 +547,7 @@ def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows
     (partial / layout.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _model_card(model: str, db_path) -> tuple[dict | None, str | None]:
+def model_card(model: str, db_path) -> tuple[dict | None, str | None]:
     from stellardb.ml.model_store import read_card, read_family_card
 
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -118,3 +119,54 @@ def test_score_with_the_cluster_crossmatch_and_bad_input(scored, tmp_path):
                              env={"STELLARDB_MODELS": str(models)})
     assert bad.exit_code != 0 and "nope" in bad.output and len(bad.output.strip().splitlines()) == 1
     assert not (tmp_path / "bad" / "predictions").exists()
+
+
+def test_a_release_from_the_cluster_outputs_equals_the_embedded_release(scored, tmp_path):
+    """xmatch and score on Dask, then `release --from-release`: the catalogue the service and lsdb
+    read equals the one the embedded release wrote (predictions to float32 rounding)."""
+    import lsdb
+    from hats.io.validation import is_valid_catalog
+
+    from stellardb.release import reader
+
+    root, path, models, release = scored
+    runner = CliRunner()
+    env = {"STELLARDB_MODELS": str(models)}
+    assert runner.invoke(cli, ["--db", str(path), "xmatch", "--engine", "dask", "--release", str(release),
+                               "--workers", "2", "--out", str(tmp_path / "c")]).exit_code == 0
+    assert run_cli(root, path, models, release, tmp_path / "c", "--xmatch", str(tmp_path / "c" / "xmatch")).exit_code == 0
+    made = runner.invoke(cli, ["--db", str(path), "release", "r2", "--from-release", str(release), "--xmatch",
+                               str(tmp_path / "c"), "--predictions", str(tmp_path / "c"), "--workers", "2",
+                               "--out", str(tmp_path / "rel")], env=env)
+    assert made.exit_code == 0, made.output
+    new = tmp_path / "rel" / "r2"
+    assert (tmp_path / "rel" / "latest").resolve() == new.resolve()
+    assert is_valid_catalog(new / "catalogue", strict=True)
+    lsdb_rows = len(lsdb.open_catalog(new / "catalogue").compute())
+
+    def catalogue(folder):
+        con = reader.connect(folder)
+        try:
+            return con.execute("select * exclude (scored_at) from catalogue order by source_id").df()
+        finally:
+            con.close()
+
+    got, want = catalogue(new), catalogue(release)
+    assert lsdb_rows == len(want)
+    assert list(got.columns) == list(want.columns)
+    assert got["source_id"].tolist() == want["source_id"].tolist()
+    floats = [c for c in want.columns if want[c].dtype.kind == "f"]
+    others = [c for c in want.columns if c not in floats]
+    def plain(series):
+        return [None if pd.isna(x) else x for x in series]
+
+    for c in others:
+        assert plain(got[c]) == plain(want[c]), c
+    for c in floats:
+        np.testing.assert_allclose(got[c].to_numpy(), want[c].to_numpy(), rtol=1e-5, atol=1e-5, equal_nan=True, err_msg=c)
+    # the margin cache: the catalogue rows of gaia's margin rows
+    margin = duckdb.sql(f"select source_id from read_parquet('{new}/catalogue/catalogue_30arcs/dataset/Norder=*/*/*.parquet') "
+                        "order by 1").df()
+    gaia_margin = duckdb.sql(f"select source_id from read_parquet('{release}/gaia/gaia_30arcs/dataset/Norder=*/*/*.parquet') "
+                             "order by 1").df()
+    assert len(margin) > 0 and margin["source_id"].tolist() == gaia_margin["source_id"].tolist()
