@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_release.py
 	$(PY) bench/bench_serve.py
 	$(PY) bench/bench_serve.py --workers 2 --no-switch
+	$(PY) bench/bench_cluster.py --memory-check
 	$(PY) bench/results.py
 
 ## make bench-big: the 10 M-star memory check and release benchmark (about an hour)
@@ -73,6 +74,7 @@ bench-big: $(STAMP)
 	$(PY) bench/bench_ingest_xmatch.py --stars 10000000 --skymapper-rows 8000000 --memory
 	$(PY) bench/bench_release.py --stars 10000000
 	$(PY) bench/bench_serve.py --stars 10000000
+	$(PY) bench/bench_cluster.py --stars 10000000
 	$(PY) bench/bench_async.py
 	$(PY) bench/results.py
 

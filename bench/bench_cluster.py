@@ -2,6 +2,8 @@
 measured in the same run.
 
     python bench/bench_cluster.py RELEASE_FOLDER [--model M --db DB] [--skip-lsdb]
+    python bench/bench_cluster.py --stars 10000000 [--workdir W]     # simulate, ingest, release first
+    python bench/bench_cluster.py --memory-check                      # peak worker memory, 1x vs 4x stars
 
 Measures, on the release's gaia x skymapper:
 - the embedded DuckDB crossmatch (xm_gaia_survey over every file, DuckDB with 2 threads);
@@ -46,7 +48,7 @@ def embedded_xmatch(release: Path, threads: int = 2) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def dask_xmatch(release: Path, workers: int) -> tuple[float, int, int]:
+def dask_xmatch(release: Path, workers: int, detail: dict | None = None) -> tuple[float, int, int]:
     from stellardb.cluster import catalogues, xmatch
 
     out = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -55,7 +57,13 @@ def dask_xmatch(release: Path, workers: int) -> tuple[float, int, int]:
         sm = catalogues.release_catalogue(release, "skymapper")
         t0 = time.perf_counter()
         r = xmatch.run(gaia, sm, "skymapper", out, workers=workers)
-        return time.perf_counter() - t0, r.pairs, r.peak_task_bytes
+        wall = time.perf_counter() - t0
+        if detail is not None:
+            detail.update({"plan_s": round(r.plan_seconds, 1), "nearest_tasks": r.nearest_tasks,
+                           "task_s": {k: round(v, 1) for k, v in r.task_seconds.items()}})
+            print(f"  {workers} worker(s): plan {r.plan_seconds:.1f} s, {r.nearest_tasks} nearest tasks, in-task seconds "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in r.task_seconds.items()) + f", wall {wall:.1f} s", flush=True)
+        return wall, r.pairs, r.peak_task_bytes
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -86,37 +94,109 @@ def dask_score(release: Path, model: str, db: Path, workers: int) -> tuple[float
         shutil.rmtree(out, ignore_errors=True)
 
 
+def make_release(work: Path, stars: int, max_rows: int = 1_000_000, margin_arcsec: float = 20.0) -> tuple[Path, Path]:
+    """A simulated database of ``stars`` (bench_release's) and its release with a margin wide enough
+    for the simulated sky's fastest movers (3.1 arcsec/yr over 3.6 yr: 12 arcsec)."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_release import prepare
+
+    db = prepare(work, stars)
+    name = f"cluster-{max_rows}-{margin_arcsec:g}"
+    folder = work / "releases" / name
+    if not folder.exists():
+        subprocess.run([str(Path(sys.executable).parent / "stellardb"), "--db", str(db), "release", name, "-q",
+                        "--margin-arcsec", str(margin_arcsec), "--max-rows-per-partition", str(max_rows)], check=True)
+    return db, folder
+
+
+def memory_check() -> dict:
+    """Peak worker memory of the Dask crossmatch on 250 k and on 1 M stars cut into partitions of at
+    most 60,000 rows: a task's memory follows the partition, not the catalogue."""
+    out = {}
+    for stars in (250_000, 1_000_000):
+        work = Path(tempfile.mkdtemp(prefix="bench-cluster-mem-"))
+        try:
+            _, release = make_release(work, stars, max_rows=60_000)
+            seconds, pairs, peak = dask_xmatch(release, 2)
+            print(f"{stars:,} stars: dask xmatch {seconds:.1f} s, {pairs:,} pairs, peak worker RSS {peak / 2**20:.0f} MiB",
+                  flush=True)
+            out[stars] = {"seconds": round(seconds, 1), "pairs": pairs, "peak_worker_rss_mib": round(peak / 2**20)}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    ratio = out[1_000_000]["peak_worker_rss_mib"] / out[250_000]["peak_worker_rss_mib"]
+    print(f"peak worker memory, 4x the stars: {ratio:.2f}x (a task's memory follows its partition)", flush=True)
+    return {"memory_check": out, "ratio_peak_4x_to_1x": round(ratio, 2)}
+
+
 def main() -> None:
+    import json
+    import sys
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("release", type=Path)
+    ap.add_argument("release", type=Path, nargs="?")
+    ap.add_argument("--stars", type=int, default=None)
+    ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--model", default=None)
     ap.add_argument("--db", type=Path, default=None)
     ap.add_argument("--skip-lsdb", action="store_true")
+    ap.add_argument("--memory-check", action="store_true")
     args = ap.parse_args()
-    emb, n_emb = embedded_xmatch(args.release)
-    print(f"embedded DuckDB crossmatch (2 threads): {emb:.1f} s, {n_emb:,} pairs", flush=True)
-    one, n1, peak1 = dask_xmatch(args.release, 1)
-    print(f"dask xmatch, 1 worker x 1 thread: {one:.1f} s, {n1:,} pairs, peak worker RSS {peak1 / 2**20:.0f} MiB", flush=True)
-    two, n2, peak2 = dask_xmatch(args.release, 2)
-    print(f"dask xmatch, 2 workers x 1 thread: {two:.1f} s, {n2:,} pairs, peak worker RSS {peak2 / 2**20:.0f} MiB", flush=True)
-    print(f"speed-up 2 vs 1 worker: {one / two:.2f}x (target >= 1.7); dask 2 workers / embedded: {two / emb:.2f}x "
-          f"(target <= 1.3); same pairs: {n_emb == n1 == n2}", flush=True)
-    if not args.skip_lsdb:
-        lt, ln = lsdb_xmatch(args.release, 2)
-        print(f"lsdb crossmatch (KD-tree, no proper motion), 2 workers x 1 thread: {lt:.1f} s, {ln:,} pairs; "
-              f"stellardb dask / lsdb: {two / lt:.2f}x", flush=True)
-    if args.model:
-        st, sn = dask_score(args.release, args.model, args.db, 2)
-        print(f"dask score, 2 workers: {st:.1f} s, {sn:,} stars, {sn / st / 1e6:.2f} M stars/s end to end", flush=True)
-        if args.db:
-            from stellardb.ml import score
+    sys.path.insert(0, str(Path(__file__).parent))
+    from common import save
 
-            t0 = time.perf_counter()
-            s = score.run_family(args.db, args.model) if (Path(args.db).parent / "models" / f"{args.model}.family.json").exists() \
-                else score.run(args.db, args.model)
-            et = time.perf_counter() - t0
-            print(f"embedded score: {et:.1f} s, {s.rows:,} stars, {s.rows / et / 1e6:.2f} M stars/s; "
-                  f"dask / embedded rate: {(sn / st) / (s.rows / et):.2f}x", flush=True)
+    if args.memory_check:
+        print(f"-> {save('cluster_memory', memory_check())}")
+        return
+    work = None
+    if args.release is None:
+        work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+        work.mkdir(parents=True, exist_ok=True)
+        args.db, args.release = make_release(work, args.stars or 1_000_000)
+    result = {"release": args.release.name}
+    try:
+        emb, n_emb = embedded_xmatch(args.release)
+        print(f"embedded DuckDB crossmatch (2 threads): {emb:.1f} s, {n_emb:,} pairs", flush=True)
+        detail1, detail2 = {}, {}
+        one, n1, peak1 = dask_xmatch(args.release, 1, detail1)
+        print(f"dask xmatch, 1 worker x 1 thread: {one:.1f} s, {n1:,} pairs, peak worker RSS {peak1 / 2**20:.0f} MiB",
+              flush=True)
+        two, n2, peak2 = dask_xmatch(args.release, 2, detail2)
+        print(f"dask xmatch, 2 workers x 1 thread: {two:.1f} s, {n2:,} pairs, peak worker RSS {peak2 / 2**20:.0f} MiB",
+              flush=True)
+        print(f"speed-up 2 vs 1 worker: {one / two:.2f}x (target >= 1.7); dask 2 workers / embedded: {two / emb:.2f}x "
+              f"(target <= 1.3); same pair count: {n_emb == n1 == n2}", flush=True)
+        result |= {"embedded_xmatch_s": round(emb, 1), "dask_1_worker_s": round(one, 1), "dask_2_workers_s": round(two, 1),
+                   "pairs": n2, "same_pair_count": n_emb == n1 == n2, "speedup_2_vs_1": round(one / two, 2),
+                   "ratio_dask2_to_embedded": round(two / emb, 2), "peak_worker_rss_mib": round(peak2 / 2**20),
+                   "dask_1_worker_detail": detail1, "dask_2_workers_detail": detail2}
+        if not args.skip_lsdb:
+            lt, ln = lsdb_xmatch(args.release, 2)
+            print(f"lsdb crossmatch (KD-tree, no proper motion), 2 workers x 1 thread: {lt:.1f} s, {ln:,} pairs; "
+                  f"stellardb dask / lsdb: {two / lt:.2f}x", flush=True)
+            result |= {"lsdb_xmatch_s": round(lt, 1), "lsdb_pairs": ln, "ratio_dask2_to_lsdb": round(two / lt, 2)}
+        if args.model:
+            st, sn = dask_score(args.release, args.model, args.db, 2)
+            print(f"dask score, 2 workers: {st:.1f} s, {sn:,} stars, {sn / st / 1e6:.2f} M stars/s end to end",
+                  flush=True)
+            result |= {"dask_score_s": round(st, 1), "dask_score_stars": sn, "dask_score_mstars_s": round(sn / st / 1e6, 3)}
+            if args.db:
+                from stellardb.ml import score
+
+                t0 = time.perf_counter()
+                family = (Path(args.db).parent / "models" / f"{args.model}.family.json").exists()
+                s = score.run_family(args.db, args.model) if family else score.run(args.db, args.model)
+                et = time.perf_counter() - t0
+                print(f"embedded score: {et:.1f} s, {s.rows:,} stars, {s.rows / et / 1e6:.2f} M stars/s; "
+                      f"dask / embedded rate: {(sn / st) / (s.rows / et):.2f}x", flush=True)
+                result |= {"embedded_score_s": round(et, 1), "embedded_score_mstars_s": round(s.rows / et / 1e6, 3)}
+        print(json.dumps(result, indent=2))
+        print(f"-> {save('cluster', result)}")
+    finally:
+        if work is not None and args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -53,11 +53,48 @@ def _release_and_out(db_path, release_name: str | None, out: str | None) -> tupl
     return folder, target
 
 
+def _check_workers(scheduler, workers) -> None:
+    if scheduler and workers is not None:
+        raise UserError("--workers starts a local cluster; with --scheduler the scheduler's workers run the tasks: "
+                        "give one of them.")
+
+
+def _radius(db_path, release: Path, survey: str, given):
+    """The match radius: --radius-arcsec, else the one the release's database used (its settings row,
+    from the manifest, or the database itself), else the survey's default."""
+    from stellardb.catalog.surveys import SURVEYS
+    from stellardb.cluster import catalogues
+
+    if given is not None:
+        return given
+    setting = SURVEYS[survey].radius_setting
+    stored = catalogues.release_settings(release).get(setting)
+    if stored is None and Path(db_path).is_file():
+        import duckdb
+
+        from stellardb.catalog import db
+
+        try:
+            con = db.connect(db_path)
+            try:
+                stored = db.get_setting(con, setting)
+            finally:
+                con.close()
+        except (UserError, KeyError, TypeError, duckdb.Error):  # no readable database: the survey's default
+            stored = None
+    return stored
+
+
 def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, workers, memory_per_worker, quiet=False):
     from stellardb.cli.progress import staged_progress
     from stellardb.cluster import catalogues, xmatch as cluster_xmatch
 
+    _check_workers(scheduler, workers)
+    if survey != "skymapper":
+        raise UserError(f"--engine dask crossmatches the surveys a release carries, and releases carry SkyMapper only; "
+                        f"crossmatch {survey} embedded (`stellardb xmatch --survey {survey}`).")
     release, target = _release_and_out(db_path, release_name, out)
+    radius_arcsec = _radius(db_path, release, survey, radius_arcsec)
     gaia = catalogues.release_catalogue(release, "gaia")
     survey_cat = catalogues.release_catalogue(release, survey)
     with staged_progress("nearest", disable=quiet) as progress:
@@ -74,6 +111,7 @@ def score(db_path, model: str, release_name, out, xmatch_dir, scheduler, workers
     from stellardb.cli.progress import staged_progress
     from stellardb.cluster import catalogues, score as cluster_score
 
+    _check_workers(scheduler, workers)
     release, target = _release_and_out(db_path, release_name, out)
     gaia = catalogues.release_catalogue(release, "gaia")
 
@@ -99,6 +137,7 @@ def release(db_path, name, base_name, out, model, xmatch_dir, predictions_dir, s
     from stellardb.cluster import release as cluster_release
     from stellardb.release import layout
 
+    _check_workers(scheduler, workers)
     root = Path(out).absolute() if out else layout.default_root(db_path)
     base = layout.resolve(layout.default_root(db_path), base_name)
     with staged_progress("catalogue", disable=quiet) as progress:

@@ -102,7 +102,25 @@ def release_catalogue(release: Path, table: str) -> HatsCatalogue:
     if not folder.is_dir():
         raise UserError(f"Release {Path(release).name} has no {table} catalogue (its database had no {table} rows); "
                         f"ingest {table} and make a new release.")
-    return open_catalogue(folder, f"the release's {table}")
+    found = open_catalogue(folder, f"the release's {table}")
+    if found.margin_arcsec is None and (Path(release) / "manifest.json").is_file():
+        # the writer leaves out a margin cache that would be empty (no row near any border); the
+        # release's margin width still holds for it
+        import json
+
+        manifest = json.loads((Path(release) / "manifest.json").read_text())
+        entry = manifest.get("catalogues", {}).get(table, {})
+        if "margin_rows" in entry and entry.get("margin_rows") == 0:
+            found.margin_arcsec = float(entry.get("margin_arcsec") or manifest["parameters"]["margin_arcsec"])
+    return found
+
+
+def release_settings(release: Path) -> dict:
+    """The database settings a release was made with (manifest ``settings``; empty for older releases)."""
+    import json
+
+    path = Path(release) / "manifest.json"
+    return dict(json.loads(path.read_text()).get("settings") or {}) if path.is_file() else {}
 
 
 def cluster_output(path, table: str, what: str) -> HatsCatalogue:

@@ -68,11 +68,7 @@ def client(scheduler: str | None, workers: int | None, budget: Budget, scratch: 
                  "distributed.core", "distributed.comm", "tornado"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if scheduler:
-        try:
-            dask_client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise UserError(f"Cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}); start one "
-                            "(`dask scheduler`) and its workers, or leave out --scheduler for a local cluster.") from None
+        dask_client = _connect(scheduler)
         try:
             yield dask_client
         finally:
@@ -80,7 +76,7 @@ def client(scheduler: str | None, workers: int | None, budget: Budget, scratch: 
         return
     from stellardb.cores import usable_cores
 
-    n = workers or usable_cores()
+    n = usable_cores() if workers is None else workers
     if n < 1:
         raise UserError(f"--workers must be at least 1, got {n}.")
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=budget.worker_bytes,
@@ -90,6 +86,72 @@ def client(scheduler: str | None, workers: int | None, budget: Budget, scratch: 
             yield dask_client
     finally:
         cluster.close()
+
+
+#: how long a --scheduler may take to answer, and to have a worker
+CONNECT_TIMEOUT_S = 30
+
+
+def _connect(scheduler: str):
+    """A client of the scheduler at ``scheduler``, under a hard deadline: Client() can wait for ever on
+    a port that accepts and never answers, and a scheduler without workers would run nothing."""
+    import concurrent.futures
+
+    from distributed import Client
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    attempt = pool.submit(Client, scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+    try:
+        dask_client = attempt.result(timeout=CONNECT_TIMEOUT_S + 5)
+    except (OSError, TimeoutError, ValueError, concurrent.futures.TimeoutError) as exc:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise UserError(f"No Dask scheduler answered at {scheduler} within {CONNECT_TIMEOUT_S} s "
+                        f"({type(exc).__name__}); start one (`dask scheduler`) and its workers (`dask worker "
+                        f"{scheduler}`), or leave out --scheduler for a local cluster.") from None
+    pool.shutdown(wait=False)
+    try:
+        dask_client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+    except (TimeoutError, OSError):
+        dask_client.close()
+        raise UserError(f"The Dask scheduler at {scheduler} has no worker after {CONNECT_TIMEOUT_S} s; start some "
+                        f"(`dask worker {scheduler} --nthreads 1`).") from None
+    return dask_client
+
+
+@contextlib.contextmanager
+def output_folder(folder):
+    """Create ``folder`` for a run's result (and sweep what killed runs left there); if the run fails
+    and the folder was created for it and holds nothing, remove it again."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(folder)
+    try:
+        yield folder
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def sweep_leftovers(folder) -> None:
+    """Remove ``.NAME.partial-PID`` and ``.NAME.work-PID`` folders under ``folder`` whose process is gone
+    (a run killed with kill -9 or a power cut)."""
+    from pathlib import Path
+
+    from stellardb.cores import pid_alive
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        match = re.match(r"^\..+\.(?:partial|work)-(\d+)$", entry.name)
+        if match and entry.is_dir() and not pid_alive(int(match[1])):
+            import shutil
+
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, retries: int = RETRIES,

@@ -71,6 +71,20 @@ def load_model(model: str, models_dir, db_path) -> dict:
     return {"name": model, "members": members, "source": source}
 
 
+def _check_surveys(payload: dict, have: set) -> None:
+    """Refuse a model with a member whose inputs the release cannot give (a release carries SkyMapper
+    only): its stars would silently get another member's prediction, or none."""
+    from stellardb.ml.feature_sets import parse
+
+    for feature_set in payload["members"]:
+        missing = [s for s in parse(feature_set).surveys if s not in have]
+        if missing:
+            raise UserError(f"Model {payload['name']} has a {feature_set} member, but the release has no {missing[0]} "
+                            "crossmatch (releases carry SkyMapper only); score it embedded (`stellardb score`), or "
+                            "train a family of the sets a release holds (`--feature-set gaia --feature-set "
+                            "gaia-skymapper`).")
+
+
 def score_task(task: dict, model: dict) -> dict:
     """Predictions for one Gaia partition, written as its file; returns counts per feature set."""
     import pyarrow as pa
@@ -112,31 +126,31 @@ def score_task(task: dict, model: dict) -> dict:
             f"select s.*, g.{SPATIAL_INDEX_COLUMN}, g.ra as _ra, g.dec as _dec from ({model['source']}) as s "
             f"join gaia_part as g using (source_id) order by g.{SPATIAL_INDEX_COLUMN}, s.source_id"
         ).to_arrow_reader(BATCH_ROWS)
-        schema = None
+        schema = pa.schema(task["schema"], metadata=task["metadata"])
         for batch in stream:
             chosen = batch.column("_feature_set")
+            pieces = []
             for name, (features, scorer, flags) in scorers.items():
-                mask = pc.equal(chosen, name)
-                part = batch.filter(mask)
+                part = batch.filter(pc.equal(chosen, name))
                 if part.num_rows == 0:
                     continue
                 arrays, _ = predict_batch(part, features, scorer, flags)
                 n = part.num_rows
-                table = pa.table({
+                pieces.append(_columns_in_release_order(pa.table({
                     SPATIAL_INDEX_COLUMN: part.column(SPATIAL_INDEX_COLUMN), **arrays,
                     "model": pa.array([model["name"]] * n, pa.string()),
                     "scored_at": pa.array([task["scored_at"]] * n, pa.timestamp("us")),
                     "feature_set": pa.array([name] * n, pa.string()),
-                    "ra": part.column("_ra"), "dec": part.column("_dec")})
-                table = _columns_in_release_order(table)
-                if writer is None:  # one schema for every file (DuckDB's types of table predictions)
-                    schema = pa.schema(task["schema"], metadata=task["metadata"])
-                    writer = pq.ParquetWriter(tmp, schema, compression="snappy")
-                # members interleave within a batch: keep the file sorted by _healpix_29
-                writer.write_table(table.cast(schema), row_group_size=ROW_GROUP_ROWS)
+                    "ra": part.column("_ra"), "dec": part.column("_dec")})).cast(schema))
                 counts[name] += n
+            if not pieces:
+                continue
+            # the members' rows of a batch, back in the batch's order (by _healpix_29, source_id)
+            table = pa.concat_tables(pieces).sort_by([(SPATIAL_INDEX_COLUMN, "ascending"), ("source_id", "ascending")])
+            if writer is None:  # one schema for every file (DuckDB's types of table predictions)
+                writer = pq.ParquetWriter(tmp, schema, compression="snappy")
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         if writer is None:  # no star of this partition can be scored: an empty partition file
-            schema = pa.schema(task["schema"], metadata=task["metadata"])
             writer = pq.ParquetWriter(tmp, schema, compression="snappy")
             writer.write_table(schema.empty_table())
         writer.close()
@@ -168,14 +182,18 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
 
     budget = engine.Budget(engine.parse_bytes(memory_per_worker or engine.DEFAULT_BUDGET))
     for name, cat in (("distances", distances), ("xmatch", xmatch)):
-        if cat is not None and set(cat.pixels) - set(gaia.pixels):
-            raise UserError(f"The {name} catalogue ({cat.path}) is not co-partitioned with gaia (it has partitions gaia "
-                            "has not); use catalogues of one release, or `stellardb xmatch --engine dask` output.")
+        # a release puts rows whose Gaia source it lacks (a distance of a star outside the Gaia
+        # files) in partitions of their own outside gaia's: nothing there is scored
+        extra = set(cat.pixels) - set(gaia.pixels) if cat is not None else set()
+        if sky.overlapping(sorted(extra, key=lambda p: p.lo), [(g.lo, g.hi) for g in gaia.pixels]):
+            raise UserError(f"The {name} catalogue ({cat.path}) is not co-partitioned with gaia (its partitions cut "
+                            "gaia's); use catalogues of one release, or `stellardb xmatch --engine dask` output.")
     payload = load_model(model, models_dir, db_path)
+    have = {"skymapper"} if skymapper is not None and xmatch is not None else set()
+    _check_surveys(payload, have)
     final = Path(out) / "predictions"
     if final.exists():
         raise UserError(f"{final} already exists; the cluster never overwrites a result: remove it or give another --out.")
-    Path(out).mkdir(parents=True, exist_ok=True)
     partial = Path(out) / f".predictions.partial-{os.getpid()}"
     work = Path(out) / f".predictions.work-{os.getpid()}"
     t0 = time.perf_counter()
@@ -199,26 +217,27 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
                       "out": str(partial / "predictions" / "dataset" / g.path()), "metadata": metadata,
                       "schema": schema, "scored_at": scored_at, "limit": budget.duckdb_limit,
                       "threads": threads, "spill": str(work / "spill")}
-    try:
-        with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
-            shipped = dask_client.scatter(payload, broadcast=True)  # once per worker, not once per task
-            done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(shipped,))
-        by_set: dict = {}
-        for r in done.values():
-            for k, v in r["by_feature_set"].items():
-                by_set[k] = by_set.get(k, 0) + v
-        rows = sum(by_set.values())
-        widths = {"model": max(1, len(model)), "feature_set": max([1] + [len(k) for k in by_set])}
-        writer.finish_catalogue(partial / "predictions", spec, gaia.pixels, rows, None, header, widths)
-        writer.finish_collection(partial, "predictions", [])
-        (partial / "cluster_run.json").write_text(json.dumps({
-            "model": model, "members": sorted(payload["members"]), "scored_at_utc": scored_at.isoformat(),
-            "gaia": gaia.path.name, "memory_per_worker_bytes": budget.worker_bytes,
-            "by_feature_set": by_set}, indent=2) + "\n")
-        os.rename(partial, final)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    with engine.output_folder(out):  # after every refusal above
+        try:
+            with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
+                shipped = dask_client.scatter([payload], broadcast=True)[0]  # once per worker, not per task
+                done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(shipped,))
+            by_set: dict = {}
+            for r in done.values():
+                for k, v in r["by_feature_set"].items():
+                    by_set[k] = by_set.get(k, 0) + v
+            rows = sum(by_set.values())
+            widths = {"model": max(1, len(model)), "feature_set": max([1] + [len(k) for k in by_set])}
+            writer.finish_catalogue(partial / "predictions", spec, gaia.pixels, rows, None, header, widths)
+            writer.finish_collection(partial, "predictions", [])
+            (partial / "cluster_run.json").write_text(json.dumps({
+                "model": model, "members": sorted(payload["members"]), "scored_at_utc": scored_at.isoformat(),
+                "gaia": gaia.path.name, "memory_per_worker_bytes": budget.worker_bytes,
+                "by_feature_set": by_set}, indent=2) + "\n")
+            os.rename(partial, final)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     return ClusterScoreResult(path=final, model=model, rows=rows, partitions=len(gaia.pixels),
                               seconds=time.perf_counter() - t0, by_feature_set=by_set,
                               peak_task_bytes=max([r["peak_rss"] for r in done.values()] or [0]))

@@ -100,10 +100,10 @@ def coarsen(ranges, most: int = MAX_SQL_RANGES) -> list[tuple[int, int]]:
     return out
 
 
-def ranges_sql(column: str, ranges) -> str:
-    """A SQL condition: ``column`` in any of the ``[lo, hi)`` ranges, coarsened to at most
-    MAX_SQL_RANGES (a superset; false for none)."""
+def ranges_sql(column: str, ranges, most: int | None = MAX_SQL_RANGES) -> str:
+    """A SQL condition: ``column`` in any of the ``[lo, hi)`` ranges, coarsened to at most ``most``
+    (a superset; ``None``: exact); false for none."""
     if not ranges:
         return "false"
-    ranges = coarsen(ranges)
+    ranges = coarsen(ranges, most) if most else merge(ranges)
     return "(" + " or ".join(f"({column} >= {int(lo)} and {column} < {int(hi)})" for lo, hi in ranges) + ")"

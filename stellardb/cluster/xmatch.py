@@ -41,9 +41,10 @@ from stellardb.cluster.stats import RowGroupIndex
 from stellardb.errors import UserError
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN, Pixel
 
-#: bytes a nearest task holds per input row (Gaia or survey), measured on 2 x 250k-row
-#: partitions (bench/bench_cluster.py): DuckDB's zone-cell hash join, window and the Arrow result
-BYTES_PER_ROW = 600
+#: bytes a nearest task holds per input row (Gaia or survey): a worker peaked at 2.27 GB on
+#: partitions of 1 M Gaia + 1 M SkyMapper rows (bench/bench_cluster.py, 10 M stars), 0.4 GB of it
+#: the idle worker: DuckDB's zone-cell hash join, its window and the Arrow result
+BYTES_PER_ROW = 1000
 #: row groups of the output files (the release writer's)
 ROW_GROUP_ROWS = 20_000
 #: SQL files a nearest task runs, in order (besides 10_macros/)
@@ -74,6 +75,9 @@ class XmatchResult:
     reach_arcsec: float
     margin_arcsec: float | None
     peak_task_bytes: int  # the largest peak resident memory a worker reported
+    #: seconds spent inside the tasks of each map, summed over tasks (the work, without Dask's overhead)
+    task_seconds: dict = field(default_factory=dict)
+    plan_seconds: float = 0.0
 
 
 def _sql(relative: str) -> str:
@@ -178,20 +182,33 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
                 "key": f"{p.order}_{p.pixel}", "gaia_files": gaia_files, "gaia_ranges": near,
                 "survey_files": survey_files, "survey_ranges": [(p.lo, p.hi)]}
     # survey rows where Gaia has no partition: their partners can only be Gaia rows of the
-    # partitions around them, which these tasks read whole
+    # partitions around them; each task reads those within reach of its (sub-)pixel only
     covered = sky.merge([(p.lo, p.hi) for p in gaia.pixels])
     for part in survey_cat.partitions:
         s = part.pixel
-        outside = sky.uncovered(s, covered)
-        if not outside or not any(survey_rows.rows_in(lo, hi) for lo, hi in outside):
+        if not any(survey_rows.rows_in(lo, hi) for lo, hi in sky.uncovered(s, covered)):
             continue
-        around = sky.overlapping(gaia.pixels, [(s.lo, s.hi)] + sky.border_ranges(s, border_order))
-        if not around:
-            continue  # no Gaia source within reach of any of them
-        key = f"orphan_{s.order}_{s.pixel}"
-        result.nearest[key] = common | {"key": key, "gaia_files": [gaia.file_of(p) for p in around],
-                                        "gaia_ranges": None, "survey_files": [part.file], "survey_ranges": outside}
-        result.orphan_tasks += 1
+
+        def orphan_rows(p: Pixel) -> int:
+            near = [(p.lo, p.hi)] + sky.border_ranges(p, border_order)
+            return gaia_rows.rows_in_ranges(near) + survey_rows.rows_in(p.lo, p.hi)
+
+        def has_orphans(p: Pixel) -> bool:
+            return any(survey_rows.rows_in(lo, hi) for lo, hi in sky.uncovered(p, covered))
+
+        for p in _split(s, orphan_rows, max_rows, border_order, has_orphans):
+            outside = sky.uncovered(p, covered)
+            if not any(survey_rows.rows_in(lo, hi) for lo, hi in outside):
+                continue
+            near = sky.merge([(p.lo, p.hi)] + sky.border_ranges(p, border_order))
+            around = sky.overlapping(gaia.pixels, near)
+            if not around:
+                continue  # no Gaia source within reach of any of them
+            key = f"orphan_{p.order}_{p.pixel}"
+            result.nearest[key] = common | {"key": key, "gaia_files": [gaia.file_of(q) for q in around],
+                                            "gaia_ranges": near, "survey_files": [part.file],
+                                            "survey_ranges": outside}
+            result.orphan_tasks += 1
     return result
 
 
@@ -223,14 +240,16 @@ def nearest_task(task: dict) -> dict:
     import pyarrow.parquet as pq
 
     _maybe_die(task["key"])
+    started = time.perf_counter()
     Path(task["spill"]).mkdir(parents=True, exist_ok=True)
     con = engine.task_connection(task["limit"], task["threads"], task["spill"])
     try:
         _create_macros(con)
         gaia_where = sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["gaia_ranges"]) if task["gaia_ranges"] else ""
         _create_source(con, "gaia_src", task["gaia_files"], gaia_where)
+        # exact: a survey row in two tasks' ranges would be matched twice
         _create_source(con, f"{task['survey']}_src", task["survey_files"],
-                       sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["survey_ranges"]))
+                       sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["survey_ranges"], most=None))
         for relative in NEAREST_SQL:
             con.execute(_sql(relative))
         con.execute(_sql(f"30_crossmatch/{task['survey']}_positions.sql"))
@@ -257,12 +276,13 @@ def nearest_task(task: dict) -> dict:
         pq.write_table(table.filter(pa.array(index == i)), tmp)
         os.replace(tmp, final)
         written[label] = int(np.count_nonzero(index == i))
-    return {"pairs": written, "peak_rss": engine.peak_rss_bytes()}
+    return {"pairs": written, "peak_rss": engine.peak_rss_bytes(), "seconds": time.perf_counter() - started}
 
 
 def keep_nearest_task(task: dict) -> dict:
     """A Gaia partition's pairs: every piece written for it, each Gaia source keeping its nearest."""
     _maybe_die(task["key"])
+    started = time.perf_counter()
     Path(task["spill"]).mkdir(parents=True, exist_ok=True)
     con = engine.task_connection(task["limit"], task["threads"], task["spill"])
     try:
@@ -281,7 +301,7 @@ def keep_nearest_task(task: dict) -> dict:
     finally:
         con.close()
     rows = write_partition(table, Path(task["out"]), task["metadata"])
-    return {"rows": int(rows), "peak_rss": engine.peak_rss_bytes()}
+    return {"rows": int(rows), "peak_rss": engine.peak_rss_bytes(), "seconds": time.perf_counter() - started}
 
 
 def write_partition(table, final: Path, metadata: dict) -> int:
@@ -323,6 +343,8 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
 
     if survey_name not in SURVEYS:
         raise UserError(f"Unknown survey {survey_name!r}; surveys: {', '.join(SURVEYS)}.")
+    if radius_arcsec is not None and not (0 < float(radius_arcsec) <= 60):
+        raise UserError(f"--radius-arcsec must be above 0 and at most 60, got {float(radius_arcsec):g}.")
     survey = SURVEYS[survey_name]
     radius = survey.radius_arcsec if radius_arcsec is None else float(radius_arcsec)
     budget = engine.Budget(engine.parse_bytes(memory_per_worker or engine.DEFAULT_BUDGET))
@@ -331,42 +353,45 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
     final = out / name
     if final.exists():
         raise UserError(f"{final} already exists; the cluster never overwrites a result: remove it or give another --out.")
-    out.mkdir(parents=True, exist_ok=True)
     partial = out / f".{name}.partial-{os.getpid()}"
     work = out / f".{name}.work-{os.getpid()}"
     t0 = time.perf_counter()
-    try:
-        the_plan = plan(gaia, survey_cat, survey, radius, work, budget, threads)
-        spec = writer.ReleaseTable(name, "", None, None, "gaia_source_id", "gaia_source_id",
-                                   metadata_sql=f"select * from {survey.xmatch_table}",
-                                   description=f"Gaia DR3 x {survey.title} crossmatch (stellardb, Dask)")
-        header, metadata = _header(spec, survey)
-        catalogue = partial / name
-        keep = {f"{p.order}_{p.pixel}": {"key": f"{p.order}_{p.pixel}", "pieces": str(work / "pieces" / f"{p.order}_{p.pixel}"),
-                                         "out": str(catalogue / "dataset" / p.path()), "metadata": metadata,
-                                         "key_column": survey.xmatch_key, "limit": budget.duckdb_limit,
-                                         "threads": threads, "spill": str(work / "spill")}
-                for p in gaia.pixels}
-        with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
-            near = engine.run_tasks(dask_client, nearest_task, the_plan.nearest, "nearest", progress)
-            kept = engine.run_tasks(dask_client, keep_nearest_task, keep, "keep nearest", progress)
-        rows = sum(r["rows"] for r in kept.values())
-        writer.finish_catalogue(catalogue, spec, gaia.pixels, rows, None, header, {})
-        writer.finish_collection(partial, name, [])
-        (partial / "cluster_run.json").write_text(json.dumps({
-            "survey": survey.name, "radius_arcsec": radius, "reach_arcsec": round(the_plan.reach_arcsec, 4),
-            "gaia": str(gaia.path.name), "survey_catalogue": str(survey_cat.path.name),
-            "gaia_margin_arcsec": gaia.margin_arcsec, "nearest_tasks": len(the_plan.nearest),
-            "orphan_tasks": the_plan.orphan_tasks, "split_partitions": the_plan.split_partitions,
-            "memory_per_worker_bytes": budget.worker_bytes}, indent=2) + "\n")
-        os.rename(partial, final)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    the_plan = plan(gaia, survey_cat, survey, radius, work, budget, threads)  # refuses before anything is written
+    plan_seconds = time.perf_counter() - t0
+    with engine.output_folder(out):
+        try:
+            spec = writer.ReleaseTable(name, "", None, None, "gaia_source_id", "gaia_source_id",
+                                       metadata_sql=f"select * from {survey.xmatch_table}",
+                                       description=f"Gaia DR3 x {survey.title} crossmatch (stellardb, Dask)")
+            header, metadata = _header(spec, survey)
+            catalogue = partial / name
+            keep = {f"{p.order}_{p.pixel}": {
+                "key": f"{p.order}_{p.pixel}", "pieces": str(work / "pieces" / f"{p.order}_{p.pixel}"),
+                "out": str(catalogue / "dataset" / p.path()), "metadata": metadata, "key_column": survey.xmatch_key,
+                "limit": budget.duckdb_limit, "threads": threads, "spill": str(work / "spill")} for p in gaia.pixels}
+            with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
+                near = engine.run_tasks(dask_client, nearest_task, the_plan.nearest, "nearest", progress)
+                kept = engine.run_tasks(dask_client, keep_nearest_task, keep, "keep nearest", progress)
+            rows = sum(r["rows"] for r in kept.values())
+            writer.finish_catalogue(catalogue, spec, gaia.pixels, rows, None, header, {})
+            writer.finish_collection(partial, name, [])
+            (partial / "cluster_run.json").write_text(json.dumps({
+                "survey": survey.name, "radius_arcsec": radius, "reach_arcsec": round(the_plan.reach_arcsec, 4),
+                "gaia": str(gaia.path.name), "survey_catalogue": str(survey_cat.path.name),
+                "gaia_margin_arcsec": gaia.margin_arcsec, "nearest_tasks": len(the_plan.nearest),
+                "orphan_tasks": the_plan.orphan_tasks, "split_partitions": the_plan.split_partitions,
+                "memory_per_worker_bytes": budget.worker_bytes}, indent=2) + "\n")
+            os.rename(partial, final)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
     peak = max([r["peak_rss"] for r in list(near.values()) + list(kept.values())] or [0])
     return XmatchResult(path=final, survey=survey.name, pairs=rows, partitions=len(gaia.pixels),
                         nearest_tasks=len(the_plan.nearest), seconds=time.perf_counter() - t0,
-                        reach_arcsec=the_plan.reach_arcsec, margin_arcsec=gaia.margin_arcsec, peak_task_bytes=peak)
+                        reach_arcsec=the_plan.reach_arcsec, margin_arcsec=gaia.margin_arcsec, peak_task_bytes=peak,
+                        task_seconds={"nearest": sum(r["seconds"] for r in near.values()),
+                                      "keep_nearest": sum(r["seconds"] for r in kept.values())},
+                        plan_seconds=plan_seconds)
 
 
 def _header(spec, survey: Survey) -> tuple[str, dict]:

@@ -533,6 +533,8 @@ def _write_manifest(con, db_path, partial: Path, result: ReleaseResult, max_rows
         "duckdb_version": duckdb.__version__,
         "database": {"file": Path(db_path).name, "schema_version": schema_version(con)},
         "parameters": {"max_rows_per_partition": max_rows, "margin_arcsec": margin_arcsec},
+        # what a cluster run over the release repeats (match radii: stellardb.cluster)
+        "settings": {name: value for name, value in con.execute("select name, value from settings order by name").fetchall()},
         "model": {"name": result.model, "card": card, "card_sha256": card_sha256, "runs": runs},
         "ingests": ingests,
         "catalogues": {

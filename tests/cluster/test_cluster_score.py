@@ -170,3 +170,40 @@ def test_a_release_from_the_cluster_outputs_equals_the_embedded_release(scored, 
     gaia_margin = duckdb.sql(f"select source_id from read_parquet('{release}/gaia/gaia_30arcs/dataset/Norder=*/*/*.parquet') "
                              "order by 1").df()
     assert len(margin) > 0 and margin["source_id"].tolist() == gaia_margin["source_id"].tolist()
+
+
+def test_a_distance_without_its_gaia_source_does_not_stop_the_cluster(scored, tmp_path):
+    """A release puts a distance whose Gaia source it lacks in a partition of its own outside gaia's;
+    the cluster scorer accepts that release and scores the same stars."""
+    import shutil
+
+    import healpy
+
+    from stellardb.release.writer import write_release
+
+    root, path, models, _ = scored
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(path, copy)
+    pixel = int(healpy.ang2pix(4096, 10.0, 60.0, nest=True, lonlat=True))  # the north: no simulated Gaia star
+    con = duckdb.connect(str(copy))
+    con.execute("insert into distances (source_id, r_med_geo, healpix_12, ingest_id) values (?, 100.0, ?, 1)",
+                [pixel * 2**35 + 7, pixel])
+    con.close()
+    release = write_release(copy, "lone", model="fam", max_rows=1_500, margin_arcsec=30.0, out=tmp_path / "rel").path
+    gaia = {p.name for p in (release / "gaia" / "gaia" / "dataset").rglob("Npix=*.parquet")}
+    distances = {p.name for p in (release / "distances" / "distances" / "dataset").rglob("Npix=*.parquet")}
+    assert distances - gaia, "the test needs a distances partition outside gaia's"
+    result = run_cli(root, copy, models, release, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert_same_predictions(cluster(tmp_path / "out"), embedded(copy))
+
+
+def test_a_member_needing_a_survey_the_release_lacks_is_refused():
+    from stellardb.cluster.score import _check_surveys
+    from stellardb.errors import UserError
+
+    with pytest.raises(UserError, match="no tmass crossmatch"):
+        _check_surveys({"name": "f", "members": {"gaia": None, "gaia-tmass": None}}, {"skymapper"})
+    with pytest.raises(UserError, match="no skymapper crossmatch"):
+        _check_surveys({"name": "f", "members": {"gaia-skymapper": None}}, set())
+    _check_surveys({"name": "f", "members": {"gaia": None, "gaia-skymapper": None}}, {"skymapper"})

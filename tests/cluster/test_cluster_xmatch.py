@@ -23,8 +23,8 @@ from stellardb.cluster import catalogues, xmatch as cluster_xmatch
 from stellardb.errors import UserError
 from stellardb.release.writer import write_release
 
-from ..catalog.test_crossmatch import SKIES, ingest_sky, sky
-from ..helpers import brute_force_xmatch, gaia_source_ids, jyear
+from ..catalog.test_crossmatch import SKIES, ingest_sky, offset, sky
+from ..helpers import brute_force_xmatch, gaia_frame, gaia_source_ids, jyear, skymapper_frame
 from ..release.conftest import add_predictions
 
 MAX_ROWS = 40
@@ -214,3 +214,56 @@ def test_command_line(hard_release, tmp_path):
                                  "--out", str(release / "x")])
     assert inside.exit_code != 0 and "immutable" in inside.output
     shutil.rmtree(out)
+
+
+def test_two_fields_without_a_margin_cache_and_the_stored_radius(tmp_path):
+    """Two small fields far apart: the release has no margin cache (no row near a border), and its
+    margin width still holds; the database's stored radius (2 arcsec) is the cluster's default too."""
+    import healpy
+
+    rng = np.random.default_rng(5)
+    ra, dec = [], []
+    for pixel in (600, 700):
+        c_ra, c_dec = healpy.pix2ang(8, pixel, nest=True, lonlat=True)
+        ra.append(c_ra + rng.normal(0, 0.01, 20)), dec.append(c_dec + rng.normal(0, 0.01, 20))
+    ra, dec = np.concatenate(ra) % 360, np.concatenate(dec)
+    gaia = gaia_frame(ra, dec, rng.normal(0, 30, ra.size), rng.normal(0, 30, ra.size))
+    epochs = rng.uniform(56650, 58700, ra.size)
+    s_ra, s_dec = offset(ra, dec, rng.uniform(0, 360, ra.size), rng.uniform(0.0, 1.9, ra.size))
+    sm = skymapper_frame(s_ra, s_dec, epochs)
+    db_path = tmp_path / "two.duckdb"
+    ingest_sky(db_path, gaia, sm)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", str(db_path), "xmatch", "--radius-arcsec", "2"]).exit_code == 0
+    add_predictions(db_path)
+    release = write_release(db_path, "two", max_rows=30, margin_arcsec=20.0).path
+    gaia_cat = catalogues.release_catalogue(release, "gaia")
+    assert len(gaia_cat.pixels) >= 2 and not gaia_cat.margin_files, "the test needs a release without margin rows"
+    result = runner.invoke(cli, ["--db", str(db_path), "xmatch", "--engine", "dask", "--release", "two", "--workers",
+                                 "1", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    want = embedded_pairs(db_path)
+    assert (want["sep_arcsec"] > 1.0).sum() >= 5, "pairs beyond 1 arcsec prove the stored radius is used"
+    assert_same(cluster_pairs(tmp_path / "out"), want)
+
+
+def test_bad_scheduler_options_are_one_line_errors(hard_release, tmp_path):
+    import socket
+
+    root, db_path, release, _, _ = hard_release
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    runner = CliRunner()
+    base = ["--db", str(db_path), "xmatch", "--engine", "dask", "--release", str(release), "--out", str(tmp_path / "o")]
+    both = runner.invoke(cli, base + ["--scheduler", f"tcp://127.0.0.1:{port}", "--workers", "2"])
+    assert both.exit_code != 0 and "give one of them" in both.output
+    gone = runner.invoke(cli, base + ["--scheduler", f"tcp://127.0.0.1:{port}"])
+    assert gone.exit_code != 0 and "No Dask scheduler answered" in gone.output
+    zero = runner.invoke(cli, base + ["--workers", "0"])
+    assert zero.exit_code != 0 and "--workers must be at least 1" in zero.output
+    tmass = runner.invoke(cli, base + ["--survey", "tmass"])
+    assert tmass.exit_code != 0 and "SkyMapper only" in tmass.output
+    for bad in (both, gone, zero, tmass):
+        assert len(bad.output.strip().splitlines()) == 1, bad.output
+    assert not (tmp_path / "o").exists()
