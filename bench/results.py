@@ -35,6 +35,10 @@ BENCHES = {
     "serve_workers2": "the same with `serve --workers 2` (one process per core)",
     "serve_10000000": "the same for 10 M stars (`make bench-big`)",
     "serve_10000000_workers2": "10 M stars with `serve --workers 2`",
+    "cluster": "`xmatch --engine dask` with 1 and 2 local workers against the embedded DuckDB crossmatch and lsdb's "
+               "crossmatch, and `score --engine dask` against the embedded `score` (`make bench-big`: 10 M stars)",
+    "cluster_memory": "peak worker memory of `xmatch --engine dask` on 250 k and 1 M stars in partitions of at most "
+                      "60,000 rows",
     "async": "asynchronous TAP on 10 M stars (`make bench-big`, issue 14): a 1 M-position upload crossmatched at "
              "1 arcsec through pyvo (each part timed; the DuckDB match against astropy match_to_catalog_sky on the "
              "same arrays; the pairs against astropy's), and 20 clients looping over async jobs beside 50 page "
