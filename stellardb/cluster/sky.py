@@ -13,15 +13,27 @@ import numpy as np
 from stellardb.release.partition import SPATIAL_INDEX_ORDER, Pixel
 
 
-def border_ranges(pixel: Pixel, order: int) -> list[tuple[int, int]]:
-    """``[lo, hi)`` ranges of ``_healpix_29`` of the order-``order`` pixels just outside ``pixel``."""
+def border_arrays(pixel: Pixel, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[lo, hi)`` of ``_healpix_29`` of the order-``order`` pixels just outside ``pixel``, as two
+    sorted arrays (runs of consecutive pixels as one range)."""
     from hats.pixel_math import get_margin
 
     if order <= pixel.order:
         raise ValueError(f"border order {order} must be deeper than the pixel's {pixel.order}")
     shift = 2 * (SPATIAL_INDEX_ORDER - order)
-    return merge([(int(p) << shift, (int(p) + 1) << shift) for p in get_margin(pixel.order, pixel.pixel,
-                                                                               order - pixel.order)])
+    border = np.unique(np.asarray(get_margin(pixel.order, pixel.pixel, order - pixel.order), dtype=np.int64))
+    if not border.size:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    breaks = np.flatnonzero(np.diff(border) != 1) + 1
+    starts = border[np.r_[0, breaks]]
+    ends = border[np.r_[breaks - 1, border.size - 1]] + 1
+    return starts << shift, ends << shift
+
+
+def border_ranges(pixel: Pixel, order: int) -> list[tuple[int, int]]:
+    """:func:`border_arrays` as a list of ``(lo, hi)``."""
+    lo, hi = border_arrays(pixel, order)
+    return list(zip(lo.tolist(), hi.tolist()))
 
 
 def merge(ranges) -> list[tuple[int, int]]:

@@ -51,12 +51,18 @@ class RowGroupIndex:
 
     def rows_in_ranges(self, ranges) -> int:
         """Upper bound of the rows in any of ``ranges`` (``[lo, hi)``), each row group counted once."""
-        if not self.lo.size or not ranges:
+        if not len(ranges):
             return 0
-        merged = sorted(ranges)
-        starts = np.array([lo for lo, _ in merged], np.int64)
+        return self.rows_in_arrays(np.array([lo for lo, _ in ranges], np.int64), np.array([hi for _, hi in ranges], np.int64))
+
+    def rows_in_arrays(self, lo: np.ndarray, hi: np.ndarray) -> int:
+        """:meth:`rows_in_ranges` of ranges given as two arrays."""
+        if not self.lo.size or not lo.size:
+            return 0
+        order = np.argsort(lo, kind="stable")
+        starts = lo[order]
         # the end of the furthest-reaching range among those starting at or before each start
-        ends = np.maximum.accumulate(np.array([hi for _, hi in merged], np.int64))
+        ends = np.maximum.accumulate(hi[order])
         # a row group [lo, hi] overlaps a range when the last range starting at or before its hi
         # (or any before it) ends after its lo
         last = np.searchsorted(starts, self.hi, side="right") - 1

@@ -117,6 +117,58 @@ def _motion_bounds(gaia: HatsCatalogue, survey: Survey, survey_cat: HatsCatalogu
     return pm or 0.0, (ref_lo, ref_hi), (ep_lo, ep_hi)
 
 
+def _statistics_bounds(gaia: HatsCatalogue, survey: Survey, survey_cat: HatsCatalogue):
+    """The same bounds as :func:`_motion_bounds`, or looser, from the row-group statistics in the
+    catalogues' ``_metadata`` (no row read: a DR3-sized catalogue would take minutes to scan on the
+    driver); None where a statistic is missing, or covers values the views leave out."""
+    import pyarrow.parquet as pq
+
+    def ranges(catalogue: HatsCatalogue, columns):
+        path = catalogue.path / "dataset" / "_metadata"
+        if not path.is_file():
+            return None
+        meta = pq.read_metadata(path)
+        names = meta.schema.names
+        found = {}
+        for column in columns:
+            if column not in names:
+                return None
+            i, lo, hi, nulls = names.index(column), [], [], 0
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(i).statistics
+                if stats is None or not stats.has_min_max:
+                    if stats is not None and stats.null_count == meta.row_group(g).num_rows:
+                        nulls += stats.null_count
+                        continue
+                    return None
+                lo.append(stats.min), hi.append(stats.max)
+                nulls += stats.null_count or 0
+            found[column] = (min(lo) if lo else None, max(hi) if hi else None, nulls)
+        return found
+
+    g = ranges(gaia, ["pmra", "pmdec", "ref_epoch"])
+    s = ranges(survey_cat, [survey.epoch_column]) if survey.epoch_column else None
+    if g is None or s is None:
+        return None
+    pm_lo = [abs(v) for c in ("pmra", "pmdec") for v in g[c][:2] if v is not None]
+    if max(pm_lo, default=0.0) > 100_000.0:
+        return None  # absurd rows the views leave out: only the scan gives the bound
+    pm = float(np.hypot(*(max(abs(g[c][0] or 0.0), abs(g[c][1] or 0.0)) for c in ("pmra", "pmdec")))) / 1000.0
+    ref_lo, ref_hi, ref_nulls = g["ref_epoch"]
+    refs = [v for v in (ref_lo, ref_hi) if v is not None] + ([2016.0] if ref_nulls else [])
+    ep_lo, ep_hi, ep_nulls = s[survey.epoch_column]
+    if ep_nulls or ep_lo is None or not refs:
+        return None  # rows the view gives a default epoch to, or leaves out: the scan decides
+    to_year = (lambda mjd: 2000.0 + (mjd - 51544.5) / 365.25) if survey.epoch_unit == "mjd" else \
+        (lambda jd: 2000.0 + (jd - 2451545.0) / 365.25) if survey.epoch_unit == "jd" else None
+    if to_year is None:
+        return None
+    ep_lo, ep_hi = to_year(float(ep_lo)), to_year(float(ep_hi))
+    if not (1900 <= ep_lo <= ep_hi <= 2100) or not (1900 <= min(refs) <= max(refs) <= 2100):
+        return None
+    return pm, (min(refs), max(refs)), (ep_lo, ep_hi)
+
+
 def _create_source(con, view: str, files, where: str = "") -> None:
     con.execute(f"create or replace view {view} as select * from read_parquet({_files_sql(files)}, "
                 f"union_by_name = true, hive_partitioning = false){' where ' + where if where else ''}")
@@ -128,13 +180,21 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
     margin cache is narrower than the reach, or a partition is narrower than it."""
     if not (0 < radius_arcsec <= 60):
         raise UserError(f"--radius-arcsec must be above 0 and at most 60, got {radius_arcsec:g}.")
-    pm, (ref_lo, ref_hi), (ep_lo, ep_hi) = _motion_bounds(gaia, survey, survey_cat, budget)
-    if ep_lo is None or ref_lo is None:
-        raise UserError(f"No {'Gaia' if ref_lo is None else survey.name} row has a usable position; nothing to "
-                        "crossmatch.")
-    # the reach of the SQL (gaia_search_cells): radius + 1 mas + |pm| x the largest epoch difference
-    span_yr = max(abs(ep_lo - ref_lo), abs(ep_hi - ref_lo), abs(ep_lo - ref_hi), abs(ep_hi - ref_hi))
-    reach = radius_arcsec + 0.001 + pm * span_yr
+    def reach_of(bounds):
+        pm, (ref_lo, ref_hi), (ep_lo, ep_hi) = bounds
+        if ep_lo is None or ref_lo is None:
+            raise UserError(f"No {'Gaia' if ref_lo is None else survey.name} row has a usable position; nothing to "
+                            "crossmatch.")
+        # the reach of the SQL (gaia_search_cells): radius + 1 mas + |pm| x the largest epoch difference
+        span = max(abs(ep_lo - ref_lo), abs(ep_hi - ref_lo), abs(ep_lo - ref_hi), abs(ep_hi - ref_hi))
+        return radius_arcsec + 0.001 + pm * span, pm, span
+
+    # a bound from the files' statistics where they give one (a reach no smaller than the views'),
+    # the views' exact one where not, or where the bound would refuse the margin
+    bounds = _statistics_bounds(gaia, survey, survey_cat)
+    reach, pm, span_yr = reach_of(bounds) if bounds else (None, None, None)
+    if bounds is None or (len(gaia.partitions) > 1 and (gaia.margin_arcsec or 0.0) < reach):
+        reach, pm, span_yr = reach_of(_motion_bounds(gaia, survey, survey_cat, budget))
     result = XmatchPlan(survey=survey, radius_arcsec=radius_arcsec, reach_arcsec=reach, margin_arcsec=gaia.margin_arcsec,
                         gaia_partitions=gaia.pixels)
     if len(gaia.partitions) > 1 and (gaia.margin_arcsec is None or gaia.margin_arcsec < reach):
@@ -167,8 +227,9 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
         gaia_files = [part.file] + ([gaia.margin_files[g]] if g in gaia.margin_files else [])
 
         def rows(p: Pixel) -> int:
-            near = [(p.lo, p.hi)] + sky.border_ranges(p, border_order)
-            return gaia_rows.rows_in_ranges(near) + margin_rows.rows_in_ranges(near) + survey_rows.rows_in(p.lo, p.hi)
+            lo, hi = sky.border_arrays(p, border_order)
+            lo, hi = np.r_[p.lo, lo], np.r_[p.hi, hi]
+            return gaia_rows.rows_in_arrays(lo, hi) + margin_rows.rows_in_arrays(lo, hi) + survey_rows.rows_in(p.lo, p.hi)
 
         pixels = _split(g, rows, max_rows, border_order, lambda p: survey_rows.rows_in(p.lo, p.hi) > 0)
         if len(pixels) > 1:
@@ -190,8 +251,8 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
             continue
 
         def orphan_rows(p: Pixel) -> int:
-            near = [(p.lo, p.hi)] + sky.border_ranges(p, border_order)
-            return gaia_rows.rows_in_ranges(near) + survey_rows.rows_in(p.lo, p.hi)
+            lo, hi = sky.border_arrays(p, border_order)
+            return gaia_rows.rows_in_arrays(np.r_[p.lo, lo], np.r_[p.hi, hi]) + survey_rows.rows_in(p.lo, p.hi)
 
         def has_orphans(p: Pixel) -> bool:
             return any(survey_rows.rows_in(lo, hi) for lo, hi in sky.uncovered(p, covered))
