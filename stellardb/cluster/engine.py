@@ -196,8 +196,26 @@ def task_connection(budget_limit: str, threads: int, spill: str):
     return con
 
 
+def current_rss_bytes() -> int:
+    """This process's resident memory now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def peak_rss_bytes() -> int:
-    """This worker process's peak resident memory so far (Linux reports kilobytes)."""
+    """This worker process's peak resident memory so far: VmHWM, the high-water mark of its own
+    address space.  Not getrusage's ru_maxrss, which Linux carries across fork and exec, so that a
+    worker spawned by a driver holding 2 GB reports 2 GB before it does anything."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -337,7 +337,8 @@ def nearest_task(task: dict) -> dict:
         pq.write_table(table.filter(pa.array(index == i)), tmp)
         os.replace(tmp, final)
         written[label] = int(np.count_nonzero(index == i))
-    return {"pairs": written, "peak_rss": engine.peak_rss_bytes(), "seconds": time.perf_counter() - started}
+    return {"pairs": written, "peak_rss": engine.peak_rss_bytes(), "rss": engine.current_rss_bytes(),
+            "seconds": time.perf_counter() - started}
 
 
 def keep_nearest_task(task: dict) -> dict:
