@@ -59,7 +59,7 @@ def _check_workers(scheduler, workers) -> None:
                         "give one of them.")
 
 
-def _radius(db_path, release: Path, survey: str, given):
+def _radius(db_path, release: Path | None, survey: str, given):
     """The match radius: --radius-arcsec, else the one the release's database used (its settings row,
     from the manifest, or the database itself), else the survey's default."""
     from stellardb.catalog.surveys import SURVEYS
@@ -68,7 +68,7 @@ def _radius(db_path, release: Path, survey: str, given):
     if given is not None:
         return given
     setting = SURVEYS[survey].radius_setting
-    stored = catalogues.release_settings(release).get(setting)
+    stored = catalogues.release_settings(release).get(setting) if release is not None else None
     if stored is None and Path(db_path).is_file():
         import duckdb
 
@@ -85,18 +85,33 @@ def _radius(db_path, release: Path, survey: str, given):
     return stored
 
 
-def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, workers, memory_per_worker, quiet=False):
+def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, workers, memory_per_worker, quiet=False,
+           gaia_path=None, survey_path=None):
     from stellardb.cli.progress import staged_progress
     from stellardb.cluster import catalogues, xmatch as cluster_xmatch
 
     _check_workers(scheduler, workers)
-    if survey != "skymapper":
-        raise UserError(f"--engine dask crossmatches the surveys a release carries, and releases carry SkyMapper only; "
-                        f"crossmatch {survey} embedded (`stellardb xmatch --survey {survey}`).")
-    release, target = _release_and_out(db_path, release_name, out)
+    if gaia_path or survey_path:
+        # HATS catalogues given by path (hats-import's, a downloaded survey's): any survey of `stellardb surveys`
+        if release_name or not (gaia_path and survey_path):
+            raise UserError("Give --gaia-catalogue and --survey-catalogue together, or --release instead of both.")
+        gaia = catalogues.open_catalogue(gaia_path, "--gaia-catalogue")
+        survey_cat = catalogues.open_catalogue(survey_path, "--survey-catalogue")
+        target = Path(out) if out else Path(db_path).absolute().parent / "cluster" / gaia.path.name
+        from stellardb.release import layout
+
+        if layout.release_holding(target.absolute()) is not None:
+            raise UserError(f"--out {target} lies inside a release; releases are immutable: choose a folder outside it.")
+        release = None
+    else:
+        if survey != "skymapper":
+            raise UserError(f"--engine dask crossmatches the surveys a release carries, and releases carry SkyMapper "
+                            f"only; crossmatch {survey} embedded (`stellardb xmatch --survey {survey}`), or give its "
+                            "HATS catalogue (--gaia-catalogue, --survey-catalogue).")
+        release, target = _release_and_out(db_path, release_name, out)
+        gaia = catalogues.release_catalogue(release, "gaia")
+        survey_cat = catalogues.release_catalogue(release, survey)
     radius_arcsec = _radius(db_path, release, survey, radius_arcsec)
-    gaia = catalogues.release_catalogue(release, "gaia")
-    survey_cat = catalogues.release_catalogue(release, survey)
     with staged_progress("nearest", disable=quiet) as progress:
         result = cluster_xmatch.run(gaia, survey_cat, survey, target, radius_arcsec, scheduler=scheduler,
                                     workers=workers, memory_per_worker=memory_per_worker, progress=progress)

@@ -251,9 +251,14 @@ def doctor(ctx, dry_run):
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG: separations of the SkyMapper pairs, and the matched fraction per r_psf.")
 @cluster_options
+@click.option("--gaia-catalogue", "gaia_path", type=click.Path(file_okay=False), default=None,
+              help="With --engine dask and no --release: a Gaia DR3 HATS catalogue (or collection, with its margin).")
+@click.option("--survey-catalogue", "survey_path", type=click.Path(file_okay=False), default=None,
+              help="With --engine dask and no --release: the survey's HATS catalogue.")
 @click.pass_context
 @user_errors
-def xmatch(ctx, surveys, radius_arcsec, plot, engine, release_name, out, scheduler, workers, memory_per_worker):
+def xmatch(ctx, surveys, radius_arcsec, plot, engine, release_name, out, scheduler, workers, memory_per_worker,
+           gaia_path, survey_path):
     """Crossmatch Gaia with each photometric survey (and position-only labels with Gaia).
 
     For each survey source, the nearest Gaia source within the survey's radius after
@@ -277,7 +282,8 @@ def xmatch(ctx, surveys, radius_arcsec, plot, engine, release_name, out, schedul
     from stellardb.catalog import xmatch as xmatch_lib
 
     refuse_cluster_options_without_dask(engine, release=release_name, out=out, scheduler=scheduler, workers=workers,
-                                        memory_per_worker=memory_per_worker)
+                                        memory_per_worker=memory_per_worker, gaia_catalogue=gaia_path,
+                                        survey_catalogue=survey_path)
     if engine == "dask":
         if plot:
             raise UserError("--plot is drawn from the database: run `stellardb xmatch --plot` without --engine dask.")
@@ -286,7 +292,7 @@ def xmatch(ctx, surveys, radius_arcsec, plot, engine, release_name, out, schedul
         from stellardb.cli import cluster as cluster_cli
 
         cluster_cli.xmatch(ctx.obj["db"], surveys[0] if surveys else "skymapper", radius_arcsec, release_name, out,
-                           scheduler, workers, memory_per_worker)
+                           scheduler, workers, memory_per_worker, gaia_path=gaia_path, survey_path=survey_path)
         return
 
     stats = xmatch_lib.run(ctx.obj["db"], radius_arcsec, plot, surveys=list(surveys) or None)

@@ -267,3 +267,16 @@ def test_bad_scheduler_options_are_one_line_errors(hard_release, tmp_path):
     for bad in (both, gone, zero, tmass):
         assert len(bad.output.strip().splitlines()) == 1, bad.output
     assert not (tmp_path / "o").exists()
+
+
+def test_hats_catalogues_given_by_path(hard_release, tmp_path):
+    """Gaia and SkyMapper as HATS catalogues by path (any HATS folders, not only a release): the same pairs."""
+    root, db_path, release, _, _ = hard_release
+    result = CliRunner().invoke(cli, ["--db", str(db_path), "xmatch", "--engine", "dask", "--gaia-catalogue",
+                                      str(release / "gaia"), "--survey-catalogue", str(release / "skymapper" / "skymapper"),
+                                      "--workers", "1", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert_same(cluster_pairs(tmp_path / "o"), embedded_pairs(db_path))
+    half = CliRunner().invoke(cli, ["--db", str(db_path), "xmatch", "--engine", "dask", "--gaia-catalogue",
+                                    str(release / "gaia")])
+    assert half.exit_code != 0 and "together" in half.output
