@@ -25,6 +25,7 @@ from stellardb.catalog.schema import sql_dir
 from stellardb.cluster import engine, sky
 from stellardb.cluster.catalogues import HatsCatalogue, cluster_output, release_catalogue
 from stellardb.cluster.score import _survey_border
+from stellardb.cluster.partition import open_partition
 from stellardb.cluster.xmatch import _create_source, _maybe_die, write_partition
 from stellardb.errors import UserError
 from stellardb.release import layout
@@ -77,24 +78,9 @@ def catalogue_task(task: dict) -> dict:
     """One partition of ``catalogue``: catalogue_of_model over the partition's files."""
     _maybe_die(task["key"])
     Path(task["spill"]).mkdir(parents=True, exist_ok=True)
-    con = db.connect(":memory:")  # the whole schema; the *_src views are pointed at the partition below
+    con = open_partition(task, {"distances_src": task["distances"], "xmatch_src": task["xmatch"],
+                                "predictions_src": task["predictions"], "labels": task["labels"]})
     try:
-        con.execute(f"set threads = {int(task['threads'])}")
-        con.execute("set memory_limit = $m", {"m": task["limit"]})
-        con.execute("set temp_directory = $t", {"t": task["spill"]})
-        _create_source(con, "gaia_part", [task["gaia"]])
-        con.execute(f"create or replace view gaia_src as select * exclude ({SPATIAL_INDEX_COLUMN}) from gaia_part")
-        for view, file in (("distances_src", task["distances"]), ("xmatch_src", task["xmatch"]),
-                           ("predictions_src", task["predictions"]), ("labels", task["labels"])):
-            if file:
-                _create_source(con, f"{view}_part", [file])
-                con.execute(f"create or replace view {view} as select * exclude ({SPATIAL_INDEX_COLUMN}, ra, dec) "
-                            f"from {view}_part")
-        if task["survey_files"] and task["xmatch"]:
-            _create_source(con, "skymapper_part", task["survey_files"],
-                           "object_id in (select skymapper_object_id from xmatch_src_part)")
-            con.execute(f"create or replace view skymapper_src as select * exclude ({SPATIAL_INDEX_COLUMN}) "
-                        "from skymapper_part")
         for relative in MARTS:
             con.execute((sql_dir() / relative).read_text())
         table = con.sql(

@@ -25,7 +25,8 @@ from pathlib import Path
 from stellardb.catalog import db
 from stellardb.cluster import engine, sky
 from stellardb.cluster.catalogues import HatsCatalogue
-from stellardb.cluster.xmatch import ROW_GROUP_ROWS, _create_source, _files_sql, _maybe_die
+from stellardb.cluster.partition import open_partition
+from stellardb.cluster.xmatch import ROW_GROUP_ROWS, _files_sql, _maybe_die
 from stellardb.errors import UserError
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN
 
@@ -96,7 +97,7 @@ def score_task(task: dict, model: dict) -> dict:
 
     _maybe_die(task["key"])
     Path(task["spill"]).mkdir(parents=True, exist_ok=True)
-    con = db.connect(":memory:")  # the whole schema: empty tables, every view of sql/
+    con = None
     scorers = {fs: (features, NumpyScorer(folded), RangeFlags.from_card(card))
                for fs, (features, folded, card) in model["members"].items()}
     counts = {fs: 0 for fs in scorers}
@@ -105,23 +106,7 @@ def score_task(task: dict, model: dict) -> dict:
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     writer = None
     try:
-        con.execute(f"set threads = {int(task['threads'])}")
-        con.execute("set memory_limit = $m", {"m": task["limit"]})
-        con.execute("set temp_directory = $t", {"t": task["spill"]})
-        _create_source(con, "gaia_part", [task["gaia"]])
-        con.execute(f"create or replace view gaia_src as select * exclude ({SPATIAL_INDEX_COLUMN}) from gaia_part")
-        for view, file in (("distances_src", task["distances"]), ("xmatch_src", task["xmatch"])):
-            if file:
-                _create_source(con, f"{view}_part", [file])
-                con.execute(f"create or replace view {view} as select * exclude ({SPATIAL_INDEX_COLUMN}, ra, dec) "
-                            f"from {view}_part")
-        if task["survey_files"] and task["xmatch"]:
-            # the partition's partners, from the survey partitions around it (a semi-join: the
-            # border of a coarse partition is too many HEALPix ranges for one condition)
-            _create_source(con, "skymapper_part", task["survey_files"],
-                           "object_id in (select skymapper_object_id from xmatch_src_part)")
-            con.execute(f"create or replace view skymapper_src as select * exclude ({SPATIAL_INDEX_COLUMN}) "
-                        "from skymapper_part")
+        con = open_partition(task, {"distances_src": task["distances"], "xmatch_src": task["xmatch"]})
         stream = con.sql(
             f"select s.*, g.{SPATIAL_INDEX_COLUMN}, g.ra as _ra, g.dec as _dec from ({model['source']}) as s "
             f"join gaia_part as g using (source_id) order by g.{SPATIAL_INDEX_COLUMN}, s.source_id"
@@ -160,7 +145,8 @@ def score_task(task: dict, model: dict) -> dict:
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
-        con.close()
+        if con is not None:
+            con.close()
     return {"by_feature_set": counts, "peak_rss": engine.peak_rss_bytes()}
 
 
