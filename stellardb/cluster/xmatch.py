@@ -41,10 +41,10 @@ from stellardb.cluster.stats import RowGroupIndex
 from stellardb.errors import UserError
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN, Pixel
 
-#: bytes a nearest task holds per input row (Gaia or survey): a worker peaked at 2.27 GB on
-#: partitions of 1 M Gaia + 1 M SkyMapper rows (bench/bench_cluster.py, 10 M stars), 0.4 GB of it
-#: the idle worker: DuckDB's zone-cell hash join, its window and the Arrow result
-BYTES_PER_ROW = 1000
+#: bytes a nearest task holds per input row (Gaia or survey), with 2x headroom: a whole 10 M-star
+#: partition of 947 k Gaia + 943 k SkyMapper rows raised a worker's peak (VmHWM) by 275 MiB, about
+#: 150 bytes a row (DuckDB's zone-cell hash join, its window and the Arrow result)
+BYTES_PER_ROW = 300
 #: row groups of the output files (the release writer's)
 ROW_GROUP_ROWS = 20_000
 #: SQL files a nearest task runs, in order (besides 10_macros/)
