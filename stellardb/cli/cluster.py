@@ -95,8 +95,15 @@ def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, wo
         # HATS catalogues given by path (hats-import's, a downloaded survey's): any survey of `stellardb surveys`
         if release_name or not (gaia_path and survey_path):
             raise UserError("Give --gaia-catalogue and --survey-catalogue together, or --release instead of both.")
+        from stellardb.catalog.surveys import SURVEYS
+
         gaia = catalogues.open_catalogue(gaia_path, "--gaia-catalogue")
         survey_cat = catalogues.open_catalogue(survey_path, "--survey-catalogue")
+        catalogues.require_columns(gaia, ("source_id", "ra", "dec", "pmra", "pmdec"), "--gaia-catalogue",
+                                   "give a Gaia DR3 gaia_source catalogue.")
+        catalogues.require_columns(survey_cat, SURVEYS[survey].signature, "--survey-catalogue",
+                                   f"give a {survey} catalogue with stellardb's column names (`stellardb surveys`), "
+                                   "or name the survey it is with --survey.")
         target = Path(out) if out else Path(db_path).absolute().parent / "cluster" / gaia.path.name
         from stellardb.release import layout
 
@@ -112,9 +119,11 @@ def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, wo
         gaia = catalogues.release_catalogue(release, "gaia")
         survey_cat = catalogues.release_catalogue(release, survey)
     radius_arcsec = _radius(db_path, release, survey, radius_arcsec)
+    provenance = catalogues.release_identity(release) if release is not None else None
     with staged_progress("nearest", disable=quiet) as progress:
         result = cluster_xmatch.run(gaia, survey_cat, survey, target, radius_arcsec, scheduler=scheduler,
-                                    workers=workers, memory_per_worker=memory_per_worker, progress=progress)
+                                    workers=workers, memory_per_worker=memory_per_worker, progress=progress,
+                                    provenance=provenance)
     click.echo(f"xmatch {survey} (dask): {result.pairs:,} Gaia-{survey} pairs in {result.partitions} partitions "
                f"({result.nearest_tasks} nearest tasks; reach {result.reach_arcsec:.2f} arcsec within the "
                f"{result.margin_arcsec if result.margin_arcsec is not None else 0:g} arcsec margin) in "
@@ -133,11 +142,21 @@ def score(db_path, model: str, release_name, out, xmatch_dir, scheduler, workers
     def optional(table):
         return catalogues.release_catalogue(release, table) if (release / table).is_dir() else None
 
-    xmatch = catalogues.cluster_output(xmatch_dir, "xmatch", "--xmatch") if xmatch_dir else optional("xmatch")
+    provenance = catalogues.release_identity(release)
+    if xmatch_dir:
+        xmatch = catalogues.cluster_output(xmatch_dir, "xmatch", "--xmatch")
+        record = catalogues.run_record(xmatch)
+        if record is None or record.get("release") != provenance:
+            raise UserError(f"--xmatch {xmatch_dir} was not made from release {release.name} by `stellardb xmatch "
+                            f"--engine dask --release {release.name}`; make it so, or leave out --xmatch.")
+        xmatch_provenance = {"run_id": record["run_id"]}
+    else:
+        xmatch, xmatch_provenance = optional("xmatch"), {"source": "release"}
     with staged_progress("score", disable=quiet) as progress:
         result = cluster_score.run(gaia, optional("distances"), xmatch, optional("skymapper"), model, target,
                                    db_path=db_path, scheduler=scheduler, workers=workers,
-                                   memory_per_worker=memory_per_worker, progress=progress)
+                                   memory_per_worker=memory_per_worker, progress=progress, provenance=provenance,
+                                   xmatch_provenance=xmatch_provenance)
     rate = result.rows / result.seconds if result.seconds else float("inf")
     click.echo(f"Scored {result.rows:,} stars with model {model} (dask) in {result.partitions} partitions in "
                f"{result.seconds:.1f} s ({rate:,.0f} stars/s); peak worker memory {result.peak_task_bytes / 2**20:,.0f} MiB.")
@@ -154,7 +173,11 @@ def release(db_path, name, base_name, out, model, xmatch_dir, predictions_dir, s
 
     _check_workers(scheduler, workers)
     root = Path(out).absolute() if out else layout.default_root(db_path)
-    base = layout.resolve(layout.default_root(db_path), base_name)
+    # the base: among the releases of --out first, then beside the database
+    try:
+        base = layout.resolve(root, base_name)
+    except UserError:
+        base = layout.resolve(layout.default_root(db_path), base_name)
     with staged_progress("catalogue", disable=quiet) as progress:
         result = cluster_release.from_cluster(base, name, root, xmatch_dir, predictions_dir, db_path=db_path,
                                               scheduler=scheduler, workers=workers,

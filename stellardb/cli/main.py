@@ -709,6 +709,10 @@ def release(ctx, name, model, out, max_rows, margin_arcsec, quiet, from_release,
     if from_release is not None:
         from stellardb.cli import cluster as cluster_cli
 
+        if max_rows != 1_000_000 or margin_arcsec != 10.0:
+            raise UserError("--from-release keeps the base release's partitions and margins: leave out "
+                            "--max-rows-per-partition and --margin-arcsec.")
+
         cluster_cli.release(ctx.obj["db"], name, from_release, out, model, xmatch_dir, predictions_dir, scheduler,
                             workers, memory_per_worker, quiet)
         return

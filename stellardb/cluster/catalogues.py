@@ -130,3 +130,32 @@ def cluster_output(path, table: str, what: str) -> HatsCatalogue:
     if (path / table / "collection.properties").is_file():
         path = path / table
     return open_catalogue(path, what)
+
+
+def release_identity(release: Path) -> dict:
+    """What a cluster run records of the release it read: its name and its manifest's sha256."""
+    import hashlib
+
+    return {"name": Path(release).name,
+            "manifest_sha256": hashlib.sha256((Path(release) / "manifest.json").read_bytes()).hexdigest()}
+
+
+def run_record(catalogue: HatsCatalogue) -> dict | None:
+    """The cluster_run.json of a cluster run's output (None for a release's own catalogue)."""
+    import json
+
+    collection = catalogue.path.parent if (catalogue.path.parent / "collection.properties").is_file() else catalogue.path
+    path = collection / "cluster_run.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def require_columns(catalogue: HatsCatalogue, columns, what: str, fix: str) -> None:
+    """Refuse a catalogue that lacks ``columns`` (a Gaia catalogue that is not gaia_source, a survey
+    catalogue of another survey) before any task would fail on it."""
+    import pyarrow.parquet as pq
+
+    common = catalogue.path / "dataset" / "_common_metadata"
+    names = set(pq.read_schema(common if common.is_file() else catalogue.partitions[0].file).names)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise UserError(f"{what} ({catalogue.path}) has no column {missing[0]}; {fix}")

@@ -94,21 +94,32 @@ CONNECT_TIMEOUT_S = 30
 
 def _connect(scheduler: str):
     """A client of the scheduler at ``scheduler``, under a hard deadline: Client() can wait for ever on
-    a port that accepts and never answers, and a scheduler without workers would run nothing."""
-    import concurrent.futures
+    a port that accepts and never answers (its own timeout does not fire), and a scheduler without
+    workers would run nothing.  The attempt runs in a daemon thread, so a hung one cannot keep the
+    process from exiting."""
+    import queue
+    import threading
 
     from distributed import Client
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    attempt = pool.submit(Client, scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+    answer: queue.Queue = queue.Queue()
+
+    def attempt():
+        try:
+            answer.put(Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s"))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller below
+            answer.put(exc)
+
+    threading.Thread(target=attempt, daemon=True, name="stellardb-connect").start()
     try:
-        dask_client = attempt.result(timeout=CONNECT_TIMEOUT_S + 5)
-    except (OSError, TimeoutError, ValueError, concurrent.futures.TimeoutError) as exc:
-        pool.shutdown(wait=False, cancel_futures=True)
+        got = answer.get(timeout=CONNECT_TIMEOUT_S + 5)
+    except queue.Empty:
+        got = TimeoutError()
+    if isinstance(got, BaseException):
         raise UserError(f"No Dask scheduler answered at {scheduler} within {CONNECT_TIMEOUT_S} s "
-                        f"({type(exc).__name__}); start one (`dask scheduler`) and its workers (`dask worker "
+                        f"({type(got).__name__}); start one (`dask scheduler`) and its workers (`dask worker "
                         f"{scheduler}`), or leave out --scheduler for a local cluster.") from None
-    pool.shutdown(wait=False)
+    dask_client = got
     try:
         dask_client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
     except (TimeoutError, OSError):
@@ -116,6 +127,23 @@ def _connect(scheduler: str):
         raise UserError(f"The Dask scheduler at {scheduler} has no worker after {CONNECT_TIMEOUT_S} s; start some "
                         f"(`dask worker {scheduler} --nthreads 1`).") from None
     return dask_client
+
+
+#: written into every scratch and half-written folder of a cluster run: only folders holding it
+#: (with this machine's name) are ever swept
+MARKER = ".stellardb-cluster-run"
+
+
+def scratch_folder(path):
+    """Create ``path`` (a ``.NAME.partial-PID`` or ``.NAME.work-PID`` folder) with the marker that
+    lets a later run on this machine remove it if this process dies."""
+    import socket
+    from pathlib import Path
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    return path
 
 
 @contextlib.contextmanager
@@ -137,8 +165,11 @@ def output_folder(folder):
 
 
 def sweep_leftovers(folder) -> None:
-    """Remove ``.NAME.partial-PID`` and ``.NAME.work-PID`` folders under ``folder`` whose process is gone
-    (a run killed with kill -9 or a power cut)."""
+    """Remove the scratch and half-written folders (:func:`scratch_folder`) under ``folder`` that a
+    cluster run on this machine left when it was killed (kill -9, a power cut): only those holding
+    the marker with this machine's name and a process that is gone, never anything else."""
+    import shutil
+    import socket
     from pathlib import Path
 
     from stellardb.cores import pid_alive
@@ -147,10 +178,13 @@ def sweep_leftovers(folder) -> None:
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
-        match = re.match(r"^\..+\.(?:partial|work)-(\d+)$", entry.name)
-        if match and entry.is_dir() and not pid_alive(int(match[1])):
-            import shutil
-
+        if not (re.match(r"^\..+\.(?:partial|work)-\d+$", entry.name) and entry.is_dir()):
+            continue
+        try:
+            host, pid = (entry / MARKER).read_text().split()
+        except (OSError, ValueError):
+            continue  # not ours
+        if host == socket.gethostname() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -128,6 +128,7 @@ def from_cluster(base: Path, name: str, root: Path, xmatch_dir=None, predictions
     xmatch = cluster_output(xmatch_dir, "xmatch", "--xmatch") if xmatch_dir else release_catalogue(base, "xmatch")
     predictions = cluster_output(predictions_dir, "predictions", "--predictions") if predictions_dir else \
         release_catalogue(base, "predictions")
+    _check_provenance(base, xmatch if xmatch_dir else None, predictions if predictions_dir else None, db_path)
     for what, cat in (("--xmatch", xmatch), ("--predictions", predictions)):
         if set(cat.pixels) - set(gaia.pixels):
             raise UserError(f"{what} ({cat.path}) is not co-partitioned with the release's gaia; make it from this "
@@ -144,7 +145,7 @@ def from_cluster(base: Path, name: str, root: Path, xmatch_dir=None, predictions
     root.mkdir(parents=True, exist_ok=True)
     layout.sweep_partials(root)
     partial = layout.partial_dir(root, name)
-    work = root / f".{name}.work-{os.getpid()}"
+    work = partial / "_work"  # inside: removed with the half-written release if this process dies
     try:
         partial.mkdir()
         replaced = {"xmatch": _collection_of(xmatch) if xmatch_dir else None,
@@ -222,6 +223,7 @@ def from_cluster(base: Path, name: str, root: Path, xmatch_dir=None, predictions
                                     margin_order=margin_order)
             margin_names.append(margin_dir.name)
         writer.finish_collection(partial / "catalogue", "catalogue", margin_names)
+        shutil.rmtree(work, ignore_errors=True)
         _write_manifest(partial, base, base_manifest, name, model, models_dir, db_path, replaced, rows, margin_rows,
                         {"xmatch": xmatch, "predictions": predictions})
         layout.publish(partial, final)
@@ -233,6 +235,40 @@ def from_cluster(base: Path, name: str, root: Path, xmatch_dir=None, predictions
         shutil.rmtree(work, ignore_errors=True)
     return ClusterRelease(name=name, path=final, model=model, rows=rows, margin_rows=margin_rows,
                           seconds=time.perf_counter() - t0)
+
+
+def _check_provenance(base: Path, xmatch, predictions, db_path) -> None:
+    """Refuse cluster outputs that were not made from ``base``, predictions scored from another
+    crossmatch than the one the release will carry, and a model retrained since it scored."""
+    from stellardb.cluster.catalogues import release_identity, run_record
+    from stellardb.release.writer import model_card
+
+    identity = release_identity(base)
+    runs = {}
+    for what, cat in (("--xmatch", xmatch), ("--predictions", predictions)):
+        if cat is None:
+            continue
+        record = run_record(cat)
+        if record is None or record.get("release") != identity:
+            raise UserError(f"{what} ({cat.path}) was not made from release {base.name} (its cluster_run.json names "
+                            f"{(record or {}).get('release') or 'no release'}); run the cluster command with "
+                            f"--release {base.name}.")
+        runs[what] = record
+    if xmatch is not None and predictions is None:
+        raise UserError(f"The predictions of release {base.name} were scored from its own crossmatch; score with the "
+                        "new one (`stellardb score --engine dask --xmatch DIR`) and give --predictions too.")
+    if predictions is not None:
+        used = runs["--predictions"].get("xmatch") or {}
+        want = {"run_id": runs["--xmatch"]["run_id"]} if xmatch is not None else {"source": "release"}
+        if used != want:
+            raise UserError("--predictions were scored from another crossmatch than the release will carry ("
+                            + ("the --xmatch given" if xmatch is not None else f"release {base.name}'s own")
+                            + "); score again with the matching --xmatch.")
+        sha = runs["--predictions"].get("card_sha256")
+        now = model_card(runs["--predictions"]["model"], db_path)[1] if db_path else None
+        if sha and now and sha != now:
+            raise UserError(f"Model {runs['--predictions']['model']} was retrained after these predictions were "
+                            "scored; score it again with `stellardb score --engine dask`.")
 
 
 def _properties(path: Path) -> dict:
@@ -251,9 +287,22 @@ def _write_manifest(partial: Path, base: Path, base_manifest: dict, name: str, m
     manifest = dict(base_manifest)
     manifest["name"] = name
     manifest["created_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    runs = {table: json.loads((s / "cluster_run.json").read_text()) for table, s in replaced.items()
+            if s is not None and (s / "cluster_run.json").is_file()}
     if replaced.get("predictions") is not None:
         card, sha = model_card(model, db_path) if db_path else (None, None)
-        manifest["model"] = {"name": model, "card": card, "card_sha256": sha, "runs": []}
+        earlier = (base_manifest.get("model") or {}).get("runs", []) if (base_manifest.get("model") or {}).get(
+            "name") == model else []
+        score_run = runs.get("predictions", {})
+        manifest["model"] = {"name": model, "card": card, "card_sha256": sha, "runs": earlier + [
+            {"command": "score --engine dask", "run_at_utc": score_run.get("scored_at_utc"),
+             "stars": sum((score_run.get("by_feature_set") or {}).values()), "card_sha256": score_run.get("card_sha256")}]}
+    if "xmatch" in runs:
+        # the radius the crossmatch used is the release's setting (a cluster run over it repeats it)
+        from stellardb.catalog.surveys import SURVEYS
+
+        survey = SURVEYS[runs["xmatch"]["survey"]]
+        manifest["settings"] = dict(manifest.get("settings") or {}) | {survey.radius_setting: runs["xmatch"]["radius_arcsec"]}
     catalogues = dict(manifest.get("catalogues", {}))
     for table, source in replaced.items():
         if source is not None:
@@ -266,8 +315,7 @@ def _write_manifest(partial: Path, base: Path, base_manifest: dict, name: str, m
     manifest["catalogues"] = catalogues
     manifest["derived_from"] = {
         "release": base.name, "replaced": sorted(t for t, s in replaced.items() if s is not None),
-        "cluster_runs": {t: json.loads((s / "cluster_run.json").read_text()) for t, s in replaced.items()
-                         if s is not None and (s / "cluster_run.json").is_file()}}
+        "cluster_runs": runs}
     (partial / layout.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 

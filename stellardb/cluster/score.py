@@ -69,7 +69,11 @@ def load_model(model: str, models_dir, db_path) -> dict:
         columns = ", ".join(db.quote_identifier(f) for f in card["features"])
         table = "scoring_set" if feature_set == "gaia-skymapper" else f"all_features where {parse(feature_set).where}"
         source = f"select source_id, {columns}, {db.quote_literal(feature_set)} as _feature_set from {table}"
-    return {"name": model, "members": members, "source": source}
+    from stellardb.release.writer import model_card
+
+    # the card (a family's, or the model's) the predictions come from: a release made of them checks it
+    card_sha256 = model_card(model, db_path)[1] if models_dir is None else None
+    return {"name": model, "members": members, "source": source, "card_sha256": card_sha256}
 
 
 def _check_surveys(payload: dict, have: set) -> None:
@@ -160,7 +164,8 @@ def _columns_in_release_order(table):
 def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalogue | None,
         skymapper: HatsCatalogue | None, model: str, out: Path, models_dir=None, db_path=None,
         scheduler: str | None = None, workers: int | None = None, memory_per_worker: str | None = None,
-        threads: int = 1, progress=None) -> ClusterScoreResult:
+        threads: int = 1, progress=None, provenance: dict | None = None,
+        xmatch_provenance: dict | None = None) -> ClusterScoreResult:
     """Score every star of ``gaia`` with model (or family) ``model``; the predictions become the
     HATS collection ``out/predictions`` (co-partitioned with gaia), written in a hidden folder first."""
 
@@ -174,7 +179,10 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
         if sky.overlapping(sorted(extra, key=lambda p: p.lo), [(g.lo, g.hi) for g in gaia.pixels]):
             raise UserError(f"The {name} catalogue ({cat.path}) is not co-partitioned with gaia (its partitions cut "
                             "gaia's); use catalogues of one release, or `stellardb xmatch --engine dask` output.")
+    import uuid
+
     payload = load_model(model, models_dir, db_path)
+    card_sha256 = payload.get("card_sha256")
     have = {"skymapper"} if skymapper is not None and xmatch is not None else set()
     _check_surveys(payload, have)
     final = Path(out) / "predictions"
@@ -204,6 +212,7 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
                       "schema": schema, "scored_at": scored_at, "limit": budget.duckdb_limit,
                       "threads": threads, "spill": str(work / "spill")}
     with engine.output_folder(out):  # after every refusal above
+        engine.scratch_folder(partial), engine.scratch_folder(work)
         try:
             with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
                 shipped = dask_client.scatter([payload], broadcast=True)[0]  # once per worker, not per task
@@ -216,8 +225,10 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
             widths = {"model": max(1, len(model)), "feature_set": max([1] + [len(k) for k in by_set])}
             writer.finish_catalogue(partial / "predictions", spec, gaia.pixels, rows, None, header, widths)
             writer.finish_collection(partial, "predictions", [])
+            (partial / engine.MARKER).unlink()
             (partial / "cluster_run.json").write_text(json.dumps({
-                "model": model, "members": sorted(payload["members"]), "scored_at_utc": scored_at.isoformat(),
+                "run_id": uuid.uuid4().hex, "release": provenance, "xmatch": xmatch_provenance,
+                "card_sha256": card_sha256, "model": model, "members": sorted(payload["members"]), "scored_at_utc": scored_at.isoformat(),
                 "gaia": gaia.path.name, "memory_per_worker_bytes": budget.worker_bytes,
                 "by_feature_set": by_set}, indent=2) + "\n")
             os.rename(partial, final)

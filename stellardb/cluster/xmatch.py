@@ -206,6 +206,9 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
             f"(hats-import: margin_threshold={np.ceil(reach):g}).")
     border_order = sky.order_wider_than(reach)
     deepest = max(p.order for p in gaia.pixels + survey_cat.pixels)
+    if border_order <= deepest and bounds is not None:  # the statistics' bound may be loose: the views decide
+        reach, pm, span_yr = reach_of(_motion_bounds(gaia, survey, survey_cat, budget))
+        border_order = sky.order_wider_than(reach)
     if border_order <= deepest:
         raise UserError(f"Partitions of order {deepest} are narrower than the crossmatch's reach ({reach:.1f} arcsec); "
                         "make the catalogues with larger partitions (`stellardb release --max-rows-per-partition`).")
@@ -398,9 +401,14 @@ def _maybe_die(key: str) -> None:
 
 def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: Path, radius_arcsec: float | None = None,
         scheduler: str | None = None, workers: int | None = None, memory_per_worker: str | None = None,
-        threads: int = 1, progress=None) -> XmatchResult:
+        threads: int = 1, progress=None, provenance: dict | None = None) -> XmatchResult:
     """Crossmatch Gaia x ``survey_name`` on a Dask cluster; the pairs become the HATS collection
-    ``out/<xmatch table>`` (co-partitioned with gaia), written in a hidden folder first."""
+    ``out/<xmatch table>`` (co-partitioned with gaia), written in a hidden folder first.  ``provenance``
+    (the release read: name and manifest sha256) goes into its cluster_run.json with a new run id, so
+    that a release made from it can check what it was made from."""
+    import uuid
+
+    run_id = uuid.uuid4().hex
     from stellardb.release import writer
 
     if survey_name not in SURVEYS:
@@ -421,6 +429,7 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
     the_plan = plan(gaia, survey_cat, survey, radius, work, budget, threads)  # refuses before anything is written
     plan_seconds = time.perf_counter() - t0
     with engine.output_folder(out):
+        engine.scratch_folder(partial), engine.scratch_folder(work)
         try:
             spec = writer.ReleaseTable(name, "", None, None, "gaia_source_id", "gaia_source_id",
                                        metadata_sql=f"select * from {survey.xmatch_table}",
@@ -437,7 +446,9 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
             rows = sum(r["rows"] for r in kept.values())
             writer.finish_catalogue(catalogue, spec, gaia.pixels, rows, None, header, {})
             writer.finish_collection(partial, name, [])
+            (partial / engine.MARKER).unlink()
             (partial / "cluster_run.json").write_text(json.dumps({
+                "run_id": run_id, "release": provenance,
                 "survey": survey.name, "radius_arcsec": radius, "reach_arcsec": round(the_plan.reach_arcsec, 4),
                 "gaia": str(gaia.path.name), "survey_catalogue": str(survey_cat.path.name),
                 "gaia_margin_arcsec": gaia.margin_arcsec, "nearest_tasks": len(the_plan.nearest),

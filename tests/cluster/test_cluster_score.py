@@ -171,6 +171,23 @@ def test_a_release_from_the_cluster_outputs_equals_the_embedded_release(scored, 
                              "order by 1").df()
     assert len(margin) > 0 and margin["source_id"].tolist() == gaia_margin["source_id"].tolist()
 
+    # what a release is made of is checked: each refusal one line, nothing published
+    def refused(*args):
+        bad = runner.invoke(cli, ["--db", str(path), "release", "bad", "--from-release", str(release), *args,
+                                  "--workers", "1", "--out", str(tmp_path / "rel")], env=env)
+        assert bad.exit_code != 0 and len(bad.output.strip().splitlines()) == 1, bad.output
+        assert not (tmp_path / "rel" / "bad").exists()
+        return bad.output
+
+    assert "give --predictions too" in refused("--xmatch", str(tmp_path / "c"))
+    # predictions scored from the release's own crossmatch, with another crossmatch
+    assert run_cli(root, path, models, release, tmp_path / "own").exit_code == 0
+    assert "another crossmatch" in refused("--xmatch", str(tmp_path / "c"), "--predictions", str(tmp_path / "own"))
+    # outputs of another release
+    assert "was not made from release" in runner.invoke(
+        cli, ["--db", str(path), "release", "bad", "--from-release", str(new), "--xmatch", str(tmp_path / "c"),
+              "--predictions", str(tmp_path / "c"), "--workers", "1", "--out", str(tmp_path / "rel")], env=env).output
+
 
 def test_a_distance_without_its_gaia_source_does_not_stop_the_cluster(scored, tmp_path):
     """A release puts a distance whose Gaia source it lacks in a partition of its own outside gaia's;

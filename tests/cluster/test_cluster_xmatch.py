@@ -280,3 +280,8 @@ def test_hats_catalogues_given_by_path(hard_release, tmp_path):
     half = CliRunner().invoke(cli, ["--db", str(db_path), "xmatch", "--engine", "dask", "--gaia-catalogue",
                                     str(release / "gaia")])
     assert half.exit_code != 0 and "together" in half.output
+    wrong = CliRunner().invoke(cli, ["--db", str(db_path), "xmatch", "--engine", "dask", "--gaia-catalogue",
+                                     str(release / "gaia"), "--survey-catalogue", str(release / "xmatch"),
+                                     "--out", str(tmp_path / "w")])
+    assert wrong.exit_code != 0 and "has no column object_id" in wrong.output
+    assert len(wrong.output.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
