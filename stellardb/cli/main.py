@@ -266,16 +266,15 @@ def xmatch(ctx, surveys, radius_arcsec, plot, engine, release_name, out, schedul
     mean_epoch, 2MASS's jdate, ...); a Gaia source keeps only its nearest partner.
     The logic is one SQL macro for every survey, sql/30_crossmatch/xm_gaia_survey.sql;
     this materialises it as tables xmatch (SkyMapper), xmatch_tmass, xmatch_allwise,
-    xmatch_ps1 and xmatch_sdss.
+    xmatch_ps1 and xmatch_sdss.  With --engine dask, the same SQL runs per HATS partition
+    of a release on a Dask cluster, and the pairs become a HATS catalogue under --out
+    (docs/cluster.md).
 
     Example:
 
         stellardb xmatch --plot xmatch.png
 
         stellardb xmatch --survey tmass --radius-arcsec 1.5
-
-    With --engine dask, the same SQL runs per HATS partition of a release on a Dask
-    cluster, and the pairs become a HATS catalogue under --out (docs/cluster.md):
 
         stellardb xmatch --engine dask --release 2026-12a --workers 2
     """
@@ -587,14 +586,14 @@ def score(model, batch_rows, plot, quiet, engine, release_name, out, scheduler, 
     training labels' range) and inputs_outside_training (how many inputs lie
     outside the training range).
 
+    With --engine dask, the same scorer runs per HATS partition of a release on a Dask
+    cluster, and the predictions become a HATS catalogue under --out (docs/cluster.md).
+
     Example:
 
         stellardb --db sky.duckdb score --model demo
 
         stellardb --db sky.duckdb score --model demo --plot kiel.png
-
-    With --engine dask, the same scorer runs per HATS partition of a release on a Dask
-    cluster, and the predictions become a HATS catalogue under --out (docs/cluster.md):
 
         stellardb score --engine dask --release 2026-12a --model demo --workers 2
     """
@@ -692,12 +691,16 @@ def release(ctx, name, model, out, max_rows, margin_arcsec, quiet, from_release,
     Gaia source_id are partitioned exactly like gaia.  The release appears complete or not
     at all, `latest` then points to it, and an existing release is never replaced.
     lsdb opens its catalogues: lsdb.open_catalog("releases/2026-12a/catalogue").
+    With --from-release BASE, the release is BASE with a Dask run's crossmatch and
+    predictions (`xmatch`/`score --engine dask`) in place of its own (docs/cluster.md).
 
     Example:
 
         stellardb release 2026-12a --model demo
 
         stellardb release 2026-12b --out /data/releases --max-rows-per-partition 500000
+
+        stellardb release 2026-12c --from-release 2026-12a --xmatch cluster/2026-12a --predictions cluster/2026-12a
     """
     from stellardb.cli.progress import staged_progress
     from stellardb.release.writer import write_release
