@@ -243,7 +243,13 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
 def _survey_border(gaia: HatsCatalogue, xmatch: HatsCatalogue, skymapper: HatsCatalogue, budget) -> int:
     """The order of the border pixels holding every SkyMapper row paired with a Gaia source of a
     partition: wider than the largest pair separation plus the largest Gaia proper motion times
-    the largest epoch difference of a pair (from the catalogues themselves)."""
+    the largest epoch difference of a pair.  From the catalogues' row-group statistics (a bound,
+    no row read), else, or before refusing, from a scan of the columns."""
+    bounds = _statistics_reach(gaia, xmatch)
+    if bounds is not None:
+        order = sky.order_wider_than(bounds)
+        if order > max(p.order for p in gaia.pixels):
+            return order
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="stellardb-bounds-") as spill:
@@ -265,6 +271,23 @@ def _survey_border(gaia: HatsCatalogue, xmatch: HatsCatalogue, skymapper: HatsCa
         raise UserError(f"Gaia partitions of order {deepest} are narrower than the pairs' reach ({reach:.1f} arcsec); "
                         "make the release with larger partitions (`--max-rows-per-partition`).")
     return order
+
+
+def _statistics_reach(gaia: HatsCatalogue, xmatch: HatsCatalogue) -> float | None:
+    """An upper bound of the pairs' reach (arcsec) from ``_metadata`` statistics, or None."""
+    import math
+
+    from stellardb.cluster.stats import column_ranges
+
+    x = column_ranges(xmatch.path, ["sep_arcsec", "dt_yr"])
+    g = column_ranges(gaia.path, ["pmra", "pmdec"])
+    if x is None or g is None or x["sep_arcsec"][1] is None:
+        return None
+    largest = [max(abs(g[c][0] or 0.0), abs(g[c][1] or 0.0)) for c in ("pmra", "pmdec")]
+    if max(largest) > 100_000:  # absurd rows the scan leaves out
+        return None
+    dt_yr = max(abs(x["dt_yr"][0] or 0.0), abs(x["dt_yr"][1] or 0.0))
+    return x["sep_arcsec"][1] + math.hypot(*largest) / 1000.0 * dt_yr + 0.01
 
 
 def _header(spec, model: str, payload: dict):

@@ -68,3 +68,31 @@ class RowGroupIndex:
         last = np.searchsorted(starts, self.hi, side="right") - 1
         overlap = (last >= 0) & (ends[np.clip(last, 0, None)] > self.lo)
         return int(self.rows[overlap].sum())
+
+
+def column_ranges(catalogue_dir: Path, columns) -> dict | None:
+    """``{column: (min, max, NULL count)}`` over a catalogue, from the row-group statistics in its
+    ``_metadata`` (no row read); None where the file, a column or a statistic is missing."""
+    import pyarrow.parquet as pq
+
+    path = Path(catalogue_dir) / "dataset" / "_metadata"
+    if not path.is_file():
+        return None
+    meta = pq.read_metadata(path)
+    names = meta.schema.names
+    found = {}
+    for column in columns:
+        if column not in names:
+            return None
+        i, lo, hi, nulls = names.index(column), [], [], 0
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(i).statistics
+            if stats is None or not stats.has_min_max:
+                if stats is not None and stats.null_count == meta.row_group(g).num_rows:
+                    nulls += stats.null_count  # an all-NULL group has no min/max
+                    continue
+                return None
+            lo.append(stats.min), hi.append(stats.max)
+            nulls += stats.null_count or 0
+        found[column] = (min(lo) if lo else None, max(hi) if hi else None, nulls)
+    return found

@@ -37,7 +37,7 @@ from stellardb.catalog.schema import sql_dir, sql_files
 from stellardb.catalog.surveys import SURVEYS, Survey
 from stellardb.cluster import engine, sky
 from stellardb.cluster.catalogues import HatsCatalogue
-from stellardb.cluster.stats import RowGroupIndex
+from stellardb.cluster.stats import RowGroupIndex, column_ranges
 from stellardb.errors import UserError
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN, Pixel
 
@@ -121,33 +121,8 @@ def _statistics_bounds(gaia: HatsCatalogue, survey: Survey, survey_cat: HatsCata
     """The same bounds as :func:`_motion_bounds`, or looser, from the row-group statistics in the
     catalogues' ``_metadata`` (no row read: a DR3-sized catalogue would take minutes to scan on the
     driver); None where a statistic is missing, or covers values the views leave out."""
-    import pyarrow.parquet as pq
-
-    def ranges(catalogue: HatsCatalogue, columns):
-        path = catalogue.path / "dataset" / "_metadata"
-        if not path.is_file():
-            return None
-        meta = pq.read_metadata(path)
-        names = meta.schema.names
-        found = {}
-        for column in columns:
-            if column not in names:
-                return None
-            i, lo, hi, nulls = names.index(column), [], [], 0
-            for g in range(meta.num_row_groups):
-                stats = meta.row_group(g).column(i).statistics
-                if stats is None or not stats.has_min_max:
-                    if stats is not None and stats.null_count == meta.row_group(g).num_rows:
-                        nulls += stats.null_count
-                        continue
-                    return None
-                lo.append(stats.min), hi.append(stats.max)
-                nulls += stats.null_count or 0
-            found[column] = (min(lo) if lo else None, max(hi) if hi else None, nulls)
-        return found
-
-    g = ranges(gaia, ["pmra", "pmdec", "ref_epoch"])
-    s = ranges(survey_cat, [survey.epoch_column]) if survey.epoch_column else None
+    g = column_ranges(gaia.path, ["pmra", "pmdec", "ref_epoch"])
+    s = column_ranges(survey_cat.path, [survey.epoch_column]) if survey.epoch_column else None
     if g is None or s is None:
         return None
     pm_lo = [abs(v) for c in ("pmra", "pmdec") for v in g[c][:2] if v is not None]

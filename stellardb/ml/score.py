@@ -250,7 +250,6 @@ def run_family(db, model: str, models_dir=None, batch_rows: int = BATCH_ROWS, pr
     import pyarrow as pa  # noqa: F401  (the writer's)
 
     from stellardb.ml import selection
-    from stellardb.ml.feature_sets import parse
 
     if batch_rows < 1:
         raise UserError(f"batch_rows must be positive, got {batch_rows}.")
