@@ -387,37 +387,131 @@ def test_plain_cones_from_row_groups_are_duckdbs_in_order(grouped):
     assert answered >= 25 and rows_seen > 100
 
 
+def _not_plain_queries(s: str) -> list[str]:
+    """Queries of schema ``s`` that are not one table's rows in one cone."""
+    cone = "1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))"
+    return [
+        f"SELECT * FROM {s}.gaia WHERE {cone} AND phot_g_mean_mag < 15",
+        f"SELECT * FROM {s}.gaia WHERE {cone} ORDER BY source_id",
+        f"SELECT source_id, ra + 1 FROM {s}.gaia WHERE {cone}",
+        f"SELECT COUNT(*) FROM {s}.gaia WHERE {cone}",
+        f"SELECT DISTINCT ra FROM {s}.gaia WHERE {cone}",
+        f"SELECT TOP 5 * FROM {s}.gaia WHERE {cone} OFFSET 2",
+        f"SELECT g.source_id FROM {s}.gaia AS g JOIN {s}.distances AS d USING (source_id) WHERE {cone}",
+        f"SELECT source_id FROM {s}.gaia WHERE 0 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(dec, ra), CIRCLE(10, 20, 0.5))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, SQRT(0.01)))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 1/0))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 200))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, ra))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE('GALACTIC', 10, 20, 1.0))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = INTERSECTS(POINT(ra, dec), CIRCLE(10, 20, 0.5))",
+        f"SELECT source_id FROM {s}.gaia WHERE DISTANCE(POINT(ra, dec), POINT(10, 20)) > 0.5",
+        f"SELECT source_id, source_id FROM {s}.gaia WHERE {cone}",
+        f"SELECT source_id AS a, ra AS A FROM {s}.gaia WHERE {cone}",
+        f"SELECT x.source_id FROM {s}.gaia AS g WHERE {cone}",
+        f"SELECT source_id FROM {s}.gaia WHERE {cone} UNION SELECT source_id FROM {s}.gaia",
+        f"SELECT source_id FROM (SELECT * FROM {s}.gaia) AS t WHERE {cone}",
+        "SELECT * FROM tap_schema.tables WHERE 1 = 1",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), POLYGON(1, 1, 2, 1, 2, 2))"]
+
+
 def test_queries_that_are_not_a_plain_cone_are_translated(holder):
     """Anything but one table's rows in one cone is left to the translator."""
     with holder.lease() as served:
-        s = served.schema
-        cone = "1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))"
-        for query in [
-                f"SELECT * FROM {s}.gaia WHERE {cone} AND phot_g_mean_mag < 15",
-                f"SELECT * FROM {s}.gaia WHERE {cone} ORDER BY source_id",
-                f"SELECT source_id, ra + 1 FROM {s}.gaia WHERE {cone}",
-                f"SELECT COUNT(*) FROM {s}.gaia WHERE {cone}",
-                f"SELECT DISTINCT ra FROM {s}.gaia WHERE {cone}",
-                f"SELECT TOP 5 * FROM {s}.gaia WHERE {cone} OFFSET 2",
-                f"SELECT g.source_id FROM {s}.gaia AS g JOIN {s}.distances AS d USING (source_id) WHERE {cone}",
-                f"SELECT source_id FROM {s}.gaia WHERE 0 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(dec, ra), CIRCLE(10, 20, 0.5))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, SQRT(0.01)))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 1/0))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 200))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, ra))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE('GALACTIC', 10, 20, 1.0))",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = INTERSECTS(POINT(ra, dec), CIRCLE(10, 20, 0.5))",
-                f"SELECT source_id FROM {s}.gaia WHERE DISTANCE(POINT(ra, dec), POINT(10, 20)) > 0.5",
-                f"SELECT source_id, source_id FROM {s}.gaia WHERE {cone}",
-                f"SELECT source_id AS a, ra AS A FROM {s}.gaia WHERE {cone}",
-                f"SELECT x.source_id FROM {s}.gaia AS g WHERE {cone}",
-                f"SELECT source_id FROM {s}.gaia WHERE {cone} UNION SELECT source_id FROM {s}.gaia",
-                f"SELECT source_id FROM (SELECT * FROM {s}.gaia) AS t WHERE {cone}",
-                f"SELECT * FROM tap_schema.tables WHERE 1 = 1",
-                f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), POLYGON(1, 1, 2, 1, 2, 2))"]:
+        for query in _not_plain_queries(served.schema):
             assert adql.plain_cone(adql.parse(query), served.tables, served.schema) is None, query
+
+
+# -- plain cones of a shape seen before: not parsed again (adql.plain_cone_of_text) -----------------
+#: numbers put in a query's places of numbers: plain cones, and what makes one not (a radius of 0 or
+#: 200, a declination past the pole, 2 = CONTAINS, TOP past an integer)
+_INTEGERS = ["0", "1", "2", "3", "7", "60", "90", "200", "999999999", "12345678901"]
+_DECIMALS = ["0.0", "0.5", "1e-9", "91.5", "359.99", "200.0", "1.5e1", ".25", "45.", "1E-2", "0.0166667"]
+
+
+def _siblings(query: str, rng, n: int) -> list[str]:
+    """``query`` with other numbers, of the same kinds (its shape: adql._shape_of)."""
+    def other(match):
+        number = match.group(1)
+        if number is None:
+            return match.group(0)
+        return str(rng.choice(_INTEGERS if number.isdigit() else _DECIMALS))
+
+    return [adql._NUMBER_OR_NOT.sub(other, query) for _ in range(n)]
+
+
+def _parsed_plain_cone(query, served):
+    """plain_cone of the parse of ``query``: what plain_cone_of_text must give (None if it does not parse)."""
+    try:
+        tree = adql.parse(query)
+    except adql.AdqlError:
+        return None
+    return adql.plain_cone(tree, served.tables, served.schema)
+
+
+def _tricky_queries(s: str) -> list[str]:
+    """Plain cones with digits where they are no number: strings, names, aliases, comments."""
+    return [
+        f'SELECT source_id AS "c 1" FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5)) -- 30, 2',
+        f"SELECT source_id AS [x 2] FROM {s}.gaia AS t1 WHERE 1 = CONTAINS(POINT(t1.ra, t1.dec), "
+        "CIRCLE('ICRS', 10, 20, 0.5))",
+        f"/* 5 */ SELECT TOP 3 * FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(1.e1, -2E1, .5))",
+        f"SELECT TOP 07 source_id FROM {s}.gaia WHERE 01 = CONTAINS(POINT('ICRS ', ra, dec), CIRCLE(10, 20, 0.5))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5)) AND 'a 1' = 'a 1'",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(1.2.3, 20, 0.5))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(0x1F, 20, 0.5))",
+    ]
+
+
+def test_plain_cone_of_text_is_the_parses_for_every_shape_and_number(grouped, monkeypatch):
+    """plain_cone_of_text of a query, and of its siblings (the same shape, other numbers, some no
+    longer a plain cone) once its shape is kept, is plain_cone of the query's own parse."""
+    served, con = grouped
+    monkeypatch.setattr(adql, "_shapes", type(adql._shapes)())
+    rng = np.random.default_rng(17)
+    queries = _plain_queries(served, con) + _not_plain_queries(served.schema) + _tricky_queries(served.schema)
+    plain = 0
+    for query in queries:
+        for text in [query, *_siblings(query, rng, 4), query]:
+            expected = _parsed_plain_cone(text, served)
+            got, tree = adql.plain_cone_of_text(text, served.tables, served.schema)
+            assert got == expected, text
+            if tree is not None:  # parsed here: the tree of the text itself
+                assert tree == adql.parse(text), text
+            plain += got is not None
+    assert plain > 60
+    assert len(adql._shapes) >= 10
+
+
+def test_a_plain_cone_of_a_known_shape_is_not_parsed(grouped, monkeypatch):
+    """The first query of a shape is parsed (and its shape: twice); the next ones are not, and
+    each gets its own numbers, also from many threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    served, _ = grouped
+    monkeypatch.setattr(adql, "_shapes", type(adql._shapes)())
+    rng = np.random.default_rng(5)
+    template = (f"SELECT TOP {{}} source_id, ra, dec FROM {served.schema}.catalogue WHERE 1 = CONTAINS(POINT('ICRS', "
+                "ra, dec), CIRCLE('ICRS', {!r}, {!r}, {!r}))")
+    texts = [template.format(int(rng.integers(1, 500)), float(rng.uniform(0, 360)), float(rng.uniform(-89, 89)),
+                             float(rng.uniform(1e-4, 2))) for _ in range(400)]
+    expected = [_parsed_plain_cone(t, served) for t in texts]
+    assert all(e is not None for e in expected) and len({(e.ra, e.dec, e.top) for e in expected}) == len(texts)
+    parses = []
+    real = adql.parse
+    monkeypatch.setattr(adql, "parse", lambda text: parses.append(text) or real(text))
+    # two shapes: a centre north and south of the equator (the minus sign)
+    firsts = {adql._shape_of(t)[0]: i for i, t in reversed(list(enumerate(texts)))}
+    assert len(firsts) == 2
+    for n, i in enumerate(sorted(firsts.values()), 1):
+        assert adql.plain_cone_of_text(texts[i], served.tables, served.schema)[0] == expected[i]
+        assert len(parses) == 2 * n and parses[-2] == texts[i]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: adql.plain_cone_of_text(t, served.tables, served.schema), texts))
+    assert [g for g, _ in got] == expected
+    assert all(tree is None for _, tree in got) and len(parses) == 4
 
 
 def _sync(client, query, **params):
@@ -459,6 +553,31 @@ def test_tap_sync_plain_cones_answer_as_through_duckdb(client, holder, release_c
     assert any(b'OVERFLOW' in a.content for a in fast)
 
 
+def test_tap_sync_parses_a_query_once(client, holder, monkeypatch):
+    """A query that is no plain cone is parsed once: the quick lane's tree goes on to the translator
+    (app.run_query's two stages); a plain cone of a shape seen before is not parsed at all."""
+    with holder.lease() as served:
+        s = served.schema
+    parses, trees = [], []
+    real_parse, real_translate = adql.parse, adql.translate
+    monkeypatch.setattr(adql, "_shapes", type(adql._shapes)())
+    monkeypatch.setattr(adql, "parse", lambda text: parses.append(text) or real_parse(text))
+    monkeypatch.setattr(adql, "translate", lambda text, tables, default_schema=None, tree=None:
+                        trees.append(tree) or real_translate(text, tables, default_schema, tree))
+    join = f"SELECT TOP 3 g.source_id, d.r_med_geo FROM {s}.gaia AS g JOIN {s}.distances AS d USING (source_id)"
+    assert _sync(client, join).status_code == 200
+    assert parses == [join] and len(trees) == 1 and trees[0] is not None
+    cones = [f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE({ra}, 20.5, 0.25))"
+             for ra in (10.5, 11.5, 12.5)]
+    bodies = [_sync(client, q).content for q in cones]
+    assert parses[1:] == [cones[0], adql._shape_of(cones[0])[0]] and len(trees) == 1
+    assert all(b'QUERY_STATUS" value="OK"' in b for b in bodies)
+    # a broken query: its error still names the place in the text the client sent
+    broken = f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10.5, 20.5, 0.25)) AND raa > 1"
+    body = _sync(client, broken).text
+    assert f'line 1, column {broken.index("raa") + 1}: unknown column "raa"' in body, body[:600]
+
+
 def test_tap_sync_other_queries_do_not_take_the_fast_path(client, holder, monkeypatch):
     """An extra WHERE term, ORDER BY, a join, an aggregate, an upload: translated, not read here."""
     with holder.lease() as served:
@@ -483,3 +602,4 @@ def test_tap_sync_other_queries_do_not_take_the_fast_path(client, holder, monkey
     # a plain cone does (the counter works)
     assert _sync(client, f"SELECT source_id FROM {s}.gaia WHERE {cone}").status_code == 200
     assert calls == [1]
+
