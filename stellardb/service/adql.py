@@ -589,9 +589,10 @@ def _plain_cone(tree, tables, default_schema) -> PlainCone | None:
 _NUMBER_OR_NOT = re.compile(
     r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|\[[^\]]*\]?|--[^\n]*|/\*(?:.|\n)*?(?:\*/|$)"""
     r"""|(?<![\w.$@#])((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?![\w.$@#])""")
-#: shapes kept (least recently used dropped), their longest text and most numbers
+#: shapes kept (least recently used dropped), their longest text and most numbers (a cone of all
+#: 71 columns of catalogue is ~1,000 characters; the bound keeps what clients can fill it with small)
 _SHAPES_KEPT = 256
-_SHAPE_MAX_LENGTH = 20_000
+_SHAPE_MAX_LENGTH = 4_000
 _SHAPE_MAX_NUMBERS = 1_000
 _STAND_IN = 987_650_000
 
