@@ -226,7 +226,8 @@ def ensure_release(db: Path, root: Path) -> tuple[Path, float | None]:
 def ensure_second_model(db: Path) -> str:
     """Model SECOND_MODEL beside the database: bench_train's model copied, else a quick one trained."""
     folder = db.parent / "models" / SECOND_MODEL
-    if (folder / "card.json").is_file():
+    # one network, or a family of them (train's default: one per feature set, SECOND_MODEL.family.json)
+    if (folder / "card.json").is_file() or (folder.parent / f"{SECOND_MODEL}.family.json").is_file():
         return "reused"
     source = OUT / "models" / "bench"
     if (source / "card.json").is_file() and (source / "scorer.npz").is_file():
@@ -415,12 +416,21 @@ def switch_test(server: Server, db: Path, root: Path, cones, schema, columns, cl
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     stellardb = [str(VENV_BIN / "stellardb"), "--db", str(db)]
-    t0 = time.perf_counter()
-    subprocess.run([*stellardb, "score", "--model", SECOND_MODEL, "-q"], check=True)
-    score_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    subprocess.run([*stellardb, "release", name, "--model", SECOND_MODEL, "-q"], check=True)
-    release_s = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        subprocess.run([*stellardb, "score", "--model", SECOND_MODEL, "-q"], check=True)
+        score_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        subprocess.run([*stellardb, "release", name, "--model", SECOND_MODEL, "-q"], check=True)
+        release_s = time.perf_counter() - t0
+    except BaseException:
+        # the load client stops with the benchmark (left running, it took most of a core from the next)
+        stop.touch()
+        try:
+            client.wait(60)
+        except subprocess.TimeoutExpired:
+            client.kill()
+        raise
     poller.join(5)
     polling.set()
     time.sleep(10.0)  # the switch (target 5 s) and some requests on the new release after it
