@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import sys
 import threading
 from collections import OrderedDict
@@ -579,59 +578,52 @@ def _plain_cone(tree, tables, default_schema) -> PlainCone | None:
 
 # -- plain cones without parsing: a cache of query shapes ------------------------------------
 # A service is asked the same query with other numbers again and again (a cone at another
-# centre): parsing is most of the CPU such a query costs (1-2 ms; the answer from the row
-# groups ~3 ms).  A plain cone's text with each number replaced by a stand-in of the same kind
-# (its shape) is parsed once; another query of that shape gets the cached tree with its own
-# numbers put back in, and plain_cone reads that.  The stand-ins never reach a client: a query
-# of a known shape that is not a plain cone with its own numbers is parsed from its own text.
+# centre): parsing is most of the CPU such a query costs (1.2-2 ms; the answer from the row
+# groups ~3 ms).  The shape of a query is its tokens (sqlglot's own tokenizer, a fifth of the
+# parse) with the text of each number left out: two texts of one shape parse to the same tree
+# but for the numbers' literals.  The tree of a plain cone is kept per shape; another query of
+# that shape gets its own numbers put into the kept tree's literals, and plain_cone reads that.
+# Whatever is not a plain cone with its own numbers is parsed from its own text.
 
-#: a number, or what may hold digits that are not one (strings, quoted and bracketed names, comments)
-_NUMBER_OR_NOT = re.compile(
-    r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|\[[^\]]*\]?|--[^\n]*|/\*(?:.|\n)*?(?:\*/|$)"""
-    r"""|(?<![\w.$@#])((?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?![\w.$@#])""")
 #: shapes kept (least recently used dropped), their longest text and most numbers (a cone of all
 #: 71 columns of catalogue is ~1,000 characters; the bound keeps what clients can fill it with small)
 _SHAPES_KEPT = 256
 _SHAPE_MAX_LENGTH = 4_000
 _SHAPE_MAX_NUMBERS = 1_000
-_STAND_IN = 987_650_000
 
 
 @dataclass
 class _Shape:
     tree: exp.Expression
-    slots: list                  # the tree's stand-in Literal nodes, in the order of the text's numbers
+    slots: list                  # the tree's number literals, in the order of the text's number tokens
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_shapes: OrderedDict[str, _Shape] = OrderedDict()
+_shapes: OrderedDict[tuple, _Shape] = OrderedDict()
 _shapes_lock = threading.Lock()
 
 
-def _shape_of(text: str) -> tuple[str, list[str]] | None:
-    """(the text with its i-th number replaced by a stand-in of its kind, [the numbers]); None when
-    the text is too long or has too many numbers to be worth a shape."""
+def _shape_of(text: str) -> tuple[tuple, list] | None:
+    """(the shape of ``text``: its tokens, the numbers' text left out, comments kept; [its number
+    tokens]); None when the text is too long, has too many numbers or does not tokenize."""
     if len(text) > _SHAPE_MAX_LENGTH:
         return None
-    numbers: list[str] = []
-
-    def stand_in(match) -> str:
-        number = match.group(1)
-        if number is None:
-            return match.group(0)
-        numbers.append(number)
-        whole = str(_STAND_IN + len(numbers))
-        # an integer stays an integer (TOP, DuckDB's INTEGER arithmetic), a decimal a decimal
-        return whole if number.isdigit() else whole + ".25"
-
-    shape = _NUMBER_OR_NOT.sub(stand_in, text)
-    return (shape, numbers) if len(numbers) <= _SHAPE_MAX_NUMBERS else None
+    try:
+        tokens = ADQL().tokenize(text)
+    except TokenError:
+        return None
+    numbers = [t for t in tokens if t.token_type == TokenType.NUMBER]
+    if len(numbers) > _SHAPE_MAX_NUMBERS:
+        return None
+    shape = tuple((t.token_type, None if t.token_type == TokenType.NUMBER else t.text, tuple(t.comments))
+                  for t in tokens)
+    return shape, numbers
 
 
 def plain_cone_of_text(text: str, tables: Sequence[Table], default_schema: str | None
                        ) -> tuple[PlainCone | None, exp.Expression | None]:
     """(``plain_cone(parse(text), tables, default_schema)``, the tree when ``text`` was parsed),
-    parsing ``text`` only when its shape (its text with other numbers) was not seen as a plain cone
+    parsing ``text`` only when its shape (its tokens, other numbers) was not seen as a plain cone
     yet.  (None, None) for a text that does not parse (:func:`parse` says why).  Never raises."""
     found = _shape_of(text)
     if found is not None:
@@ -643,7 +635,7 @@ def plain_cone_of_text(text: str, tables: Sequence[Table], default_schema: str |
         if cached is not None:
             with cached.lock:
                 for node, number in zip(cached.slots, numbers):
-                    node.args["this"] = number
+                    node.args["this"] = number.text
                 query = plain_cone(cached.tree, tables, default_schema)
             if query is not None:
                 return query, None
@@ -653,31 +645,24 @@ def plain_cone_of_text(text: str, tables: Sequence[Table], default_schema: str |
         return None, None
     query = plain_cone(tree, tables, default_schema)
     if query is not None and found is not None:
-        _remember(found[0], found[1], query, tables, default_schema)
+        _remember(found[0], found[1], tree, query, tables, default_schema)
     return query, tree
 
 
-def _remember(shape: str, numbers: list[str], query: PlainCone, tables, default_schema) -> None:
-    """Keep the parsed ``shape`` if its stand-ins are exactly the tree's number literals, one each,
-    and with ``numbers`` put back it is the plain cone ``query`` that the text itself gave."""
-    try:
-        tree = parse(shape)
-    except AdqlError:
-        return
-    stand_ins = {str(_STAND_IN + i + 1) + ("" if n.isdigit() else ".25"): i for i, n in enumerate(numbers)}
+def _remember(shape: tuple, numbers: list, tree: exp.Expression, query: PlainCone, tables, default_schema) -> None:
+    """Keep a copy of ``tree`` (a plain cone, ``query``) for ``shape`` if each of its number
+    literals is one of the text's number tokens (by position) and each token one literal."""
+    tree = tree.copy()  # the caller's tree may be translated (and changed) after this
+    at = {token.start: i for i, token in enumerate(numbers)}
     slots: list = [None] * len(numbers)
     for node in tree.find_all(exp.Literal):
         if node.is_string:
             continue
-        i = stand_ins.get(node.this)
-        if i is None or slots[i] is not None:
+        i = at.get(node.meta.get("start"))
+        if i is None or slots[i] is not None or node.this != numbers[i].text:
             return
         slots[i] = node
-    if any(node is None for node in slots):
-        return
-    for node, number in zip(slots, numbers):
-        node.args["this"] = number
-    if plain_cone(tree, tables, default_schema) != query:
+    if any(node is None for node in slots) or plain_cone(tree, tables, default_schema) != query:
         return
     with _shapes_lock:
         _shapes[shape] = _Shape(tree, slots)

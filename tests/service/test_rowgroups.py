@@ -11,6 +11,7 @@ so that a lookup has to pick row groups.
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import numpy as np
@@ -431,15 +432,21 @@ _INTEGERS = ["0", "1", "2", "3", "7", "60", "90", "200", "999999999", "123456789
 _DECIMALS = ["0.0", "0.5", "1e-9", "91.5", "359.99", "200.0", "1.5e1", ".25", "45.", "1E-2", "0.0166667"]
 
 
+#: what looks like a number outside quotes (siblings need not share the query's shape: each is
+#: checked against its own parse)
+_NUMBER_OR_NOT = re.compile(r"""'(?:[^']|'')*'?|"(?:[^"]|"")*"?|--[^\n]*|(?<![\w.])((?:[0-9]+\.?[0-9]*|\.[0-9]+)"""
+                            r"""(?:[eE][+-]?[0-9]+)?)(?![\w.])""")
+
+
 def _siblings(query: str, rng, n: int) -> list[str]:
-    """``query`` with other numbers, of the same kinds (its shape: adql._shape_of)."""
+    """``query`` with other numbers where it has numbers, integers for integers."""
     def other(match):
         number = match.group(1)
         if number is None:
             return match.group(0)
         return str(rng.choice(_INTEGERS if number.isdigit() else _DECIMALS))
 
-    return [adql._NUMBER_OR_NOT.sub(other, query) for _ in range(n)]
+    return [_NUMBER_OR_NOT.sub(other, query) for _ in range(n)]
 
 
 def _parsed_plain_cone(query, served):
@@ -462,6 +469,13 @@ def _tricky_queries(s: str) -> list[str]:
         f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5)) AND 'a 1' = 'a 1'",
         f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(1.2.3, 20, 0.5))",
         f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(0x1F, 20, 0.5))",
+        # where a regex and sqlglot's tokenizer disagree (found by review): one number token '2e0-1',
+        # line comments ended by a carriage return, nested comments, a name with a middle dot
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 2e0-1))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 1.5-1))",
+        f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(--\r7\n, 20, 0.5))",
+        f"/* /* */ 7 */ SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(--\r7\n, 20, 0.5))",
+        f"SELECT source_id FROM {s}.gaia AS t\u00b77 WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, --\r7\n * 1e-9))",
     ]
 
 
@@ -485,9 +499,28 @@ def test_plain_cone_of_text_is_the_parses_for_every_shape_and_number(grouped, mo
     assert len(adql._shapes) >= 10
 
 
+def test_a_kept_shape_is_not_poisoned_by_what_looks_like_a_number(grouped, monkeypatch):
+    """Seed the cache with one text, then ask for texts that differ only in the numbers, comments
+    and names that a text-level reading would take for numbers (review's reproducers): each is still
+    plain_cone of its own parse."""
+    served, _ = grouped
+    s = served.schema
+    pairs = [("CIRCLE(10, 20, 1.5-1)", "CIRCLE(10, 20, 2e0-1)"),
+             ("CIRCLE(--\r987650001\n, 20, 0.5)", "CIRCLE(--\r5\n, 20, 0.5)"),
+             ("CIRCLE(--\r7\n, 20, 0.5)", "CIRCLE(--\r8\n, 21, 0.25)")]
+    for seed, other in pairs:
+        monkeypatch.setattr(adql, "_shapes", type(adql._shapes)())
+        for prefix in ("", "/* /* */ 987650001 */ "):
+            texts = [f"{prefix}SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), {c})"
+                     for c in (seed, other)]
+            for text in texts + texts:
+                assert adql.plain_cone_of_text(text, served.tables, served.schema)[0] == \
+                    _parsed_plain_cone(text, served), text
+
+
 def test_a_plain_cone_of_a_known_shape_is_not_parsed(grouped, monkeypatch):
-    """The first query of a shape is parsed (and its shape: twice); the next ones are not, and
-    each gets its own numbers, also from many threads at once."""
+    """The first query of a shape is parsed; the next ones are not, and each gets its own numbers,
+    also from many threads at once."""
     from concurrent.futures import ThreadPoolExecutor
 
     served, _ = grouped
@@ -507,11 +540,11 @@ def test_a_plain_cone_of_a_known_shape_is_not_parsed(grouped, monkeypatch):
     assert len(firsts) == 2
     for n, i in enumerate(sorted(firsts.values()), 1):
         assert adql.plain_cone_of_text(texts[i], served.tables, served.schema)[0] == expected[i]
-        assert len(parses) == 2 * n and parses[-2] == texts[i]
+        assert len(parses) == n and parses[-1] == texts[i]
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda t: adql.plain_cone_of_text(t, served.tables, served.schema), texts))
     assert [g for g, _ in got] == expected
-    assert all(tree is None for _, tree in got) and len(parses) == 4
+    assert all(tree is None for _, tree in got) and len(parses) == 2
 
 
 def _sync(client, query, **params):
@@ -570,7 +603,7 @@ def test_tap_sync_parses_a_query_once(client, holder, monkeypatch):
     cones = [f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE({ra}, 20.5, 0.25))"
              for ra in (10.5, 11.5, 12.5)]
     bodies = [_sync(client, q).content for q in cones]
-    assert parses[1:] == [cones[0], adql._shape_of(cones[0])[0]] and len(trees) == 1
+    assert parses[1:] == [cones[0]] and len(trees) == 1
     assert all(b'QUERY_STATUS" value="OK"' in b for b in bodies)
     # a broken query: its error still names the place in the text the client sent
     broken = f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10.5, 20.5, 0.25)) AND raa > 1"
