@@ -346,7 +346,7 @@ def parse(adql: str) -> exp.Expression:
         return _Translator(adql, (), None).parse()
     except RecursionError:
         raise AdqlError("the query is too deeply nested; simplify it") from None
-    except (TokenError, ParseError):
+    except (TokenError, ParseError, ValueError):  # (sqlglot raises ValueError on 'SELECT source_id.5 ...')
         raise AdqlError("the query could not be translated; simplify its names (letters, digits and _)") from None
 
 
@@ -578,18 +578,19 @@ def _plain_cone(tree, tables, default_schema) -> PlainCone | None:
 
 # -- plain cones without parsing: a cache of query shapes ------------------------------------
 # A service is asked the same query with other numbers again and again (a cone at another
-# centre): parsing is most of the CPU such a query costs (1.2-2 ms; the answer from the row
+# centre): parsing is a third of the CPU such a query costs (1.2-2 ms; the answer from the row
 # groups ~3 ms).  The shape of a query is its tokens (sqlglot's own tokenizer, a fifth of the
 # parse) with the text of each number left out: two texts of one shape parse to the same tree
 # but for the numbers' literals.  The tree of a plain cone is kept per shape; another query of
 # that shape gets its own numbers put into the kept tree's literals, and plain_cone reads that.
 # Whatever is not a plain cone with its own numbers is parsed from its own text.
 
-#: shapes kept (least recently used dropped), their longest text and most numbers (a cone of all
-#: 71 columns of catalogue is ~1,000 characters; the bound keeps what clients can fill it with small)
-_SHAPES_KEPT = 256
+#: shapes kept (least recently used dropped), their longest text and most tokens: a kept tree
+#: takes ~1.4 KB a token (review: 256 shapes of 4,000 characters grew a worker by 350 MB); a cone
+#: of 17 columns is ~70 tokens, of all 71 columns of catalogue ~180
+_SHAPES_KEPT = 64
 _SHAPE_MAX_LENGTH = 4_000
-_SHAPE_MAX_NUMBERS = 1_000
+_SHAPE_MAX_TOKENS = 300
 
 
 @dataclass
@@ -605,16 +606,16 @@ _shapes_lock = threading.Lock()
 
 def _shape_of(text: str) -> tuple[tuple, list] | None:
     """(the shape of ``text``: its tokens, the numbers' text left out, comments kept; [its number
-    tokens]); None when the text is too long, has too many numbers or does not tokenize."""
+    tokens]); None when the text is too long, has too many tokens or does not tokenize."""
     if len(text) > _SHAPE_MAX_LENGTH:
         return None
     try:
         tokens = ADQL().tokenize(text)
     except TokenError:
         return None
-    numbers = [t for t in tokens if t.token_type == TokenType.NUMBER]
-    if len(numbers) > _SHAPE_MAX_NUMBERS:
+    if len(tokens) > _SHAPE_MAX_TOKENS:
         return None
+    numbers = [t for t in tokens if t.token_type == TokenType.NUMBER]
     shape = tuple((t.token_type, None if t.token_type == TokenType.NUMBER else t.text, tuple(t.comments))
                   for t in tokens)
     return shape, numbers
@@ -624,7 +625,13 @@ def plain_cone_of_text(text: str, tables: Sequence[Table], default_schema: str |
                        ) -> tuple[PlainCone | None, exp.Expression | None]:
     """(``plain_cone(parse(text), tables, default_schema)``, the tree when ``text`` was parsed),
     parsing ``text`` only when its shape (its tokens, other numbers) was not seen as a plain cone
-    yet.  (None, None) for a text that does not parse (:func:`parse` says why).  Never raises."""
+    yet.
+
+    Raises
+    ------
+    AdqlError
+        As :func:`parse`, for a text that does not parse (so that it is not parsed again to say why).
+    """
     found = _shape_of(text)
     if found is not None:
         shape, numbers = found
@@ -639,10 +646,7 @@ def plain_cone_of_text(text: str, tables: Sequence[Table], default_schema: str |
                 query = plain_cone(cached.tree, tables, default_schema)
             if query is not None:
                 return query, None
-    try:
-        tree = parse(text)
-    except AdqlError:
-        return None, None
+    tree = parse(text)
     query = plain_cone(tree, tables, default_schema)
     if query is not None and found is not None:
         _remember(found[0], found[1], tree, query, tables, default_schema)

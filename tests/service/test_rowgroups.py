@@ -449,6 +449,14 @@ def _siblings(query: str, rng, n: int) -> list[str]:
     return [_NUMBER_OR_NOT.sub(other, query) for _ in range(n)]
 
 
+def _of_text(query, served):
+    """plain_cone_of_text's plain cone of ``query`` (None for a text that does not parse)."""
+    try:
+        return adql.plain_cone_of_text(query, served.tables, served.schema)
+    except adql.AdqlError:
+        return None, None
+
+
 def _parsed_plain_cone(query, served):
     """plain_cone of the parse of ``query``: what plain_cone_of_text must give (None if it does not parse)."""
     try:
@@ -490,7 +498,7 @@ def test_plain_cone_of_text_is_the_parses_for_every_shape_and_number(grouped, mo
     for query in queries:
         for text in [query, *_siblings(query, rng, 4), query]:
             expected = _parsed_plain_cone(text, served)
-            got, tree = adql.plain_cone_of_text(text, served.tables, served.schema)
+            got, tree = _of_text(text, served)
             assert got == expected, text
             if tree is not None:  # parsed here: the tree of the text itself
                 assert tree == adql.parse(text), text
@@ -514,8 +522,26 @@ def test_a_kept_shape_is_not_poisoned_by_what_looks_like_a_number(grouped, monke
             texts = [f"{prefix}SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), {c})"
                      for c in (seed, other)]
             for text in texts + texts:
-                assert adql.plain_cone_of_text(text, served.tables, served.schema)[0] == \
-                    _parsed_plain_cone(text, served), text
+                assert _of_text(text, served)[0] == _parsed_plain_cone(text, served), text
+
+
+def test_the_kept_shapes_are_bounded(grouped, monkeypatch):
+    """Hostile clients cannot grow a worker through the cache: at most _SHAPES_KEPT shapes, none of
+    more than _SHAPE_MAX_TOKENS tokens (still answered right)."""
+    served, _ = grouped
+    s = served.schema
+    monkeypatch.setattr(adql, "_shapes", type(adql._shapes)())
+    columns = [c for c in served.columns["gaia"] if c.name.isidentifier()][:40]
+    for k in range(adql._SHAPES_KEPT + 20):  # each a shape of its own: other aliases
+        text = (f"SELECT source_id AS a{k} FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))")
+        assert adql.plain_cone_of_text(text, served.tables, served.schema)[0] is not None
+    assert len(adql._shapes) == adql._SHAPES_KEPT
+    wide = ", ".join(f"{c.name} AS x{i}_{j}" for j in range(3) for i, c in enumerate(columns))
+    text = f"SELECT {wide} FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10, 20, 0.5))"
+    assert len(adql.ADQL().tokenize(text)) > adql._SHAPE_MAX_TOKENS
+    monkeypatch.setattr(adql, "_shapes", type(adql._shapes)())
+    assert _of_text(text, served)[0] == _parsed_plain_cone(text, served)
+    assert not adql._shapes
 
 
 def test_a_plain_cone_of_a_known_shape_is_not_parsed(grouped, monkeypatch):
@@ -609,6 +635,12 @@ def test_tap_sync_parses_a_query_once(client, holder, monkeypatch):
     broken = f"SELECT source_id FROM {s}.gaia WHERE 1 = CONTAINS(POINT(ra, dec), CIRCLE(10.5, 20.5, 0.25)) AND raa > 1"
     body = _sync(client, broken).text
     assert f'line 1, column {broken.index("raa") + 1}: unknown column "raa"' in body, body[:600]
+    # a text that does not parse is parsed once (review): its error comes from the first stage
+    del parses[:]
+    bad = f"SELECT source_id FROM {s}.gaia WHERE ra >"
+    body = _sync(client, bad).text
+    assert parses == [bad] and 'QUERY_STATUS" value="ERROR"' in body, body[:600]
+    assert "could not be translated" in _sync(client, f"SELECT source_id.5 = ra FROM {s}.gaia").text
 
 
 def test_tap_sync_other_queries_do_not_take_the_fast_path(client, holder, monkeypatch):
