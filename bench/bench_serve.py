@@ -399,30 +399,33 @@ def switch_test(server: Server, db: Path, root: Path, cones, schema, columns, cl
     stop.unlink(missing_ok=True)
     client, out_path = run_load({"base": server.base, "cones": cones, "endpoints": ["scs", "tap"], "clients": clients,
                                  "stop_file": str(stop), "schema": None, "columns": columns}, work, wait=False)
-    time.sleep(2.0)  # a baseline on the old release
-    moved: dict = {}
-    polling = threading.Event()
-
-    def poll():
-        while not polling.is_set():
-            try:
-                if os.readlink(root / layout.LATEST) == name:
-                    moved["at"] = time.time()
-                    return
-            except OSError:
-                pass
-            time.sleep(0.002)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    stellardb = [str(VENV_BIN / "stellardb"), "--db", str(db)]
     try:
+        time.sleep(2.0)  # a baseline on the old release
+        moved: dict = {}
+        polling = threading.Event()
+
+        def poll():
+            while not polling.is_set():
+                try:
+                    if os.readlink(root / layout.LATEST) == name:
+                        moved["at"] = time.time()
+                        return
+                except OSError:
+                    pass
+                time.sleep(0.002)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        stellardb = [str(VENV_BIN / "stellardb"), "--db", str(db)]
         t0 = time.perf_counter()
         subprocess.run([*stellardb, "score", "--model", SECOND_MODEL, "-q"], check=True)
         score_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         subprocess.run([*stellardb, "release", name, "--model", SECOND_MODEL, "-q"], check=True)
         release_s = time.perf_counter() - t0
+        poller.join(5)
+        polling.set()
+        time.sleep(10.0)  # the switch (target 5 s) and some requests on the new release after it
     except BaseException:
         # the load client stops with the benchmark (left running, it took most of a core from the next)
         stop.touch()
@@ -431,9 +434,6 @@ def switch_test(server: Server, db: Path, root: Path, cones, schema, columns, cl
         except subprocess.TimeoutExpired:
             client.kill()
         raise
-    poller.join(5)
-    polling.set()
-    time.sleep(10.0)  # the switch (target 5 s) and some requests on the new release after it
     stop.touch()
     with httpx.Client(timeout=60) as c:
         r = c.post(f"{server.base}/tap/sync", data={"REQUEST": "doQuery", "LANG": "ADQL",
