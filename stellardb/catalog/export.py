@@ -204,7 +204,10 @@ def vo_columns(arrow, metadata: dict) -> list[VoColumn]:
     for name, col in zip(arrow.column_names, arrow.columns):
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         kind = col.type
-        mask = col.is_null().to_numpy(zero_copy_only=False)
+        # a column without NULLs (most of a cone's) skips Arrow's is_null and fill_null: each
+        # call costs ~15 us, 17 columns a quarter of a cone search's answer
+        plain = col.null_count == 0
+        mask = np.zeros(len(col), dtype=bool) if plain else col.is_null().to_numpy(zero_copy_only=False)
         xtype = None
 
         def text(convert):
@@ -216,9 +219,10 @@ def vo_columns(arrow, metadata: dict) -> list[VoColumn]:
                 xtype = "timestamp"
         elif pa.types.is_boolean(kind) or pa.types.is_integer(kind) and kind.bit_width <= 64 and not (
                 pa.types.is_unsigned_integer(kind) and kind.bit_width == 64):
-            values = col.fill_null(False if pa.types.is_boolean(kind) else 0).to_numpy(zero_copy_only=False)
+            values = (col if plain else col.fill_null(False if pa.types.is_boolean(kind) else 0)).to_numpy(
+                zero_copy_only=False)
         elif pa.types.is_floating(kind):
-            values = col.fill_null(np.nan).to_numpy(zero_copy_only=False)
+            values = (col if plain else col.fill_null(np.nan)).to_numpy(zero_copy_only=False)
         elif pa.types.is_decimal(kind) and kind.scale == 0 and kind.precision > 18:
             # HUGEINT (sum() of integers): a long when every value fits in one, else every digit as text
             try:
@@ -295,7 +299,7 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
     TABLEDATA (XML cells, for clients that ask for it) instead of BINARY2.
     """
     import base64
-    from xml.sax.saxutils import escape, quoteattr
+    from xml.sax.saxutils import escape
 
     import numpy as np
 
@@ -337,9 +341,7 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
             attrs["ucd"] = column.ucd
         if column.xtype:
             attrs["xtype"] = column.xtype
-        text = "".join(f" {key}={quoteattr(xml_text(value))}" for key, value in attrs.items())
-        body = f"<DESCRIPTION>{escape(xml_text(column.description))}</DESCRIPTION>" if column.description else ""
-        fields.append(f"   <FIELD{text}>{body}</FIELD>" if body else f"   <FIELD{text}/>")
+        fields.append(_field_xml(tuple(attrs.items()), column.description))
     flag_bytes = (len(columns) + 7) // 8
     rows = np.empty(n, dtype=np.dtype([("nulls", "u1", (flag_bytes,)), *dtype]))
     rows["nulls"] = np.packbits(nulls, axis=1, bitorder="big") if n else np.zeros((0, flag_bytes), "u1")
@@ -362,6 +364,17 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
         + f'  <TABLE name="result" nrows="{n}">\n{about}' + "\n".join(fields) + "\n"
         + data + "  </TABLE>\n" + info_xml(trailing_infos or []) + " </RESOURCE>\n</VOTABLE>\n"
     )
+
+
+@__import__("functools").lru_cache(maxsize=4096)
+def _field_xml(attrs: tuple, description: str | None) -> str:
+    """One FIELD element; kept, as a service writes the same few hundred again and again (escaping
+    17 fields' attributes and descriptions cost 0.3 ms a cone search)."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    text = "".join(f" {key}={quoteattr(xml_text(value))}" for key, value in attrs)
+    body = f"<DESCRIPTION>{escape(xml_text(description))}</DESCRIPTION>" if description else ""
+    return f"   <FIELD{text}>{body}</FIELD>" if body else f"   <FIELD{text}/>"
 
 
 def info_xml(infos) -> str:

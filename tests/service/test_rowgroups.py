@@ -670,3 +670,21 @@ def test_tap_sync_other_queries_do_not_take_the_fast_path(client, holder, monkey
     assert _sync(client, f"SELECT source_id FROM {s}.gaia WHERE {cone}").status_code == 200
     assert calls == [1]
 
+
+
+def test_rows_in_ranges_are_the_brute_force_ones():
+    """_in_ranges (two binary searches a range on a sorted row group) against comparing every row
+    with every range: sorted and unsorted groups, repeated values, overlapping, touching, empty and
+    out-of-bounds ranges."""
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        n = int(rng.integers(0, 60))
+        hp = np.sort(rng.integers(0, 50, n)).astype(np.int64)
+        if trial % 3 == 0:
+            rng.shuffle(hp)
+        k = int(rng.integers(1, 9))
+        lows = rng.integers(-5, 55, k).astype(np.int64)
+        highs = (lows + rng.integers(-2, 12, k)).astype(np.int64)  # some empty (high < low)
+        expected = np.flatnonzero(np.any((hp[:, None] >= lows[None, :]) & (hp[:, None] <= highs[None, :]), axis=1))
+        got = rowgroups._in_ranges(hp, lows, highs)
+        assert got.tolist() == expected.tolist(), (hp.tolist(), lows.tolist(), highs.tolist())
