@@ -205,8 +205,11 @@ def vo_columns(arrow, metadata: dict) -> list[VoColumn]:
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
         kind = col.type
         # a column without NULLs (most of a cone's) skips Arrow's is_null and fill_null: each
-        # call costs ~15 us, 17 columns a quarter of a cone search's answer
-        plain = col.null_count == 0
+        # call costs ~15 us, 17 columns a quarter of a cone search's answer.  Only where a NULL is
+        # always in the validity bitmap: a union, dictionary or run-end array has null_count 0
+        # with NULLs in it (review)
+        plain = col.null_count == 0 and (pa.types.is_boolean(kind) or pa.types.is_integer(kind)
+                                         or pa.types.is_floating(kind))
         mask = np.zeros(len(col), dtype=bool) if plain else col.is_null().to_numpy(zero_copy_only=False)
         xtype = None
 
@@ -341,7 +344,8 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
             attrs["ucd"] = column.ucd
         if column.xtype:
             attrs["xtype"] = column.xtype
-        fields.append(_field_xml(tuple(attrs.items()), column.description))
+        fields.append(_field_xml(tuple((key, str(value)) for key, value in attrs.items()),
+                                 None if column.description is None else str(column.description)))
     flag_bytes = (len(columns) + 7) // 8
     rows = np.empty(n, dtype=np.dtype([("nulls", "u1", (flag_bytes,)), *dtype]))
     rows["nulls"] = np.packbits(nulls, axis=1, bitorder="big") if n else np.zeros((0, flag_bytes), "u1")
@@ -366,15 +370,31 @@ def votable_xml(table, description: str | None = None, with_data: bool = True,
     )
 
 
-@__import__("functools").lru_cache(maxsize=4096)
-def _field_xml(attrs: tuple, description: str | None) -> str:
-    """One FIELD element; kept, as a service writes the same few hundred again and again (escaping
-    17 fields' attributes and descriptions cost 0.3 ms a cone search)."""
+#: FIELDs kept, and the most characters (attributes and description) of one that is kept: a
+#: release's columns are a few hundred short ones; a query's alias (up to 100 kB of ADQL) or an
+#: upload's description is anyone's, and must not stay in every worker's memory (review: 120
+#: hostile ones held 68 MB)
+FIELDS_KEPT, FIELD_KEPT_MAX_CHARS = 1024, 1024
+
+
+def _field_xml(attrs: tuple[tuple[str, str], ...], description: str | None) -> str:
+    """One FIELD element (attribute values and description as text); short ones are kept, as a
+    service writes the same few hundred again and again (escaping 17 fields' attributes and
+    descriptions cost 0.3 ms a cone search)."""
+    if sum(len(k) + len(v) for k, v in attrs) + len(description or "") > FIELD_KEPT_MAX_CHARS:
+        return _field_text(attrs, description)
+    return _kept_field(attrs, description)
+
+
+def _field_text(attrs, description) -> str:
     from xml.sax.saxutils import escape, quoteattr
 
     text = "".join(f" {key}={quoteattr(xml_text(value))}" for key, value in attrs)
     body = f"<DESCRIPTION>{escape(xml_text(description))}</DESCRIPTION>" if description else ""
     return f"   <FIELD{text}>{body}</FIELD>" if body else f"   <FIELD{text}/>"
+
+
+_kept_field = __import__("functools").lru_cache(maxsize=FIELDS_KEPT)(_field_text)
 
 
 def info_xml(infos) -> str:

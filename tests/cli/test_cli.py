@@ -546,6 +546,51 @@ def test_export_astropy_reads_values_units_and_nulls(export_db, tmp_path, fmt, s
         assert fields["scored_at"].xtype == "timestamp"
 
 
+def test_votable_null_flags_are_arrows_is_null_for_every_kind_of_array():
+    """The VOTable writer's NULL mask is Arrow's is_null, also where Arrow's null_count is 0 with
+    NULLs in the array (a DuckDB UNION, a dictionary holding a NULL, run-end encoded), where it
+    skips is_null only for the arrays whose NULLs null_count counts (review)."""
+    import pyarrow as pa
+
+    from stellardb.catalog import export
+
+    union = duckdb.sql("select case when i % 2 = 0 then null else union_value(k := i::int) end"
+                       "::union(k int, s varchar) as u from range(6) r(i) order by i").to_arrow_table().column("u")
+    columns = {
+        "union": union,
+        "dictionary_null_value": pa.DictionaryArray.from_arrays(pa.array([0, 1, 0, 1], pa.int32()), pa.array(["x", None])),
+        "dictionary_null_index": pa.DictionaryArray.from_arrays(pa.array([0, None, 1, 0], pa.int32()), pa.array(["x", "y"])),
+        "run_end": pa.RunEndEncodedArray.from_arrays(pa.array([2, 3, 5], pa.int32()), pa.array([1.5, None, 2.5])),
+        "float": pa.array([1.0, None, float("nan"), 2.0]),
+        "float_no_null": pa.array([1.0, float("nan"), 2.0]),
+        "int": pa.chunked_array([[1, 2], [None, 4]]),
+        "bool": pa.array([True, None, False]),
+        "text": pa.array(["a", None, ""]),
+    }
+    for name, array in columns.items():
+        (column,) = export.vo_columns(pa.table({name: array}), {})
+        assert np.asarray(column.mask).tolist() == array.is_null().to_pylist(), name
+    assert union.null_count == 0 and any(union.is_null().to_pylist())
+
+
+def test_votable_fields_of_long_names_or_descriptions_are_not_kept():
+    """FIELD elements are kept for reuse only when short: a 100 kB alias or description (anyone's, in
+    a TAP query or an upload) is written correctly and not kept in the worker's memory."""
+    import pyarrow as pa
+
+    from stellardb.catalog import export
+
+    long = "<&>" * 40_000
+    table = pa.table({"ra": [1.0], "x" * 5000: [2.0]})
+    before = export._kept_field.cache_info().currsize
+    for _ in range(3):
+        text = export.votable_xml(export.vo_columns(table, {"ra": {"unit": "deg", "description": long}}))
+    assert text.count("&lt;&amp;&gt;") == 40_000 and 'name="' + "x" * 5000 + '"' in text
+    assert export._kept_field.cache_info().currsize == before
+    export.votable_xml(export.vo_columns(pa.table({"short_name_kept": [1.0]}), {}))
+    assert export._kept_field.cache_info().currsize == before + 1
+
+
 @pytest.mark.parametrize("fmt, suffix", [("votable", "vot"), ("fits", "fits"), ("ecsv", "ecsv"), ("csv", "csv")])
 def test_export_stilts_reads_it(export_db, tmp_path, stilts, fmt, suffix):
     """STILTS (TOPCAT's engine) reads every export: row and column counts, units and descriptions."""

@@ -688,3 +688,43 @@ def test_rows_in_ranges_are_the_brute_force_ones():
         expected = np.flatnonzero(np.any((hp[:, None] >= lows[None, :]) & (hp[:, None] <= highs[None, :]), axis=1))
         got = rowgroups._in_ranges(hp, lows, highs)
         assert got.tolist() == expected.tolist(), (hp.tolist(), lows.tolist(), highs.tolist())
+
+
+def test_text_columns_read_as_dictionaries_and_files_that_lack_one(tmp_path):
+    """Text columns are read as dictionaries and cast back to the view's type: the rows of a
+    range are the brute force's, from a file with the text column and from one without it (not
+    asked for: still answered from the row groups, not handed to DuckDB; asked for: DuckDB)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    class Spec:
+        healpix_column = "_healpix_29"
+
+        def __init__(self, paths):
+            self.partitions = [(lo, hi, str(p)) for lo, hi, p in paths]
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    hp = np.sort(rng.integers(0, 10**6, n)).astype(np.int64)
+    full = pa.table({"_healpix_29": hp, "source_id": np.arange(n, dtype=np.int64),
+                     "name": pa.array([None if i % 7 == 0 else f"star {i % 50}" for i in range(n)]),
+                     "ra": rng.uniform(0, 360, n)})
+    schema = full.schema
+    paths = {}
+    for label, table in (("with", full), ("without", full.drop_columns(["name"]))):
+        paths[label] = tmp_path / f"{label}.parquet"
+        pq.write_table(table, paths[label], row_group_size=700)
+    lo, hi = int(hp[100]), int(hp[2500])
+    keep_all = lambda candidates: np.arange(candidates.num_rows)  # noqa: E731
+    want = full.filter(pa.array((hp >= lo) & (hp <= hi)))
+    for label, columns, expected in (("with", ("source_id", "name", "ra"), want.select(["source_id", "name", "ra"])),
+                                     ("without", ("source_id", "ra"), want.select(["source_id", "ra"])),
+                                     ("without", ("source_id", "name"), None)):
+        files = rowgroups._TableFiles(rowgroups.ReleaseRowGroups(None), Spec([(int(hp[0]), int(hp[-1]), paths[label])]),
+                                      schema)
+        got = files.read([(lo, hi)], ("source_id",), keep_all, columns)
+        if expected is None:
+            assert got is None, label
+        else:
+            assert got is not None and got.equals(expected), (label, columns)
+    assert want.column("name").null_count > 0
