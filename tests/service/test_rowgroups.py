@@ -690,10 +690,10 @@ def test_rows_in_ranges_are_the_brute_force_ones():
         assert got.tolist() == expected.tolist(), (hp.tolist(), lows.tolist(), highs.tolist())
 
 
-def test_text_columns_read_as_dictionaries_and_files_that_lack_one(tmp_path):
-    """Text columns are read as dictionaries and cast back to the view's type: the rows of a
-    range are the brute force's, from a file with the text column and from one without it (not
-    asked for: still answered from the row groups, not handed to DuckDB; asked for: DuckDB)."""
+def test_text_columns_and_files_that_lack_one(tmp_path):
+    """A text column with NULLs comes back with the view's type: the rows of a range are the brute
+    force's, from a file with the text column and from one without it (not asked for: still
+    answered from the row groups, not handed to DuckDB; asked for: DuckDB)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
