@@ -22,7 +22,10 @@ Targets (ratios against peers measured in the same run):
   ``X-Stellardb-Release``) within 5 s of ``latest`` pointing to it.
 
 The server is ``stellardb --db DB serve --release latest --port P`` in a child process; its
-peak RSS is its VmHWM.  The database and the release ``bench`` are reused from --workdir when
+peak RSS is its VmHWM.  Its cone cache (memory-mapped Arrow copies of the catalogue's files,
+stellardb.service.mirror, in serve-cache/ beside the database) is made at its first start on a
+release and reused after; timing starts once every worker says it is ready, and the time that
+took and the copies' size are reported (``--no-cache``: cones read Parquet, for an A/B).  The database and the release ``bench`` are reused from --workdir when
 present; the release made by the switch test is removed afterwards and ``latest`` points back
 to ``bench``.  The second model is bench/out/models/bench (bench_train.py) copied beside the
 database, or a quick one trained there.  Last, the service is profiled in this process
@@ -264,6 +267,16 @@ def served_columns(folder: Path) -> list[str]:
     return ["source_id", "ra", "dec"] + [c for c in chosen if c not in ("source_id", "ra", "dec")]
 
 
+def cache_gb(db: Path, release: Path) -> float | None:
+    """GB of the cone cache's copies of ``release`` (serve_cache's default folder), or None."""
+    from stellardb.service.mirror import Mirror
+
+    folder = Mirror(db.resolve().parent / "serve-cache", release, {}).folder
+    if not folder.is_dir():
+        return None
+    return round(sum(f.stat().st_size for f in folder.rglob("*.arrow")) / 1e9, 3)
+
+
 class Server:
     """``stellardb --db DB serve --release latest --port P`` in a child process."""
 
@@ -289,6 +302,29 @@ class Server:
                 raise RuntimeError("the server did not answer /tap/availability within 300 s")
             time.sleep(0.1)
         self.startup_s = time.perf_counter() - t0
+        self.cache_ready_s = self.wait_for_cache(workers, t0)
+
+    def wait_for_cache(self, workers: int, t0: float) -> float | None:
+        """Seconds from start until every worker says its cone cache (serve_cache) is ready; None
+        when serve runs without one.  Timing starts after it: the answers are measured as they are
+        once a release has been served for a minute, not while its files are being copied."""
+        import re
+
+        import httpx
+
+        ready_in_a_row = 0
+        while ready_in_a_row < 4 * workers:  # each worker answers some of these (the kernel picks)
+            note = httpx.get(f"{self.base}/tap/availability", timeout=5).text
+            found = re.search(r"cone cache: (\d+) of (\d+) files ready( \(([^)]*)\))?", note)
+            if found is None:
+                return None
+            if found.group(4):
+                raise RuntimeError(f"the cone cache stopped: {found.group(4)}")
+            ready_in_a_row = ready_in_a_row + 1 if found.group(1) == found.group(2) else 0
+            if time.perf_counter() - t0 > 900:
+                raise RuntimeError("the cone cache was not ready within 900 s")
+            time.sleep(0.05 if ready_in_a_row else 0.5)
+        return time.perf_counter() - t0
 
     def pids(self) -> list[int]:
         """The server and its worker processes (serve --workers N)."""
@@ -535,6 +571,8 @@ def profile_in_process(db: Path, cones, schema: str, columns: list[str], n: int,
         open_release(db.parent / "releases" / "latest").retire()
         opens.append(time.perf_counter() - t0)
     holder, _limits, app = build(db, "latest", None)
+    if holder.current.mirror is not None:  # as the server answers: from the cone cache
+        holder.current.mirror.join(900)
     import astropy.units as u
 
     failing = []
@@ -653,7 +691,11 @@ def main() -> None:
     parser.add_argument("--profile-requests", type=int, default=40)
     parser.add_argument("--no-switch", action="store_true", help="Skip the score + release switch test.")
     parser.add_argument("--no-lsdb", action="store_true", help="Skip the lsdb peer.")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="Serve without the cone cache (STELLARDB_SERVE_CACHE=off): cones read Parquet.")
     args = parser.parse_args()
+    if args.no_cache:  # the server's and the in-process profile's
+        os.environ["STELLARDB_SERVE_CACHE"] = "off"
 
     from stellardb.release import layout
 
@@ -675,13 +717,18 @@ def main() -> None:
         result = {"stars": args.stars, "stellardb_commit": code_version(), "catalogue_rows": manifest["catalogues"]["catalogue"]["rows"],
                   "catalogue_partitions": manifest["catalogues"]["catalogue"]["partitions"],
                   "release_reused": release_s is None, "cone_radius_arcsec": RADIUS_DEG * 3600,
-                  "columns_returned": len(columns)}
+                  "columns_returned": len(columns), "cone_cache": not args.no_cache}
 
         server = Server(db, work, args.workers)
-        print(f"server up in {server.startup_s:.1f} s on {server.base}", flush=True)
+        print(f"server up in {server.startup_s:.1f} s on {server.base}; cone cache ready after "
+              f"{server.cache_ready_s and round(server.cache_ready_s, 1)} s", flush=True)
         try:
             result["server"] = {"command": " ".join(["stellardb", "--db", "DB", *server.argv[3:-1], "P"]),
                                 "startup_s": round(server.startup_s, 2),
+                                "cone_cache_ready_s": server.cache_ready_s and round(server.cache_ready_s, 2),
+                                "cone_cache_gb": cache_gb(db, folder),
+                                "catalogue_parquet_gb": round(sum(f.stat().st_size for f in layout.data_files(
+                                    folder, "catalogue")) / 1e9, 3),
                                 "rss_after_startup_gb": round(server.status_kb("VmRSS") / 1e6, 3)}
             single, rows = single_client(server, cones, schema, columns)
             result["single_client"] = single

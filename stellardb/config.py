@@ -59,6 +59,11 @@ SETTINGS = (
             "serve: the most rows of an uploaded table in a synchronous query."),
     Setting("max_upload_rows_async", "5000000", "STELLARDB_MAX_UPLOAD_ROWS_ASYNC",
             "serve: the most rows of an uploaded table in an asynchronous job."),
+    Setting("serve_cache", None, "STELLARDB_SERVE_CACHE",
+            "serve: folder of the memory-mapped Arrow copies of the release's files that cones read (about "
+            "1.7x their Parquet size); unset: serve-cache/ beside the database; `off`: cones read Parquet."),
+    Setting("serve_cache_tables", "catalogue", "STELLARDB_SERVE_CACHE_TABLES",
+            "serve: the tables copied to serve_cache, comma-separated (cone search reads the catalogue)."),
     Setting("serve_jobs", None, "STELLARDB_SERVE_JOBS",
             "serve: folder of the asynchronous TAP jobs and their results; unset: tap-jobs/ beside the database."),
     Setting("async_workers", "2", "STELLARDB_ASYNC_WORKERS",

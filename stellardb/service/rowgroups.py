@@ -11,6 +11,8 @@ footer (a bounded cache) and their row groups' ``_healpix_29`` min/max; a lookup
 2. reads the few columns that decide which rows are wanted (``_healpix_29``, an id, a position),
 3. reads the other columns only of a row group that holds a wanted row, and takes those rows,
 
+from the row group's memory-mapped Arrow copy where ``serve`` has made one (stellardb.service.mirror:
+nothing to decode), else from Parquet,
 and returns them with the types DuckDB gives (the view's Arrow schema, asked once per table).
 Only the release's own files are opened, by the names its partition list gives.  Anything
 unexpected (no statistics to prune by, a missing column, a damaged file, too many row groups)
@@ -44,6 +46,11 @@ class ReleaseRowGroups:
         self._tables: dict[str, _TableFiles | None] = {}
         self._footers: OrderedDict[str, object] = OrderedDict()
         self._footer_bytes = 0
+
+    @property
+    def mirror(self):
+        """The release's mapped copies (stellardb.service.mirror.Mirror), or None."""
+        return getattr(self._served, "mirror", None)
 
     def table(self, name: str, timeout_s: float) -> _TableFiles | None:
         with self._lock:
@@ -144,7 +151,6 @@ class _TableFiles:
              keep: Callable, columns: Sequence[str] | None = None):
         """What :meth:`rows` finds, as one pyarrow Table (in the files' order)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         columns = tuple(columns) if columns is not None else self.names
         wanted = (self.hp, *[c for c in filter_columns if c != self.hp])
@@ -168,36 +174,76 @@ class _TableFiles:
                 if len(plan) > MAX_ROW_GROUPS:
                     return None
             found = []
+            mirror = self.owner.mirror
             for path, group in plan:
-                meta = self.owner.footer(path)
-                with pa.OSFile(path) as source, pq.ParquetFile(source, metadata=meta) as pf:
-                    candidates = pf.read_row_group(group, columns=list(wanted), use_threads=False)
-                    hp = candidates.column(self.hp)
-                    if hp.null_count:
-                        return None
-                    positions = _in_ranges(hp.to_numpy(), lows, highs)
-                    if not positions.size:
-                        continue
-                    chosen = np.asarray(keep(candidates.take(pa.array(positions))), dtype=np.int64)
-                    if not chosen.size:
-                        continue
-                    rows = positions[chosen]
-                    if set(columns) <= set(wanted):
-                        table = candidates.select(list(columns))
-                    else:
-                        # the row group's rows up to the last one wanted: a column chunk is one page,
-                        # decompressed whole, but the values after that row are not decoded (a
-                        # Gaia row: 5 to 15 ms by its place in the row group instead of 14, measured)
-                        batch = next(pf.iter_batches(batch_size=int(rows.max()) + 1, row_groups=[group],
-                                                     columns=list(columns), use_threads=False))
-                        table = pa.Table.from_batches([batch])
-                        if table.num_rows <= rows.max():
-                            table = pf.read_row_group(group, columns=list(columns), use_threads=False)
-                    table = table.take(pa.array(rows))
-                found.append(table if table.schema.equals(target) else table.cast(target))
+                mapped = mirror.batch(path, group) if mirror is not None else None
+                if mapped is not None:  # the row group's copy, mapped (stellardb.service.mirror)
+                    table = self._take_mapped(mapped, wanted, columns, lows, highs, keep)
+                else:
+                    table = self._take_parquet(path, group, wanted, columns, lows, highs, keep)
+                if table is _ASK_DUCKDB:
+                    return None
+                if table is not None:
+                    found.append(table if table.schema.equals(target) else table.cast(target))
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None
         return pa.concat_tables(found) if found else target.empty_table()
+
+    def _chosen(self, candidates, lows, highs, keep):
+        """Positions (in the row group) of the rows within the ranges that ``keep`` chooses; None:
+        a NULL ``_healpix_29`` (DuckDB must answer)."""
+        import pyarrow as pa
+
+        hp = candidates.column(self.hp)
+        if hp.null_count:
+            return None
+        positions = _in_ranges(hp.to_numpy(), lows, highs)
+        if not positions.size:
+            return positions
+        chosen = np.asarray(keep(candidates.take(pa.array(positions))), dtype=np.int64)
+        return positions[chosen]
+
+    def _take_mapped(self, batch, wanted, columns, lows, highs, keep):
+        """The chosen rows of ``columns`` of a row group's mapped copy (slices of the page cache:
+        nothing is decoded)."""
+        import pyarrow as pa
+
+        rows = self._chosen(pa.Table.from_batches([batch.select(list(wanted))]), lows, highs, keep)
+        if rows is None:
+            return _ASK_DUCKDB
+        if not rows.size:
+            return None
+        return pa.Table.from_batches([batch.select(list(columns))]).take(pa.array(rows))
+
+    def _take_parquet(self, path, group, wanted, columns, lows, highs, keep):
+        """The chosen rows of ``columns`` of row group ``group`` of the Parquet file ``path``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        meta = self.owner.footer(path)
+        with pa.OSFile(path) as source, pq.ParquetFile(source, metadata=meta) as pf:
+            candidates = pf.read_row_group(group, columns=list(wanted), use_threads=False)
+            rows = self._chosen(candidates, lows, highs, keep)
+            if rows is None:
+                return _ASK_DUCKDB
+            if not rows.size:
+                return None
+            if set(columns) <= set(wanted):
+                table = candidates.select(list(columns))
+            else:
+                # the row group's rows up to the last one wanted: a column chunk is one page,
+                # decompressed whole, but the values after that row are not decoded (a
+                # Gaia row: 5 to 15 ms by its place in the row group instead of 14, measured)
+                batch = next(pf.iter_batches(batch_size=int(rows.max()) + 1, row_groups=[group],
+                                             columns=list(columns), use_threads=False))
+                table = pa.Table.from_batches([batch])
+                if table.num_rows <= rows.max():
+                    table = pf.read_row_group(group, columns=list(columns), use_threads=False)
+            return table.take(pa.array(rows))
+
+
+#: what a row group's reading returns when DuckDB must answer the whole lookup
+_ASK_DUCKDB = object()
 
 
 def _in_ranges(hp: np.ndarray, lows: np.ndarray, highs: np.ndarray) -> np.ndarray:

@@ -85,6 +85,8 @@ class Served:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _row_groups: object = None
     _column_index: dict | None = None
+    #: the mapped Arrow copies of its files for cones (stellardb.service.mirror.Mirror), or None
+    mirror: object = None
 
     def row_groups(self):
         """The index of this release's row groups for reading a few rows without DuckDB
@@ -191,6 +193,8 @@ class Served:
         with self._lock:
             self._retired = True
             close = self._active == 0
+        if self.mirror is not None:
+            self.mirror.stop()  # copies no more; what is mapped stays readable for running requests
         if close:
             self._close()
 
@@ -278,8 +282,12 @@ class Holder:
         A release name, ``latest``, or a release folder.
     """
 
-    def __init__(self, root: Path, which: str, memory_limit: str | None = None, threads: int | None = None):
+    def __init__(self, root: Path, which: str, memory_limit: str | None = None, threads: int | None = None,
+                 cache: Path | None = None, cache_tables: tuple[str, ...] = ("catalogue",)):
         self.root = Path(root)
+        #: where the tables ``cache_tables`` of each release served are copied for cones (mirror.py);
+        #: None: not copied
+        self._cache, self._cache_tables = cache, tuple(cache_tables)
         self.which = which
         self.follows_latest = which == layout.LATEST
         self._memory_limit = memory_limit
@@ -295,7 +303,7 @@ class Holder:
         self.load_error: str | None = None
         folder = layout.resolve(self.root, which)
         self._target = os.path.realpath(folder)
-        self.current = open_release(folder, memory_limit, threads)
+        self.current = self._copied(open_release(folder, memory_limit, threads))
 
     @contextmanager
     def lease(self):
@@ -334,7 +342,7 @@ class Holder:
 
     def _switch(self, target: str) -> None:
         try:
-            new = open_release(Path(target), self._memory_limit, self._threads)
+            new = self._copied(open_release(Path(target), self._memory_limit, self._threads))
         except (UserError, OSError, ValueError, KeyError) as exc:
             # a damaged, half-copied or removed release: keep serving the old one, say why on
             # /tap/availability, and try it again after RETRY_S (not on every request)
@@ -348,6 +356,17 @@ class Holder:
             self._target, self._loading = target, None
             self.load_error = None
         old.retire()
+
+    def _copied(self, served: Served) -> Served:
+        """``served``, its cone tables being copied in the background (when a cache is set)."""
+        if self._cache is not None:
+            from stellardb.service.mirror import Mirror
+
+            files = {t.name: [f for _, _, f in t.partitions] for t in served.tables
+                     if t.schema == served.schema and t.name in self._cache_tables and t.partitions}
+            if files:
+                served.mirror = Mirror(self._cache, served.path, files).start()
+        return served
 
     def close(self) -> None:
         """Retire the release served (idempotent), after a release being opened is ready: a DuckDB

@@ -42,6 +42,21 @@ def _job_list() -> str:
     return value
 
 
+def cache_from_settings(db_path) -> tuple[Path | None, tuple[str, ...]]:
+    """(folder of the cones' Arrow copies or None, the tables copied) from the settings."""
+    from stellardb.service.served import SERVED_TABLES
+
+    folder = config.get("serve_cache")
+    tables = tuple(t.strip() for t in config.get("serve_cache_tables").split(",") if t.strip())
+    unknown = [t for t in tables if t not in SERVED_TABLES]
+    if unknown:
+        raise UserError(f"{config.setting('serve_cache_tables').envvar} names {', '.join(unknown)}, not a table of a "
+                        f"release; use some of {', '.join(SERVED_TABLES)}.")
+    if folder is not None and folder.strip().lower() == "off":
+        return None, tables
+    return (Path(folder) if folder else Path(db_path).resolve().parent / "serve-cache"), tables
+
+
 def build(db_path, release_name: str | None, root: Path | None):
     """(holder, limits, app) for the release ``release_name`` under ``root``."""
     from stellardb.release import layout
@@ -51,7 +66,9 @@ def build(db_path, release_name: str | None, root: Path | None):
     root = Path(root) if root else layout.default_root(db_path)
     which = config.get("serve_release", release_name)
     limits = limits_from_settings()
-    holder = Holder(root, which, memory_limit=config.get("query_memory_limit"))
+    cache, cache_tables = cache_from_settings(db_path)
+    holder = Holder(root, which, memory_limit=config.get("query_memory_limit"), cache=cache,
+                    cache_tables=cache_tables)
     jobs = config.get("serve_jobs") or Path(db_path).resolve().parent / "tap-jobs"
     try:
         Path(jobs).mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,29 @@ def service_release(service_db):
     return result.path.parent, result.path
 
 
+#: row groups of the `grouped` release: DuckDB's least (the service's are 20,000: one per partition
+#: file of the test sky), so that a lookup has to pick row groups
+SMALL_GROUPS = 2048
+
+
+@pytest.fixture(scope="session")
+def grouped(service_db, tmp_path_factory):
+    """(Served, DuckDB on its files) of a release of the test sky with SMALL_GROUPS-row row groups and
+    partitions of up to 40k rows (up to several row groups a file)."""
+    from stellardb.release import reader, writer
+    from stellardb.service.served import open_release
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer, "ROW_GROUP_ROWS", SMALL_GROUPS)
+        result = writer.write_release(service_db, "groups-1", out=tmp_path_factory.mktemp("groups"),
+                                      max_rows=40_000)
+    served = open_release(result.path, memory_limit="1GB")
+    con = reader.connect(result.path)
+    yield served, con
+    con.close()
+    served.retire()
+
+
 @pytest.fixture(scope="session")
 def limits():
     from stellardb.service.app import Limits

@@ -21,27 +21,6 @@ from stellardb.service import adql, rowgroups, web
 
 from .conftest import TIMEOUT_S
 
-SMALL_GROUPS = 2048
-
-
-@pytest.fixture(scope="module")
-def grouped(service_db, tmp_path_factory):
-    """(Served, DuckDB on its files) of a release of the test sky with SMALL_GROUPS-row row groups and
-    partitions of up to 40k rows (up to several row groups a file)."""
-    from stellardb.release import reader, writer
-    from stellardb.service.served import open_release
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(writer, "ROW_GROUP_ROWS", SMALL_GROUPS)
-        result = writer.write_release(service_db, "groups-1", out=tmp_path_factory.mktemp("groups"),
-                                      max_rows=40_000)
-    served = open_release(result.path, memory_limit="1GB")
-    con = reader.connect(result.path)
-    yield served, con
-    con.close()
-    served.retire()
-
-
 class _Holder:
     def __init__(self, served):
         self.served = served

@@ -83,6 +83,19 @@ def test_serve_process_answers_and_stops_on_sigterm(service_release, workers):
         for _ in range(4):  # every worker answers from the release
             cone = httpx.get(f"{base}/scs", params={"RA": 10, "DEC": -30, "SR": 2}, timeout=30)
             assert cone.status_code == 200 and 'name="QUERY_STATUS" value="OK"' in cone.text
+        # the cone cache: every worker has its copies of the catalogue's files (made once, by
+        # whichever worker got to each first), beside the database
+        from stellardb.release import layout
+
+        files = len(layout.data_files(root / "svc-1", "catalogue"))
+        ready = 0
+        while ready < 4 * workers:
+            note = httpx.get(f"{base}/tap/availability", timeout=5).text
+            ready = ready + 1 if f"cone cache: {files} of {files} files ready" in note else 0
+            assert "cone cache: " in note and time.monotonic() < deadline + 60, note
+            time.sleep(0.05)
+        copies = list((root.parent / "serve-cache").glob("svc-1-*/catalogue/*.arrow"))
+        assert len(copies) == files > 2
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:

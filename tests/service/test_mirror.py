@@ -1,0 +1,269 @@
+"""The cones' memory-mapped Arrow copies of a release's files (stellardb.service.mirror): the rows
+read from them are the rows read from Parquet, and DuckDB's; a copy that does not match its file is
+never read; two workers write each copy once; a full disk or a stop leaves no half copy; copies of
+releases gone are swept; the settings' bad values are one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stellardb.service import rowgroups, web
+from stellardb.service.mirror import Mirror
+
+from ..helpers import error_line, invoke
+from .conftest import TIMEOUT_S
+from .test_rowgroups import _by_translation, _cones, _Holder, _plain
+from .test_serve_cli import _free_port
+
+COPIED = ("catalogue", "gaia", "skymapper")
+
+
+def _files(served, tables=COPIED) -> dict[str, list[str]]:
+    return {t.name: [f for _, _, f in t.partitions] for t in served.tables
+            if t.schema == served.schema and t.name in tables}
+
+
+def _copy(served, root: Path, tables=COPIED) -> Mirror:
+    mirror = Mirror(root, served.path, _files(served, tables)).start()
+    assert mirror.join(120)
+    return mirror
+
+
+@pytest.fixture
+def mirrored(grouped, tmp_path):
+    """(Served with its copies made and in use, DuckDB on its files, the mirror)."""
+    served, con = grouped
+    mirror = _copy(served, tmp_path / "cache")
+    served.mirror = mirror
+    yield served, con, mirror
+    served.mirror = None
+
+
+def _count_reads(monkeypatch) -> dict:
+    calls = {"mapped": 0, "parquet": 0}
+    for name, key in (("_take_mapped", "mapped"), ("_take_parquet", "parquet")):
+        real = getattr(rowgroups._TableFiles, name)
+
+        def counted(self, *args, _real=real, _key=key, **kwargs):
+            calls[_key] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(rowgroups._TableFiles, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("table", ["catalogue", "skymapper"])
+def test_cones_from_the_copies_are_parquets_and_duckdbs(mirrored, table, monkeypatch):
+    served, con, mirror = mirrored
+    assert mirror.progress() == (sum(len(f) for f in _files(served).values()),) * 2 and mirror.note is None
+    position = ("raj2000", "dej2000") if table == "skymapper" else ("ra", "dec")
+    every = [c.name for c in served.columns[table]]
+    key = "object_id" if table == "skymapper" else "source_id"
+    calls = _count_reads(monkeypatch)
+    rows_seen = 0
+    for k, (ra, dec, radius) in enumerate(_cones(con)):
+        columns = every if k % 2 == 0 else [key, *position, every[-1]]
+        found = rowgroups.cone(served, table, position, ra, dec, radius, columns, TIMEOUT_S)
+        if found is None:  # a wide cone: DuckDB answers
+            continue
+        served.mirror = None
+        from_parquet, _ = rowgroups.cone(served, table, position, ra, dec, radius, columns, TIMEOUT_S)
+        served.mirror = mirror
+        got, _ = found
+        assert got.equals(from_parquet), (ra, dec, radius)  # same rows, same order, same types
+        expected = _by_translation(served, table, position, ra, dec, radius, columns)
+        assert got.schema.equals(expected.schema) and got.sort_by(key).equals(expected.sort_by(key))
+        rows_seen += got.num_rows
+    assert rows_seen > 100
+    # the copies answered (the Parquet reads are the comparison's)
+    assert calls["mapped"] > 30 and calls["parquet"] == calls["mapped"]
+
+
+def test_star_pages_from_the_copies_are_parquets(mirrored, monkeypatch):
+    served, con, mirror = mirrored
+    rng = np.random.default_rng(11)
+    ids = con.execute("select source_id from gaia order by source_id").fetchnumpy()["source_id"]
+    calls = _count_reads(monkeypatch)
+    for source_id in rng.choice(ids, 12, replace=False).tolist():
+        copied = web.star_rows(_Holder(served), source_id, TIMEOUT_S)
+        served.mirror = None
+        try:
+            assert _plain(copied) == _plain(web.star_rows(_Holder(served), source_id, TIMEOUT_S)), source_id
+        finally:
+            served.mirror = mirror
+    assert calls["mapped"] >= 12 * 2  # gaia and the neighbours (catalogue) at least, each star
+
+
+def test_each_copy_is_one_record_batch_a_row_group_of_the_same_rows(mirrored):
+    import pyarrow.parquet as pq
+
+    served, _, mirror = mirrored
+    groups = 0
+    for paths in _files(served).values():
+        for path in paths:
+            meta = pq.read_metadata(path)
+            for g in range(meta.num_row_groups):
+                assert mirror.batch(path, g).equals(pq.ParquetFile(path).read_row_group(g).to_batches()[0])
+                groups += 1
+    assert groups > len(_files(served)["gaia"])  # files of several row groups
+
+
+def test_a_copy_that_does_not_match_its_file_is_not_read(grouped, tmp_path, monkeypatch):
+    """A damaged copy is removed and its file read from Parquet (then copied again at the next
+    start); a Parquet file that changed (size or time) gets a new copy, never the stale one."""
+    served, con = grouped
+    release = tmp_path / "release"
+    shutil.copytree(served.path, release)
+    from stellardb.service.served import open_release
+
+    mine = open_release(release, memory_limit="1GB")
+    try:
+        root = tmp_path / "cache"
+        first = _copy(mine, root, ("catalogue",))
+        paths = _files(mine, ("catalogue",))["catalogue"]
+        copies = sorted((root / first.folder.name / "catalogue").glob("*.arrow"))
+        assert len(copies) == len(paths) > 2
+        # damaged: cut short, or another file's copy under its name
+        copies[0].write_bytes(copies[0].read_bytes()[:1000])
+        shutil.copy(copies[2], copies[1])
+        second = _copy(mine, root, ("catalogue",))
+        assert second.progress() == (len(paths) - 2, len(paths))
+        mine.mirror = second
+        wide = rowgroups.cone(mine, "catalogue", ("ra", "dec"), 10.0, -30.0, 1.0, ["source_id", "ra", "dec"],
+                              TIMEOUT_S)
+        mine.mirror = None
+        assert wide[0].equals(rowgroups.cone(mine, "catalogue", ("ra", "dec"), 10.0, -30.0, 1.0,
+                                             ["source_id", "ra", "dec"], TIMEOUT_S)[0])
+        assert _copy(mine, root, ("catalogue",)).progress() == (len(paths),) * 2  # copied again
+        # a file that changed: its copy is not taken for it, a new one is written
+        written = []
+        real = Mirror._write
+        monkeypatch.setattr(Mirror, "_write", lambda self, p, t: written.append(p) or real(self, p, t))
+        os.utime(paths[0], ns=(1, 1))
+        assert _copy(mine, root, ("catalogue",)).progress() == (len(paths),) * 2
+        assert written == [paths[0]]
+    finally:
+        mine.retire()
+
+
+def test_two_workers_write_each_copy_once(grouped, tmp_path, monkeypatch):
+    served, _ = grouped
+    written = []
+    real = Mirror._write
+    monkeypatch.setattr(Mirror, "_write", lambda self, p, t: written.append(p) or real(self, p, t))
+    root = tmp_path / "cache"
+    pair = [Mirror(root, served.path, _files(served)) for _ in range(2)]
+    for m in pair:
+        m.start()
+    assert all(m.join(120) for m in pair)
+    every = [p for paths in _files(served).values() for p in paths]
+    assert sorted(written) == sorted(every)  # each once, by one or the other
+    assert all(m.progress() == (len(every), len(every)) for m in pair)
+    assert not list(root.rglob("*.partial"))
+
+
+def test_a_full_disk_copies_nothing_and_says_so(grouped, tmp_path, monkeypatch):
+    from stellardb.service import mirror as module
+
+    served, _ = grouped
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(module, "RESERVE_BYTES", usage.free + 1)
+    full = _copy(served, tmp_path / "cache")
+    assert full.progress()[0] == 0 and "disk is too full" in full.note
+    assert not list((tmp_path / "cache").rglob("*.arrow"))
+
+
+def test_a_stop_leaves_no_half_copy(grouped, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    served, _ = grouped
+    mirror = Mirror(tmp_path / "cache", served.path, _files(served, ("gaia",)))
+    real = pq.ParquetFile.read_row_group
+
+    def stop_after_one(self, *args, **kwargs):
+        mirror.stop()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", stop_after_one)
+    mirror.start()
+    assert mirror.join(60)
+    assert mirror.progress()[0] == 0
+    assert not list((tmp_path / "cache").rglob("*.arrow")) and not list((tmp_path / "cache").rglob("*.partial"))
+
+
+def test_copies_of_releases_gone_are_swept_and_two_are_kept(grouped, tmp_path):
+    from stellardb.service import mirror as module
+
+    served, _ = grouped
+    root = tmp_path / "cache"
+    gone = tmp_path / "gone-release"
+    gone.mkdir()
+    kept = [tmp_path / f"kept-{i}" for i in range(3)]
+    folders = {}
+    for i, release in enumerate([gone, *kept]):
+        release.mkdir(exist_ok=True)
+        stale = Mirror(root, release, {})
+        stale.folder.mkdir(parents=True)
+        (stale.folder / module._SOURCE).write_text(str(stale.release))
+        os.utime(stale.folder / module._SOURCE, (1000 + i, 1000 + i))
+        folders[release.name] = stale.folder
+    (root / "not-ours").mkdir()
+    gone.rmdir()
+    _copy(served, root, ("catalogue",))
+    left = {p.name for p in root.iterdir()}
+    # the release gone: swept; of the others, the one served last is kept beside the one served now
+    assert folders["gone-release"].name not in left
+    assert folders["kept-2"].name in left and folders["kept-0"].name not in left and folders["kept-1"].name not in left
+    assert "not-ours" in left and Mirror(root, served.path, {}).folder.name in left
+
+
+def test_availability_says_how_far_the_copies_are(service_release, limits, tmp_path, client, monkeypatch):
+    import warnings
+
+    from stellardb.service.app import create_app
+    from stellardb.service.served import Holder
+
+    root, _ = service_release
+    held = Holder(root, "svc-1", memory_limit="1GB", cache=tmp_path / "cache")
+    try:
+        assert held.current.mirror.join(120)
+        files = held.current.mirror.progress()[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from starlette.testclient import TestClient
+        with TestClient(create_app(held, limits)) as copied:
+            text = copied.get("/tap/availability").text
+            assert f"cone cache: {files} of {files} files ready" in text and files > 2
+            assert str(tmp_path) not in text
+            # /scs from the copies: the bytes of the service without them
+            calls = _count_reads(monkeypatch)
+            for params in ({"RA": 10, "DEC": -30, "SR": 2}, {"RA": 0, "DEC": -90, "SR": 1, "VERB": 3}):
+                cone = copied.get("/scs", params=params)
+                assert cone.status_code == 200 and cone.content == client.get("/scs", params=params).content
+                assert cone.content.count(b"<FIELD") > 3 and len(cone.content) > 3000
+            assert calls["mapped"] > 0 and calls["parquet"] > 0
+    finally:
+        held.close()
+
+
+@pytest.mark.parametrize("value, expected", [("catalogue, gaia", ("catalogue", "gaia")), (" xmatch,,", ("xmatch",))])
+def test_cache_settings(value, expected, monkeypatch, tmp_path):
+    from stellardb.service.server import cache_from_settings
+
+    monkeypatch.setenv("STELLARDB_SERVE_CACHE_TABLES", value)
+    assert cache_from_settings(tmp_path / "x.duckdb") == (tmp_path / "serve-cache", expected)
+    monkeypatch.setenv("STELLARDB_SERVE_CACHE", "OFF")
+    assert cache_from_settings(tmp_path / "x.duckdb") == (None, expected)
+
+
+def test_an_unknown_cache_table_is_one_line(service_release, monkeypatch):
+    root, _ = service_release
+    monkeypatch.setenv("STELLARDB_SERVE_CACHE_TABLES", "catalogue,stars")
+    result = invoke(root.parent / "x.duckdb", "serve", "--releases", str(root), "--port", str(_free_port()))
+    assert result.exit_code != 0
+    assert error_line(result).startswith("Error: STELLARDB_SERVE_CACHE_TABLES names stars, not a table of a release")
