@@ -390,10 +390,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
         served = holder.get()
         note = f"Serving release {served.name}"
         if served.mirror is not None:  # the cones' Arrow copies (stellardb.service.mirror)
-            copied, files = served.mirror.progress()
-            note += f"; cone cache: {copied} of {files} files ready"
-            if served.mirror.note:
-                note += f" ({served.mirror.note})"
+            note += f"; {served.mirror.status()}"
         if holder.load_error:
             note += f"; the newest release could not be opened ({public_message(holder.load_error)})"
         return Response(vosi.availability_xml(True, note), media_type="text/xml", headers=served_headers(served))

@@ -2,32 +2,41 @@
 without decoding Parquet.
 
 A 1-arcmin cone returns a row or two, yet taking them from Parquet decodes a 20,000-row row group of
-every column asked for: 2.4 ms of a 7 ms cone on a 10 M-star release (rowgroups.py, measured with
+every column asked for: 2.3 ms of a 5-7 ms cone on a 10 M-star release (rowgroups.py, measured with
 py-spy and A/B).  The same rows from an uncompressed Arrow IPC file mapped into memory are slices
-of the page cache: 0.9 ms.  So ``serve`` writes, once per release and in a background thread of low
-priority, an Arrow file beside each Parquet file of the tables it is told to (default: the
-catalogue, which cone searches read), one record batch per row group, and the row-group reader uses
-a file once it is complete.  Until then, and for any file that could not be copied, it reads
-Parquet: the answers are the same bytes either way (tests/service/test_mirror.py).
+of the page cache: 0.7 ms.  So ``serve`` writes, once per release and in a background thread of the
+lowest priority, an Arrow copy of each Parquet file of the tables it is told to (default: the
+catalogue, which cone searches and the star page's neighbours read), one record batch per row
+group, and the row-group reader uses a copy once it is complete.  Until then, and for any file that
+could not be copied, it reads Parquet: the answers are the same bytes either way
+(tests/service/test_mirror.py).
 
-The copies live outside the release (releases stay immutable HATS), in ``serve_cache``
-(default ``serve-cache/`` beside the database), one folder a release.  A copy's name holds its
-Parquet file's path, size and modification time, so a file that changed is never answered from a
-stale copy.  Workers of one ``serve`` share the copies (a lock a file: each is written once, by
-whichever worker gets to it first) and the page cache holds them once for all.  The cost is disk:
-uncompressed, a copy takes about 1.7x its Parquet file (3.7 GB for the 10 M-star catalogue).  Nothing
-is written when that would leave less than RESERVE_BYTES free.  Copies of releases whose folder
-is gone are removed, and of the others only those of the KEEP_RELEASES releases served last are kept.
+The copies live outside the release (releases stay immutable HATS), in ``serve_cache`` (default
+``serve-cache/`` beside the database), one folder a release, marked as the service's by a MARKER
+file (the sweep below touches nothing else).  A copy carries its Parquet file's path, size and
+modification time in its name and in its schema's metadata, and is read only if they, its columns,
+types and rows per row group match the file.  It is written under a temporary name, synced and
+renamed whole; a failed or stopped write removes its temporary file.  Workers of one ``serve``
+share the copies (a lock a file: each is written once, by whichever worker gets to it first) and
+the page cache holds them once for all.  The cost is disk: uncompressed, a copy takes about 1.7x its
+Parquet file (3.9 GB for the 10 M-star catalogue's 2.26 GB).  No batch is written that would leave
+less than RESERVE_BYTES free.  Before and after copying, copies of releases whose folder is gone are
+removed, and of the others only those of the KEEP_RELEASES releases served last (and any touched in
+the last FRESH_S seconds: being copied) are kept.  The copies must not be edited while served: a
+mapped file cut short under a running worker ends that worker (SIGBUS), as with any memory map.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("stellardb.serve")
@@ -36,9 +45,16 @@ log = logging.getLogger("stellardb.serve")
 RESERVE_BYTES = 2**30
 #: releases whose copies are kept (the one served, the one before: a switch back is instant)
 KEEP_RELEASES = 2
+#: a release folder whose marker was touched this recently is being copied (by another service):
+#: never swept
+FRESH_S = 600
 #: bumped when the copies' layout changes: older copies are then not read (and swept)
-FORMAT = "arrow-ipc-1"
-_SOURCE = "release.txt"
+FORMAT = "arrow-ipc-2"
+#: the file that marks a folder of the cache as the service's (JSON: format, release)
+MARKER = ".stellardb-serve-cache.json"
+#: the schema metadata key of a copy holding its source's path, size and modification time
+SOURCE_KEY = b"stellardb.source"
+_FOLDER_NAME = re.compile(r"^.+-[0-9a-f]{12}$")
 
 
 class Mirror:
@@ -68,6 +84,7 @@ class Mirror:
         self._thread: threading.Thread | None = None
         #: why copying stopped early (said on /tap/availability), or None
         self.note: str | None = None
+        self._failed = 0
 
     # -- reading -----------------------------------------------------------------------------
     def batch(self, path: str, group: int):
@@ -79,8 +96,17 @@ class Mirror:
         """(files copied and mapped, files to copy)."""
         return len(self._ready), sum(len(paths) for paths in self._files.values())
 
+    def status(self) -> str:
+        """What /tap/availability says of the copies (no paths)."""
+        copied, files = self.progress()
+        said = f"cone cache: {copied} of {files} files ready"
+        notes = ([f"{self._failed} could not be copied and are read from Parquet"] if self._failed else []) + \
+            ([self.note] if self.note else [])
+        return said + (f" ({'; '.join(notes)})" if notes else "")
+
     # -- copying -----------------------------------------------------------------------------
     def start(self) -> Mirror:
+        _start_io_threads()
         self._thread = threading.Thread(target=self._run, daemon=True, name="stellardb-mirror")
         self._thread.start()
         return self
@@ -96,26 +122,41 @@ class Mirror:
             return not self._thread.is_alive()
         return True
 
+    def close(self) -> None:
+        """Stop copying and drop the maps (the release is closed: no request reads them any more)."""
+        self.stop()
+        self._ready = {}
+
     def _run(self) -> None:
         try:
-            # the copying must not slow the answers: the lowest priority, for this thread only
-            # (on Linux a thread's id is a process id for setpriority)
+            # the copying must not slow the answers: the lowest priority, for this thread only (on
+            # Linux a thread's id is a process id for setpriority).  Threads it starts inherit it,
+            # so it reads Parquet without pyarrow's I/O threads (pre_buffer off), which requests
+            # share, and those that mapping starts were started before (_start_io_threads)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (OSError, AttributeError):
             pass
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            # names the release the copies are of (for the sweep), and its time says when it was served
-            (self.folder / _SOURCE).write_text(str(self.release))
+            self._mark()
+            self._sweep()
             pending = [(table, path) for table, paths in self._files.items() for path in paths]
             while pending and not self._stop.is_set():
                 busy = []
                 for table, path in pending:
                     if self._stop.is_set():
                         return
+                    if not (self.folder / MARKER).exists():  # another service swept it meanwhile
+                        self.note = "the copies were removed meanwhile; the rest are read from Parquet"
+                        return
+                    self._mark()  # fresh: no sweep removes a folder being copied
                     state = self._copy(table, path)
                     if state == "busy":  # another worker is writing it: come back to it
                         busy.append((table, path))
+                    elif state == "failed":
+                        self._failed += 1
+                    elif state == "stopped":
+                        return
                     elif state == "full":
                         self.note = "the disk is too full for more copies; the rest are read from Parquet"
                         log.warning("serve: cone cache of release %s stopped: less than %.1f GB would be left "
@@ -125,25 +166,48 @@ class Mirror:
                 pending = busy
                 if pending:
                     self._stop.wait(0.2)
-            self._sweep()
+            if not self._stop.is_set() and not self._failed:
+                self._remove_stale()
         except Exception as exc:  # never the service's end: cones read Parquet
             self.note = "copying failed; the rest are read from Parquet"
             log.warning("serve: cone cache of release %s stopped (%s: %s); cones read Parquet (slower)",
                         self.release.name, type(exc).__name__, exc)
+        finally:
+            try:
+                self._sweep()
+            except OSError:
+                pass
 
-    def _target(self, table: str, path: str) -> Path:
+    def _mark(self) -> None:
+        """Write (or touch) the folder's marker: it is the service's, of this release, in use now."""
+        marker = self.folder / MARKER
+        text = json.dumps({"format": FORMAT, "release": str(self.release)})
+        try:
+            if marker.read_text() == text:
+                os.utime(marker)
+                return
+        except OSError:
+            pass
+        marker.write_text(text)
+
+    @staticmethod
+    def _source(path: str) -> str:
+        """What a copy of ``path`` is a copy of: its path, size and modification time."""
         stat = os.stat(path)
-        key = hashlib.sha1(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:24]
-        return self.folder / table / f"{key}.arrow"
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+    def _target(self, table: str, source: str) -> Path:
+        return self.folder / table / f"{hashlib.sha1(source.encode()).hexdigest()[:24]}.arrow"
 
     def _copy(self, table: str, path: str) -> str:
-        """Copy (unless copied) and map ``path``: "ready", "busy", "failed" or "full"."""
+        """Copy (unless copied) and map ``path``: "ready", "busy", "failed", "stopped" or "full"."""
         import pyarrow.parquet as pq
 
-        target = self._target(table, path)
+        source = self._source(path)
+        target = self._target(table, source)
         meta = pq.read_metadata(path)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(exist_ok=True)  # not the release's folder: gone means swept
             lock = os.open(str(target) + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
             try:
                 try:
@@ -151,63 +215,125 @@ class Mirror:
                 except BlockingIOError:
                     return "busy"
                 if not target.exists():
-                    needed = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-                    if shutil.disk_usage(target.parent).free - needed < RESERVE_BYTES:
-                        return "full"
-                    if not self._write(path, target):
-                        return "failed"
+                    state = self._write(path, source, target)
+                    if state != "written":
+                        return state
             finally:
                 os.close(lock)  # and with it the lock
-        batches = _mapped(target, meta)
+        batches = _mapped(target, meta, source)
         if batches is None:
-            # damaged (a disk error, a hand edit): removed, so the next start copies it again
-            log.warning("serve: the cone cache file %s does not match %s; removed, that file is read from Parquet",
+            # not a copy of this file (a disk error, a hand edit): removed, so the next start copies it again
+            log.warning("serve: the cone cache file %s is not a copy of %s; removed, that file is read from Parquet",
                         target, path)
             target.unlink(missing_ok=True)
             return "failed"
         self._ready[path] = batches
         return "ready"
 
-    def _write(self, path: str, target: Path) -> bool:
-        """Write the copy of ``path``: one record batch a row group, written under a temporary name
-        and renamed whole, so a reader never sees half a file.  False when stopped."""
+    def _write(self, path: str, source: str, target: Path) -> str:
+        """Write the copy of ``path``: one record batch a row group, under a temporary name, synced and
+        renamed whole, so a reader never sees half a file: "written", "stopped" or "full"."""
         import pyarrow as pa
         import pyarrow.ipc as ipc
         import pyarrow.parquet as pq
 
         partial = target.with_name(target.name + ".partial")  # only the lock's holder writes it
-        with pq.ParquetFile(path) as pf, pa.OSFile(str(partial), "wb") as sink, \
-                ipc.new_file(sink, pf.schema_arrow) as writer:
-            for group in range(pf.num_row_groups):
-                if self._stop.is_set():
-                    break
-                rows = pf.read_row_group(group, use_threads=False).combine_chunks()
-                writer.write_batch(_one_batch(rows))
-        if self._stop.is_set():
-            partial.unlink(missing_ok=True)
-            return False
-        os.replace(partial, target)
-        return True
+        state = "written"
+        try:
+            with pa.OSFile(path) as raw, pq.ParquetFile(raw, pre_buffer=False) as pf:
+                schema = pf.schema_arrow.with_metadata({SOURCE_KEY: source.encode()})
+                with pa.OSFile(str(partial), "wb") as sink, ipc.new_file(sink, schema) as writer:
+                    for group in range(pf.num_row_groups):
+                        if self._stop.is_set():
+                            state = "stopped"
+                            break
+                        rows = pf.read_row_group(group, use_threads=False).combine_chunks()
+                        batch = _one_batch(rows.replace_schema_metadata(schema.metadata))
+                        if shutil.disk_usage(partial.parent).free - batch.nbytes < RESERVE_BYTES:
+                            state = "full"
+                            break
+                        writer.write_batch(batch)
+            if state == "written" and self._stop.is_set():  # stopped during the last batch
+                state = "stopped"
+            if state == "written":
+                with open(partial, "rb+") as done:
+                    os.fsync(done.fileno())  # on disk before its name says it is complete
+                os.replace(partial, target)
+                folder = os.open(target.parent, os.O_RDONLY)
+                try:
+                    os.fsync(folder)
+                finally:
+                    os.close(folder)
+        finally:
+            if state != "written" or partial.exists():
+                partial.unlink(missing_ok=True)
+        return state
+
+    def _remove_stale(self) -> None:
+        """Remove the copies in this release's table folders that no file of it has any more (a
+        release made again under the same name, a file touched): not being written (the lock)."""
+        for table, paths in self._files.items():
+            folder = self.folder / table
+            current = {self._target(table, self._source(p)).name for p in paths}
+            for copy in folder.glob("*.arrow.lock"):
+                name = copy.name[:-len(".lock")]
+                if name in current:
+                    continue
+                lock = os.open(str(copy), os.O_RDWR)
+                try:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue
+                    for stale in (folder / name, folder / (name + ".partial"), copy):
+                        stale.unlink(missing_ok=True)
+                finally:
+                    os.close(lock)
 
     def _sweep(self) -> None:
-        """Remove the copies of releases whose folder is gone, and keep those of KEEP_RELEASES."""
+        """Remove the service's copies of releases whose folder is gone, and keep those of
+        KEEP_RELEASES (this one and the ones served last) and of any touched in the last FRESH_S."""
         others = []
         for folder in self.root.iterdir():
-            if folder == self.folder or not folder.is_dir():
+            if folder == self.folder or not folder.is_dir() or not _FOLDER_NAME.match(folder.name):
                 continue
-            source = folder / _SOURCE
+            marker = folder / MARKER
             try:
-                release = Path(source.read_text())
-                served_at = source.stat().st_mtime
-            except OSError:
-                continue  # not ours, or being made: left alone
-            if not release.is_dir() or not folder.name.endswith(
-                    "-" + hashlib.sha1(f"{FORMAT}:{release}".encode()).hexdigest()[:12]):
-                shutil.rmtree(folder, ignore_errors=True)  # its release is gone, or an older format
-            else:
-                others.append((served_at, folder))
+                mark = json.loads(marker.read_text())
+                touched = marker.stat().st_mtime
+            except (OSError, ValueError):
+                continue  # not the service's: never touched
+            if not isinstance(mark, dict) or "release" not in mark or "format" not in mark:
+                continue
+            if mark["format"] != FORMAT or not Path(str(mark["release"])).is_dir():
+                shutil.rmtree(folder, ignore_errors=True)  # an older layout, or its release is gone
+            elif time.time() - touched > FRESH_S:
+                others.append((touched, folder))
         for _, folder in sorted(others, reverse=True)[KEEP_RELEASES - 1:]:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+_io_threads_started = False
+
+
+def _start_io_threads() -> None:
+    """Map a small Arrow file once in this process, at the caller's priority.  Mapping a file starts
+    pyarrow's I/O threads, which every request shares, and threads inherit their starter's priority:
+    started by the copying thread they would run requests' reads at its lowest one."""
+    global _io_threads_started
+    if _io_threads_started:
+        return
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with tempfile.TemporaryDirectory(prefix="stellardb-mirror-") as folder:
+        path = os.path.join(folder, "warm.arrow")
+        with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, pa.schema([("a", pa.int8())])) as writer:
+            writer.write_batch(pa.record_batch([pa.array([1], pa.int8())], names=["a"]))
+        ipc.open_file(pa.memory_map(path)).get_batch(0)
+    _io_threads_started = True
 
 
 def _one_batch(table):
@@ -220,16 +346,18 @@ def _one_batch(table):
     return batches[0] if len(batches) == 1 else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
-def _mapped(target: Path, meta) -> tuple | None:
-    """The record batches of the copy ``target``, mapped, if it has the Parquet file's row groups,
-    rows and columns; else None."""
+def _mapped(target: Path, meta, source: str) -> tuple | None:
+    """The record batches of the copy ``target``, mapped, if it is a copy of ``source`` with the
+    Parquet file's columns, types, row groups and rows; else None."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
     try:
         reader = ipc.open_file(pa.memory_map(str(target)))
-        if reader.num_record_batches != meta.num_row_groups or \
-                reader.schema.names != meta.schema.to_arrow_schema().names:
+        schema = reader.schema
+        if (schema.metadata or {}).get(SOURCE_KEY) != source.encode() or \
+                reader.num_record_batches != meta.num_row_groups or \
+                not schema.remove_metadata().equals(meta.schema.to_arrow_schema().remove_metadata()):
             return None
         batches = tuple(reader.get_batch(i) for i in range(reader.num_record_batches))
     except (OSError, pa.ArrowException):

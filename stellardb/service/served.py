@@ -199,6 +199,8 @@ class Served:
             self._close()
 
     def _close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.close()  # its maps go now, not when the garbage collector gets to them
         while True:
             try:
                 self._cursors.get_nowait().close()
@@ -365,7 +367,10 @@ class Holder:
             files = {t.name: [f for _, _, f in t.partitions] for t in served.tables
                      if t.schema == served.schema and t.name in self._cache_tables and t.partitions}
             if files:
-                served.mirror = Mirror(self._cache, served.path, files).start()
+                try:
+                    served.mirror = Mirror(self._cache, served.path, files).start()
+                except RuntimeError:  # no thread to copy with: cones read Parquet
+                    served.mirror = None
         return served
 
     def close(self) -> None:

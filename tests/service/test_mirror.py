@@ -114,8 +114,9 @@ def test_each_copy_is_one_record_batch_a_row_group_of_the_same_rows(mirrored):
 
 
 def test_a_copy_that_does_not_match_its_file_is_not_read(grouped, tmp_path, monkeypatch):
-    """A damaged copy is removed and its file read from Parquet (then copied again at the next
-    start); a Parquet file that changed (size or time) gets a new copy, never the stale one."""
+    """A damaged copy, or another file's copy under its name (the same shape or not), is removed and
+    its file read from Parquet (then copied again at the next start); a Parquet file that changed
+    (size or time) gets a new copy, never the stale one, which is then removed."""
     served, con = grouped
     release = tmp_path / "release"
     shutil.copytree(served.path, release)
@@ -126,13 +127,17 @@ def test_a_copy_that_does_not_match_its_file_is_not_read(grouped, tmp_path, monk
         root = tmp_path / "cache"
         first = _copy(mine, root, ("catalogue",))
         paths = _files(mine, ("catalogue",))["catalogue"]
-        copies = sorted((root / first.folder.name / "catalogue").glob("*.arrow"))
-        assert len(copies) == len(paths) > 2
-        # damaged: cut short, or another file's copy under its name
+        copies = [first._target("catalogue", first._source(p)) for p in paths]
+        assert all(c.exists() for c in copies) and len(paths) > 3
+        # damaged: cut short; another file's copy under its name (each way, whatever their shapes)
         copies[0].write_bytes(copies[0].read_bytes()[:1000])
-        shutil.copy(copies[2], copies[1])
+        one, two = copies[1].read_bytes(), copies[2].read_bytes()
+        copies[1].write_bytes(two)
+        copies[2].write_bytes(one)
         second = _copy(mine, root, ("catalogue",))
-        assert second.progress() == (len(paths) - 2, len(paths))
+        assert second.progress() == (len(paths) - 3, len(paths))
+        assert "3 could not be copied" in second.status()
+        assert not any(c.exists() for c in copies[:3])
         mine.mirror = second
         wide = rowgroups.cone(mine, "catalogue", ("ra", "dec"), 10.0, -30.0, 1.0, ["source_id", "ra", "dec"],
                               TIMEOUT_S)
@@ -140,22 +145,44 @@ def test_a_copy_that_does_not_match_its_file_is_not_read(grouped, tmp_path, monk
         assert wide[0].equals(rowgroups.cone(mine, "catalogue", ("ra", "dec"), 10.0, -30.0, 1.0,
                                              ["source_id", "ra", "dec"], TIMEOUT_S)[0])
         assert _copy(mine, root, ("catalogue",)).progress() == (len(paths),) * 2  # copied again
-        # a file that changed: its copy is not taken for it, a new one is written
+        # a file that changed: its copy is not taken for it, a new one is written, the old one goes
         written = []
         real = Mirror._write
-        monkeypatch.setattr(Mirror, "_write", lambda self, p, t: written.append(p) or real(self, p, t))
+        monkeypatch.setattr(Mirror, "_write", lambda self, p, *a: written.append(p) or real(self, p, *a))
         os.utime(paths[0], ns=(1, 1))
         assert _copy(mine, root, ("catalogue",)).progress() == (len(paths),) * 2
-        assert written == [paths[0]]
+        assert written == [paths[0]] and not copies[0].exists()
+        assert len(list((first.folder / "catalogue").glob("*.arrow"))) == len(paths)
     finally:
         mine.retire()
+
+
+def test_a_copy_of_another_file_of_the_same_shape_is_refused(tmp_path):
+    """Two files of the same columns, row groups and rows: each one's copy is refused for the other."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stellardb.service import mirror as module
+
+    paths = []
+    for k in range(2):
+        paths.append(str(tmp_path / f"{k}.parquet"))
+        pq.write_table(pa.table({"_healpix_29": np.arange(10, dtype=np.int64) + 100 * k, "v": np.full(10, k * 1.0)}),
+                       paths[-1], row_group_size=5)
+    mirror = Mirror(tmp_path / "cache", tmp_path, {"t": paths}).start()
+    assert mirror.join(60) and mirror.progress() == (2, 2)
+    targets = [mirror._target("t", mirror._source(p)) for p in paths]
+    for k in range(2):
+        meta = pq.read_metadata(paths[k])
+        assert module._mapped(targets[k], meta, mirror._source(paths[k])) is not None
+        assert module._mapped(targets[1 - k], meta, mirror._source(paths[k])) is None
 
 
 def test_two_workers_write_each_copy_once(grouped, tmp_path, monkeypatch):
     served, _ = grouped
     written = []
     real = Mirror._write
-    monkeypatch.setattr(Mirror, "_write", lambda self, p, t: written.append(p) or real(self, p, t))
+    monkeypatch.setattr(Mirror, "_write", lambda self, p, *a: written.append(p) or real(self, p, *a))
     root = tmp_path / "cache"
     pair = [Mirror(root, served.path, _files(served)) for _ in range(2)]
     for m in pair:
@@ -174,8 +201,39 @@ def test_a_full_disk_copies_nothing_and_says_so(grouped, tmp_path, monkeypatch):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(module, "RESERVE_BYTES", usage.free + 1)
     full = _copy(served, tmp_path / "cache")
-    assert full.progress()[0] == 0 and "disk is too full" in full.note
-    assert not list((tmp_path / "cache").rglob("*.arrow"))
+    assert full.progress()[0] == 0 and "disk is too full" in full.status()
+    assert not list((tmp_path / "cache").rglob("*.arrow")) and not list((tmp_path / "cache").rglob("*.partial"))
+
+
+def test_a_failed_write_leaves_no_half_copy(grouped, tmp_path, monkeypatch):
+    """The disk filling up under a write (ENOSPC at the second batch): no copy, no temporary file,
+    and the copying says it stopped."""
+    import errno
+
+    import pyarrow.ipc as ipc
+
+    served, _ = grouped
+    calls = []
+    writer = type(ipc.new_file(__import__("pyarrow").BufferOutputStream(),
+                               __import__("pyarrow").schema([("a", "int8")])))
+    real = writer.write_batch
+
+    def write_batch(self, batch, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(writer, "write_batch", write_batch)
+    # a file of several row groups: the first batch is written before the disk fills
+    import pyarrow.parquet as pq
+
+    path = max(_files(served, ("gaia",))["gaia"], key=lambda p: pq.read_metadata(p).num_row_groups)
+    assert pq.read_metadata(path).num_row_groups >= 2
+    failed = Mirror(tmp_path / "cache", served.path, {"gaia": [path]}).start()
+    assert failed.join(60)
+    assert len(calls) == 2 and "copying failed" in failed.status()
+    assert not list((tmp_path / "cache").rglob("*.arrow")) and not list((tmp_path / "cache").rglob("*.partial"))
 
 
 def test_a_stop_leaves_no_half_copy(grouped, tmp_path, monkeypatch):
@@ -196,30 +254,76 @@ def test_a_stop_leaves_no_half_copy(grouped, tmp_path, monkeypatch):
     assert not list((tmp_path / "cache").rglob("*.arrow")) and not list((tmp_path / "cache").rglob("*.partial"))
 
 
-def test_copies_of_releases_gone_are_swept_and_two_are_kept(grouped, tmp_path):
+def _marked(root: Path, release: Path, touched: float, format_: str | None = None) -> Path:
+    """A folder of the cache as a service leaves it for ``release``, its marker touched at ``touched``."""
+    import json
+
+    from stellardb.service import mirror as module
+
+    folder = Mirror(root, release, {}).folder
+    folder.mkdir(parents=True)
+    (folder / module.MARKER).write_text(json.dumps({"format": format_ or module.FORMAT,
+                                                    "release": str(release.resolve())}))
+    os.utime(folder / module.MARKER, (touched, touched))
+    return folder
+
+
+@pytest.mark.parametrize("disk", ["room", "full"])
+def test_copies_of_releases_gone_are_swept_and_two_are_kept(grouped, tmp_path, monkeypatch, disk):
+    """Before copying (so on a full disk too): the service's folders of releases gone, or of an
+    older layout, go; of the others, the one served last stays beside this one, and one touched in
+    the last FRESH_S (being copied by another service); folders not the service's are never touched."""
+    import time
+
     from stellardb.service import mirror as module
 
     served, _ = grouped
     root = tmp_path / "cache"
-    gone = tmp_path / "gone-release"
-    gone.mkdir()
-    kept = [tmp_path / f"kept-{i}" for i in range(3)]
-    folders = {}
-    for i, release in enumerate([gone, *kept]):
-        release.mkdir(exist_ok=True)
-        stale = Mirror(root, release, {})
-        stale.folder.mkdir(parents=True)
-        (stale.folder / module._SOURCE).write_text(str(stale.release))
-        os.utime(stale.folder / module._SOURCE, (1000 + i, 1000 + i))
-        folders[release.name] = stale.folder
-    (root / "not-ours").mkdir()
-    gone.rmdir()
-    _copy(served, root, ("catalogue",))
+    releases = {name: tmp_path / name for name in ("gone", "old", "kept-0", "kept-1", "kept-2", "busy")}
+    for release in releases.values():
+        release.mkdir()
+    folders = {name: _marked(root, release, 1000 + i) for i, (name, release) in enumerate(releases.items())}
+    os.utime(folders["busy"] / module.MARKER)  # now: being copied
+    shutil.rmtree(folders["old"])
+    folders["old"] = _marked(root, releases["old"], 1000, format_="arrow-ipc-0")
+    releases["gone"].rmdir()
+    # not the service's: no marker; a marker that is not the service's JSON; a name not of the form
+    foreign = [root / "not-ours", root / "notes-0123456789ab", root / "my-notes"]
+    for folder in foreign:
+        folder.mkdir()
+    (root / "notes-0123456789ab" / module.MARKER).write_text("my notes")
+    (root / "my-notes" / module.MARKER).write_text((folders["gone"] / module.MARKER).read_text())
+    (root / "my-notes" / "draft.md").write_text("mine")
+    if disk == "full":
+        monkeypatch.setattr(module, "RESERVE_BYTES", shutil.disk_usage(tmp_path).free + 1)
+    copied = _copy(served, root, ("catalogue",))
+    assert ("disk is too full" in copied.status()) == (disk == "full")
     left = {p.name for p in root.iterdir()}
-    # the release gone: swept; of the others, the one served last is kept beside the one served now
-    assert folders["gone-release"].name not in left
-    assert folders["kept-2"].name in left and folders["kept-0"].name not in left and folders["kept-1"].name not in left
-    assert "not-ours" in left and Mirror(root, served.path, {}).folder.name in left
+    assert folders["gone"].name not in left and folders["old"].name not in left
+    assert folders["kept-2"].name in left and folders["busy"].name in left
+    assert folders["kept-0"].name not in left and folders["kept-1"].name not in left
+    assert {f.name for f in foreign} <= left and (root / "my-notes" / "draft.md").exists()
+    assert copied.folder.name in left and time.time() - (copied.folder / module.MARKER).stat().st_mtime < 60
+
+
+def test_a_copying_stops_when_its_folder_is_swept_by_another(grouped, tmp_path, monkeypatch):
+    served, _ = grouped
+    root = tmp_path / "cache"
+    mirror = Mirror(root, served.path, _files(served, ("gaia",)))
+    real = Mirror._copy
+    done = []
+
+    def copy(self, table, path):
+        done.append(path)
+        if len(done) == 2:
+            shutil.rmtree(self.folder)  # another service's sweep
+        return real(self, table, path)
+
+    monkeypatch.setattr(Mirror, "_copy", copy)
+    mirror.start()
+    assert mirror.join(60)
+    assert "removed meanwhile" in mirror.status() or "copying failed" in mirror.status()
+    assert not mirror.folder.exists() or not list(mirror.folder.rglob("*.arrow"))
 
 
 def test_availability_says_how_far_the_copies_are(service_release, limits, tmp_path, client, monkeypatch):
