@@ -16,13 +16,15 @@ The copies live outside the release (releases stay immutable HATS), in ``serve_c
 file (the sweep below touches nothing else).  A copy carries its Parquet file's path, size and
 modification time in its name and in its schema's metadata, and is read only if they, its columns,
 types and rows per row group match the file.  It is written under a temporary name, synced and
-renamed whole; a failed or stopped write removes its temporary file.  Workers of one ``serve``
+renamed whole; a failed or stopped write removes its temporary file (one a killed worker left is
+removed at the next start).  Workers of one ``serve``
 share the copies (a lock a file: each is written once, by whichever worker gets to it first) and
 the page cache holds them once for all.  The cost is disk: uncompressed, a copy takes about 1.7x its
 Parquet file (3.9 GB for the 10 M-star catalogue's 2.26 GB).  No batch is written that would leave
-less than RESERVE_BYTES free.  Before and after copying, copies of releases whose folder is gone are
-removed, and of the others only those of the KEEP_RELEASES releases served last (and any touched in
-the last FRESH_S seconds: being copied) are kept.  The copies must not be edited while served: a
+less than RESERVE_BYTES free.  Before and after copying, the folders of releases no worker serves now
+(each holds a shared lock on its folder's MARKER) and not touched in the last FRESH_S seconds (being
+copied) are removed if their release folder is gone or their layout is older, and beyond the
+KEEP_RELEASES touched last.  The copies must not be edited while served: a
 mapped file cut short under a running worker ends that worker (SIGBUS), as with any memory map.
 """
 
@@ -85,6 +87,10 @@ class Mirror:
         #: why copying stopped early (said on /tap/availability), or None
         self.note: str | None = None
         self._failed = 0
+        self._lock = threading.Lock()
+        #: the marker, held open with a shared lock while this release is served: no sweep removes
+        #: a folder in use (it takes the lock exclusively first)
+        self._marker_fd: int | None = None
 
     # -- reading -----------------------------------------------------------------------------
     def batch(self, path: str, group: int):
@@ -100,7 +106,8 @@ class Mirror:
         """What /tap/availability says of the copies (no paths)."""
         copied, files = self.progress()
         said = f"cone cache: {copied} of {files} files ready"
-        notes = ([f"{self._failed} could not be copied and are read from Parquet"] if self._failed else []) + \
+        notes = ([f"{self._failed} {'file' if self._failed == 1 else 'files'} could not be copied, read from Parquet"]
+                 if self._failed else []) + \
             ([self.note] if self.note else [])
         return said + (f" ({'; '.join(notes)})" if notes else "")
 
@@ -123,9 +130,14 @@ class Mirror:
         return True
 
     def close(self) -> None:
-        """Stop copying and drop the maps (the release is closed: no request reads them any more)."""
+        """Stop copying, drop the maps and let the folder be swept (the release is closed: no request
+        reads them any more)."""
         self.stop()
-        self._ready = {}
+        with self._lock:
+            self._ready = {}
+            fd, self._marker_fd = self._marker_fd, None
+        if fd is not None:
+            os.close(fd)  # and with it the shared lock
 
     def _run(self) -> None:
         try:
@@ -139,7 +151,9 @@ class Mirror:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._mark()
+            self._hold()
             self._sweep()
+            self._remove_stale(partials_only=True)  # left by a worker killed while writing
             pending = [(table, path) for table, paths in self._files.items() for path in paths]
             while pending and not self._stop.is_set():
                 busy = []
@@ -168,6 +182,8 @@ class Mirror:
                     self._stop.wait(0.2)
             if not self._stop.is_set() and not self._failed:
                 self._remove_stale()
+            elif self._stop.is_set():
+                return
         except Exception as exc:  # never the service's end: cones read Parquet
             self.note = "copying failed; the rest are read from Parquet"
             log.warning("serve: cone cache of release %s stopped (%s: %s); cones read Parquet (slower)",
@@ -189,6 +205,16 @@ class Mirror:
         except OSError:
             pass
         marker.write_text(text)
+
+    def _hold(self) -> None:
+        """Hold the marker with a shared lock until :meth:`close`."""
+        fd = os.open(self.folder / MARKER, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        with self._lock:
+            if self._marker_fd is None and not self._stop.is_set():
+                self._marker_fd, fd = fd, None
+        if fd is not None:
+            os.close(fd)
 
     @staticmethod
     def _source(path: str) -> str:
@@ -215,7 +241,12 @@ class Mirror:
                 except BlockingIOError:
                     return "busy"
                 if not target.exists():
-                    state = self._write(path, source, target)
+                    try:
+                        state = self._write(path, source, target)
+                    except Exception as exc:  # this file (a dictionary per row group, a disk error): the next
+                        log.warning("serve: the cone cache could not copy %s (%s: %s); it is read from Parquet",
+                                    path, type(exc).__name__, exc)
+                        return "failed"
                     if state != "written":
                         return state
             finally:
@@ -227,7 +258,10 @@ class Mirror:
                         target, path)
             target.unlink(missing_ok=True)
             return "failed"
-        self._ready[path] = batches
+        with self._lock:
+            if self._stop.is_set():  # closed meanwhile: no map kept
+                return "stopped"
+            self._ready[path] = batches
         return "ready"
 
     def _write(self, path: str, source: str, target: Path) -> str:
@@ -269,33 +303,47 @@ class Mirror:
                 partial.unlink(missing_ok=True)
         return state
 
-    def _remove_stale(self) -> None:
+    def _remove_stale(self, partials_only: bool = False) -> None:
         """Remove the copies in this release's table folders that no file of it has any more (a
-        release made again under the same name, a file touched): not being written (the lock)."""
+        release made again under the same name, a file touched), or only the temporary files of
+        writes that did not finish: those whose lock no one holds (not being written)."""
         for table, paths in self._files.items():
             folder = self.folder / table
-            current = {self._target(table, self._source(p)).name for p in paths}
-            for copy in folder.glob("*.arrow.lock"):
-                name = copy.name[:-len(".lock")]
-                if name in current:
+            current = set() if partials_only else {self._target(table, self._source(p)).name for p in paths}
+            for lock_file in folder.glob("*.arrow.lock"):
+                name = lock_file.name[:-len(".lock")]
+                stale = [folder / (name + ".partial")]
+                if not partials_only:
+                    if name in current:
+                        continue
+                    stale += [folder / name, lock_file]
+                if not any(f.exists() for f in stale):
                     continue
-                lock = os.open(str(copy), os.O_RDWR)
+                try:
+                    lock = os.open(str(lock_file), os.O_RDWR)
+                except FileNotFoundError:
+                    continue  # another worker of this release removed it just now
                 try:
                     try:
                         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
                         continue
-                    for stale in (folder / name, folder / (name + ".partial"), copy):
-                        stale.unlink(missing_ok=True)
+                    for f in stale:
+                        f.unlink(missing_ok=True)
                 finally:
                     os.close(lock)
 
     def _sweep(self) -> None:
-        """Remove the service's copies of releases whose folder is gone, and keep those of
-        KEEP_RELEASES (this one and the ones served last) and of any touched in the last FRESH_S."""
+        """Remove the service's folders of releases no service serves now (none holds its marker's
+        lock) and not touched in the last FRESH_S: those of an older layout or of a release whose
+        folder is gone, and beyond KEEP_RELEASES (this one and the ones touched last) the others."""
         others = []
         for folder in self.root.iterdir():
             if folder == self.folder or not folder.is_dir() or not _FOLDER_NAME.match(folder.name):
+                continue
+            legacy = _legacy(folder)
+            if legacy:
+                shutil.rmtree(folder, ignore_errors=True)
                 continue
             marker = folder / MARKER
             try:
@@ -305,12 +353,40 @@ class Mirror:
                 continue  # not the service's: never touched
             if not isinstance(mark, dict) or "release" not in mark or "format" not in mark:
                 continue
+            if time.time() - touched < FRESH_S:
+                continue  # being copied (by another service, maybe another version of it)
             if mark["format"] != FORMAT or not Path(str(mark["release"])).is_dir():
-                shutil.rmtree(folder, ignore_errors=True)  # an older layout, or its release is gone
-            elif time.time() - touched > FRESH_S:
+                _remove_unused(folder)  # an older layout, or its release is gone
+            else:
                 others.append((touched, folder))
         for _, folder in sorted(others, reverse=True)[KEEP_RELEASES - 1:]:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_unused(folder)
+
+
+def _remove_unused(folder: Path) -> None:
+    """Remove a release's folder of copies unless a service serves it (holds its marker's lock)."""
+    try:
+        fd = os.open(folder / MARKER, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # served now, by another service
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _legacy(folder: Path) -> bool:
+    """Whether ``folder`` holds copies in the first layout (ba1b8e9: a ``release.txt`` naming the
+    release, the name's digest that of "arrow-ipc-1:" and that text), read by no service now."""
+    try:
+        text = (folder / "release.txt").read_text()
+    except OSError:
+        return False
+    return folder.name.endswith("-" + hashlib.sha1(f"arrow-ipc-1:{text}".encode()).hexdigest()[:12])
 
 
 _io_threads_started = False

@@ -378,6 +378,9 @@ class Holder:
         opened while the interpreter shuts down can abort the process."""
         if self._switching is not None:
             self._switching.join(60)
+        if self.current.mirror is not None:  # a copy being written is abandoned, its temporary file removed
+            self.current.mirror.stop()
+            self.current.mirror.join(5)
         if not self.current._retired:
             self.current.retire()
         for other in self.companions:

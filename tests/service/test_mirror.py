@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_a_copy_that_does_not_match_its_file_is_not_read(grouped, tmp_path, monk
         copies[2].write_bytes(one)
         second = _copy(mine, root, ("catalogue",))
         assert second.progress() == (len(paths) - 3, len(paths))
-        assert "3 could not be copied" in second.status()
+        assert "(3 files could not be copied, read from Parquet)" in second.status()
         assert not any(c.exists() for c in copies[:3])
         mine.mirror = second
         wide = rowgroups.cone(mine, "catalogue", ("ra", "dec"), 10.0, -30.0, 1.0, ["source_id", "ra", "dec"],
@@ -184,9 +185,16 @@ def test_two_workers_write_each_copy_once(grouped, tmp_path, monkeypatch):
     real = Mirror._write
     monkeypatch.setattr(Mirror, "_write", lambda self, p, *a: written.append(p) or real(self, p, *a))
     root = tmp_path / "cache"
+    from stellardb.service import mirror as module
+
+    warmed = []
+    real_warm = module._start_io_threads
+    monkeypatch.setattr(module, "_start_io_threads", lambda: warmed.append(threading.get_ident()) or real_warm())
     pair = [Mirror(root, served.path, _files(served)) for _ in range(2)]
     for m in pair:
         m.start()
+    # pyarrow's I/O threads started by the starter (this thread), not the copying one
+    assert warmed == [threading.get_ident()] * 2
     assert all(m.join(120) for m in pair)
     every = [p for paths in _files(served).values() for p in paths]
     assert sorted(written) == sorted(every)  # each once, by one or the other
@@ -212,7 +220,10 @@ def test_a_failed_write_leaves_no_half_copy(grouped, tmp_path, monkeypatch):
 
     import pyarrow.ipc as ipc
 
+    from stellardb.service import mirror as module
+
     served, _ = grouped
+    module._start_io_threads()  # its own small write first: the calls counted are the copy's
     calls = []
     writer = type(ipc.new_file(__import__("pyarrow").BufferOutputStream(),
                                __import__("pyarrow").schema([("a", "int8")])))
@@ -228,12 +239,17 @@ def test_a_failed_write_leaves_no_half_copy(grouped, tmp_path, monkeypatch):
     # a file of several row groups: the first batch is written before the disk fills
     import pyarrow.parquet as pq
 
-    path = max(_files(served, ("gaia",))["gaia"], key=lambda p: pq.read_metadata(p).num_row_groups)
+    gaia = _files(served, ("gaia",))["gaia"]
+    path = max(gaia, key=lambda p: pq.read_metadata(p).num_row_groups)
     assert pq.read_metadata(path).num_row_groups >= 2
-    failed = Mirror(tmp_path / "cache", served.path, {"gaia": [path]}).start()
+    # that file first: it fails, the others are copied
+    failed = Mirror(tmp_path / "cache", served.path, {"gaia": [path] + [p for p in gaia if p != path]}).start()
     assert failed.join(60)
-    assert len(calls) == 2 and "copying failed" in failed.status()
-    assert not list((tmp_path / "cache").rglob("*.arrow")) and not list((tmp_path / "cache").rglob("*.partial"))
+    assert len(calls) > 2 and failed.status() == (f"cone cache: {len(gaia) - 1} of {len(gaia)} files ready "
+                                                   "(1 file could not be copied, read from Parquet)")
+    assert failed.batch(path, 0) is None
+    assert len(list((tmp_path / "cache").rglob("*.arrow"))) == len(gaia) - 1
+    assert not list((tmp_path / "cache").rglob("*.partial"))
 
 
 def test_a_stop_leaves_no_half_copy(grouped, tmp_path, monkeypatch):
@@ -284,6 +300,9 @@ def test_copies_of_releases_gone_are_swept_and_two_are_kept(grouped, tmp_path, m
         release.mkdir()
     folders = {name: _marked(root, release, 1000 + i) for i, (name, release) in enumerate(releases.items())}
     os.utime(folders["busy"] / module.MARKER)  # now: being copied
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    folders["newer"] = _marked(root, newer, time.time(), format_="arrow-ipc-99")  # another version, copying now
     shutil.rmtree(folders["old"])
     folders["old"] = _marked(root, releases["old"], 1000, format_="arrow-ipc-0")
     releases["gone"].rmdir()
@@ -294,14 +313,35 @@ def test_copies_of_releases_gone_are_swept_and_two_are_kept(grouped, tmp_path, m
     (root / "notes-0123456789ab" / module.MARKER).write_text("my notes")
     (root / "my-notes" / module.MARKER).write_text((folders["gone"] / module.MARKER).read_text())
     (root / "my-notes" / "draft.md").write_text("mine")
+    # served now by another service (it holds its marker's lock), though touched long ago
+    import fcntl
+
+    served_elsewhere = tmp_path / "elsewhere"
+    served_elsewhere.mkdir()
+    folders["elsewhere"] = _marked(root, served_elsewhere, 900)
+    in_use = os.open(folders["elsewhere"] / module.MARKER, os.O_RDONLY)
+    fcntl.flock(in_use, fcntl.LOCK_SH)
+    # the first layout's folder (a release.txt), its release gone
+    legacy = root / f"legacy-{__import__('hashlib').sha1(b'arrow-ipc-1:/nowhere').hexdigest()[:12]}"
+    legacy.mkdir()
+    (legacy / "release.txt").write_text("/nowhere")
     if disk == "full":
-        monkeypatch.setattr(module, "RESERVE_BYTES", shutil.disk_usage(tmp_path).free + 1)
-    copied = _copy(served, root, ("catalogue",))
+        monkeypatch.setattr(module.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 0))
+    order = []
+    for name in ("_sweep", "_copy"):
+        real = getattr(Mirror, name)
+        monkeypatch.setattr(Mirror, name, lambda self, *a, _real=real, _name=name: order.append(_name) or _real(self, *a))
+    try:
+        copied = _copy(served, root, ("catalogue",))
+    finally:
+        os.close(in_use)
+    assert order[0] == "_sweep" and order[-1] == "_sweep" and "_copy" in order  # before copying, and after
     assert ("disk is too full" in copied.status()) == (disk == "full")
     left = {p.name for p in root.iterdir()}
-    assert folders["gone"].name not in left and folders["old"].name not in left
+    assert folders["gone"].name not in left and folders["old"].name not in left and folders["newer"].name in left
     assert folders["kept-2"].name in left and folders["busy"].name in left
     assert folders["kept-0"].name not in left and folders["kept-1"].name not in left
+    assert folders["elsewhere"].name in left and legacy.name not in left
     assert {f.name for f in foreign} <= left and (root / "my-notes" / "draft.md").exists()
     assert copied.folder.name in left and time.time() - (copied.folder / module.MARKER).stat().st_mtime < 60
 
@@ -316,14 +356,16 @@ def test_a_copying_stops_when_its_folder_is_swept_by_another(grouped, tmp_path, 
     def copy(self, table, path):
         done.append(path)
         if len(done) == 2:
-            shutil.rmtree(self.folder)  # another service's sweep
+            from stellardb.service import mirror as module
+
+            (self.folder / module.MARKER).unlink()  # as another service's sweep starts removing it
         return real(self, table, path)
 
     monkeypatch.setattr(Mirror, "_copy", copy)
     mirror.start()
     assert mirror.join(60)
-    assert "removed meanwhile" in mirror.status() or "copying failed" in mirror.status()
-    assert not mirror.folder.exists() or not list(mirror.folder.rglob("*.arrow"))
+    assert len(done) == 2 and mirror.status().endswith(
+        "(the copies were removed meanwhile; the rest are read from Parquet)")
 
 
 def test_availability_says_how_far_the_copies_are(service_release, limits, tmp_path, client, monkeypatch):
@@ -371,3 +413,63 @@ def test_an_unknown_cache_table_is_one_line(service_release, monkeypatch):
     result = invoke(root.parent / "x.duckdb", "serve", "--releases", str(root), "--port", str(_free_port()))
     assert result.exit_code != 0
     assert error_line(result).startswith("Error: STELLARDB_SERVE_CACHE_TABLES names stars, not a table of a release")
+
+
+def test_a_closed_release_drops_its_maps_and_lets_its_folder_go(service_release, tmp_path):
+    from stellardb.service.served import Holder
+
+    root, _ = service_release
+    held = Holder(root, "svc-1", memory_limit="1GB", cache=tmp_path / "cache")
+    mirror = held.current.mirror
+    assert mirror.join(120) and mirror.progress()[0] > 2
+    from stellardb.service import mirror as module
+
+    import fcntl
+
+    probe = os.open(mirror.folder / module.MARKER, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):  # served: no sweep may remove it
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.close()
+        assert mirror.progress()[0] == 0
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # closed: free to be swept
+    finally:
+        os.close(probe)
+
+
+def test_the_copying_thread_starts_no_io_thread_at_its_low_priority(tmp_path):
+    """pyarrow's I/O threads, which every request's reads use, are started at the worker's priority
+    (_start_io_threads) before the copying thread lowers its own: mapping a copy there starts none.
+    In a fresh process (the test process has its threads already)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, threading
+        import pyarrow as pa, pyarrow.ipc as ipc
+        from stellardb.service import mirror
+        path = {str(tmp_path / "one.arrow")!r}
+        with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, pa.schema([("a", pa.int64())])) as w:
+            w.write_batch(pa.record_batch([pa.array(range(1000))], names=["a"]))
+        if os.environ.get("WARM") == "1":
+            mirror._start_io_threads()
+        counts = []
+        def low():
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            counts.append(len(os.listdir("/proc/self/task")))
+            ipc.open_file(pa.memory_map(path)).get_batch(0)
+            counts.append(len(os.listdir("/proc/self/task")))
+        t = threading.Thread(target=low)
+        t.start()
+        t.join()
+        print(counts[1] - counts[0])
+    """)
+    started = {}
+    for warm in ("1", "0"):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "WARM": warm})
+        assert out.returncode == 0, out.stderr
+        started[warm] = int(out.stdout.strip())
+    assert started["1"] == 0
+    assert started["0"] > 0  # else this pyarrow maps without threads and the test shows nothing
