@@ -726,7 +726,7 @@ def main() -> None:
             result["server"] = {"command": " ".join(["stellardb", "--db", "DB", *server.argv[3:-1], "P"]),
                                 "startup_s": round(server.startup_s, 2),
                                 "cone_cache_ready_s": server.cache_ready_s and round(server.cache_ready_s, 2),
-                                "cone_cache_gb": cache_gb(db, folder),
+                                "cone_cache_gb": None if args.no_cache else cache_gb(db, folder),
                                 "catalogue_parquet_gb": round(sum(f.stat().st_size for f in layout.data_files(
                                     folder, "catalogue")) / 1e9, 3),
                                 "rss_after_startup_gb": round(server.status_kb("VmRSS") / 1e6, 3)}
