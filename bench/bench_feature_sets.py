@@ -13,7 +13,9 @@ On one simulated all-sky run (every survey, the same stars), with the family tra
 3. adding a survey never makes the chosen prediction worse: on the validation stars with each set's
    inputs, the family's chosen prediction against each smaller set's (its subsets) prediction,
    mean MAD / unit over the parameters (the rule's own yardstick);
-4. the scorer on every member's stars (NumpyScorer, inputs in memory): stars/s for all sets together.
+4. the scorer on every member's stars (NumpyScorer, inputs in memory): stars/s for all sets together,
+   each member's best of 3 calls (bench_score.py's method) with the first call beside it
+   (``--scorer-only``: this step alone, on an earlier run's database and models in --work).
 
 Output: bench/out/feature_sets.json and a summary on stdout.
 """
@@ -75,7 +77,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="train --quick (40 epochs at most)")
     ap.add_argument("--work", type=Path, default=OUT / "feature_sets")
+    ap.add_argument("--scorer-only", action="store_true",
+                    help="time the scorer (step 4) alone on the database and family an earlier run left in --work")
     args = ap.parse_args()
+    if args.scorer_only:
+        scorer_only(args.work, args.stars, args.seed)
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     db = build(args.work, args.stars, args.seed)
     models = args.work / "models"
@@ -170,11 +177,25 @@ def main() -> None:
         print(f"  {n:30s} " + ", ".join(f"{k} {x:.3f}" if isinstance(x, float) else f"{k} {x}" for k, x in v.items()))
 
     # 4: the scorer, all members on all their stars (inputs in memory)
+    result["scorer"] = scorer_speed(db, models, card)
+    print(json.dumps(result["targets"], indent=1))
+    save("feature_sets", result)
+
+
+#: scorer timings per member: best of this many (bench_score.py's method for its 1.11 M stars/s)
+SCORER_REPEATS = 3
+
+
+def scorer_speed(db: Path, models: Path, card: dict) -> dict:
+    """NumpyScorer over every member's stars (as many as the family chooses it for), inputs in
+    memory: stars/s for all sets together, each member's time the best of SCORER_REPEATS calls (the
+    steady state, as bench_score.py measures one model), and its first call after a 1000-row
+    warm-up (pattern caches, thread pool and output pages still cold) beside it."""
     con = connect(db)
     try:
         counts = dict(con.execute(f"select {selection.chosen_sql(card['members'], card['choices'])} as fs, count(*) "
                                   "from all_features group by fs").fetchall())
-        total_s, total_n = 0.0, 0
+        best_s, first_s, total_n, per_set = 0.0, 0.0, 0, {}
         for m in card["members"]:
             fs = feature_sets.parse(m["feature_set"])
             n = max(int(counts.get(fs.name) or 0), 1)
@@ -184,17 +205,40 @@ def main() -> None:
             _, folded = load_scorer(m["model"], models)
             scorer = NumpyScorer(folded)
             scorer.predict(arr[:1000])
-            t1 = time.perf_counter()
-            scorer.predict(arr)
-            total_s += time.perf_counter() - t1
+            times = []
+            for _ in range(SCORER_REPEATS):
+                t1 = time.perf_counter()
+                scorer.predict(arr)
+                times.append(time.perf_counter() - t1)
+            best_s += min(times)
+            first_s += times[0]
             total_n += arr.shape[0]
+            per_set[fs.name] = {"stars": arr.shape[0], "inputs": scorer.n_inputs,
+                                "stars_per_s": round(arr.shape[0] / min(times))}
     finally:
         con.close()
-    result["scorer"] = {"stars": total_n, "seconds": round(total_s, 3), "stars_per_s": round(total_n / total_s)}
-    print(f"scorer: {total_n:,} stars over {len(card['members'])} feature sets in {total_s:.2f} s = "
-          f"{total_n / total_s / 1e6:.2f} M stars/s", flush=True)
-    print(json.dumps(result["targets"], indent=1))
-    save("feature_sets", result)
+    found = {"stars": total_n, "seconds": round(best_s, 3), "stars_per_s": round(total_n / best_s),
+             "first_call_seconds": round(first_s, 3), "first_call_stars_per_s": round(total_n / first_s),
+             "method": f"each member's best of {SCORER_REPEATS} calls (first call beside)", "sets": per_set,
+             "target_1m_stars_per_s": total_n / best_s >= 1e6}
+    print(f"scorer: {total_n:,} stars over {len(card['members'])} feature sets in {best_s:.3f} s = "
+          f"{total_n / best_s / 1e6:.2f} M stars/s (best of {SCORER_REPEATS}; first call {total_n / first_s / 1e6:.2f})",
+          flush=True)
+    return found
+
+
+def scorer_only(work: Path, stars: int, seed: int) -> None:
+    """Step 4 alone, on the database and family an earlier run left in ``work``."""
+    db, models = work / f"allsky_{stars}_{seed}.duckdb", work / "models"
+    card_path = models / "bench.family.json"
+    if not db.exists() or not card_path.exists():
+        raise SystemExit(f"--scorer-only needs an earlier run's {db.name} and models/bench.family.json in {work}; "
+                         "run the benchmark without it first.")
+    result = {"stars": stars, "seed": seed, "family_trained_at": json.loads(card_path.read_text()).get("trained_at"),
+              "scorer": scorer_speed(db, models, json.loads(card_path.read_text()))}
+    print(f"-> {save('feature_sets_scorer', result)}")
+
+
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ BENCHES = {
     "feature_sets": "a model per feature set on a simulated whole sky (issue 15): per set ML and GSP-Phot on the same "
                     "test stars and LightGBM on the same inputs and split, the accuracy targets, the chosen prediction "
                     "against every smaller set's on validation stars, and the scorer over all sets",
+    "feature_sets_scorer": "step 4 of bench_feature_sets.py alone (`--scorer-only`, issue 15): the NumPy scorer over "
+                           "every member's stars of the family an earlier run trained, each member's best of 3 calls "
+                           "(bench_score.py's method) and the first call beside it",
 }
 
 
