@@ -494,10 +494,7 @@ def create_app(holder, limits: Limits, base_url: str | None = None, jobs_root=No
     async def lifespan(app):
         yield
         runner.close()  # running jobs are interrupted (a restart marks them ERROR, saying why)
-        mirror = getattr(holder.current, "mirror", None)
-        if mirror is not None:  # a copy being written is abandoned and its temporary file removed
-            mirror.stop()
-            mirror.join(5)
+        holder.stop_copying()
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found, 500: server_error},
                     lifespan=lifespan)

@@ -182,8 +182,6 @@ class Mirror:
                     self._stop.wait(0.2)
             if not self._stop.is_set() and not self._failed:
                 self._remove_stale()
-            elif self._stop.is_set():
-                return
         except Exception as exc:  # never the service's end: cones read Parquet
             self.note = "copying failed; the rest are read from Parquet"
             log.warning("serve: cone cache of release %s stopped (%s: %s); cones read Parquet (slower)",
@@ -341,10 +339,6 @@ class Mirror:
         for folder in self.root.iterdir():
             if folder == self.folder or not folder.is_dir() or not _FOLDER_NAME.match(folder.name):
                 continue
-            legacy = _legacy(folder)
-            if legacy:
-                shutil.rmtree(folder, ignore_errors=True)
-                continue
             marker = folder / MARKER
             try:
                 mark = json.loads(marker.read_text())
@@ -377,16 +371,6 @@ def _remove_unused(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     finally:
         os.close(fd)
-
-
-def _legacy(folder: Path) -> bool:
-    """Whether ``folder`` holds copies in the first layout (ba1b8e9: a ``release.txt`` naming the
-    release, the name's digest that of "arrow-ipc-1:" and that text), read by no service now."""
-    try:
-        text = (folder / "release.txt").read_text()
-    except OSError:
-        return False
-    return folder.name.endswith("-" + hashlib.sha1(f"arrow-ipc-1:{text}".encode()).hexdigest()[:12])
 
 
 _io_threads_started = False

@@ -373,14 +373,20 @@ class Holder:
                     served.mirror = None
         return served
 
+    def stop_copying(self, wait_s: float = 5.0) -> None:
+        """Stop the cone cache's copying of the release served (the service is stopping): a copy being
+        written is abandoned and its temporary file removed, within ``wait_s``."""
+        mirror = self.current.mirror
+        if mirror is not None:
+            mirror.stop()
+            mirror.join(wait_s)
+
     def close(self) -> None:
         """Retire the release served (idempotent), after a release being opened is ready: a DuckDB
         opened while the interpreter shuts down can abort the process."""
         if self._switching is not None:
             self._switching.join(60)
-        if self.current.mirror is not None:  # a copy being written is abandoned, its temporary file removed
-            self.current.mirror.stop()
-            self.current.mirror.join(5)
+        self.stop_copying()
         if not self.current._retired:
             self.current.retire()
         for other in self.companions:
