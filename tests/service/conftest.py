@@ -73,11 +73,16 @@ def limits():
 
 
 @pytest.fixture(scope="session")
-def holder(service_release):
+def holder(service_release, tmp_path_factory):
+    """The service's release holder as `serve` makes it by default: with the cone cache (its copies
+    made before any test runs, so pyvo, taplint and the other clients get cones from them; the
+    Parquet path is tests/service/test_rowgroups.py's, and test_mirror.py compares the two)."""
     from stellardb.service.served import Holder
 
     root, _ = service_release
-    held = Holder(root, "svc-1", memory_limit="1GB")
+    held = Holder(root, "svc-1", memory_limit="1GB", cache=tmp_path_factory.mktemp("serve-cache"))
+    assert held.current.mirror.join(120) and held.current.mirror.status().endswith("files ready"), \
+        held.current.mirror.status()
     yield held
     held.close()
 

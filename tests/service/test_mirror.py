@@ -364,7 +364,7 @@ def test_a_copying_stops_when_its_folder_is_swept_by_another(grouped, tmp_path, 
         "(the copies were removed meanwhile; the rest are read from Parquet)")
 
 
-def test_availability_says_how_far_the_copies_are(service_release, limits, tmp_path, client, monkeypatch):
+def test_availability_says_how_far_the_copies_are(service_release, limits, tmp_path, client, holder, monkeypatch):
     import warnings
 
     from stellardb.service.app import create_app
@@ -384,6 +384,7 @@ def test_availability_says_how_far_the_copies_are(service_release, limits, tmp_p
             assert str(tmp_path) not in text
             # /scs from the copies: the bytes of the service without them
             calls = _count_reads(monkeypatch)
+            monkeypatch.setattr(holder.current, "mirror", None)  # the session's service, from Parquet
             for params in ({"RA": 10, "DEC": -30, "SR": 2}, {"RA": 0, "DEC": -90, "SR": 1, "VERB": 3}):
                 cone = copied.get("/scs", params=params)
                 assert cone.status_code == 200 and cone.content == client.get("/scs", params=params).content
