@@ -5,12 +5,13 @@ A *family* is the models one ``stellardb train --model NAME`` fits, one per feat
 beside their folders.  ``stellardb score --model NAME`` gives each star one of them:
 
 * a star's *pattern* is the set of members whose inputs it has;
-* for each pattern, the members are compared on the validation stars that have the
-  inputs of *all* of them (so every member can predict them), by the mean over Teff,
-  log g and [Fe/H] of the MAD of (prediction - reference) in units of 100 K, 0.1 dex and
-  0.1 dex; the best one predicts every star of that pattern;
-* a pattern with fewer than :data:`MIN_VALIDATION_STARS` such stars falls back to the
-  members' own validation scores.
+* for each pattern, the members are compared on the validation stars with exactly that
+  pattern (the stars the choice will predict), by the mean over Teff, log g and [Fe/H]
+  of the MAD of (prediction - reference) in units of 100 K, 0.1 dex and 0.1 dex; the
+  best one predicts every star of that pattern;
+* a pattern with fewer than :data:`MIN_VALIDATION_STARS` such stars is compared on the
+  validation stars that have the inputs of *all* its members (richer patterns too), and
+  with fewer than that falls back to the members' own validation scores.
 
 So adding a survey never makes the chosen prediction worse on the validation stars that
 have it: a richer model is chosen only where it beat the others on stars like these.
@@ -77,8 +78,15 @@ def choose(members: list[dict], eligible: np.ndarray, predictions: list[dict], l
         pattern = np.array(bits, dtype=bool)
         if not pattern.any():
             continue
-        # validation stars that every member of the pattern can predict
-        rows = np.all(eligible[:, pattern], axis=1)
+        # The stars this choice will predict are those with exactly this pattern: compare the
+        # members on them.  Comparing on every star that has these inputs (richer patterns
+        # included) let a pattern be chosen for by stars that another choice predicts.
+        rows = np.all(eligible == pattern, axis=1)
+        how = "compared on the validation stars with exactly these inputs"
+        if rows.sum() < MIN_VALIDATION_STARS:
+            # too few: the validation stars that every member of the pattern can predict
+            rows = np.all(eligible[:, pattern], axis=1)
+            how = "compared on the validation stars with all these inputs (and perhaps more)"
         candidates = np.flatnonzero(pattern)
         scored = []
         if rows.sum() >= MIN_VALIDATION_STARS:
@@ -88,7 +96,6 @@ def choose(members: list[dict], eligible: np.ndarray, predictions: list[dict], l
                     scored.append((score, j, mads))
         if scored:
             score, best, mads = min(scored)
-            how = "compared on the validation stars with all these inputs"
         else:
             best = next(j for j in fallback if pattern[j])
             score, mads = members[best]["score"], {}

@@ -97,9 +97,14 @@ def test_every_star_with_bp_rp_and_a_distance_gets_the_chosen_members_prediction
     assert len(set(pred.feature_set)) >= 2
 
 
-def test_the_choice_is_the_most_accurate_member_on_stars_with_those_inputs():
+def _brute_force_score(preds, labels, units, j, rows):
+    return np.mean([np.median(np.abs((preds[j][p][rows] - labels[p][rows]) - np.median(preds[j][p][rows] - labels[p][rows])))
+                    / units[p] for p in PARAMETERS])
+
+
+def test_the_choice_is_the_most_accurate_member_on_stars_with_exactly_those_inputs():
     """selection.choose against a brute force: for each pattern of inputs, the member with the smallest
-    mean MAD/unit on the validation stars that every member of the pattern can predict."""
+    mean MAD/unit on the validation stars with exactly that pattern (the stars it will predict)."""
     rng = np.random.default_rng(4)
     n, k = 3000, 3
     units = {"teff": 100.0, "logg": 0.1, "feh": 0.1}
@@ -112,17 +117,55 @@ def test_the_choice_is_the_most_accurate_member_on_stars_with_those_inputs():
               for p in PARAMETERS} for j in range(k)]
     members = [{"feature_set": f"set{j}", "score": float(noise[j])} for j in range(k)]
     choices = selection.choose(members, eligible, preds, labels, units)
+    assert len(choices) == 4  # every pattern the stars have
     for c in choices:
         cols = [int(e[3:]) for e in c["eligible"]]
-        rows = np.all(eligible[:, cols], axis=1)
-        scores = {}
-        for j in cols:
-            mads = [np.median(np.abs((preds[j][p][rows] - labels[p][rows]) - np.median(preds[j][p][rows] - labels[p][rows])))
-                    / units[p] for p in PARAMETERS]
-            scores[j] = np.mean(mads)
+        pattern = np.zeros(k, bool)
+        pattern[cols] = True
+        rows = np.all(eligible == pattern, axis=1)
+        assert rows.sum() >= selection.MIN_VALIDATION_STARS and c["n_validation"] == rows.sum()
+        scores = {j: _brute_force_score(preds, labels, units, j, rows) for j in cols}
         assert c["chosen"] == f"set{min(scores, key=scores.get)}"
     assert {tuple(c["eligible"]): c["chosen"] for c in choices}[("set0", "set1")] == "set1"
     assert {tuple(c["eligible"]): c["chosen"] for c in choices}[("set0", "set1", "set2")] == "set1"
+
+
+def test_a_pattern_is_chosen_for_by_its_own_stars_not_by_richer_ones():
+    """Member 1 is better than member 0 only on the stars that also have member 2's inputs; on
+    the stars with inputs {0, 1} alone member 0 is better, and is chosen there (comparing on every
+    star with inputs 0 and 1, the richer ones included, would choose member 1).  A pattern with
+    fewer than MIN_VALIDATION_STARS stars of its own is compared on the stars with all its inputs."""
+    rng = np.random.default_rng(5)
+    units = {"teff": 100.0, "logg": 0.1, "feh": 0.1}
+    n01, n012, n0 = 200, 2000, 300
+    n = n01 + n012 + n0
+    eligible = np.zeros((n, 3), bool)
+    eligible[:, 0] = True
+    eligible[: n01 + n012, 1] = True
+    eligible[n01: n01 + n012, 2] = True
+    labels = {p: rng.normal(0, 1, n) for p in PARAMETERS}
+    rich = eligible[:, 2]
+    sigma = [np.full(n, 0.3), np.where(rich, 0.1, 0.6), np.full(n, 0.5)]
+    preds = [{p: np.where(eligible[:, j], labels[p] + rng.normal(0, 1, n) * sigma[j] * units[p], np.nan)
+              for p in PARAMETERS} for j in range(3)]
+    members = [{"feature_set": f"set{j}", "score": 0.3} for j in range(3)]
+    by = {tuple(c["eligible"]): c for c in selection.choose(members, eligible, preds, labels, units)}
+    assert by[("set0", "set1")]["chosen"] == "set0"
+    assert by[("set0", "set1", "set2")]["chosen"] == "set1"
+    # the rule it replaced would have chosen set1 for the {0, 1} stars:
+    broad = np.all(eligible[:, :2], axis=1)
+    assert _brute_force_score(preds, labels, units, 1, broad) < _brute_force_score(preds, labels, units, 0, broad)
+
+    # too few stars of its own: compared on every star with those inputs
+    few = np.zeros(n, bool)
+    few[:10] = True
+    assert by[("set0", "set1")]["n_validation"] == n01
+    sub = {p: v[few | rich | ~eligible[:, 1]] for p, v in labels.items()}
+    keep = few | rich | ~eligible[:, 1]
+    by = {tuple(c["eligible"]): c for c in selection.choose(
+        members, eligible[keep], [{p: v[keep] for p, v in pr.items()} for pr in preds], sub, units)}
+    assert by[("set0", "set1")]["n_validation"] == 10 + n012
+    assert by[("set0", "set1")]["chosen"] == "set1"
 
 
 def test_zero_eligible_stars_is_an_error_naming_what_is_missing(family, tmp_path):
