@@ -6,7 +6,8 @@ measured in the same run.
     python bench/bench_cluster.py --memory-check                      # peak worker memory, 1x vs 4x stars
 
 Measures, on the release's gaia x skymapper:
-- the embedded DuckDB crossmatch (xm_gaia_survey over every file, DuckDB with 2 threads);
+- the embedded DuckDB crossmatch (xm_gaia_survey over every file, DuckDB with 2 threads, and
+  with 1: the machine's own scaling of the same SQL, beside the Dask speed-up);
 - stellardb xmatch --engine dask with 1 worker and with 2 workers of one thread each;
 - the same two on a running cluster (started before the clock, as `--scheduler` finds one), the
   first job after its start;
@@ -182,6 +183,11 @@ def main() -> None:
     try:
         emb, n_emb = embedded_xmatch(args.release)
         print(f"embedded DuckDB crossmatch (2 threads): {emb:.1f} s, {n_emb:,} pairs", flush=True)
+        # the machine's own 1 -> 2 core scaling for the same SQL: the peer of the 2-worker speed-up
+        emb1, _ = embedded_xmatch(args.release, threads=1)
+        print(f"embedded DuckDB crossmatch (1 thread): {emb1:.1f} s; DuckDB's own speed-up 2 vs 1 thread: "
+              f"{emb1 / emb:.2f}x", flush=True)
+        result |= {"embedded_xmatch_1_thread_s": round(emb1, 1), "embedded_speedup_2_vs_1": round(emb1 / emb, 2)}
         # (a) from nothing: `stellardb xmatch --engine dask --workers N` starts its local cluster
         detail1, detail2 = {}, {}
         one, n1, peak1 = dask_xmatch(args.release, 1, detail1)
