@@ -156,16 +156,47 @@ def test_a_pattern_is_chosen_for_by_its_own_stars_not_by_richer_ones():
     broad = np.all(eligible[:, :2], axis=1)
     assert _brute_force_score(preds, labels, units, 1, broad) < _brute_force_score(preds, labels, units, 0, broad)
 
-    # too few stars of its own: compared on every star with those inputs
+    assert by[("set0", "set1")]["n_validation"] == n01
+    assert by[("set0", "set1")]["how"] == "compared on the validation stars with exactly these inputs"
+
+    # too few stars of its own (10 of pattern {0, 1}): compared on every star with those inputs
     few = np.zeros(n, bool)
     few[:10] = True
-    assert by[("set0", "set1")]["n_validation"] == n01
-    sub = {p: v[few | rich | ~eligible[:, 1]] for p, v in labels.items()}
     keep = few | rich | ~eligible[:, 1]
     by = {tuple(c["eligible"]): c for c in selection.choose(
-        members, eligible[keep], [{p: v[keep] for p, v in pr.items()} for pr in preds], sub, units)}
+        members, eligible[keep], [{p: v[keep] for p, v in pr.items()} for pr in preds],
+        {p: v[keep] for p, v in labels.items()}, units)}
     assert by[("set0", "set1")]["n_validation"] == 10 + n012
+    assert by[("set0", "set1")]["how"].startswith("compared on the validation stars with all these inputs")
     assert by[("set0", "set1")]["chosen"] == "set1"
+
+
+def test_a_pattern_whose_own_stars_lack_a_label_is_compared_on_the_wider_stars():
+    """Forty stars of pattern {0, 1} with Teff and log g labels only: too few labelled stars of
+    their own, so the pattern is compared on every star with inputs 0 and 1 (where member 1 is
+    better), not left to the members' own scores (which prefer member 0)."""
+    rng = np.random.default_rng(0)
+    n01, n012 = 40, 500
+    n = n01 + n012
+    eligible = np.ones((n, 3), bool)
+    eligible[:n01, 2] = False
+    labels = {p: rng.normal(0, 1, n) for p in PARAMETERS}
+    labels["feh"][:n01] = np.nan
+    units = {"teff": 100.0, "logg": 0.1, "feh": 0.1}
+    preds = [{p: np.where(eligible[:, j], labels[p] + rng.normal(0, s * units[p], n), np.nan) for p in PARAMETERS}
+             for j, s in enumerate([0.5, 0.1, 0.3])]
+    for j in range(3):  # a prediction wherever a member has inputs, label or not
+        for p in PARAMETERS:
+            preds[j][p] = np.where(eligible[:, j], np.nan_to_num(preds[j][p], nan=0.0), np.nan)
+    members = [{"feature_set": f"set{j}", "score": s} for j, s in enumerate([0.2, 0.9, 0.5])]
+    by = {tuple(c["eligible"]): c for c in selection.choose(members, eligible, preds, labels, units)}
+    c = by[("set0", "set1")]
+    assert c["chosen"] == "set1" and c["n_validation"] == n
+    assert c["how"].startswith("compared on the validation stars with all these inputs")
+    # with no star labelled in [Fe/H] at all, the members' own scores decide, and say so
+    labels["feh"][:] = np.nan
+    by = {tuple(c["eligible"]): c for c in selection.choose(members, eligible, preds, labels, units)}
+    assert by[("set0", "set1")]["chosen"] == "set0" and "own scores" in by[("set0", "set1")]["how"]
 
 
 def test_zero_eligible_stars_is_an_error_naming_what_is_missing(family, tmp_path):
