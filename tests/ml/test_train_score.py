@@ -99,6 +99,7 @@ def test_card_records_provenance(trained, models_dir):
     assert len(card["scaling"]["feature_mean"]) == len(FEATURES) + len(seed_colours)
     assert card["split_rule"] == train.SPLIT_RULE
     assert card["seed"] == 1 and card["epochs"] == 120 and card["training"]["quick"] is True
+    assert card["training"]["early_stopping_watches_from_epoch"] == 1  # --quick watches every epoch
     assert len(card["data_fingerprint"]["sha256"]) == 64
     assert {"keras", "numpy", "duckdb"} <= set(card["versions"])
     for p in PARAMETERS:
@@ -841,3 +842,31 @@ def test_score_interrupted_just_after_commit_says_the_predictions_are_stored(sco
     n, newest = _query(path, "select count(*), max(scored_at) from predictions where model = $m", {"m": MODEL})[0]
     assert n == _query(path, "select count(*) from scoring_set")[0][0]
     assert newest == _query(path, "select max(run_at) from model_runs where command = 'score'")[0][0]
+
+
+def test_full_training_watches_early_stopping_from_half_the_epochs(monkeypatch):
+    """Full training hands Keras's EarlyStopping start_from_epoch = half the maximum epochs
+    (--quick: 0), and the card's best epoch is one it watched, so it matches the weights kept."""
+    import keras
+
+    assert train.watch_from_epoch(120, quick=False) == 60
+    assert train.watch_from_epoch(40, quick=True) == 0
+    seen = []
+    real = keras.callbacks.EarlyStopping
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("start_from_epoch", 0))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(keras.callbacks, "EarlyStopping", Spy)
+    rng = np.random.default_rng(3)
+    n = 600
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -0.5, 0.2]) + rng.normal(0, 0.5, n)
+    split = np.array(["train"] * 480 + ["validation"] * 60 + ["test"] * 60)
+    _, info = train.fit_parameter("teff", x, y, split, np.zeros(3), np.ones(3), seed=1, epochs=8, patience=1,
+                                  hidden_units=(8,), watch_from=4)
+    assert seen == [4]
+    assert info["epochs_run"] >= 4 + 1 + 1  # no stop before the first watched epoch + patience
+    assert info["best_epoch"] >= 5  # 1-based: epochs 1-4 were not watched, their weights never kept
