@@ -73,7 +73,7 @@ def mean_mad(pred: dict, labels: dict, rows) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # 1 M stars: at 400k (7-19k labels a set) several sets were short of labels, not of epochs
+    # 1 M stars: at 400k (0.7-19k labels a set) several sets were short of labels, not of epochs
     ap.add_argument("--stars", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--quick", action="store_true", help="train --quick (40 epochs at most)")

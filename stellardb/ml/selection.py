@@ -15,8 +15,9 @@ beside their folders.  ``stellardb score --model NAME`` gives each star one of t
   members' own validation scores.
 
 So on the validation stars of each pattern with enough of them, the chosen prediction is
-at least as good as any other member's those stars could have had: a richer model is
-chosen only where it beat the simpler ones on the stars it will predict.  (Pooled over
+at least as good as any other member's those stars could have had: there a richer model
+is chosen only where it beat the simpler ones on the stars it will predict (the two
+fallbacks give no such guarantee).  (Pooled over
 several patterns a MAD can still come out a little worse, since MADs do not add;
 ``bench/bench_feature_sets.py`` checks the pooled figure.)
 """
@@ -108,8 +109,10 @@ def choose(members: list[dict], eligible: np.ndarray, predictions: list[dict], l
         else:
             best = next(j for j in fallback if pattern[j])
             score, mads = members[best]["score"], {}
-            how = (f"fewer than {MIN_VALIDATION_STARS} labelled validation stars with all these inputs: the members' "
-                   "own scores")
+            labelled = _labelled(labels, rows)
+            how = (f"{labelled} validation stars with all these inputs and every label, fewer than "
+                   f"{MIN_VALIDATION_STARS}: the members' own scores" if labelled < MIN_VALIDATION_STARS else
+                   "no member could be scored on the validation stars with all these inputs: the members' own scores")
         choices.append({
             "eligible": [members[j]["feature_set"] for j in candidates],
             "chosen": members[best]["feature_set"],

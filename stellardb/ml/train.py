@@ -82,7 +82,7 @@ HUBER_DELTA = 1.0  # standardised units (smaller deltas gave larger MADs: docs/d
 PATIENCE_EPOCHS = 25
 # Full training watches the validation loss for early stopping only from this fraction of
 # the maximum epochs: at the high learning rates of the schedule's first half the loss is
-# noisy, and runs stopped there (best epoch 18-41 of 120 on the 1 M-star sky) kept a lucky
+# noisy, and runs stopped there (best epoch 18-59 of 120 on the 1 M-star sky) kept a lucky
 # early epoch and never trained at a small learning rate (docs/decisions.md).
 WATCH_FROM_FRACTION = 0.5
 QUICK_PATIENCE_EPOCHS = 10

@@ -869,4 +869,24 @@ def test_full_training_watches_early_stopping_from_half_the_epochs(monkeypatch):
                                   hidden_units=(8,), watch_from=4)
     assert seen == [4]
     assert info["epochs_run"] >= 4 + 1 + 1  # no stop before the first watched epoch + patience
-    assert info["best_epoch"] >= 5  # 1-based: epochs 1-4 were not watched, their weights never kept
+
+
+def test_train_and_cross_validation_hand_the_watched_epoch_to_every_network(sky_db_path, tmp_path, monkeypatch):
+    """run() and cross_validate() give fit_parameter half the maximum epochs in full training (here
+    4 epochs: from the 3rd), and the card records that first watched epoch."""
+    db = _copy_database(sky_db_path, tmp_path / "watch.duckdb")
+    seen = []
+    real = train.fit_parameter
+
+    def spy(*args, **kwargs):
+        seen.append(args[14] if len(args) > 14 else kwargs.get("watch_from", 0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit_parameter", spy)
+    result = train.run(db, model="watch", epochs=4, seed=1, models_dir=tmp_path / "models", plots=False)
+    assert seen == [2, 2, 2]
+    card = json.loads((tmp_path / "models" / "watch" / "card.json").read_text())
+    assert card["training"]["early_stopping_watches_from_epoch"] == 3 and result.model == "watch"
+    seen.clear()
+    train.cross_validate(db, feature_set="gaia", folds=3, epochs=4, seed=1)
+    assert seen == [2] * 9
