@@ -235,11 +235,10 @@ def scorer_only(work: Path, stars: int, seed: int) -> None:
     if not db.exists() or not card_path.exists():
         raise SystemExit(f"--scorer-only needs an earlier run's {db.name} and models/bench.family.json in {work}; "
                          "run the benchmark without it first.")
-    result = {"stars": stars, "seed": seed, "family_trained_at": json.loads(card_path.read_text()).get("trained_at"),
-              "scorer": scorer_speed(db, models, json.loads(card_path.read_text()))}
+    card = json.loads(card_path.read_text())
+    result = {"stars": stars, "seed": seed, "family_trained_at": card.get("trained_at"),
+              "scorer": scorer_speed(db, models, card)}
     print(f"-> {save('feature_sets_scorer', result)}")
-
-
 
 
 if __name__ == "__main__":

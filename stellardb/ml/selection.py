@@ -17,9 +17,9 @@ beside their folders.  ``stellardb score --model NAME`` gives each star one of t
 So on the validation stars of each pattern with enough of them, the chosen prediction is
 at least as good as any other member's those stars could have had: there a richer model
 is chosen only where it beat the simpler ones on the stars it will predict (the two
-fallbacks give no such guarantee).  (Pooled over
-several patterns a MAD can still come out a little worse, since MADs do not add;
-``bench/bench_feature_sets.py`` checks the pooled figure.)
+fallbacks give no such guarantee).  Pooled over several patterns a MAD can still come out
+a little worse, since MADs do not add; ``bench/bench_feature_sets.py`` checks the pooled
+figure.
 """
 
 from __future__ import annotations
@@ -99,11 +99,14 @@ def choose(members: list[dict], eligible: np.ndarray, predictions: list[dict], l
                   "compared on the validation stars with all these inputs (and perhaps more)"))
         scored = []
         for rows, how in tiers:
-            if _labelled(labels, rows) >= MIN_VALIDATION_STARS:
-                scored = [(score, j, mads) for j in candidates
-                          for score, mads in [score_of(predictions[j], labels, units, rows)] if score is not None]
-                if scored:
-                    break
+            if _labelled(labels, rows) < MIN_VALIDATION_STARS:
+                continue
+            for j in candidates:
+                score, mads = score_of(predictions[j], labels, units, rows)
+                if score is not None:
+                    scored.append((score, j, mads))
+            if scored:
+                break
         if scored:
             score, best, mads = min(scored)
         else:

@@ -959,10 +959,10 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
             if min(int(np.sum(ok & (split == s))) for s in SPLITS) < MIN_SPLIT_STARS:
                 raise UserError(f"Too few stars with a {p} label for {folds}-fold cross-validation of {fs.name} "
                                 f"({int(ok.sum())}); use fewer folds or ingest more labels.")
+            fold_epochs = epochs_for(int(np.sum(ok & train_rows)), max_epochs)
             model, _ = fit_parameter(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale, seed + 10 * k + j,
-                                     epochs_for(int(np.sum(ok & train_rows)), max_epochs), patience, hidden_units,
-                                     None, log_mask, colour_pairs, members[p],
-                                     watch_from_epoch(epochs_for(int(np.sum(ok & train_rows)), max_epochs), quick))
+                                     fold_epochs, patience, hidden_units, None, log_mask, colour_pairs, members[p],
+                                     watch_from_epoch(fold_epochs, quick))
             parts[p] = fold_model(model)
         test = split == "test"
         pred = NumpyScorer(parts).predict(data.x[test])
