@@ -107,7 +107,8 @@ def main() -> None:
     for m in fam.members:
         name = m.card["feature_set"]
         fs = feature_sets.parse(name)
-        row = {"labelled": int(m.card["data_fingerprint"]["rows"])}
+        row = {"labelled": int(m.card["data_fingerprint"]["rows"]),
+               "dropout": m.card["architecture"]["dropout"]}  # each network's rate, chosen on validation
         lgbm = {p: v["mad"] for p, v in lightgbm_fit(datas[name], list(fs.features), seed=1).items()}
         for p in PARAMETERS:
             ml, gsp = m.metrics[p]["mlp"]["mad"], m.metrics[p]["gspphot"]["mad"]

@@ -12,7 +12,8 @@ The pipeline, in order:
    training-split mean and standard deviation (missing values become 0 after
    standardising, plus an is-missing flag) and train each network with a cosine
    learning-rate decay and early stopping on the validation split (watched from
-   half the maximum epochs, except with ``--quick``).  A
+   half the maximum epochs, except with ``--quick``), once per dropout rate of
+   :data:`DROPOUT_CANDIDATES`, keeping the network with the smaller validation MAD.  A
    parameter with several :data:`ENSEMBLE_MEMBERS` trains them together in one
    model whose output is their mean and mixture sigma.  The ranges of the
    training labels and inputs go into ``card.json`` for ``score``'s
@@ -77,6 +78,12 @@ MIN_SPLIT_STARS = 5
 # Hyper-parameters chosen on a simulated 1 M-star sky; the experiments are in docs/decisions.md.
 HIDDEN_UNITS = (64, 64)
 DROPOUT = 0.02
+# Full training trains each network once per dropout rate and keeps the one with the
+# smaller validation MAD.  0.02 suits the large training sets (tens of thousands of stars
+# for a few inputs); 0.1 suited Gaia + 2MASS + AllWISE + PS1 (39 inputs, 18k stars), where
+# 0.02 over-fitted Teff, and made the large sets worse (docs/decisions.md).  --quick trains
+# only the first.
+DROPOUT_CANDIDATES = (DROPOUT, 0.1)
 LEARNING_RATE = 3e-3
 HUBER_DELTA = 1.0  # standardised units (smaller deltas gave larger MADs: docs/decisions.md)
 PATIENCE_EPOCHS = 25
@@ -318,8 +325,40 @@ def watch_from_epoch(max_epochs: int, quick: bool) -> int:
     return 0 if quick else int(max_epochs * WATCH_FROM_FRACTION)
 
 
+def dropouts_for(quick: bool, dropouts=None) -> tuple:
+    """The dropout rates each network is trained with (the first alone with ``--quick``)."""
+    if dropouts is None:
+        dropouts = DROPOUT_CANDIDATES[:1] if quick else DROPOUT_CANDIDATES
+    dropouts = tuple(float(d) for d in dropouts)
+    if not dropouts or not all(0.0 <= d < 1.0 for d in dropouts):
+        raise UserError(f"dropout rates must be at least 0 and below 1, got {dropouts!r}.")
+    return dropouts
+
+
+def fit_choosing_dropout(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
+                         hidden_units=HIDDEN_UNITS, progress=None, log_mask=None, colour_pairs=None, members=1,
+                         watch_from=0, dropouts=(DROPOUT,)):
+    """Train one network per dropout rate (same seed and data); return the one with the smallest
+    validation MAD (ties to the earlier rate) and its info, which lists every trial.
+
+    ``progress(done, total, dropout)`` is called after each epoch of each trial."""
+    best = None
+    trials = []
+    for d in dropouts:
+        step = None if progress is None else (lambda done, total, d=d: progress(done, total, d))
+        model, info = fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
+                                    hidden_units, step, log_mask, colour_pairs, members, watch_from, dropout=d)
+        trials.append({"dropout": d, "validation_mad": info["validation_mad"], "best_epoch": info["best_epoch"],
+                       "epochs_run": info["epochs_run"]})
+        if best is None or info["validation_mad"] < best[1]["validation_mad"]:
+            best = (model, info)
+    model, info = best
+    info["dropout_trials"] = trials
+    return model, info
+
+
 def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience, hidden_units=HIDDEN_UNITS,
-                  progress=None, log_mask=None, colour_pairs=None, members=1, watch_from=0):
+                  progress=None, log_mask=None, colour_pairs=None, members=1, watch_from=0, dropout=DROPOUT):
     """Train the network (or deep ensemble) for one parameter; return (inference model, history dict).
 
     Parameters
@@ -336,6 +375,8 @@ def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epo
         Maximum epochs and early-stopping patience (on the validation Huber loss).
     watch_from : int
         Epochs before early stopping watches the loss (and may keep an epoch's weights).
+    dropout : float
+        Dropout rate after each hidden layer.
     progress : callable(done, total) or None
         Called after each epoch.
     log_mask : sequence of bool or None
@@ -355,7 +396,7 @@ def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epo
     tr, va = split == "train", split == "validation"
     y_mean, y_scale = float(np.mean(y[tr])), float(np.std(y[tr]) or 1.0)
     model = build_mlp(
-        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask,
+        x.shape[1], hidden_units, dropout, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask,
         colour_pairs=colour_pairs, members=members,
     )
     head = training_head(model)
@@ -395,13 +436,17 @@ def fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epo
     factor = calibration_factor(val[:, 0], y[va], val[:, 1])
     # Rebuild with the calibration factor in the config, so the saved file carries it.
     calibrated = build_mlp(
-        x.shape[1], hidden_units, DROPOUT, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask,
+        x.shape[1], hidden_units, dropout, feature_mean, feature_scale, y_mean, y_scale, name=parameter, log_mask=log_mask,
         colour_pairs=colour_pairs, members=members,
     )
     calibrated.get_layer("target_scaling").error_factor = factor
     calibrated.set_weights(model.get_weights())
     val_huber = history.history["val_huber"]
+    val_r = val[:, 0].astype(np.float64) - y[va]
     info = {
+        "dropout": float(dropout),
+        # MAD (median |r - median r|) of prediction minus label on the validation rows
+        "validation_mad": float(np.median(np.abs(val_r - np.median(val_r)))),
         "target_mean": y_mean,
         "target_scale": y_scale,
         "error_factor": factor,
@@ -493,6 +538,7 @@ def run(
     members=None,
     feature_set: str = SEED,
     family: str | None = None,
+    dropouts=None,
 ) -> TrainSummary:
     """Train, evaluate and save the three models; see the module docstring.
 
@@ -527,6 +573,9 @@ def run(
         restricted to the stars with that set's inputs).
     family : str or None
         The family this model belongs to (:func:`run_family`), recorded in its card.
+    dropouts : sequence of float or None
+        Dropout rates tried per network, the smallest validation MAD kept; default
+        :data:`DROPOUT_CANDIDATES` (its first alone with ``quick``).
 
     Returns
     -------
@@ -556,6 +605,7 @@ def run(
     features = list(fs.features)
     max_epochs = min(epochs, QUICK_MAX_EPOCHS) if quick else epochs
     patience = QUICK_PATIENCE_EPOCHS if quick else PATIENCE_EPOCHS
+    dropouts = dropouts_for(quick, dropouts)
 
     t0 = time.perf_counter()
     con = catalog_db.connect(db, read_only=False)
@@ -585,11 +635,12 @@ def run(
         for k, p in enumerate(PARAMETERS):
             ok = np.isfinite(data.labels[p])
             advance = None if progress is None else (
-                lambda done, total, stage=f"training {p} (epochs)": progress(done, total, stage=stage))
-            models[p], infos[p] = fit_parameter(
+                lambda done, total, d, p=p: progress(done, total, stage=(
+                    f"training {p} (epochs)" if len(dropouts) == 1 else f"training {p}, dropout {d:g} (epochs)")))
+            models[p], infos[p] = fit_choosing_dropout(
                 p, data.x[ok], data.labels[p][ok], data.split[ok], feature_mean, feature_scale,
                 seed + k, max_epochs, patience, hidden_units, advance, log_mask, colour_pairs, members[p],
-                watch_from_epoch(max_epochs, quick),
+                watch_from_epoch(max_epochs, quick), dropouts,
             )
         scorer_parts = {p: fold_model(models[p]) for p in PARAMETERS}
         scorer = NumpyScorer(scorer_parts)
@@ -622,7 +673,10 @@ def run(
             },
             "architecture": {
                 "hidden_units": list(hidden_units),
-                "dropout": DROPOUT,
+                # per parameter: the candidate with the smallest validation MAD (training.per_parameter
+                # lists each trial)
+                "dropout": {p: infos[p]["dropout"] for p in PARAMETERS},
+                "dropout_candidates": list(dropouts),
                 "layer": "Dense (no bias) -> BatchNormalization -> ReLU -> Dropout",
                 "head": "Dense(2): prediction and log sigma in standardised units",
                 "members": {p: int(members[p]) for p in PARAMETERS},
@@ -766,7 +820,7 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
         pooled out-of-fold statistics go into the family card (``members[].cv``) and
         ``models/MODEL.SET/plots/cv.png``.
     kwargs
-        Passed to :func:`run` (epochs, seed, quick, plots, hidden_units, members).
+        Passed to :func:`run` (epochs, seed, quick, plots, hidden_units, members, dropouts).
     """
     if cv_folds is not None and (isinstance(cv_folds, bool) or not isinstance(cv_folds, (int, np.integer))
                                  or not 3 <= cv_folds <= 10):
@@ -846,7 +900,7 @@ def run_family(db, model: str = "default", feature_set_names=None, min_labels=No
                            feature_set=n, family=name, **kwargs))
     card = _family_card(db, name, members, skipped, min_labels, root)
     if cv_folds is not None:
-        cv_kwargs = {k: v for k, v in kwargs.items() if k in ("epochs", "seed", "quick", "hidden_units", "members")}
+        cv_kwargs = {k: v for k, v in kwargs.items() if k in ("epochs", "seed", "quick", "hidden_units", "members", "dropouts")}
         for k, (info, m) in enumerate(zip(card["members"], members)):
             if on_member is not None:
                 on_member(f"{info['feature_set']} ({cv_folds}-fold cross-validation)", k, len(members))
@@ -922,12 +976,12 @@ def _family_card(db, name: str, members: list, skipped: dict, min_labels: int, r
 
 
 def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 120, seed: int = 42, quick: bool = False,
-                   hidden_units=HIDDEN_UNITS, members=None, plot=None) -> dict:
+                   hidden_units=HIDDEN_UNITS, members=None, plot=None, dropouts=None) -> dict:
     """K-fold cross-validation of one feature set on every labelled star with its inputs.
 
     Fold k is ``split_bucket(source_id) * folds // 100 == k`` (the split hash, so a star's fold never
     changes); each fold is predicted by networks trained on the others, with fold k + 1 as the
-    early-stopping validation set.  Returns, per parameter, the statistics of the pooled out-of-fold
+    early-stopping validation set (which also chooses each network's dropout, as in :func:`run`).  Returns, per parameter, the statistics of the pooled out-of-fold
     predictions minus reference on every star (``mlp_all``), and ML and GSP-Phot on the stars GSP-Phot
     has (``mlp``, ``gspphot``); writes a predicted-vs-reference PNG to ``plot`` when given.
     Meant for small real label sets, where one 10 % test split holds a few dozen stars.
@@ -946,8 +1000,10 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
     log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
     max_epochs = min(epochs, QUICK_MAX_EPOCHS) if quick else epochs
     patience = QUICK_PATIENCE_EPOCHS if quick else PATIENCE_EPOCHS
+    dropouts = dropouts_for(quick, dropouts)
     n = data.source_id.size
     oof = {p: (np.full(n, np.nan), np.full(n, np.nan)) for p in PARAMETERS}
+    chosen = {p: [] for p in PARAMETERS}  # each fold's dropout, per parameter
     for k in range(folds):
         split = np.where(fold == k, "test", np.where(fold == (k + 1) % folds, "validation", "train"))
         train_rows = split == "train"
@@ -960,16 +1016,18 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
                 raise UserError(f"Too few stars with a {p} label for {folds}-fold cross-validation of {fs.name} "
                                 f"({int(ok.sum())}); use fewer folds or ingest more labels.")
             fold_epochs = epochs_for(int(np.sum(ok & train_rows)), max_epochs)
-            model, _ = fit_parameter(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale, seed + 10 * k + j,
-                                     fold_epochs, patience, hidden_units, None, log_mask, colour_pairs, members[p],
-                                     watch_from_epoch(fold_epochs, quick))
+            model, info = fit_choosing_dropout(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale,
+                                               seed + 10 * k + j, fold_epochs, patience, hidden_units, None, log_mask,
+                                               colour_pairs, members[p], watch_from_epoch(fold_epochs, quick), dropouts)
+            chosen[p].append(info["dropout"])
             parts[p] = fold_model(model)
         test = split == "test"
         pred = NumpyScorer(parts).predict(data.x[test])
         for p in PARAMETERS:
             oof[p][0][test], oof[p][1][test] = pred[p]
     out = {"feature_set": fs.name, "folds": folds, "stars": int(n),
-           "fold_rule": f"split_bucket(source_id) * {folds} // 100", "parameters": {}}
+           "fold_rule": f"split_bucket(source_id) * {folds} // 100", "dropout_candidates": list(dropouts),
+           "dropout_per_fold": chosen, "parameters": {}}
     for p in PARAMETERS:
         ref = data.labels[p]
         value, error = oof[p]

@@ -873,20 +873,68 @@ def test_full_training_watches_early_stopping_from_half_the_epochs(monkeypatch):
 
 def test_train_and_cross_validation_hand_the_watched_epoch_to_every_network(sky_db_path, tmp_path, monkeypatch):
     """run() and cross_validate() give fit_parameter half the maximum epochs in full training (here
-    4 epochs: from the 3rd), and the card records that first watched epoch."""
+    4 epochs: from the 3rd), once per dropout candidate, and the card records that first watched epoch."""
     db = _copy_database(sky_db_path, tmp_path / "watch.duckdb")
     seen = []
     real = train.fit_parameter
 
     def spy(*args, **kwargs):
-        seen.append(args[14] if len(args) > 14 else kwargs.get("watch_from", 0))
+        seen.append((args[14] if len(args) > 14 else kwargs.get("watch_from", 0), kwargs["dropout"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train, "fit_parameter", spy)
     result = train.run(db, model="watch", epochs=4, seed=1, models_dir=tmp_path / "models", plots=False)
-    assert seen == [2, 2, 2]
+    assert seen == [(2, d) for _ in PARAMETERS for d in train.DROPOUT_CANDIDATES]
+    assert len(train.DROPOUT_CANDIDATES) > 1
     card = json.loads((tmp_path / "models" / "watch" / "card.json").read_text())
     assert card["training"]["early_stopping_watches_from_epoch"] == 3 and result.model == "watch"
     seen.clear()
-    train.cross_validate(db, feature_set="gaia", folds=3, epochs=4, seed=1)
-    assert seen == [2] * 9
+    cv = train.cross_validate(db, feature_set="gaia", folds=3, epochs=4, seed=1)
+    assert seen == [(2, d) for _ in range(3) for _ in PARAMETERS for d in train.DROPOUT_CANDIDATES]
+    assert all(len(cv["dropout_per_fold"][p]) == 3 for p in PARAMETERS)
+    seen.clear()
+    train.run(db, model="watch", quick=True, seed=1, models_dir=tmp_path / "models", plots=False)
+    assert seen == [(0, train.DROPOUT_CANDIDATES[0])] * len(PARAMETERS)  # --quick: one rate
+
+
+def test_each_network_keeps_the_dropout_with_the_smaller_validation_mad(sky_db_path, tmp_path, monkeypatch):
+    """Every trial's validation MAD, recomputed here from its own network, decides: the saved
+    network is the trial with the smallest, its dropout layers carry that rate, and the card
+    records every trial."""
+    db = _copy_database(sky_db_path, tmp_path / "drop.duckdb")
+    trials = {p: [] for p in PARAMETERS}
+    real = train.fit_parameter
+
+    def spy(parameter, x, y, split, *args, **kwargs):
+        model, info = real(parameter, x, y, split, *args, **kwargs)
+        va = split == "validation"
+        r = model.predict(x[va], verbose=0)[:, 0].astype(np.float64) - y[va]
+        trials[parameter].append((kwargs["dropout"], float(np.median(np.abs(r - np.median(r)))), model.get_weights()))
+        return model, info
+
+    monkeypatch.setattr(train, "fit_parameter", spy)
+    rates = (0.0, 0.5)  # far apart, so the two trials' networks differ
+    train.run(db, model="drop", epochs=6, seed=3, models_dir=tmp_path / "models", plots=False, dropouts=rates)
+    folder = tmp_path / "models" / "drop"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["architecture"]["dropout_candidates"] == list(rates)
+    import keras
+
+    for p in PARAMETERS:
+        assert [t[0] for t in trials[p]] == list(rates)
+        best = min(trials[p], key=lambda t: t[1])
+        recorded = card["training"]["per_parameter"][p]["dropout_trials"]
+        assert [t["dropout"] for t in recorded] == list(rates)
+        assert [t["validation_mad"] for t in recorded] == pytest.approx([t[1] for t in trials[p]], rel=1e-5)
+        assert card["architecture"]["dropout"][p] == best[0] == card["training"]["per_parameter"][p]["dropout"]
+        saved = keras.saving.load_model(folder / f"{p}.keras", compile=False)
+        rates_in_file = {layer.rate for layer in saved.layers if isinstance(layer, keras.layers.Dropout)}
+        assert rates_in_file == {best[0]}
+        for a, b in zip(saved.get_weights(), best[2]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_train_refuses_bad_dropout_rates(sky_db_path, tmp_path):
+    with pytest.raises(UserError, match="dropout rates must be at least 0 and below 1"):
+        train.run(sky_db_path, model="bad", epochs=2, models_dir=tmp_path / "models", dropouts=(0.02, 1.0))
+    assert not (tmp_path / "models" / "bad").exists()
