@@ -70,9 +70,10 @@ class RowGroupIndex:
         return int(self.rows[overlap].sum())
 
 
-def column_ranges(catalogue_dir: Path, columns) -> dict | None:
+def column_ranges(catalogue_dir: Path, columns, per_group: bool = False) -> dict | None:
     """``{column: (min, max, NULL count)}`` over a catalogue, from the row-group statistics in its
-    ``_metadata`` (no row read); None where the file, a column or a statistic is missing."""
+    ``_metadata`` (no row read); None where the file, a column or a statistic is missing.
+    ``per_group``: min and max are lists, one entry per row group (None for an all-NULL group)."""
     import pyarrow.parquet as pq
 
     path = Path(catalogue_dir) / "dataset" / "_metadata"
@@ -90,9 +91,14 @@ def column_ranges(catalogue_dir: Path, columns) -> dict | None:
             if stats is None or not stats.has_min_max:
                 if stats is not None and stats.null_count == meta.row_group(g).num_rows:
                     nulls += stats.null_count  # an all-NULL group has no min/max
+                    if per_group:
+                        lo.append(None), hi.append(None)
                     continue
                 return None
             lo.append(stats.min), hi.append(stats.max)
             nulls += stats.null_count or 0
+        if per_group:
+            found[column] = (lo, hi, nulls)
+            continue
         found[column] = (min(lo) if lo else None, max(hi) if hi else None, nulls)
     return found

@@ -138,14 +138,14 @@ def _statistics_bounds(gaia: HatsCatalogue, survey: Survey, survey_cat: HatsCata
     """The same bounds as :func:`_motion_bounds`, or looser, from the row-group statistics in the
     catalogues' ``_metadata`` (no row read: a DR3-sized catalogue would take minutes to scan on the
     driver); None where a statistic is missing, or covers values the views leave out."""
-    g = column_ranges(gaia.path, ["pmra", "pmdec", "ref_epoch"])
+    g = column_ranges(gaia.path, ["ref_epoch"])
+    motion = column_ranges(gaia.path, ["pmra", "pmdec"], per_group=True)
     s = column_ranges(survey_cat.path, [survey.epoch_column]) if survey.epoch_column else None
-    if g is None or s is None:
+    if g is None or motion is None or s is None:
         return None
-    pm_lo = [abs(v) for c in ("pmra", "pmdec") for v in g[c][:2] if v is not None]
-    if max(pm_lo, default=0.0) > 100_000.0:
+    pm = _pm_bound(motion)
+    if pm is None:
         return None  # absurd rows the views leave out: only the scan gives the bound
-    pm = float(np.hypot(*(max(abs(g[c][0] or 0.0), abs(g[c][1] or 0.0)) for c in ("pmra", "pmdec")))) / 1000.0
     ref_lo, ref_hi, ref_nulls = g["ref_epoch"]
     refs = [v for v in (ref_lo, ref_hi) if v is not None] + ([2016.0] if ref_nulls else [])
     ep_lo, ep_hi, ep_nulls = s[survey.epoch_column]
@@ -159,6 +159,19 @@ def _statistics_bounds(gaia: HatsCatalogue, survey: Survey, survey_cat: HatsCata
     if not (1900 <= ep_lo <= ep_hi <= 2100) or not (1900 <= min(refs) <= max(refs) <= 2100):
         return None
     return pm, (min(refs), max(refs)), (ep_lo, ep_hi)
+
+
+def _pm_bound(motion: dict) -> float | None:
+    """The largest total proper motion (arcsec/yr) that per-row-group ranges of pmra and pmdec
+    (mas/yr; :func:`column_ranges` with ``per_group``) allow: per group, the largest |pmra| and
+    |pmdec| together.  The fastest movers in pmra and in pmdec seldom share a row group, so this
+    is near the fastest star's motion.  An all-NULL column moves nothing (the views' rule); None
+    beyond 100,000 mas/yr, rows the views leave out."""
+    fastest = {c: np.array([max(abs(lo or 0.0), abs(hi or 0.0)) for lo, hi in zip(*motion[c][:2])], dtype=float)
+               for c in ("pmra", "pmdec")}
+    if max((float(v.max()) for v in fastest.values() if v.size), default=0.0) > 100_000.0:
+        return None
+    return float(np.max(np.hypot(fastest["pmra"], fastest["pmdec"]), initial=0.0)) / 1000.0
 
 
 def _create_source(con, view: str, files, where: str = "") -> None:
@@ -201,6 +214,7 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
     if border_order <= deepest and bounds is not None:  # the statistics' bound may be loose: the views decide
         reach, pm, span_yr = reach_of(_motion_bounds(gaia, survey, survey_cat, budget))
         border_order = sky.order_wider_than(reach)
+        result.reach_arcsec = reach
     if border_order <= deepest:
         raise UserError(f"Partitions of order {deepest} are narrower than the crossmatch's reach ({reach:.1f} arcsec); "
                         "make the catalogues with larger partitions (`stellardb release --max-rows-per-partition`).")
@@ -211,13 +225,7 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
         return sky.order_wider_than(2 * reach) > deepest and (
             len(gaia.partitions) == 1 or (gaia.margin_arcsec is not None and gaia.margin_arcsec >= 2 * reach))
 
-    if not one_pass(reach) and bounds is not None and one_pass(radius_arcsec + 0.001):
-        # the statistics' bound (largest |pmra| and |pmdec| together) may be what stands in the way
-        exact = reach_of(_motion_bounds(gaia, survey, survey_cat, budget))
-        if one_pass(exact[0]):
-            reach, pm, span_yr = exact
-            result.reach_arcsec = reach
-            border_order = sky.order_wider_than(reach)
+    # (no scan of the rows for it: on a DR3-sized catalogue that takes minutes on the driver)
     result.passes = 1 if one_pass(reach) else 2
     gaia_border_order = sky.order_wider_than(2 * reach)
     gaia_rows = RowGroupIndex.of(gaia.path, [p.file for p in gaia.partitions])
@@ -301,15 +309,28 @@ def _plan_one_pass(result: XmatchPlan, gaia: HatsCatalogue, survey_cat: HatsCata
             return sky.merge([(p.lo, p.hi)] + sky.border_ranges(p, border_order))
 
         def rows(p: Pixel) -> int:
-            # the rows inside the pixel: its border strips (twice the reach wide) add a little,
-            # and counting them would keep dense groups over the budget down to the deepest order
-            return gaia_rows.rows_in(p.lo, p.hi) + margin_rows.rows_in(p.lo, p.hi) + survey_rows.rows_in(p.lo, p.hi)
+            # the Gaia rows the task reads (partition and margin, within twice the reach) and the
+            # survey rows inside the pixel; those of its border strip (the reach wide) add a
+            # little, and counting them would keep dense groups over the budget down to the
+            # deepest order
+            if p == g:
+                return gaia_rows.rows_in(g.lo, g.hi) + margin_rows.rows_in_arrays(*margin_span) + \
+                    survey_rows.rows_in(g.lo, g.hi)
+            lo, hi = sky.border_arrays(p, gaia_border_order)
+            lo, hi = np.r_[p.lo, lo], np.r_[p.hi, hi]
+            # the partition's file holds rows inside it, its margin rows outside it
+            inside_lo, inside_hi = np.clip(lo, g.lo, g.hi), np.clip(hi, g.lo, g.hi)
+            keep = inside_lo < inside_hi
+            out_lo, out_hi = lo[(lo < g.lo) | (hi > g.hi)], hi[(lo < g.lo) | (hi > g.hi)]
+            return gaia_rows.rows_in_arrays(inside_lo[keep], inside_hi[keep]) + \
+                margin_rows.rows_in_arrays(out_lo, out_hi) + survey_rows.rows_in(p.lo, p.hi)
 
         def has_survey_rows(p: Pixel) -> bool:
             return any(survey_rows.rows_in(a, b) for a, b in survey_ranges(p))
 
         if not has_survey_rows(g):
             continue  # no survey row within reach: the partition's file is written empty
+        margin_span = sky.border_arrays(g, gaia_border_order)  # where the partition's margin rows lie
         pixels = _split(g, rows, max_rows, gaia_border_order, has_survey_rows)
         if len(pixels) > 1:
             result.split_partitions += 1

@@ -81,9 +81,12 @@ DROPOUT = 0.02
 # Full training trains each network once per dropout rate and keeps the one with the
 # smaller validation MAD.  0.02 suits the large training sets (tens of thousands of stars
 # for a few inputs); 0.1 suited Gaia + 2MASS + AllWISE + PS1 (39 inputs, 18k stars), where
-# 0.02 over-fitted Teff, and made the large sets worse (docs/decisions.md).  --quick trains
-# only the first.
+# 0.02 over-fitted Teff, and made the large sets worse (docs/decisions.md).  --quick, and
+# training sets of DROPOUT_TRIAL_MAX_TRAIN stars or more, train only the first: there the
+# first is what validation chose for every set, and a second trial would double a training
+# that the sample budget already makes long.
 DROPOUT_CANDIDATES = (DROPOUT, 0.1)
+DROPOUT_TRIAL_MAX_TRAIN = 200_000
 LEARNING_RATE = 3e-3
 HUBER_DELTA = 1.0  # standardised units (smaller deltas gave larger MADs: docs/decisions.md)
 PATIENCE_EPOCHS = 25
@@ -325,10 +328,12 @@ def watch_from_epoch(max_epochs: int, quick: bool) -> int:
     return 0 if quick else int(max_epochs * WATCH_FROM_FRACTION)
 
 
-def dropouts_for(quick: bool, dropouts=None) -> tuple:
-    """The dropout rates each network is trained with (the first alone with ``--quick``)."""
+def dropouts_for(quick: bool, dropouts=None, n_train: int = 0) -> tuple:
+    """The dropout rates each network is trained with: ``dropouts`` where given, else
+    :data:`DROPOUT_CANDIDATES` (the first alone with ``--quick`` or ``n_train`` training stars
+    of :data:`DROPOUT_TRIAL_MAX_TRAIN` or more)."""
     if dropouts is None:
-        dropouts = DROPOUT_CANDIDATES[:1] if quick else DROPOUT_CANDIDATES
+        dropouts = DROPOUT_CANDIDATES[:1] if quick or n_train >= DROPOUT_TRIAL_MAX_TRAIN else DROPOUT_CANDIDATES
     dropouts = tuple(float(d) for d in dropouts)
     if not dropouts or not all(0.0 <= d < 1.0 for d in dropouts):
         raise UserError(f"dropout rates must be at least 0 and below 1, got {dropouts!r}.")
@@ -348,11 +353,16 @@ def fit_choosing_dropout(parameter, x, y, split, feature_mean, feature_scale, se
         step = None if progress is None else (lambda done, total, d=d: progress(done, total, d))
         model, info = fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
                                     hidden_units, step, log_mask, colour_pairs, members, watch_from, dropout=d)
-        trials.append({"dropout": d, "validation_mad": info["validation_mad"], "best_epoch": info["best_epoch"],
-                       "epochs_run": info["epochs_run"]})
-        if best is None or info["validation_mad"] < best[1]["validation_mad"]:
-            best = (model, info)
-    model, info = best
+        mad = info["validation_mad"]
+        # a diverged network (NaN MAD) loses to any finite one
+        trials.append({"dropout": d, "validation_mad": mad if np.isfinite(mad) else None,
+                       "best_epoch": info["best_epoch"], "epochs_run": info["epochs_run"]})
+        mad = mad if np.isfinite(mad) else np.inf
+        if best is None or mad < best[2]:
+            best = (model, info, mad)
+    model, info, _ = best
+    if not np.isfinite(info["validation_mad"]):
+        info["validation_mad"] = None  # card.json is JSON: no NaN
     info["dropout_trials"] = trials
     return model, info
 
@@ -575,7 +585,8 @@ def run(
         The family this model belongs to (:func:`run_family`), recorded in its card.
     dropouts : sequence of float or None
         Dropout rates tried per network, the smallest validation MAD kept; default
-        :data:`DROPOUT_CANDIDATES` (its first alone with ``quick``).
+        :func:`dropouts_for` (:data:`DROPOUT_CANDIDATES`, their first alone with ``quick`` or
+        :data:`DROPOUT_TRIAL_MAX_TRAIN` training stars or more).
 
     Returns
     -------
@@ -605,7 +616,7 @@ def run(
     features = list(fs.features)
     max_epochs = min(epochs, QUICK_MAX_EPOCHS) if quick else epochs
     patience = QUICK_PATIENCE_EPOCHS if quick else PATIENCE_EPOCHS
-    dropouts = dropouts_for(quick, dropouts)
+    dropouts_for(quick, dropouts)  # refuse bad rates before any work
 
     t0 = time.perf_counter()
     con = catalog_db.connect(db, read_only=False)
@@ -632,15 +643,16 @@ def run(
 
         models, infos = {}, {}
         max_epochs = epochs_for(int(np.sum(train_rows)), max_epochs)
+        rates = dropouts_for(quick, dropouts, int(np.sum(train_rows)))
         for k, p in enumerate(PARAMETERS):
             ok = np.isfinite(data.labels[p])
             advance = None if progress is None else (
                 lambda done, total, d, p=p: progress(done, total, stage=(
-                    f"training {p} (epochs)" if len(dropouts) == 1 else f"training {p}, dropout {d:g} (epochs)")))
+                    f"training {p} (epochs)" if len(rates) == 1 else f"training {p}, dropout {d:g} (epochs)")))
             models[p], infos[p] = fit_choosing_dropout(
                 p, data.x[ok], data.labels[p][ok], data.split[ok], feature_mean, feature_scale,
                 seed + k, max_epochs, patience, hidden_units, advance, log_mask, colour_pairs, members[p],
-                watch_from_epoch(max_epochs, quick), dropouts,
+                watch_from_epoch(max_epochs, quick), rates,
             )
         scorer_parts = {p: fold_model(models[p]) for p in PARAMETERS}
         scorer = NumpyScorer(scorer_parts)
@@ -676,7 +688,7 @@ def run(
                 # per parameter: the candidate with the smallest validation MAD (training.per_parameter
                 # lists each trial)
                 "dropout": {p: infos[p]["dropout"] for p in PARAMETERS},
-                "dropout_candidates": list(dropouts),
+                "dropout_candidates": list(rates),
                 "layer": "Dense (no bias) -> BatchNormalization -> ReLU -> Dropout",
                 "head": "Dense(2): prediction and log sigma in standardised units",
                 "members": {p: int(members[p]) for p in PARAMETERS},
@@ -1000,7 +1012,7 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
     log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
     max_epochs = min(epochs, QUICK_MAX_EPOCHS) if quick else epochs
     patience = QUICK_PATIENCE_EPOCHS if quick else PATIENCE_EPOCHS
-    dropouts = dropouts_for(quick, dropouts)
+    dropouts_for(quick, dropouts)  # refuse bad rates before any work
     n = data.source_id.size
     oof = {p: (np.full(n, np.nan), np.full(n, np.nan)) for p in PARAMETERS}
     chosen = {p: [] for p in PARAMETERS}  # each fold's dropout, per parameter
@@ -1016,9 +1028,10 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
                 raise UserError(f"Too few stars with a {p} label for {folds}-fold cross-validation of {fs.name} "
                                 f"({int(ok.sum())}); use fewer folds or ingest more labels.")
             fold_epochs = epochs_for(int(np.sum(ok & train_rows)), max_epochs)
+            rates = dropouts_for(quick, dropouts, int(np.sum(ok & train_rows)))
             model, info = fit_choosing_dropout(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale,
                                                seed + 10 * k + j, fold_epochs, patience, hidden_units, None, log_mask,
-                                               colour_pairs, members[p], watch_from_epoch(fold_epochs, quick), dropouts)
+                                               colour_pairs, members[p], watch_from_epoch(fold_epochs, quick), rates)
             chosen[p].append(info["dropout"])
             parts[p] = fold_model(model)
         test = split == "test"
@@ -1026,7 +1039,8 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
         for p in PARAMETERS:
             oof[p][0][test], oof[p][1][test] = pred[p]
     out = {"feature_set": fs.name, "folds": folds, "stars": int(n),
-           "fold_rule": f"split_bucket(source_id) * {folds} // 100", "dropout_candidates": list(dropouts),
+           "fold_rule": f"split_bucket(source_id) * {folds} // 100",
+           "dropout_candidates": list(dropouts_for(quick, dropouts, int(n * (folds - 2) / folds))),
            "dropout_per_fold": chosen, "parameters": {}}
     for p in PARAMETERS:
         ref = data.labels[p]

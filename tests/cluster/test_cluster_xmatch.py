@@ -178,8 +178,9 @@ def test_partitions_cut_to_the_memory_budget_give_the_same_pairs(hard_release, d
     assert_same(cluster_pairs(tmp_path / "out"), cluster_pairs(dask_result[1]))
 
 
-#: at least twice the reach (2 x 19 arcsec): the crossmatch runs in one map
-WIDE_MARGIN_ARCSEC = 40.0
+#: at least twice the reach the row-group statistics bound (2 x 25 arcsec: 1 + 6.7 arcsec/yr x 3.6 yr):
+#: the crossmatch runs in one map
+WIDE_MARGIN_ARCSEC = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def wide_release(hard_release, tmp_path_factory):
 
 def test_a_margin_twice_the_reach_crossmatches_in_one_map_with_the_same_pairs(hard_release, wide_release, dask_result,
                                                                               tmp_path):
-    """With a 40 arcsec margin each nearest task keeps its Gaia sources' nearest and writes the
+    """With a 60 arcsec margin each nearest task keeps its Gaia sources' nearest and writes the
     partition's file (no second map); the 20 arcsec release ran both maps.  Same pairs, and a
     valid HATS catalogue co-partitioned with gaia."""
     import json
@@ -232,6 +233,33 @@ def test_one_map_with_a_killed_worker_and_with_sub_pixels_gives_the_same_pairs(h
     result = run(small, tmp_path / "split_out", memory_per_worker="2GB")
     assert result.passes == 1 and result.nearest_tasks > len(catalogues.release_catalogue(small, "gaia").pixels)
     assert_same(cluster_pairs(tmp_path / "split_out"), want)
+
+
+def test_the_proper_motion_bound_from_row_group_statistics(tmp_path):
+    """Per row group, the largest |pmra| and |pmdec| together: never below the fastest star's total
+    motion, and near it when the fastest in pmra and in pmdec sit in different row groups (the
+    bound of the whole file's largest |pmra| and |pmdec| would be sqrt(2) x 3 arcsec/yr)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stellardb.cluster.stats import column_ranges
+
+    dataset = tmp_path / "cat" / "dataset"
+    (dataset / "Norder=0" / "Dir=0").mkdir(parents=True)
+    table = pa.table({"_healpix_29": pa.array(np.arange(6), pa.int64()),
+                      "pmra": pa.array([3000.0, 10.0, None, -5.0, 1.0, 2.0]),
+                      "pmdec": pa.array([-20.0, 1.0, None, -3000.0, 4.0, None])})
+    collected = []
+    pq.write_table(table, dataset / "Norder=0" / "Dir=0" / "Npix=0.parquet", row_group_size=2,
+                   metadata_collector=collected)
+    collected[0].set_file_path("Norder=0/Dir=0/Npix=0.parquet")
+    pq.write_metadata(table.schema, dataset / "_metadata", metadata_collector=collected)
+    ranges = column_ranges(tmp_path / "cat", ["pmra", "pmdec"], per_group=True)
+    assert ranges["pmra"][:2] == ([10.0, -5.0, 1.0], [3000.0, -5.0, 2.0])
+    assert ranges["pmdec"][:2] == ([-20.0, -3000.0, 4.0], [1.0, -3000.0, 4.0])
+    fastest = np.hypot(table["pmra"].to_numpy(zero_copy_only=False), table["pmdec"].to_numpy(zero_copy_only=False))
+    pm = cluster_xmatch._pm_bound(ranges)
+    assert np.nanmax(fastest) / 1000.0 <= pm < 3.001  # the whole file's: 4.24
 
 
 def test_a_margin_narrower_than_the_reach_is_refused_before_any_work(hard_release, tmp_path):

@@ -938,3 +938,31 @@ def test_train_refuses_bad_dropout_rates(sky_db_path, tmp_path):
     with pytest.raises(UserError, match="dropout rates must be at least 0 and below 1"):
         train.run(sky_db_path, model="bad", epochs=2, models_dir=tmp_path / "models", dropouts=(0.02, 1.0))
     assert not (tmp_path / "models" / "bad").exists()
+
+
+def test_dropout_trials_skip_large_training_sets_and_quick():
+    """Both rates below DROPOUT_TRIAL_MAX_TRAIN training stars; the first alone at or above it and
+    with --quick; rates given explicitly always."""
+    assert train.dropouts_for(False, None, train.DROPOUT_TRIAL_MAX_TRAIN - 1) == train.DROPOUT_CANDIDATES
+    assert train.dropouts_for(False, None, train.DROPOUT_TRIAL_MAX_TRAIN) == train.DROPOUT_CANDIDATES[:1]
+    assert train.dropouts_for(True, None, 10) == train.DROPOUT_CANDIDATES[:1]
+    assert train.dropouts_for(False, (0.0, 0.3), 10**7) == (0.0, 0.3)
+
+
+def test_a_diverged_trial_loses_to_a_finite_one(monkeypatch):
+    """A NaN validation MAD (a diverged network) never wins, and never reaches card.json as NaN."""
+    outcomes = {}
+
+    def fake_fit(parameter, *args, dropout, **kwargs):
+        return f"model@{dropout}", {"validation_mad": outcomes[dropout], "best_epoch": 1, "epochs_run": 2}
+
+    monkeypatch.setattr(train, "fit_parameter", fake_fit)
+    args = ("teff", None, None, None, None, None, 1, 2, 1)
+    outcomes.update({0.02: float("nan"), 0.1: 0.5})
+    model, info = train.fit_choosing_dropout(*args, dropouts=(0.02, 0.1))
+    assert model == "model@0.1" and info["validation_mad"] == 0.5
+    assert [t["validation_mad"] for t in info["dropout_trials"]] == [None, 0.5]
+    outcomes.update({0.02: float("nan"), 0.1: float("nan")})
+    model, info = train.fit_choosing_dropout(*args, dropouts=(0.02, 0.1))
+    assert model == "model@0.02" and info["validation_mad"] is None
+    json.dumps(info, allow_nan=False)
