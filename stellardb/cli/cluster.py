@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -129,10 +128,6 @@ def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, wo
                f"({result.nearest_tasks} nearest tasks; reach {result.reach_arcsec:.2f} arcsec within the "
                f"{result.margin_arcsec if result.margin_arcsec is not None else 0:g} arcsec margin) in "
                f"{result.seconds:.1f} s; peak worker memory {result.peak_task_bytes / 2**20:,.0f} MiB.")
-    if result.passes == 2 and result.partitions > 1:
-        # the second map re-reads, sorts and rewrites every pair (a quarter to a third of the work)
-        click.echo(f"Two passes: a release with a margin of at least {math.ceil(2 * result.reach_arcsec):g} arcsec "
-                   f"(twice the reach; `stellardb release --margin-arcsec`) crossmatches in one.")
     click.echo(f"catalogue: {result.path}")
 
 

@@ -1,20 +1,7 @@
 """``stellardb xmatch --engine dask``: Gaia x a photometric survey, partition by partition.
 
-The rules are the embedded crossmatch's (sql/30_crossmatch/xm_gaia_survey.sql), run in one
-map or two of the same SQL.
-
-**One map**, when the Gaia margin cache is at least twice the reach (radius + the largest
-proper motion x the largest epoch difference) wide: one task per Gaia partition (or
-sub-pixel) reads the survey rows inside it and in its border pixels (order wider than the
-reach), and the Gaia rows of the partition plus margin.  A survey row that can be the
-partner of one of the partition's Gaia sources lies within the reach of the partition, so
-every Gaia source within the reach of that row lies within twice the reach, in the rows
-read: its nearest Gaia source is exact.  Rows farther out may get a wrong nearest, but never
-one inside the partition (none is within their reach), and the task keeps only the pairs
-whose Gaia source lies inside it, each Gaia source keeping its nearest
-(``xm_gaia_keeps_nearest``), and writes them as the partition's file.
-
-**Two maps** otherwise:
+The rules are the embedded crossmatch's (sql/30_crossmatch/xm_gaia_survey.sql), run in two
+maps of the same SQL:
 
 1. **nearest** (``xm_nearest_gaia``), one task per Gaia partition (cut into sub-pixels
    where its rows would not fit the worker's memory budget): the survey rows inside the
@@ -49,7 +36,6 @@ from stellardb.catalog import db
 from stellardb.catalog.schema import sql_dir, sql_files
 from stellardb.catalog.surveys import SURVEYS, Survey
 from stellardb.cluster import engine, sky
-from stellardb.cluster.sky import MAX_SQL_RANGES
 from stellardb.cluster.catalogues import HatsCatalogue
 from stellardb.cluster.stats import RowGroupIndex, column_ranges
 from stellardb.errors import UserError
@@ -76,8 +62,6 @@ class XmatchPlan:
     gaia_partitions: list[Pixel] = field(default_factory=list)
     orphan_tasks: int = 0
     split_partitions: int = 0
-    #: 1: each nearest task also keeps each Gaia source's nearest (margin at least twice the reach)
-    passes: int = 2
 
 
 @dataclass
@@ -94,7 +78,6 @@ class XmatchResult:
     #: seconds spent inside the tasks of each map, summed over tasks (the work, without Dask's overhead)
     task_seconds: dict = field(default_factory=dict)
     plan_seconds: float = 0.0
-    passes: int = 2
 
 
 def _sql(relative: str) -> str:
@@ -165,8 +148,10 @@ def _pm_bound(motion: dict) -> float | None:
     """The largest total proper motion (arcsec/yr) that per-row-group ranges of pmra and pmdec
     (mas/yr; :func:`column_ranges` with ``per_group``) allow: per group, the largest |pmra| and
     |pmdec| together.  The fastest movers in pmra and in pmdec seldom share a row group, so this
-    is near the fastest star's motion.  An all-NULL column moves nothing (the views' rule); None
-    beyond 100,000 mas/yr, rows the views leave out."""
+    is near the fastest star's motion (3.0705 against 3.0695 arcsec/yr on the 10 M-star
+    benchmark sky, where the whole catalogue's largest |pmra| and |pmdec| together gave 3.88).
+    An all-NULL column moves nothing (the views' rule); None beyond 100,000 mas/yr, rows the
+    views leave out."""
     fastest = {c: np.array([max(abs(lo or 0.0), abs(hi or 0.0)) for lo, hi in zip(*motion[c][:2])], dtype=float)
                for c in ("pmra", "pmdec")}
     if max((float(v.max()) for v in fastest.values() if v.size), default=0.0) > 100_000.0:
@@ -218,16 +203,6 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
     if border_order <= deepest:
         raise UserError(f"Partitions of order {deepest} are narrower than the crossmatch's reach ({reach:.1f} arcsec); "
                         "make the catalogues with larger partitions (`stellardb release --max-rows-per-partition`).")
-    # one map when every Gaia source within the reach of a survey row within the reach of a
-    # partition is in the partition or its margin, and border pixels of twice the reach are
-    # finer than every partition (sub-pixels read the Gaia rows within that of them)
-    def one_pass(reach: float) -> bool:
-        return sky.order_wider_than(2 * reach) > deepest and (
-            len(gaia.partitions) == 1 or (gaia.margin_arcsec is not None and gaia.margin_arcsec >= 2 * reach))
-
-    # (no scan of the rows for it: on a DR3-sized catalogue that takes minutes on the driver)
-    result.passes = 1 if one_pass(reach) else 2
-    gaia_border_order = sky.order_wider_than(2 * reach)
     gaia_rows = RowGroupIndex.of(gaia.path, [p.file for p in gaia.partitions])
     margin_rows = RowGroupIndex.of(gaia.margin_path, list(gaia.margin_files.values())) if gaia.margin_files \
         else RowGroupIndex(np.array([], np.int64), np.array([], np.int64), np.array([], np.int64))
@@ -238,10 +213,6 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
               "threads": threads, "spill": str(work / "spill"),
               "gaia_lo": [p.lo for p in gaia.pixels], "gaia_hi": [p.hi for p in gaia.pixels],
               "gaia_label": [f"{p.order}_{p.pixel}" for p in gaia.pixels]}
-    if result.passes == 1:
-        _plan_one_pass(result, gaia, survey_cat, gaia_rows, margin_rows, survey_rows, max_rows, border_order,
-                       gaia_border_order, common)
-        return result
     for part in gaia.partitions:
         g = part.pixel
         survey_files = [survey_cat.file_of(p) for p in sky.overlapping(survey_cat.pixels, [(g.lo, g.hi)])]
@@ -296,59 +267,6 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
     return result
 
 
-def _plan_one_pass(result: XmatchPlan, gaia: HatsCatalogue, survey_cat: HatsCatalogue, gaia_rows, margin_rows,
-                   survey_rows, max_rows: int, border_order: int, gaia_border_order: int, common: dict) -> None:
-    """One task per Gaia partition (sub-pixels where it would not fit the budget) with a survey
-    row within its reach: the survey rows of the (sub-)pixel and its border pixels of order
-    ``border_order`` (wider than the reach), the Gaia rows within twice the reach."""
-    for part in gaia.partitions:
-        g = part.pixel
-        gaia_files = [part.file] + ([gaia.margin_files[g]] if g in gaia.margin_files else [])
-
-        def survey_ranges(p: Pixel) -> list[tuple[int, int]]:
-            return sky.merge([(p.lo, p.hi)] + sky.border_ranges(p, border_order))
-
-        def rows(p: Pixel) -> int:
-            # the Gaia rows the task reads (partition and margin, within twice the reach) and the
-            # survey rows inside the pixel; those of its border strip (the reach wide) add a
-            # little, and counting them would keep dense groups over the budget down to the
-            # deepest order
-            if p == g:
-                return gaia_rows.rows_in(g.lo, g.hi) + margin_rows.rows_in_arrays(*margin_span) + \
-                    survey_rows.rows_in(g.lo, g.hi)
-            lo, hi = sky.border_arrays(p, gaia_border_order)
-            lo, hi = np.r_[p.lo, lo], np.r_[p.hi, hi]
-            # the partition's file holds rows inside it, its margin rows outside it
-            inside_lo, inside_hi = np.clip(lo, g.lo, g.hi), np.clip(hi, g.lo, g.hi)
-            keep = inside_lo < inside_hi
-            out_lo, out_hi = lo[(lo < g.lo) | (hi > g.hi)], hi[(lo < g.lo) | (hi > g.hi)]
-            return gaia_rows.rows_in_arrays(inside_lo[keep], inside_hi[keep]) + \
-                margin_rows.rows_in_arrays(out_lo, out_hi) + survey_rows.rows_in(p.lo, p.hi)
-
-        def has_survey_rows(p: Pixel) -> bool:
-            return any(survey_rows.rows_in(a, b) for a, b in survey_ranges(p))
-
-        if not has_survey_rows(g):
-            continue  # no survey row within reach: the partition's file is written empty
-        margin_span = sky.border_arrays(g, gaia_border_order)  # where the partition's margin rows lie
-        pixels = _split(g, rows, max_rows, gaia_border_order, has_survey_rows)
-        if len(pixels) > 1:
-            result.split_partitions += 1
-        for p in pixels:
-            if not has_survey_rows(p):
-                continue
-            near = survey_ranges(p)
-            key = f"{p.order}_{p.pixel}"
-            result.nearest[key] = common | {
-                "key": key, "gaia_files": gaia_files,
-                # a sub-pixel reads the Gaia rows of the partition and margin within twice the reach of it
-                "gaia_ranges": None if p == g else sky.merge([(p.lo, p.hi)] + sky.border_ranges(p, gaia_border_order)),
-                "survey_files": [survey_cat.file_of(q) for q in sky.overlapping(survey_cat.pixels, near)],
-                "survey_ranges": near, "keep_range": (p.lo, p.hi),
-                # the partition's file itself when the task is the whole partition, else a piece of it
-                "direct": f"{g.order}_{g.pixel}" if p == g else None}
-
-
 def _split(pixel: Pixel, rows, max_rows: int, border_order: int, has_survey_rows) -> list[Pixel]:
     """``pixel``, or its descendants holding survey rows, each with at most ``max_rows`` input rows
     (by row-group statistics), as far as the statistics resolve (a row group is the finest
@@ -384,34 +302,18 @@ def nearest_task(task: dict) -> dict:
         _create_macros(con)
         gaia_where = sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["gaia_ranges"]) if task["gaia_ranges"] else ""
         _create_source(con, "gaia_src", task["gaia_files"], gaia_where)
-        # two maps: exact, as a survey row in two tasks' ranges would be matched twice; one map:
-        # a superset is harmless (only pairs with a Gaia source in keep_range are kept)
-        one_pass = "keep_range" in task
+        # exact: a survey row in two tasks' ranges would be matched twice
         _create_source(con, f"{task['survey']}_src", task["survey_files"],
-                       sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["survey_ranges"], most=MAX_SQL_RANGES if one_pass else None))
+                       sky.ranges_sql(SPATIAL_INDEX_COLUMN, task["survey_ranges"], most=None))
         for relative in NEAREST_SQL:
             con.execute(_sql(relative))
         con.execute(_sql(f"30_crossmatch/{task['survey']}_positions.sql"))
-        pairs = (f"select n.*, g.{SPATIAL_INDEX_COLUMN}, g.ra, g.dec "
-                 f"from xm_nearest_gaia('{task['survey']}_positions', {float(task['radius'])!r}) as n "
-                 f"join gaia_src as g on g.source_id = n.gaia_source_id")
-        if not one_pass:
-            table = con.sql(pairs).to_arrow_table()
-        else:
-            lo, hi = (int(v) for v in task["keep_range"])
-            con.execute(f"create temp view pairs as {pairs} "
-                        f"where g.{SPATIAL_INDEX_COLUMN} >= {lo} and g.{SPATIAL_INDEX_COLUMN} < {hi}")
-            con.execute(_sql("30_crossmatch/xm_gaia_keeps_nearest.sql"))
-            if task.get("out"):
-                table = con.sql(_final_pairs_sql(task["key_column"])).to_arrow_table()
-            else:
-                table = con.sql("select * from xm_gaia_keeps_nearest('pairs')").to_arrow_table()
+        table = con.sql(
+            f"select n.*, g.{SPATIAL_INDEX_COLUMN}, g.ra, g.dec "
+            f"from xm_nearest_gaia('{task['survey']}_positions', {float(task['radius'])!r}) as n "
+            f"join gaia_src as g on g.source_id = n.gaia_source_id").to_arrow_table()
     finally:
         con.close()
-    if one_pass and task.get("out"):
-        rows = write_partition(table, Path(task["out"]), task["metadata"])
-        return {"pairs": {task["direct"]: rows}, "direct": task["direct"], "peak_rss": engine.peak_rss_bytes(),
-                "rss": engine.current_rss_bytes(), "seconds": time.perf_counter() - started}
     # every column nullable, as in a partition with no pairs: _metadata combines equal schemas only
     table = table.cast(pa.schema([f.with_nullable(True) for f in table.schema]))
     where = np.asarray(table.column(SPATIAL_INDEX_COLUMN).to_numpy(zero_copy_only=False), np.int64)
@@ -448,18 +350,14 @@ def keep_nearest_task(task: dict) -> dict:
                         f"null::double as sep_arcsec, null::integer as n_candidates, null::double as dt_yr, "
                         f"null::bigint as {SPATIAL_INDEX_COLUMN}, null::double as ra, null::double as dec where false")
         con.execute(_sql("30_crossmatch/xm_gaia_keeps_nearest.sql"))
-        table = con.sql(_final_pairs_sql(task["key_column"])).to_arrow_table()
+        table = con.sql(
+            f"select {SPATIAL_INDEX_COLUMN}, object_id as {task['key_column']}, gaia_source_id, sep_arcsec, "
+            f"n_candidates, dt_yr, ra, dec from xm_gaia_keeps_nearest('pairs') "
+            f"order by {SPATIAL_INDEX_COLUMN}, gaia_source_id").to_arrow_table()
     finally:
         con.close()
     rows = write_partition(table, Path(task["out"]), task["metadata"])
     return {"rows": int(rows), "peak_rss": engine.peak_rss_bytes(), "seconds": time.perf_counter() - started}
-
-
-def _final_pairs_sql(key_column: str) -> str:
-    """A partition's pairs as the catalogue stores them: each Gaia source's nearest of ``pairs``."""
-    return (f"select {SPATIAL_INDEX_COLUMN}, object_id as {key_column}, gaia_source_id, sep_arcsec, "
-            f"n_candidates, dt_yr, ra, dec from xm_gaia_keeps_nearest('pairs') "
-            f"order by {SPATIAL_INDEX_COLUMN}, gaia_source_id")
 
 
 def write_partition(table, final: Path, metadata: dict) -> int:
@@ -533,18 +431,10 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
                 "key": f"{p.order}_{p.pixel}", "pieces": str(work / "pieces" / f"{p.order}_{p.pixel}"),
                 "out": str(catalogue / "dataset" / p.path()), "metadata": metadata, "key_column": survey.xmatch_key,
                 "limit": budget.duckdb_limit, "threads": threads, "spill": str(work / "spill")} for p in gaia.pixels}
-            # one map: a task that is a whole partition writes the partition's file itself
-            direct = {}
-            for task in the_plan.nearest.values():
-                if task.get("direct"):
-                    label = task["direct"]
-                    task.update(out=keep[label]["out"], metadata=metadata, key_column=survey.xmatch_key)
-                    direct[label] = keep.pop(label)
             with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
                 near = engine.run_tasks(dask_client, nearest_task, the_plan.nearest, "nearest", progress)
                 kept = engine.run_tasks(dask_client, keep_nearest_task, keep, "keep nearest", progress)
-            rows = sum(r["rows"] for r in kept.values()) + sum(r["pairs"][r["direct"]] for r in near.values()
-                                                               if r.get("direct"))
+            rows = sum(r["rows"] for r in kept.values())
             writer.finish_catalogue(catalogue, spec, gaia.pixels, rows, None, header, {})
             writer.finish_collection(partial, name, [])
             (partial / engine.MARKER).unlink()
@@ -553,7 +443,6 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
                 "survey": survey.name, "radius_arcsec": radius, "reach_arcsec": round(the_plan.reach_arcsec, 4),
                 "gaia": str(gaia.path.name), "survey_catalogue": str(survey_cat.path.name),
                 "gaia_margin_arcsec": gaia.margin_arcsec, "nearest_tasks": len(the_plan.nearest),
-                "passes": the_plan.passes, "partitions_written_by_nearest_tasks": len(direct),
                 "orphan_tasks": the_plan.orphan_tasks, "split_partitions": the_plan.split_partitions,
                 "memory_per_worker_bytes": budget.worker_bytes}, indent=2) + "\n")
             os.rename(partial, final)
@@ -566,7 +455,7 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
                         reach_arcsec=the_plan.reach_arcsec, margin_arcsec=gaia.margin_arcsec, peak_task_bytes=peak,
                         task_seconds={"nearest": sum(r["seconds"] for r in near.values()),
                                       "keep_nearest": sum(r["seconds"] for r in kept.values())},
-                        plan_seconds=plan_seconds, passes=the_plan.passes)
+                        plan_seconds=plan_seconds)
 
 
 def _header(spec, survey: Survey) -> tuple[str, dict]:

@@ -9,7 +9,6 @@ of several orders meet among the pairs.
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
@@ -178,63 +177,6 @@ def test_partitions_cut_to_the_memory_budget_give_the_same_pairs(hard_release, d
     assert_same(cluster_pairs(tmp_path / "out"), cluster_pairs(dask_result[1]))
 
 
-#: at least twice the reach the row-group statistics bound (2 x 25 arcsec: 1 + 6.7 arcsec/yr x 3.6 yr):
-#: the crossmatch runs in one map
-WIDE_MARGIN_ARCSEC = 60.0
-
-
-@pytest.fixture(scope="module")
-def wide_release(hard_release, tmp_path_factory):
-    _, db_path, _, _, _ = hard_release
-    return write_release(db_path, "wide", max_rows=MAX_ROWS, margin_arcsec=WIDE_MARGIN_ARCSEC,
-                         out=tmp_path_factory.mktemp("wide")).path
-
-
-def test_a_margin_twice_the_reach_crossmatches_in_one_map_with_the_same_pairs(hard_release, wide_release, dask_result,
-                                                                              tmp_path):
-    """With a 60 arcsec margin each nearest task keeps its Gaia sources' nearest and writes the
-    partition's file (no second map); the 20 arcsec release ran both maps.  Same pairs, and a
-    valid HATS catalogue co-partitioned with gaia."""
-    import json
-
-    from hats.io.validation import is_valid_catalog
-
-    _, db_path, _, _, _ = hard_release
-    result = run(wide_release, tmp_path / "out")
-    assert result.passes == 1 and dask_result[0].passes == 2
-    assert 2 * result.reach_arcsec <= WIDE_MARGIN_ARCSEC and MARGIN_ARCSEC < 2 * dask_result[0].reach_arcsec
-    record = json.loads((tmp_path / "out" / "xmatch" / "cluster_run.json").read_text())
-    assert record["passes"] == 1 and record["partitions_written_by_nearest_tasks"] >= 5
-    assert_same(cluster_pairs(tmp_path / "out"), embedded_pairs(db_path))
-    assert is_valid_catalog(tmp_path / "out" / "xmatch", strict=True)
-    gaia = catalogues.release_catalogue(wide_release, "gaia")
-    written = sorted(q.name for q in (tmp_path / "out" / "xmatch" / "xmatch" / "dataset").glob("Norder=*/Dir=*/*.parquet"))
-    assert written == sorted(Path(q.path()).name for q in gaia.pixels)  # every partition, empty ones too
-
-
-def test_one_map_with_a_killed_worker_and_with_sub_pixels_gives_the_same_pairs(hard_release, wide_release, tmp_path,
-                                                                               monkeypatch):
-    """One map: a worker killed mid-run, and partitions cut into sub-pixels (whose pieces the
-    second map joins), still give the embedded pairs."""
-    from stellardb.release import writer
-
-    _, db_path, _, _, _ = hard_release
-    want = embedded_pairs(db_path)
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("STELLARDB_TEST_KILL_ONCE", str(marker))
-    assert run(wide_release, tmp_path / "killed_out").passes == 1
-    assert marker.exists(), "no worker was killed: the test proves nothing"
-    assert_same(cluster_pairs(tmp_path / "killed_out"), want)
-    monkeypatch.delenv("STELLARDB_TEST_KILL_ONCE")
-    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", 2)
-    small = write_release(db_path, "wide-small", max_rows=MAX_ROWS, margin_arcsec=WIDE_MARGIN_ARCSEC,
-                          out=tmp_path / "rel").path
-    monkeypatch.setattr(cluster_xmatch, "BYTES_PER_ROW", 50_000_000)
-    result = run(small, tmp_path / "split_out", memory_per_worker="2GB")
-    assert result.passes == 1 and result.nearest_tasks > len(catalogues.release_catalogue(small, "gaia").pixels)
-    assert_same(cluster_pairs(tmp_path / "split_out"), want)
-
-
 def test_the_proper_motion_bound_from_row_group_statistics(tmp_path):
     """Per row group, the largest |pmra| and |pmdec| together: never below the fastest star's total
     motion, and near it when the fastest in pmra and in pmdec sit in different row groups (the
@@ -276,7 +218,7 @@ def test_a_margin_narrower_than_the_reach_is_refused_before_any_work(hard_releas
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_command_line(hard_release, dask_result, tmp_path):
+def test_command_line(hard_release, tmp_path):
     root, db_path, release, _, _ = hard_release
     runner = CliRunner()
     out = tmp_path / "cli"
@@ -284,9 +226,6 @@ def test_command_line(hard_release, dask_result, tmp_path):
                                  "--workers", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Gaia-skymapper pairs" in result.output
-    # a 20 arcsec margin against a 19 arcsec reach: two maps, and the margin that would make one said
-    assert f"Two passes: a release with a margin of at least {math.ceil(2 * dask_result[0].reach_arcsec)} arcsec" \
-        in result.output
     assert_same(cluster_pairs(out), embedded_pairs(db_path))
     # the same folder again: refused, the result kept
     again = runner.invoke(cli, ["--db", str(db_path), "xmatch", "--engine", "dask", "--release", str(release),
