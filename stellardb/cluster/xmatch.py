@@ -152,6 +152,9 @@ def _pm_bound(motion: dict) -> float | None:
     benchmark sky, where the whole catalogue's largest |pmra| and |pmdec| together gave 3.88).
     An all-NULL column moves nothing (the views' rule); None beyond 100,000 mas/yr, rows the
     views leave out."""
+    ends = [v for c in ("pmra", "pmdec") for v in motion[c][0] + motion[c][1] if v is not None]
+    if not all(np.isfinite(v) for v in ends):
+        return None  # NaN statistics (writers that break the Parquet rule) bound nothing: the scan decides
     fastest = {c: np.array([max(abs(lo or 0.0), abs(hi or 0.0)) for lo, hi in zip(*motion[c][:2])], dtype=float)
                for c in ("pmra", "pmdec")}
     if max((float(v.max()) for v in fastest.values() if v.size), default=0.0) > 100_000.0:

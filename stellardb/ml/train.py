@@ -1016,6 +1016,7 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
     n = data.source_id.size
     oof = {p: (np.full(n, np.nan), np.full(n, np.nan)) for p in PARAMETERS}
     chosen = {p: [] for p in PARAMETERS}  # each fold's dropout, per parameter
+    used = set()  # every rate a fold tried
     for k in range(folds):
         split = np.where(fold == k, "test", np.where(fold == (k + 1) % folds, "validation", "train"))
         train_rows = split == "train"
@@ -1029,6 +1030,7 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
                                 f"({int(ok.sum())}); use fewer folds or ingest more labels.")
             fold_epochs = epochs_for(int(np.sum(ok & train_rows)), max_epochs)
             rates = dropouts_for(quick, dropouts, int(np.sum(ok & train_rows)))
+            used.update(rates)
             model, info = fit_choosing_dropout(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale,
                                                seed + 10 * k + j, fold_epochs, patience, hidden_units, None, log_mask,
                                                colour_pairs, members[p], watch_from_epoch(fold_epochs, quick), rates)
@@ -1040,7 +1042,7 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
             oof[p][0][test], oof[p][1][test] = pred[p]
     out = {"feature_set": fs.name, "folds": folds, "stars": int(n),
            "fold_rule": f"split_bucket(source_id) * {folds} // 100",
-           "dropout_candidates": list(dropouts_for(quick, dropouts, int(n * (folds - 2) / folds))),
+           "dropout_candidates": sorted(used),
            "dropout_per_fold": chosen, "parameters": {}}
     for p in PARAMETERS:
         ref = data.labels[p]

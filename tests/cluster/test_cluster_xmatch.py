@@ -202,6 +202,11 @@ def test_the_proper_motion_bound_from_row_group_statistics(tmp_path):
     fastest = np.hypot(table["pmra"].to_numpy(zero_copy_only=False), table["pmdec"].to_numpy(zero_copy_only=False))
     pm = cluster_xmatch._pm_bound(ranges)
     assert np.nanmax(fastest) / 1000.0 <= pm < 3.001  # the whole file's: 4.24
+    # a NaN statistic (written by tools that break the Parquet rule) bounds nothing: the scan decides
+    for column, side in (("pmra", 1), ("pmdec", 0)):
+        broken = {c: tuple(list(v) if i < 2 else v for i, v in enumerate(ranges[c])) for c in ranges}
+        broken[column][side][0] = float("nan")
+        assert cluster_xmatch._pm_bound(broken) is None
 
 
 def test_a_margin_narrower_than_the_reach_is_refused_before_any_work(hard_release, tmp_path):

@@ -966,3 +966,35 @@ def test_a_diverged_trial_loses_to_a_finite_one(monkeypatch):
     model, info = train.fit_choosing_dropout(*args, dropouts=(0.02, 0.1))
     assert model == "model@0.02" and info["validation_mad"] is None
     json.dumps(info, allow_nan=False)
+
+
+def test_cross_validation_reports_the_rates_its_folds_tried(sky_db_path, monkeypatch):
+    """Each fold picks its rates from its own training count; the result lists every rate tried
+    (the review found a count estimated for all folds at once, wrong near the threshold)."""
+    tried, counts = [], []
+
+    def fake_fit(parameter, x, y, split, *args, dropout, **kwargs):
+        tried.append(dropout)
+        counts.append(int(np.sum(split == "train")))
+        return None, {"validation_mad": 1.0, "best_epoch": 1, "epochs_run": 1, "dropout": dropout}
+
+    class FakeScorer:
+        def __init__(self, parts):
+            pass
+
+        def predict(self, x):
+            return {p: (np.zeros(len(x)), np.ones(len(x))) for p in PARAMETERS}
+
+    monkeypatch.setattr(train, "fit_parameter", fake_fit)
+    monkeypatch.setattr(train, "fold_model", lambda model: None)
+    monkeypatch.setattr(train, "NumpyScorer", FakeScorer)
+    monkeypatch.setattr(train, "DROPOUT_TRIAL_MAX_TRAIN", 10**9)
+    train.cross_validate(sky_db_path, feature_set="gaia", folds=3, epochs=2, seed=1)
+    # a threshold between the folds' own training counts: some folds try both rates, others one
+    fold_counts = sorted(set(counts))
+    assert len(fold_counts) > 1
+    monkeypatch.setattr(train, "DROPOUT_TRIAL_MAX_TRAIN", fold_counts[len(fold_counts) // 2])
+    tried.clear()
+    cv = train.cross_validate(sky_db_path, feature_set="gaia", folds=3, epochs=2, seed=1)
+    assert cv["dropout_candidates"] == sorted(set(tried)) == sorted(train.DROPOUT_CANDIDATES)
+    assert tried.count(train.DROPOUT_CANDIDATES[1]) < tried.count(train.DROPOUT_CANDIDATES[0])
