@@ -13,7 +13,7 @@ The pipeline, in order:
    standardising, plus an is-missing flag) and train each network with a cosine
    learning-rate decay and early stopping on the validation split (watched from
    half the maximum epochs, except with ``--quick``), once per dropout rate of
-   :data:`DROPOUT_CANDIDATES`, keeping the network with the smaller validation MAD.  A
+   :func:`dropouts_for`, keeping the network with the smaller validation MAD.  A
    parameter with several :data:`ENSEMBLE_MEMBERS` trains them together in one
    model whose output is their mean and mixture sigma.  The ranges of the
    training labels and inputs go into ``card.json`` for ``score``'s
@@ -586,7 +586,7 @@ def run(
     dropouts : sequence of float or None
         Dropout rates tried per network, the smallest validation MAD kept; default
         :func:`dropouts_for` (:data:`DROPOUT_CANDIDATES`, their first alone with ``quick`` or
-        :data:`DROPOUT_TRIAL_MAX_TRAIN` training stars or more).
+        :data:`DROPOUT_TRIAL_MAX_TRAIN` or more of the parameter's labelled training stars).
 
     Returns
     -------
@@ -643,12 +643,15 @@ def run(
 
         models, infos = {}, {}
         max_epochs = epochs_for(int(np.sum(train_rows)), max_epochs)
-        rates = dropouts_for(quick, dropouts, int(np.sum(train_rows)))
+        tried = set()  # every rate a network tried
         for k, p in enumerate(PARAMETERS):
             ok = np.isfinite(data.labels[p])
+            # the rule of cross_validate: this parameter's labelled training stars decide
+            rates = dropouts_for(quick, dropouts, int(np.sum(ok & train_rows)))
+            tried.update(rates)
             advance = None if progress is None else (
-                lambda done, total, d, p=p: progress(done, total, stage=(
-                    f"training {p} (epochs)" if len(rates) == 1 else f"training {p}, dropout {d:g} (epochs)")))
+                lambda done, total, d, p=p, single=len(rates) == 1: progress(done, total, stage=(
+                    f"training {p} (epochs)" if single else f"training {p}, dropout {d:g} (epochs)")))
             models[p], infos[p] = fit_choosing_dropout(
                 p, data.x[ok], data.labels[p][ok], data.split[ok], feature_mean, feature_scale,
                 seed + k, max_epochs, patience, hidden_units, advance, log_mask, colour_pairs, members[p],
@@ -688,7 +691,7 @@ def run(
                 # per parameter: the candidate with the smallest validation MAD (training.per_parameter
                 # lists each trial)
                 "dropout": {p: infos[p]["dropout"] for p in PARAMETERS},
-                "dropout_candidates": list(rates),
+                "dropout_candidates": sorted(tried),
                 "layer": "Dense (no bias) -> BatchNormalization -> ReLU -> Dropout",
                 "head": "Dense(2): prediction and log sigma in standardised units",
                 "members": {p: int(members[p]) for p in PARAMETERS},
@@ -993,9 +996,11 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
 
     Fold k is ``split_bucket(source_id) * folds // 100 == k`` (the split hash, so a star's fold never
     changes); each fold is predicted by networks trained on the others, with fold k + 1 as the
-    early-stopping validation set (which also chooses each network's dropout, as in :func:`run`).  Returns, per parameter, the statistics of the pooled out-of-fold
-    predictions minus reference on every star (``mlp_all``), and ML and GSP-Phot on the stars GSP-Phot
-    has (``mlp``, ``gspphot``); writes a predicted-vs-reference PNG to ``plot`` when given.
+    early-stopping validation set, which also chooses each network's dropout as in :func:`run`.
+    Returns, per parameter, the statistics of the pooled out-of-fold predictions minus reference on
+    every star (``mlp_all``), and ML and GSP-Phot on the stars GSP-Phot has (``mlp``, ``gspphot``),
+    and the rates tried (``dropout_candidates``) and kept (``dropout_per_fold``); writes a
+    predicted-vs-reference PNG to ``plot`` when given.
     Meant for small real label sets, where one 10 % test split holds a few dozen stars.
     """
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 3 <= folds <= 10:
