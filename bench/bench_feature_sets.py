@@ -108,7 +108,8 @@ def main() -> None:
         name = m.card["feature_set"]
         fs = feature_sets.parse(name)
         row = {"labelled": int(m.card["data_fingerprint"]["rows"]),
-               "dropout": m.card["architecture"]["dropout"]}  # each network's rate, chosen on validation
+               "dropout": m.card["architecture"]["dropout"],  # each network's rate, chosen on validation
+               "members": m.card["architecture"]["members"]}  # Teff: 2 where the ensemble trial paid
         lgbm = {p: v["mad"] for p, v in lightgbm_fit(datas[name], list(fs.features), seed=1).items()}
         for p in PARAMETERS:
             ml, gsp = m.metrics[p]["mlp"]["mad"], m.metrics[p]["gspphot"]["mad"]

@@ -464,7 +464,7 @@ def _db_path() -> str:
 @click.option("--seed", default=42, show_default=True, type=int, help="Random seed for weights, dropout and shuffling (the split depends only on source_id).")
 @click.option("--model", "model", default=None, help="Model folder under the models directory ($STELLARDB_MODELS, else models/ beside the database); replaced when training succeeds.  [default: default]")
 @click.option("--name", "name", default=None, hidden=True, help="Old spelling of --model.")
-@click.option("--quick", is_flag=True, help="At most 40 epochs, a shorter patience and one dropout rate (not two): for demos and smoke tests.")
+@click.option("--quick", is_flag=True, help="At most 40 epochs, a shorter patience, one dropout rate (not two) and no Teff ensemble trial: for demos and smoke tests.")
 @click.option("--feature-set", "feature_set_names", multiple=True, metavar="SET",
               help="Train this feature set (gaia, gaia-skymapper, gaia-tmass-allwise, ...; repeatable).  Default: "
                    "every standard set that has enough labelled stars (setting min_labels_per_feature_set).")

@@ -23,10 +23,12 @@ import numpy as np
 from stellardb.cores import usable_cores
 from stellardb.ml.features import PARAMETERS
 
-# Rows per matrix product: small enough that a layer's activations stay in the
-# L2/L3 cache (8192 x 320 float32 = 10 MB for the five networks of the default
-# models), large enough to amortise Python overhead.
-CHUNK_ROWS = 8192
+# Rows per matrix product: small enough that a layer's activations stay in cache
+# (2048 x 384 float32 = 3 MB for six networks), large enough to amortise Python
+# overhead.  Measured on the 2-core AMD EPYC VM, all feature sets of the 1 M-star
+# family: 2048 and 3072 rows 1.28 M stars/s, 4096 1.24, 6144 1.19, 8192 1.10
+# (medians of 5; docs/decisions.md).
+CHUNK_ROWS = 2048
 # Scorer threads at most (one per core by default).
 MAX_THREADS = 8
 

@@ -15,7 +15,9 @@ The pipeline, in order:
    half the maximum epochs, except with ``--quick``), once per dropout rate of
    :func:`dropouts_for`, keeping the network with the smaller validation MAD.  A
    parameter with several :data:`ENSEMBLE_MEMBERS` trains them together in one
-   model whose output is their mean and mixture sigma.  The ranges of the
+   model whose output is their mean and mixture sigma; Teff also tries two
+   (:data:`ENSEMBLE_TRIAL_MEMBERS`), kept only where validation says they pay
+   (:func:`fit_with_trials`).  The ranges of the
    training labels and inputs go into ``card.json`` for ``score``'s
    extrapolation flags.
 4. Calibrate the per-star error on the validation split, then report on the test
@@ -106,6 +108,16 @@ SAMPLE_BUDGET = 24_000_000
 # varied more between seeds than its lead over LightGBM; one elsewhere, since each
 # network costs the scorer a fifth of its speed (docs/decisions.md).
 ENSEMBLE_MEMBERS = {"teff": 1, "logg": 3, "feh": 1}
+# After the dropout choice, full training also tries Teff as a two-network ensemble (at the
+# rate chosen) and keeps it only where it lowers the validation MAD by ENSEMBLE_MIN_GAIN or
+# more: on Gaia + 2MASS + AllWISE + PS1 (50 inputs, 14k training stars) a single Teff
+# network varied between seeds by more than its lead over LightGBM, and two cut the
+# validation MAD by 5 per cent; on sets where a second network buys little it would only
+# cost the scorer (docs/decisions.md).  Same thresholds as the dropout trials: not with
+# --quick, not for DROPOUT_TRIAL_MAX_TRAIN training stars or more, and not for a parameter
+# whose members the caller set.
+ENSEMBLE_TRIAL_MEMBERS = {"teff": 2}
+ENSEMBLE_MIN_GAIN = 0.02
 
 
 def epochs_for(n_train: int, epochs: int) -> int:
@@ -340,17 +352,56 @@ def dropouts_for(quick: bool, dropouts=None, n_train: int = 0) -> tuple:
     return dropouts
 
 
-def fit_choosing_dropout(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
-                         hidden_units=HIDDEN_UNITS, progress=None, log_mask=None, colour_pairs=None, members=1,
-                         watch_from=0, dropouts=(DROPOUT,)):
-    """Train one network per dropout rate (same seed and data); return the one with the smallest
-    validation MAD (ties to the earlier rate) and its info, which lists every trial.
+def ensemble_trial_for(parameter: str, quick: bool, members_given=(), n_train: int = 0):
+    """The ensemble size full training also tries for ``parameter`` (:data:`ENSEMBLE_TRIAL_MEMBERS`),
+    or None: with ``quick``, at :data:`DROPOUT_TRIAL_MAX_TRAIN` training stars or more, or when the
+    caller set this parameter's members (``members_given``)."""
+    if quick or parameter in members_given or n_train >= DROPOUT_TRIAL_MAX_TRAIN:
+        return None
+    return ENSEMBLE_TRIAL_MEMBERS.get(parameter)
 
-    ``progress(done, total, dropout)`` is called after each epoch of each trial."""
+
+def fit_with_trials(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
+                    hidden_units=HIDDEN_UNITS, progress=None, log_mask=None, colour_pairs=None, members=1,
+                    watch_from=0, dropouts=(DROPOUT,), trial_members=None):
+    """Train one network per dropout rate (same seed and data) and keep the one with the smallest
+    validation MAD (ties to the earlier rate); with ``trial_members``, then train that many
+    networks together at the rate kept and keep them instead only if their validation MAD is at
+    least :data:`ENSEMBLE_MIN_GAIN` smaller.  Returns (model, info); info lists every trial
+    (``dropout_trials``, and ``member_trials`` when an ensemble was tried).
+
+    ``progress(done, total, label)`` is called after each epoch of each trial (label:
+    ``"dropout 0.1"``, ``"2 networks, dropout 0.1"``)."""
+    model, info = _fit_choosing_dropout(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
+                                        hidden_units, progress, log_mask, colour_pairs, members, watch_from, dropouts)
+    if trial_members is None or trial_members <= members or info["validation_mad"] is None:
+        return model, info
+    d = info["dropout"]
+    label = f"{trial_members} networks, dropout {d:g}"
+    step = None if progress is None else (lambda done, total: progress(done, total, label))
+    ensemble, ensemble_info = fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
+                                            hidden_units, step, log_mask, colour_pairs, trial_members, watch_from,
+                                            dropout=d)
+    mad = ensemble_info["validation_mad"]
+    trials = [{"members": int(members), "validation_mad": info["validation_mad"]},
+              {"members": int(trial_members), "validation_mad": mad if np.isfinite(mad) else None,
+               "best_epoch": ensemble_info["best_epoch"], "epochs_run": ensemble_info["epochs_run"]}]
+    # NaN compares False: a diverged ensemble is never kept
+    if mad <= (1.0 - ENSEMBLE_MIN_GAIN) * info["validation_mad"]:
+        ensemble_info["dropout_trials"] = info["dropout_trials"]
+        model, info = ensemble, ensemble_info
+    info["member_trials"] = trials
+    return model, info
+
+
+def _fit_choosing_dropout(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
+                          hidden_units=HIDDEN_UNITS, progress=None, log_mask=None, colour_pairs=None, members=1,
+                          watch_from=0, dropouts=(DROPOUT,)):
+    """The dropout trials of :func:`fit_with_trials`."""
     best = None
     trials = []
     for d in dropouts:
-        step = None if progress is None else (lambda done, total, d=d: progress(done, total, d))
+        step = None if progress is None else (lambda done, total, d=d: progress(done, total, f"dropout {d:g}"))
         model, info = fit_parameter(parameter, x, y, split, feature_mean, feature_scale, seed, epochs, patience,
                                     hidden_units, step, log_mask, colour_pairs, members, watch_from, dropout=d)
         mad = info["validation_mad"]
@@ -606,6 +657,7 @@ def run(
     root = models_root(models_dir, db)
     if root.exists() and not root.is_dir():
         raise UserError(f"Models directory {root} is not a directory; set STELLARDB_MODELS to another path.")
+    members_given = tuple(members or ())  # parameters whose ensemble size the caller chose: no ensemble trial
     members = {**ENSEMBLE_MEMBERS, **(members or {})}
     if sorted(members) != sorted(PARAMETERS) or not all(isinstance(k, (int, np.integer)) and k >= 1 for k in members.values()):
         raise UserError(f"members must give a positive whole number for each of {', '.join(PARAMETERS)}, got {members!r}.")
@@ -647,16 +699,19 @@ def run(
         for k, p in enumerate(PARAMETERS):
             ok = np.isfinite(data.labels[p])
             # the rule of cross_validate: this parameter's labelled training stars decide
-            rates = dropouts_for(quick, dropouts, int(np.sum(ok & train_rows)))
+            n_train = int(np.sum(ok & train_rows))
+            rates = dropouts_for(quick, dropouts, n_train)
+            trial_members = ensemble_trial_for(p, quick, members_given, n_train)
             tried.update(rates)
             advance = None if progress is None else (
-                lambda done, total, d, p=p, single=len(rates) == 1: progress(done, total, stage=(
-                    f"training {p} (epochs)" if single else f"training {p}, dropout {d:g} (epochs)")))
-            models[p], infos[p] = fit_choosing_dropout(
+                lambda done, total, label, p=p, single=len(rates) == 1 and trial_members is None: progress(
+                    done, total, stage=f"training {p} (epochs)" if single else f"training {p}, {label} (epochs)"))
+            models[p], infos[p] = fit_with_trials(
                 p, data.x[ok], data.labels[p][ok], data.split[ok], feature_mean, feature_scale,
                 seed + k, max_epochs, patience, hidden_units, advance, log_mask, colour_pairs, members[p],
-                watch_from_epoch(max_epochs, quick), rates,
+                watch_from_epoch(max_epochs, quick), rates, trial_members,
             )
+            members[p] = infos[p]["members"]
         scorer_parts = {p: fold_model(models[p]) for p in PARAMETERS}
         scorer = NumpyScorer(scorer_parts)
         predictions = scorer.predict(data.x)
@@ -694,7 +749,9 @@ def run(
                 "dropout_candidates": sorted(tried),
                 "layer": "Dense (no bias) -> BatchNormalization -> ReLU -> Dropout",
                 "head": "Dense(2): prediction and log sigma in standardised units",
+                # per parameter; where an ensemble was tried, training.per_parameter.*.member_trials
                 "members": {p: int(members[p]) for p in PARAMETERS},
+                "ensemble_min_gain": ENSEMBLE_MIN_GAIN,
                 "ensemble": "a parameter with members > 1 is a deep ensemble inside its one .keras file: that many copies "
                             "of the hidden layers and head (layers member{k}_dense_{i}, ...), from different initial "
                             "weights, trained together on the sum of their losses; value = mean of the members' "
@@ -1012,6 +1069,7 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
         data = load_training_set(con, features, fs.name)
     finally:
         con.close()
+    members_given = tuple(members or ())
     members = {**ENSEMBLE_MEMBERS, **(members or {})}
     fold = split_bucket(data.source_id).astype(np.int64) * folds // 100
     log_mask, colour_pairs = log_mask_for(features), colour_pairs_for(features)
@@ -1021,6 +1079,7 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
     n = data.source_id.size
     oof = {p: (np.full(n, np.nan), np.full(n, np.nan)) for p in PARAMETERS}
     chosen = {p: [] for p in PARAMETERS}  # each fold's dropout, per parameter
+    networks = {p: [] for p in PARAMETERS}  # each fold's ensemble size, per parameter
     used = set()  # every rate a fold tried
     for k in range(folds):
         split = np.where(fold == k, "test", np.where(fold == (k + 1) % folds, "validation", "train"))
@@ -1034,12 +1093,15 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
                 raise UserError(f"Too few stars with a {p} label for {folds}-fold cross-validation of {fs.name} "
                                 f"({int(ok.sum())}); use fewer folds or ingest more labels.")
             fold_epochs = epochs_for(int(np.sum(ok & train_rows)), max_epochs)
-            rates = dropouts_for(quick, dropouts, int(np.sum(ok & train_rows)))
+            n_train = int(np.sum(ok & train_rows))
+            rates = dropouts_for(quick, dropouts, n_train)
             used.update(rates)
-            model, info = fit_choosing_dropout(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale,
-                                               seed + 10 * k + j, fold_epochs, patience, hidden_units, None, log_mask,
-                                               colour_pairs, members[p], watch_from_epoch(fold_epochs, quick), rates)
+            model, info = fit_with_trials(p, data.x[ok], data.labels[p][ok], split[ok], mean, scale,
+                                          seed + 10 * k + j, fold_epochs, patience, hidden_units, None, log_mask,
+                                          colour_pairs, members[p], watch_from_epoch(fold_epochs, quick), rates,
+                                          ensemble_trial_for(p, quick, members_given, n_train))
             chosen[p].append(info["dropout"])
+            networks[p].append(info["members"])
             parts[p] = fold_model(model)
         test = split == "test"
         pred = NumpyScorer(parts).predict(data.x[test])
@@ -1048,7 +1110,7 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
     out = {"feature_set": fs.name, "folds": folds, "stars": int(n),
            "fold_rule": f"split_bucket(source_id) * {folds} // 100",
            "dropout_candidates": sorted(used),
-           "dropout_per_fold": chosen, "parameters": {}}
+           "dropout_per_fold": chosen, "members_per_fold": networks, "parameters": {}}
     for p in PARAMETERS:
         ref = data.labels[p]
         value, error = oof[p]

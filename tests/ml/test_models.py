@@ -22,7 +22,7 @@ from stellardb.ml.mlp import (  # noqa: E402
     value_loss,
 )
 from stellardb.ml.model_store import fold_model  # noqa: E402
-from stellardb.ml.scorer import NumpyScorer  # noqa: E402
+from stellardb.ml.scorer import CHUNK_ROWS, NumpyScorer  # noqa: E402
 from stellardb.ml.train import SPLIT_RULE, assign_split, split_bucket  # noqa: E402
 
 from ..helpers import splitmix64_bucket
@@ -271,12 +271,12 @@ def test_numpy_scorer_blas_single_threaded_on_every_path(monkeypatch):
     with threadpool_limits(limits=2, user_api="blas"):
         NumpyScorer({"teff": fold_model(model)}, threads=1).predict(x)
         NumpyScorer({"teff": fold_model(model)}, threads=2).predict(x)
-    assert len(seen) == 2 * len(range(0, 20_000, 8192)) and set(seen) == {1}
+    assert len(seen) == 2 * len(range(0, 20_000, CHUNK_ROWS)) and set(seen) == {1}
 
 
-@pytest.mark.parametrize("n", [1, 8193])
+@pytest.mark.parametrize("n", [1, CHUNK_ROWS + 1])
 def test_numpy_scorer_chunk_of_one_star(n):
-    """A chunk whose missing flags never vary (one star; 8193 rows leave one in the last chunk) scores,
+    """A chunk whose missing flags never vary (one star; CHUNK_ROWS + 1 rows leave one in the last chunk) scores,
     equal to Keras (it crashed on an empty block of merged flag rows)."""
     model, _ = _trained_model()
     x = _inputs(n + 1, seed=3)[1:]  # row 0 of _inputs has an inf, row 1 is all NaN: start at a normal row

@@ -879,28 +879,41 @@ def test_train_and_cross_validation_hand_the_watched_epoch_to_every_network(sky_
     real = train.fit_parameter
 
     def spy(*args, **kwargs):
-        seen.append((args[14] if len(args) > 14 else kwargs.get("watch_from", 0), kwargs["dropout"]))
+        seen.append((args[14] if len(args) > 14 else kwargs.get("watch_from", 0), kwargs["dropout"], args[13]))
         return real(*args, **kwargs)
+
+    def expected(chosen):
+        """Every dropout candidate at the default ensemble size, then the ensemble trial at the rate kept."""
+        calls = []
+        for p in PARAMETERS:
+            calls += [(2, d, train.ENSEMBLE_MEMBERS[p]) for d in train.DROPOUT_CANDIDATES]
+            if p in train.ENSEMBLE_TRIAL_MEMBERS:
+                calls.append((2, chosen[p], train.ENSEMBLE_TRIAL_MEMBERS[p]))
+        return calls
 
     monkeypatch.setattr(train, "fit_parameter", spy)
     result = train.run(db, model="watch", epochs=4, seed=1, models_dir=tmp_path / "models", plots=False)
-    assert seen == [(2, d) for _ in PARAMETERS for d in train.DROPOUT_CANDIDATES]
-    assert len(train.DROPOUT_CANDIDATES) > 1
     card = json.loads((tmp_path / "models" / "watch" / "card.json").read_text())
+    # the ensemble trial runs at the rate the dropout trials chose (the kept rate is the same)
+    chosen = {p: min(card["training"]["per_parameter"][p]["dropout_trials"], key=lambda t: t["validation_mad"])["dropout"]
+              for p in PARAMETERS}
+    assert seen == expected(chosen)
+    assert len(train.DROPOUT_CANDIDATES) > 1 and train.ENSEMBLE_TRIAL_MEMBERS
     assert card["training"]["early_stopping_watches_from_epoch"] == 3 and result.model == "watch"
     seen.clear()
     cv = train.cross_validate(db, feature_set="gaia", folds=3, epochs=4, seed=1)
-    assert seen == [(2, d) for _ in range(3) for _ in PARAMETERS for d in train.DROPOUT_CANDIDATES]
+    assert seen == [call for k in range(3) for call in expected({p: cv["dropout_per_fold"][p][k] for p in PARAMETERS})]
     assert all(len(cv["dropout_per_fold"][p]) == 3 for p in PARAMETERS)
     seen.clear()
     train.run(db, model="watch", quick=True, seed=1, models_dir=tmp_path / "models", plots=False)
-    assert seen == [(0, train.DROPOUT_CANDIDATES[0])] * len(PARAMETERS)  # --quick: one rate
+    # --quick: one rate, no ensemble trial
+    assert seen == [(0, train.DROPOUT_CANDIDATES[0], train.ENSEMBLE_MEMBERS[p]) for p in PARAMETERS]
 
 
 def test_each_network_keeps_the_dropout_with_the_smaller_validation_mad(sky_db_path, tmp_path, monkeypatch):
     """Every trial's validation MAD, recomputed here from its own network, decides: the saved
-    network is the trial with the smallest, its dropout layers carry that rate, and the card
-    records every trial."""
+    network is the dropout trial with the smallest, or the ensemble trial where its MAD is at least
+    ENSEMBLE_MIN_GAIN smaller; its dropout layers carry that rate, and the card records every trial."""
     db = _copy_database(sky_db_path, tmp_path / "drop.duckdb")
     trials = {p: [] for p in PARAMETERS}
     real = train.fit_parameter
@@ -909,7 +922,8 @@ def test_each_network_keeps_the_dropout_with_the_smaller_validation_mad(sky_db_p
         model, info = real(parameter, x, y, split, *args, **kwargs)
         va = split == "validation"
         r = model.predict(x[va], verbose=0)[:, 0].astype(np.float64) - y[va]
-        trials[parameter].append((kwargs["dropout"], float(np.median(np.abs(r - np.median(r)))), model.get_weights()))
+        trials[parameter].append((kwargs["dropout"], float(np.median(np.abs(r - np.median(r)))), model.get_weights(),
+                                  args[9]))
         return model, info
 
     monkeypatch.setattr(train, "fit_parameter", spy)
@@ -920,18 +934,65 @@ def test_each_network_keeps_the_dropout_with_the_smaller_validation_mad(sky_db_p
     assert card["architecture"]["dropout_candidates"] == list(rates)
     import keras
 
+    assert set(train.ENSEMBLE_TRIAL_MEMBERS) == {"teff"}
     for p in PARAMETERS:
-        assert [t[0] for t in trials[p]] == list(rates)
-        best = min(trials[p], key=lambda t: t[1])
+        single = [t for t in trials[p] if t[3] == train.ENSEMBLE_MEMBERS[p]]
+        assert [t[0] for t in single] == list(rates)
+        best = min(single, key=lambda t: t[1])
         recorded = card["training"]["per_parameter"][p]["dropout_trials"]
         assert [t["dropout"] for t in recorded] == list(rates)
-        assert [t["validation_mad"] for t in recorded] == pytest.approx([t[1] for t in trials[p]], rel=1e-5)
+        assert [t["validation_mad"] for t in recorded] == pytest.approx([t[1] for t in single], rel=1e-5)
+        kept = best
+        if p in train.ENSEMBLE_TRIAL_MEMBERS:
+            (ensemble,) = trials[p][len(single):]
+            assert ensemble[0] == best[0] and ensemble[3] == train.ENSEMBLE_TRIAL_MEMBERS[p]
+            if ensemble[1] <= (1 - train.ENSEMBLE_MIN_GAIN) * best[1]:
+                kept = ensemble
+            member_trials = card["training"]["per_parameter"][p]["member_trials"]
+            assert [t["members"] for t in member_trials] == [train.ENSEMBLE_MEMBERS[p], ensemble[3]]
+            assert [t["validation_mad"] for t in member_trials] == pytest.approx([best[1], ensemble[1]], rel=1e-5)
+        else:
+            assert len(trials[p]) == len(rates) and "member_trials" not in card["training"]["per_parameter"][p]
         assert card["architecture"]["dropout"][p] == best[0] == card["training"]["per_parameter"][p]["dropout"]
+        assert card["architecture"]["members"][p] == kept[3] == card["training"]["per_parameter"][p]["members"]
         saved = keras.saving.load_model(folder / f"{p}.keras", compile=False)
         rates_in_file = {layer.rate for layer in saved.layers if isinstance(layer, keras.layers.Dropout)}
         assert rates_in_file == {best[0]}
-        for a, b in zip(saved.get_weights(), best[2]):
+        for a, b in zip(saved.get_weights(), kept[2], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_an_ensemble_is_kept_only_where_validation_says_it_pays(monkeypatch):
+    """fit_with_trials keeps the ensemble trial when its validation MAD is at most (1 - ENSEMBLE_MIN_GAIN)
+    times the best single network's, never when it diverged; ensemble_trial_for's thresholds."""
+    outcomes = {}
+
+    def fake_fit(parameter, x, y, split, fm, fs, seed, epochs, patience, hidden, step, log_mask, colours, members,
+                 watch_from, dropout):
+        return f"model@{dropout}x{members}", {"validation_mad": outcomes[(dropout, members)], "best_epoch": 1,
+                                              "epochs_run": 2, "dropout": dropout, "members": members}
+
+    monkeypatch.setattr(train, "fit_parameter", fake_fit)
+    args = ("teff", None, None, None, None, None, 1, 2, 1)
+    gain = train.ENSEMBLE_MIN_GAIN
+    for ensemble_mad, kept in ((1.0 - gain, "model@0.1x2"), (1.0 - gain / 2, "model@0.1x1"), (float("nan"), "model@0.1x1")):
+        outcomes.update({(0.02, 1): 1.5, (0.1, 1): 1.0, (0.1, 2): ensemble_mad})
+        model, info = train.fit_with_trials(*args, dropouts=(0.02, 0.1), trial_members=2)
+        assert model == kept and info["dropout"] == 0.1
+        assert [t["members"] for t in info["member_trials"]] == [1, 2]
+        assert [t["validation_mad"] for t in info["dropout_trials"]] == [1.5, 1.0]  # kept with either network
+        json.dumps(info, allow_nan=False)
+    # no trial without trial_members, or when the single networks all diverged
+    model, info = train.fit_with_trials(*args, dropouts=(0.1,))
+    assert model == "model@0.1x1" and "member_trials" not in info
+    outcomes.update({(0.1, 1): float("nan")})
+    model, info = train.fit_with_trials(*args, dropouts=(0.1,), trial_members=2)
+    assert model == "model@0.1x1" and "member_trials" not in info
+    assert train.ensemble_trial_for("teff", False, (), 10) == train.ENSEMBLE_TRIAL_MEMBERS["teff"]
+    assert train.ensemble_trial_for("teff", True, (), 10) is None  # --quick
+    assert train.ensemble_trial_for("teff", False, ("teff",), 10) is None  # the caller chose
+    assert train.ensemble_trial_for("teff", False, (), train.DROPOUT_TRIAL_MAX_TRAIN) is None
+    assert train.ensemble_trial_for("feh", False, (), 10) is None
 
 
 def test_train_refuses_bad_dropout_rates(sky_db_path, tmp_path):
@@ -959,11 +1020,11 @@ def test_a_diverged_trial_loses_to_a_finite_one(monkeypatch):
     monkeypatch.setattr(train, "fit_parameter", fake_fit)
     args = ("teff", None, None, None, None, None, 1, 2, 1)
     outcomes.update({0.02: float("nan"), 0.1: 0.5})
-    model, info = train.fit_choosing_dropout(*args, dropouts=(0.02, 0.1))
+    model, info = train.fit_with_trials(*args, dropouts=(0.02, 0.1))
     assert model == "model@0.1" and info["validation_mad"] == 0.5
     assert [t["validation_mad"] for t in info["dropout_trials"]] == [None, 0.5]
     outcomes.update({0.02: float("nan"), 0.1: float("nan")})
-    model, info = train.fit_choosing_dropout(*args, dropouts=(0.02, 0.1))
+    model, info = train.fit_with_trials(*args, dropouts=(0.02, 0.1))
     assert model == "model@0.02" and info["validation_mad"] is None
     json.dumps(info, allow_nan=False)
 
@@ -976,7 +1037,8 @@ def test_cross_validation_reports_the_rates_its_folds_tried(sky_db_path, monkeyp
     def fake_fit(parameter, x, y, split, *args, dropout, **kwargs):
         tried.append(dropout)
         counts.append(int(np.sum(split == "train")))
-        return None, {"validation_mad": 1.0, "best_epoch": 1, "epochs_run": 1, "dropout": dropout}
+        return None, {"validation_mad": 1.0, "best_epoch": 1, "epochs_run": 1, "dropout": dropout,
+                      "members": kwargs.get("members", args[9] if len(args) > 9 else 1)}
 
     class FakeScorer:
         def __init__(self, parts):
