@@ -483,7 +483,8 @@ def train(epochs, seed, model, name, quick, feature_set_names, min_labels, cv_fo
     A feature set is Gaia's G, BP, RP, GSP-Phot and the Bailer-Jones distance, plus
     zero or more surveys' bands (the seed's gaia-skymapper keeps its 27 inputs).
     Each set with enough labelled stars gets one MLP per parameter (log g: a small
-    deep ensemble), named MODEL.SET: stars are split 80/10/10 (train/validation/
+    deep ensemble; Teff: two networks where they beat one on the validation split
+    by 2 per cent), named MODEL.SET: stars are split 80/10/10 (train/validation/
     test) by a hash of source_id (table training_split); each writes models/MODEL.SET/
     beside the database ({teff,logg,feh}.keras; scorer.npz, the networks as arrays
     that `score` reads without Keras; card.json with features, scaling, split rule,
