@@ -106,7 +106,7 @@ SAMPLE_BUDGET = 24_000_000
 # networks trained together from different initial weights; their mean is the
 # prediction and their mixture sigma the error.  Three for log g, whose single network
 # varied more between seeds than its lead over LightGBM; one elsewhere, since each
-# network costs the scorer a fifth of its speed (docs/decisions.md).
+# network costs the scorer about a sixth of its speed (docs/decisions.md).
 ENSEMBLE_MEMBERS = {"teff": 1, "logg": 3, "feh": 1}
 # After the dropout choice, full training also tries Teff as a two-network ensemble (at the
 # rate chosen) and keeps it only where it lowers the validation MAD by ENSEMBLE_MIN_GAIN or
@@ -627,7 +627,9 @@ def run(
     hidden_units : sequence of int
         Hidden layer widths.
     members : dict or None
-        Networks per parameter (deep-ensemble members); default :data:`ENSEMBLE_MEMBERS`.
+        Networks per parameter (deep-ensemble members); default :data:`ENSEMBLE_MEMBERS`,
+        with Teff's ensemble trial (:func:`ensemble_trial_for`); a parameter named here
+        gets exactly that many networks and no trial.
     feature_set : str
         The inputs (:mod:`stellardb.ml.feature_sets`): the seed's ``gaia-skymapper`` (view
         ``training_set``), or e.g. ``gaia``, ``gaia-tmass-allwise`` (view ``labelled_features``
@@ -1053,10 +1055,12 @@ def cross_validate(db, feature_set: str = "gaia", folds: int = 5, epochs: int = 
 
     Fold k is ``split_bucket(source_id) * folds // 100 == k`` (the split hash, so a star's fold never
     changes); each fold is predicted by networks trained on the others, with fold k + 1 as the
-    early-stopping validation set, which also chooses each network's dropout as in :func:`run`.
+    early-stopping validation set, which also chooses each network's dropout, and Teff's
+    ensemble size, as in :func:`run`.
     Returns, per parameter, the statistics of the pooled out-of-fold predictions minus reference on
     every star (``mlp_all``), and ML and GSP-Phot on the stars GSP-Phot has (``mlp``, ``gspphot``),
-    and the rates tried (``dropout_candidates``) and kept (``dropout_per_fold``); writes a
+    the rates tried (``dropout_candidates``) and kept (``dropout_per_fold``), and the networks kept
+    (``members_per_fold``); writes a
     predicted-vs-reference PNG to ``plot`` when given.
     Meant for small real label sets, where one 10 % test split holds a few dozen stars.
     """

@@ -982,6 +982,11 @@ def test_an_ensemble_is_kept_only_where_validation_says_it_pays(monkeypatch):
         assert [t["members"] for t in info["member_trials"]] == [1, 2]
         assert [t["validation_mad"] for t in info["dropout_trials"]] == [1.5, 1.0]  # kept with either network
         json.dumps(info, allow_nan=False)
+    # the ensemble trains at the rate kept, here the first
+    outcomes.update({(0.02, 1): 1.0, (0.1, 1): 1.5, (0.02, 2): 0.5})
+    model, info = train.fit_with_trials(*args, dropouts=(0.02, 0.1), trial_members=2)
+    assert model == "model@0.02x2" and info["dropout"] == 0.02
+    outcomes.update({(0.02, 1): 1.5, (0.1, 1): 1.0})
     # no trial without trial_members, or when the single networks all diverged
     model, info = train.fit_with_trials(*args, dropouts=(0.1,))
     assert model == "model@0.1x1" and "member_trials" not in info
@@ -993,6 +998,64 @@ def test_an_ensemble_is_kept_only_where_validation_says_it_pays(monkeypatch):
     assert train.ensemble_trial_for("teff", False, ("teff",), 10) is None  # the caller chose
     assert train.ensemble_trial_for("teff", False, (), train.DROPOUT_TRIAL_MAX_TRAIN) is None
     assert train.ensemble_trial_for("feh", False, (), 10) is None
+
+
+def test_a_kept_teff_ensemble_is_what_the_card_the_keras_file_and_the_scorer_hold(sky_db_path, tmp_path, monkeypatch):
+    """Where the ensemble trial wins (forced here: any finite MAD passes), the card says two Teff
+    networks in both places, teff.keras holds two members and scorer.npz two folded networks whose
+    predictions equal Keras's (the review found the kept branch untested on the fixture)."""
+    db = _copy_database(sky_db_path, tmp_path / "kept.duckdb")
+    monkeypatch.setattr(train, "ENSEMBLE_MIN_GAIN", -10.0)
+    train.run(db, model="kept", epochs=4, seed=3, models_dir=tmp_path / "models", plots=False, dropouts=(0.02,))
+    folder = tmp_path / "models" / "kept"
+    card, models = model_store.load_model_folder("kept", tmp_path / "models")
+    two = train.ENSEMBLE_TRIAL_MEMBERS["teff"]
+    assert card["architecture"]["members"]["teff"] == two == card["training"]["per_parameter"]["teff"]["members"]
+    assert card["architecture"]["members"]["logg"] == train.ENSEMBLE_MEMBERS["logg"]
+    assert [t["members"] for t in card["training"]["per_parameter"]["teff"]["member_trials"]] == [1, two]
+    assert ensemble_members(models["teff"]) == two
+    folded = model_store.load_folded(folder / "scorer.npz")
+    assert len(folded["teff"].members) == two
+    con = connect(db)
+    try:
+        x = con.sql("select " + ", ".join(card["features"]) + " from training_set limit 500").fetchnumpy()
+    finally:
+        con.close()
+    x = np.stack([np.asarray(x[c], dtype=np.float32) for c in card["features"]], axis=1)
+    got = scorer.NumpyScorer({"teff": folded["teff"]}).predict(x)["teff"]
+    want = models["teff"].predict(x, verbose=0)
+    np.testing.assert_allclose(got[0], want[:, 0], rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(got[1], want[:, 1], rtol=1e-4, atol=1e-2)
+
+
+def test_cross_validation_tries_teff_ensembles_unless_the_caller_chose(sky_db_path, monkeypatch):
+    """cross_validate keeps two Teff networks in each fold where they win on validation, lists them in
+    members_per_fold, and trains exactly the members a caller gives, with no trial."""
+    calls = []
+
+    def fake_fit(parameter, x, y, split, fm, fs, seed, epochs, patience, hidden, step, log_mask, colours, members,
+                 watch_from, dropout):
+        calls.append((parameter, members))
+        return None, {"validation_mad": 1.0 / members, "best_epoch": 1, "epochs_run": 1, "dropout": dropout,
+                      "members": members}
+
+    class FakeScorer:
+        def __init__(self, parts):
+            pass
+
+        def predict(self, x):
+            return {p: (np.zeros(len(x)), np.ones(len(x))) for p in PARAMETERS}
+
+    monkeypatch.setattr(train, "fit_parameter", fake_fit)
+    monkeypatch.setattr(train, "fold_model", lambda model: None)
+    monkeypatch.setattr(train, "NumpyScorer", FakeScorer)
+    cv = train.cross_validate(sky_db_path, feature_set="gaia", folds=3, epochs=2, seed=1)
+    assert cv["members_per_fold"] == {p: [train.ENSEMBLE_TRIAL_MEMBERS.get(p, train.ENSEMBLE_MEMBERS[p])] * 3
+                                      for p in PARAMETERS}
+    assert ("teff", 2) in calls
+    calls.clear()
+    cv = train.cross_validate(sky_db_path, feature_set="gaia", folds=3, epochs=2, seed=1, members={"teff": 1})
+    assert cv["members_per_fold"]["teff"] == [1, 1, 1] and ("teff", 2) not in calls
 
 
 def test_train_refuses_bad_dropout_rates(sky_db_path, tmp_path):
