@@ -190,31 +190,47 @@ def sweep_leftovers(folder) -> None:
 
 def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, retries: int = RETRIES,
               shared: tuple = ()) -> dict:
-    """Run ``function(task, *shared)`` (``shared``: e.g. a scattered model) for every ``key -> task`` on the cluster (one Dask task each,
-    ``retries`` retries); ``progress(done, total, stage)`` as each finishes.  Returns
-    ``key -> result``.  A task that raised a UserError stops the run with that error."""
+    """Run ``function(task, *shared)`` for every ``key -> task`` on the cluster (one Dask task
+    each, ``retries`` retries); ``progress(done, total, stage)`` as each finishes.  Returns
+    ``key -> result``.  A task that raised a UserError stops the run with that error.
+
+    ``shared`` (e.g. the model) is sent to every worker once (``Client.scatter``, broadcast).
+    Dask's retries cannot bring it back if every worker holding it dies: Dask forgets it and
+    cancels the tasks that need it.  Then it is sent again and those tasks resubmitted, at most
+    ``retries`` times."""
     from distributed import as_completed
 
-    futures = {dask_client.submit(function, task, *shared, key=f"stellardb-{stage}-{key}-{os.getpid()}", pure=False,
-                                  retries=retries): key for key, task in tasks.items()}
-    results, done = {}, 0
-    try:
-        for future in as_completed(futures):
-            key = futures[future]
-            if future.status == "error":
-                exc = future.exception()
-                if isinstance(exc, UserError):
-                    raise UserError(str(exc)) from None
-                raise UserError(f"{stage}: partition {key} failed after {retries} retries "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).") from None
-            results[key] = future.result()
-            done += 1
-            if progress is not None:
-                progress(done, len(tasks), stage)
-    finally:
-        for future in futures:
-            future.cancel()
-    return results
+    results, done, pending = {}, 0, dict(tasks)
+    for attempt in range(retries + 1):
+        shipped = dask_client.scatter(list(shared), broadcast=True) if shared else []
+        futures = {dask_client.submit(function, task, *shipped, key=f"stellardb-{stage}-{key}-{os.getpid()}-{attempt}",
+                                      pure=False, retries=retries): key for key, task in pending.items()}
+        lost = []
+        try:
+            for future in as_completed(futures):
+                key = futures[future]
+                if future.status == "cancelled":
+                    lost.append(key)  # what it needed was forgotten with the workers that held it
+                    continue
+                if future.status == "error":
+                    exc = future.exception()
+                    if isinstance(exc, UserError):
+                        raise UserError(str(exc)) from None
+                    raise UserError(f"{stage}: partition {key} failed after {retries} retries "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).") from None
+                results[key] = future.result()
+                done += 1
+                if progress is not None:
+                    progress(done, len(tasks), stage)
+        finally:
+            for future in futures:
+                future.cancel()
+        if not lost:
+            return results
+        pending = {key: tasks[key] for key in lost}
+    raise UserError(f"{stage}: {len(pending)} partitions could not run: every worker holding the data sent to all "
+                    f"workers died, {retries + 1} times; give the workers more memory (--memory-per-worker) or "
+                    "check the cluster's machines.")
 
 
 def task_connection(budget_limit: str, threads: int, spill: str):

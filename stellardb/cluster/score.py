@@ -215,8 +215,8 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
         engine.scratch_folder(partial), engine.scratch_folder(work)
         try:
             with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
-                shipped = dask_client.scatter([payload], broadcast=True)[0]  # once per worker, not per task
-                done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(shipped,))
+                # the model goes to each worker once, not with every task
+                done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(payload,))
             by_set: dict = {}
             for r in done.values():
                 for k, v in r["by_feature_set"].items():

@@ -381,12 +381,31 @@ def write_partition(table, final: Path, metadata: dict) -> int:
 
 
 def _maybe_die(key: str) -> None:
-    """Tests only: ``STELLARDB_TEST_KILL_ONCE=FILE`` kills this worker process (as the kernel's
-    OOM killer or a lost machine would) the first time any task starts, leaving FILE behind
-    so the retry runs."""
+    """Tests only: ``STELLARDB_TEST_KILL_ONCE=FILE`` kills one worker process (as the kernel's
+    OOM killer or a lost machine would) when the first task starts, leaving FILE behind so the
+    retry runs.  ``STELLARDB_TEST_KILLS=N`` with it kills N: the first N task starts each take
+    one of FILE.0 ... FILE.N-1, wait (at most 20 s) until all N are taken, then die together,
+    so N workers die at once.
+
+    The files are created with O_EXCL: two workers starting their first tasks together once
+    both saw no file and both died (CI, a busy machine), taking the scattered model with them."""
     marker = os.environ.get("STELLARDB_TEST_KILL_ONCE")
-    if marker and not os.path.exists(marker):
-        Path(marker).write_text(key)
+    if not marker:
+        return
+    kills = int(os.environ.get("STELLARDB_TEST_KILLS", "0"))
+    slots = [marker] if kills < 1 else [f"{marker}.{k}" for k in range(kills)]
+    for slot in slots:
+        try:
+            fd = os.open(slot, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            continue
+        os.write(fd, key.encode())
+        os.close(fd)
+        deadline = time.monotonic() + 20
+        while not all(os.path.exists(s) for s in slots) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if kills >= 1:
+            time.sleep(0.5)  # the others see every slot taken too
         os._exit(9)
 
 

@@ -103,6 +103,22 @@ def test_a_worker_killed_mid_run_still_scores_every_star_once(scored, tmp_path):
     assert_same_predictions(cluster(tmp_path / "out"), embedded(path))
 
 
+def test_every_worker_killed_at_once_still_scores_every_star_once(scored, tmp_path):
+    """Both workers die together, taking the scattered model with them: Dask forgets it and cancels
+    the tasks that need it (CI saw a FutureCancelledError when a race killed both); the model is
+    sent again, the tasks resubmitted, and every star is scored once."""
+    root, path, models, release = scored
+    marker = tmp_path / "killed"
+    result = CliRunner().invoke(cli, ["--db", str(path), "score", "--engine", "dask", "--release", str(release),
+                                      "--model", "fam", "--workers", "2", "--out", str(tmp_path / "out")],
+                                env={"STELLARDB_MODELS": str(models), "STELLARDB_TEST_KILL_ONCE": str(marker),
+                                     "STELLARDB_TEST_KILLS": "2"})
+    assert result.exit_code == 0, result.output
+    killed = sorted(p.read_text() for p in tmp_path.glob("killed.*"))
+    assert len(killed) == 2, "two workers were not killed: the test proves nothing"
+    assert_same_predictions(cluster(tmp_path / "out"), embedded(path))
+
+
 def test_score_with_the_cluster_crossmatch_and_bad_input(scored, tmp_path):
     """The Dask crossmatch's output feeds the Dask scorer (same predictions); an unknown model is
     a one-line error that writes nothing."""
