@@ -198,11 +198,17 @@ def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, ret
     Dask's retries cannot bring it back if every worker holding it dies: Dask forgets it and
     cancels the tasks that need it.  Then it is sent again and those tasks resubmitted, at most
     ``retries`` times."""
+    from concurrent.futures import CancelledError  # Dask's FutureCancelledError is one
+
     from distributed import as_completed
 
     results, done, pending = {}, 0, dict(tasks)
     for attempt in range(retries + 1):
-        shipped = dask_client.scatter(list(shared), broadcast=True) if shared else []
+        try:
+            shipped = dask_client.scatter(list(shared), broadcast=True) if shared else []
+        except (TimeoutError, OSError) as exc:
+            raise UserError(f"{stage}: no Dask worker took the data every task needs ({type(exc).__name__}); "
+                            "check that the cluster has running workers.") from None
         futures = {dask_client.submit(function, task, *shipped, key=f"stellardb-{stage}-{key}-{os.getpid()}-{attempt}",
                                       pure=False, retries=retries): key for key, task in pending.items()}
         lost = []
@@ -218,7 +224,11 @@ def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, ret
                         raise UserError(str(exc)) from None
                     raise UserError(f"{stage}: partition {key} failed after {retries} retries "
                                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}).") from None
-                results[key] = future.result()
+                try:
+                    results[key] = future.result()
+                except CancelledError:  # finished, then forgotten with the workers that held it
+                    lost.append(key)
+                    continue
                 done += 1
                 if progress is not None:
                     progress(done, len(tasks), stage)
@@ -228,9 +238,10 @@ def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, ret
         if not lost:
             return results
         pending = {key: tasks[key] for key in lost}
-    raise UserError(f"{stage}: {len(pending)} partitions could not run: every worker holding the data sent to all "
-                    f"workers died, {retries + 1} times; give the workers more memory (--memory-per-worker) or "
-                    "check the cluster's machines.")
+    why = ("every worker holding the data sent to all workers died" if shared else
+           "the scheduler cancelled them (restarted, or lost this client)")
+    raise UserError(f"{stage}: {len(pending)} partitions could not run: {why}, {retries + 1} times; give the "
+                    "workers more memory (--memory-per-worker) or check the cluster's machines.")
 
 
 def task_connection(budget_limit: str, threads: int, spill: str):

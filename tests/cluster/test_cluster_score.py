@@ -103,12 +103,22 @@ def test_a_worker_killed_mid_run_still_scores_every_star_once(scored, tmp_path):
     assert_same_predictions(cluster(tmp_path / "out"), embedded(path))
 
 
-def test_every_worker_killed_at_once_still_scores_every_star_once(scored, tmp_path):
+def test_every_worker_killed_at_once_still_scores_every_star_once(scored, tmp_path, monkeypatch):
     """Both workers die together, taking the scattered model with them: Dask forgets it and cancels
     the tasks that need it (CI saw a FutureCancelledError when a race killed both); the model is
     sent again, the tasks resubmitted, and every star is scored once."""
+    import distributed
+
     root, path, models, release = scored
     marker = tmp_path / "killed"
+    sent = []
+    scatter = distributed.Client.scatter
+
+    def counting_scatter(self, *args, **kwargs):
+        sent.append(1)
+        return scatter(self, *args, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "scatter", counting_scatter)
     result = CliRunner().invoke(cli, ["--db", str(path), "score", "--engine", "dask", "--release", str(release),
                                       "--model", "fam", "--workers", "2", "--out", str(tmp_path / "out")],
                                 env={"STELLARDB_MODELS": str(models), "STELLARDB_TEST_KILL_ONCE": str(marker),
@@ -116,6 +126,7 @@ def test_every_worker_killed_at_once_still_scores_every_star_once(scored, tmp_pa
     assert result.exit_code == 0, result.output
     killed = sorted(p.read_text() for p in tmp_path.glob("killed.*"))
     assert len(killed) == 2, "two workers were not killed: the test proves nothing"
+    assert len(sent) == 2, "the model was not lost and sent again: the test proves nothing"
     assert_same_predictions(cluster(tmp_path / "out"), embedded(path))
 
 
