@@ -1,6 +1,6 @@
 """Predictions for every star (issue 15): a model per feature set on a simulated whole sky, the best per star.
 
-    python bench/bench_feature_sets.py                       # 1 M stars, all sky, full training (~35 min)
+    python bench/bench_feature_sets.py                       # 1 M stars, all sky, full training (1-2 h on 2 cores)
     python bench/bench_feature_sets.py --stars 100000 --quick  # a dry run
 
 On one simulated all-sky run (every survey, the same stars), with the family trained by
