@@ -1039,16 +1039,7 @@ def test_cross_validation_tries_teff_ensembles_unless_the_caller_chose(sky_db_pa
         return None, {"validation_mad": 1.0 / members, "best_epoch": 1, "epochs_run": 1, "dropout": dropout,
                       "members": members}
 
-    class FakeScorer:
-        def __init__(self, parts):
-            pass
-
-        def predict(self, x):
-            return {p: (np.zeros(len(x)), np.ones(len(x))) for p in PARAMETERS}
-
-    monkeypatch.setattr(train, "fit_parameter", fake_fit)
-    monkeypatch.setattr(train, "fold_model", lambda model: None)
-    monkeypatch.setattr(train, "NumpyScorer", FakeScorer)
+    _fake_training(monkeypatch, fake_fit)
     cv = train.cross_validate(sky_db_path, feature_set="gaia", folds=3, epochs=2, seed=1)
     assert cv["members_per_fold"] == {p: [train.ENSEMBLE_TRIAL_MEMBERS.get(p, train.ENSEMBLE_MEMBERS[p])] * 3
                                       for p in PARAMETERS}
@@ -1092,6 +1083,22 @@ def test_a_diverged_trial_loses_to_a_finite_one(monkeypatch):
     json.dumps(info, allow_nan=False)
 
 
+class _FakeScorer:
+    """Predicts zeros: cross_validate's bookkeeping without networks."""
+
+    def __init__(self, parts):
+        pass
+
+    def predict(self, x):
+        return {p: (np.zeros(len(x)), np.ones(len(x))) for p in PARAMETERS}
+
+
+def _fake_training(monkeypatch, fake_fit):
+    monkeypatch.setattr(train, "fit_parameter", fake_fit)
+    monkeypatch.setattr(train, "fold_model", lambda model: None)
+    monkeypatch.setattr(train, "NumpyScorer", _FakeScorer)
+
+
 def test_cross_validation_reports_the_rates_its_folds_tried(sky_db_path, monkeypatch):
     """Each fold picks its rates from its own training count; the result lists every rate tried
     (the review found a count estimated for all folds at once, wrong near the threshold)."""
@@ -1103,16 +1110,7 @@ def test_cross_validation_reports_the_rates_its_folds_tried(sky_db_path, monkeyp
         return None, {"validation_mad": 1.0, "best_epoch": 1, "epochs_run": 1, "dropout": dropout,
                       "members": kwargs.get("members", args[9] if len(args) > 9 else 1)}
 
-    class FakeScorer:
-        def __init__(self, parts):
-            pass
-
-        def predict(self, x):
-            return {p: (np.zeros(len(x)), np.ones(len(x))) for p in PARAMETERS}
-
-    monkeypatch.setattr(train, "fit_parameter", fake_fit)
-    monkeypatch.setattr(train, "fold_model", lambda model: None)
-    monkeypatch.setattr(train, "NumpyScorer", FakeScorer)
+    _fake_training(monkeypatch, fake_fit)
     monkeypatch.setattr(train, "DROPOUT_TRIAL_MAX_TRAIN", 10**9)
     train.cross_validate(sky_db_path, feature_set="gaia", folds=3, epochs=2, seed=1)
     # a threshold between the folds' own training counts: some folds try both rates, others one
