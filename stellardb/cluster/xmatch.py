@@ -384,7 +384,7 @@ def _maybe_die(key: str) -> None:
     """Tests only: ``STELLARDB_TEST_KILL_ONCE=FILE`` kills one worker process (as the kernel's
     OOM killer or a lost machine would) when the first task starts, leaving FILE behind so the
     retry runs.  ``STELLARDB_TEST_KILLS=N`` with it kills N: the first N task starts each take
-    one of FILE.0 ... FILE.N-1, wait (at most 20 s) until all N are taken, then die together,
+    one of FILE.0 ... FILE.N-1, wait (at most 60 s: a busy CI machine) until all N are taken, then die together,
     so N workers die at once.
 
     The files are created with O_EXCL: two workers starting their first tasks together once
@@ -401,7 +401,7 @@ def _maybe_die(key: str) -> None:
             continue
         os.write(fd, key.encode())
         os.close(fd)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not all(os.path.exists(s) for s in slots) and time.monotonic() < deadline:
             time.sleep(0.05)
         if kills >= 1:
