@@ -71,6 +71,23 @@ class NumpyScorer:
     threads : int or None
         Worker threads, each scoring its own chunks of rows; default one per CPU
         core (at most :data:`MAX_THREADS`).
+
+    Notes
+    -----
+    Every product writes into a buffer allocated once per thread and call, and
+    every element-wise pass runs on whole contiguous arrays, for three reasons
+    measured on the 2-core AMD EPYC VM (docs/decisions.md, "Scoring"):
+
+    * a fresh multi-megabyte result per product is fresh pages for the kernel to
+      map, and in a VM those faults cost as much as the product;
+    * NumPy's ``maximum`` against the scalar 0 ran at 0.44 ns per element, against a
+      same-shaped array of zeros at 0.12, and an added bias row broadcast over the
+      rows at twice the cost of a contiguous array of the bias;
+    * a product written into a strided view (one network's columns of a wider
+      array) made OpenBLAS zero that output in a separate pass, 10 % of the time.
+
+    The first layer's bias is a row of its weights against a column of ones in the
+    input buffer, so it costs no pass at all.
     """
 
     def __init__(self, folded: dict, threads: int | None = None):
@@ -89,19 +106,24 @@ class NumpyScorer:
         self.n_features = self.n_inputs - len(self.colour_pairs)
         # One product for the first layers of every network (ensemble members
         # included): the input matrix is read once.
-        nets = [net for m in models for net in m.members]
-        self.first_weight = np.ascontiguousarray(np.concatenate([f.first_weight for f in nets], axis=1))
-        self.first_bias = np.concatenate([f.first_bias for f in nets])
-        edges = np.cumsum([0] + [f.first_bias.size for f in nets])
-        slices = iter([slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])])
-        # per parameter: its FoldedMLP and [(columns of the first-layer output, member), ...]
-        self.plan = [(p, m, [(next(slices), net) for net in m.members]) for p, m in zip(self.parameters, models)]
+        self.nets = [net for m in models for net in m.members]
+        self.first_weight = np.ascontiguousarray(np.concatenate([f.first_weight for f in self.nets], axis=1))
+        self.first_bias = np.concatenate([f.first_bias for f in self.nets])
+        edges = np.cumsum([0] + [f.first_bias.size for f in self.nets])
+        # each network's columns of the first-layer output
+        self.net_columns = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        # per parameter: its FoldedMLP and the indices of its networks in self.nets
+        first = np.cumsum([0] + [len(m.members) for m in models])
+        self.plan = [(p, m, range(int(a), int(b))) for p, m, a, b in zip(self.parameters, models, first[:-1], first[1:])]
         masks = {(tuple(f.log_mask), tuple(map(tuple, f.colour_pairs))) for f in models}
         if len(masks) != 1:
             raise ValueError("all networks of a NumpyScorer must transform their inputs the same way")
         self.log_columns = np.flatnonzero(models[0].log_mask or [False] * self.n_features)
         self.log_sigma_range = (LOG_SIGMA_MIN, LOG_SIGMA_MAX)
+        # widest activation of any network after its first layer (a buffer's size)
+        self._widest_hidden = max([w.shape[1] for net in self.nets for w, _ in net.hidden] + [1])
         self._first_layers = {}  # missing-flag pattern of a chunk -> its first-layer weights (see _first_layer)
+        self._bias_tiles = {}  # rows -> per network, per hidden layer, its bias repeated on every row
 
     def predict(self, x: np.ndarray) -> dict:
         """Predictions for raw inputs ``x`` (n, n_features); NaN or inf means missing.
@@ -118,14 +140,17 @@ class NumpyScorer:
         out = {p: (np.empty(n, np.float32), np.empty(n, np.float32)) for p in self.parameters}
         starts = list(range(0, n, CHUNK_ROWS))
         workers = min(self.threads, len(starts))
+        # built before the threads start, which then only read them
+        tiles = {rows: self._tiles(rows) for rows in {min(n - lo, CHUNK_ROWS) for lo in starts[:1] + starts[-1:]}}
 
         def work(k):
-            # Column-major: the per-column log10, colours and masks below touch
-            # contiguous memory, and BLAS takes either layout at the same speed.
-            buf = np.empty((min(n, CHUNK_ROWS), 2 * self.n_inputs), np.float32, order="F")
+            spaces = {}  # rows -> this thread's buffers (a full chunk, and the last one)
             for lo in starts[k::workers]:
                 hi = min(n, lo + CHUNK_ROWS)
-                self._predict_chunk(x[lo:hi], buf[: hi - lo], out, lo, hi)
+                space = spaces.get(hi - lo)
+                if space is None:
+                    space = spaces[hi - lo] = self._workspace(hi - lo)
+                self._predict_chunk(x[lo:hi], space, tiles[hi - lo], out, lo, hi)
 
         # BLAS is single-threaded on every path, one thread or many: a multi-threaded
         # OpenBLAS may split a product differently and change the last bit of a few
@@ -133,8 +158,8 @@ class NumpyScorer:
         # prediction must not depend on the thread count.  Chunks are the same rows
         # whatever the thread count, so each thread computes exactly what one thread
         # would.  With one chunk per thread at a time, NumPy releases the GIL in its
-        # loops, so the element-wise work (a third of the time) runs on every core
-        # too, and BLAS threads do not fight the workers for the cores.
+        # loops, so the element-wise work runs on every core too, and BLAS threads do
+        # not fight the workers for the cores.
         with self._blas_limit():
             if workers <= 1:
                 work(0)
@@ -158,26 +183,52 @@ class NumpyScorer:
                 self._blas = False
         return self._blas.limit(limits=1, user_api="blas") if self._blas else contextlib.nullcontext()
 
-    def _first_layer(self, finite):
-        """First-layer weights for a chunk whose is-finite matrix is ``finite``: (weight, bias, flag columns).
+    def _tiles(self, rows: int) -> list:
+        """Each network's hidden-layer biases repeated on ``rows`` rows (contiguous; a full chunk's are kept)."""
+        tiles = self._bias_tiles.get(rows)
+        if tiles is None:
+            tiles = [[np.ascontiguousarray(np.broadcast_to(b, (rows, b.size))) for _, b in net.hidden] for net in self.nets]
+            if rows == CHUNK_ROWS:
+                self._bias_tiles[rows] = tiles
+        return tiles
 
-        Inputs go missing together (a SkyMapper band takes its absolute magnitudes,
-        error and colours with it; GSP-Phot its six columns), so within a chunk
-        many flag columns are identical, and some are 1 everywhere.  Identical
-        columns f share one column with the sum of their weight rows
-        (``f Wi + f Wj = f (Wi + Wj)``) and a column of ones moves into the bias:
-        the same result with about a third fewer first-layer products.  The
-        merged weights are cached per pattern.
+    def _workspace(self, rows: int) -> dict:
+        """One thread's buffers for chunks of ``rows`` rows."""
+        ni = self.n_inputs
+        # inputs: [network inputs (ni) | ones (the first layer's bias) | varying missing flags (<= ni)],
+        # column-major: the per-column log10, colours and masks touch contiguous memory
+        inputs = np.empty((rows, 2 * ni + 1), np.float32, order="F")
+        inputs[:, ni] = 1.0
+        widest = max(self.first_bias.size, self._widest_hidden)
+        return {
+            "inputs": inputs,
+            "first": np.empty((rows, self.first_bias.size), np.float32),
+            # per network two flat buffers its hidden layers alternate between
+            "hidden": [(np.empty(rows * self._widest_hidden, np.float32), np.empty(rows * self._widest_hidden, np.float32))
+                       for _ in self.nets],
+            "heads": np.empty((len(self.nets), rows, 2), np.float32),
+            "zeros": np.zeros(rows * widest, np.float32),
+        }
+
+    def _first_layer(self, finite):
+        """First-layer weights for a chunk whose is-finite matrix is ``finite``: (weight, flag columns).
+
+        ``weight`` has a row per network input, then the bias row (the input buffer's
+        column of ones), then a row per varying flag column.  Inputs go missing
+        together (a SkyMapper band takes its absolute magnitudes, error and colours
+        with it; GSP-Phot its six columns), so within a chunk many flag columns are
+        identical, and some are 1 everywhere.  Identical columns f share one column
+        with the sum of their weight rows (``f Wi + f Wj = f (Wi + Wj)``) and a column
+        of ones moves into the bias: the same result with about a third fewer
+        first-layer products.  The merged weights are cached per pattern.
         """
         ni = self.n_inputs
+        everywhere, anywhere = finite.all(axis=0), finite.any(axis=0)
         groups = {}
         for j in range(ni):
             groups.setdefault(finite[:, j].tobytes(), []).append(j)
-        key = []
-        for cols in groups.values():
-            column = finite[:, cols[0]]
-            key.append((tuple(cols), 1 if column.all() else 0 if not column.any() else 2))
-        key = tuple(key)
+        key = tuple((tuple(cols), 1 if everywhere[cols[0]] else 0 if not anywhere[cols[0]] else 2)
+                    for cols in groups.values())
         cached = self._first_layers.get(key)
         if cached is None:
             flag_weight = self.first_weight[ni:].astype(np.float64)
@@ -192,14 +243,17 @@ class NumpyScorer:
                     flag_columns.append(cols[0])
             # (no varying flag column at all, e.g. a chunk of one star: an empty block of rows)
             rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), flag_weight.shape[1])
-            weight = np.concatenate([self.first_weight[:ni], rows.astype(np.float32)], axis=0)
-            cached = (np.ascontiguousarray(weight), bias.astype(np.float32), np.asarray(flag_columns, dtype=np.intp))
+            weight = np.concatenate([self.first_weight[:ni], bias[None, :].astype(np.float32),
+                                     rows.astype(np.float32)], axis=0)
+            cached = (np.ascontiguousarray(weight), np.asarray(flag_columns, dtype=np.intp))
             if len(self._first_layers) < 256:
                 self._first_layers[key] = cached
         return cached
 
-    def _predict_chunk(self, x, inp, out, lo, hi):
+    def _predict_chunk(self, x, space, tiles, out, lo, hi):
         nf, ni = self.n_features, self.n_inputs
+        rows = hi - lo
+        inp = space["inputs"]
         xin = inp[:, :ni]
         xin[:, :nf] = x
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -216,34 +270,36 @@ class NumpyScorer:
                     col += xin[:, i]
         finite = np.isfinite(xin)
         np.copyto(xin, 0.0, where=~finite)
-        weight, bias, flag_columns = self._first_layer(finite)
-        width = ni + len(flag_columns)
-        inp[:, ni:width] = finite[:, flag_columns]
-        h = inp[:, :width] @ weight
-        h += bias
-        np.maximum(h, 0.0, out=h)
+        weight, flag_columns = self._first_layer(finite)
+        width = ni + 1 + len(flag_columns)
+        inp[:, ni + 1:width] = finite[:, flag_columns]
+        zeros = space["zeros"]
+        first = np.matmul(inp[:, :width], weight, out=space["first"])
+        np.maximum(first, zeros[:first.size].reshape(first.shape), out=first)
+        heads = space["heads"]
+        for k, (net, cols) in enumerate(zip(self.nets, self.net_columns)):
+            a = first[:, cols]
+            for (w, _), bias, buf in zip(net.hidden, tiles[k], space["hidden"][k] * len(net.hidden)):
+                # a network's own buffer, contiguous (see the class notes); layers alternate the two
+                h = np.matmul(a, w, out=buf[:rows * w.shape[1]].reshape(rows, w.shape[1]))
+                h += bias
+                np.maximum(h, zeros[:h.size].reshape(h.shape), out=h)
+                a = h
+            np.matmul(a, net.head_weight, out=heads[k])
+            heads[k] += net.head_bias
+        mus = heads[:, :, 0]
+        log_sigmas = np.clip(heads[:, :, 1], *self.log_sigma_range)
         for p, model, members in self.plan:
-            heads = []
-            for cols, net in members:
-                a = h[:, cols]
-                for w, b in net.hidden:
-                    a = a @ w
-                    a += b
-                    np.maximum(a, 0.0, out=a)
-                head = a @ net.head_weight
-                head += net.head_bias
-                heads.append(head)
             value, error = out[p]
-            if len(heads) == 1:
-                mu, log_sigma = heads[0][:, 0], np.clip(heads[0][:, 1], *self.log_sigma_range)
-                np.exp(log_sigma, out=error[lo:hi])
+            if len(members) == 1:
+                mu = mus[members[0]]
+                np.exp(log_sigmas[members[0]], out=error[lo:hi])
             else:
                 # the mixture of the members' Gaussians (stellardb.ml.mlp.TargetScaling)
-                mus = np.stack([hd[:, 0] for hd in heads], axis=1)
-                log_sigmas = np.clip(np.stack([hd[:, 1] for hd in heads], axis=1), *self.log_sigma_range)
-                mu = mus.mean(axis=1)
-                variance = np.exp(2.0 * log_sigmas).mean(axis=1)
-                variance += np.square(mus - mu[:, None]).mean(axis=1)
+                m = mus[members.start:members.stop]
+                mu = m.mean(axis=0)
+                variance = np.exp(2.0 * log_sigmas[members.start:members.stop]).mean(axis=0)
+                variance += np.square(m - mu).mean(axis=0)
                 np.sqrt(variance, out=error[lo:hi])
             np.multiply(mu, model.target_scale, out=value[lo:hi])
             value[lo:hi] += model.target_mean

@@ -241,8 +241,9 @@ def test_numpy_scorer_merges_flag_columns_exactly():
     scorer = NumpyScorer({"logg": fold_model(model)})
     chunk = x[:4096].copy()
     prepared = prepare_inputs(chunk, log_mask_for(FEATURES), colour_pairs_for(FEATURES))
-    weight, bias, flag_columns = scorer._first_layer(np.isfinite(prepared))
-    assert len(flag_columns) < scorer.n_inputs / 2 and weight.shape[0] == scorer.n_inputs + len(flag_columns)
+    weight, flag_columns = scorer._first_layer(np.isfinite(prepared))
+    # network inputs, the bias row, then the varying flag columns
+    assert len(flag_columns) < scorer.n_inputs / 2 and weight.shape[0] == scorer.n_inputs + 1 + len(flag_columns)
     got = scorer.predict(x)
     want = model.predict(x, batch_size=4096, verbose=0)
     np.testing.assert_allclose(got["logg"][0], want[:, 0], rtol=1e-5, atol=1e-4 * 60.0)
