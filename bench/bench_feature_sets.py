@@ -242,8 +242,8 @@ def scorer_speed(db: Path, models: Path, card: dict) -> dict:
 def products_only_seconds(scorer: NumpyScorer, n: int) -> float:
     """Seconds for the matrix products ``scorer`` does on ``n`` rows, alone: its own weights (the
     first layer with the bias row, no flag rows: they vary by chunk), random inputs, the same
-    chunks of rows (``n`` rounded up to whole chunks) on the same threads with BLAS on one thread
-    each, into buffers allocated once, with no element-wise work."""
+    chunks of rows on the same threads with BLAS on one thread each, into buffers allocated once,
+    with no element-wise work."""
     from concurrent.futures import ThreadPoolExecutor
 
     from stellardb.ml import scorer as scorer_module
@@ -258,13 +258,14 @@ def products_only_seconds(scorer: NumpyScorer, n: int) -> float:
         h = np.empty((rows, first.shape[1]), np.float32)
         buffers = [[np.empty((rows, w.shape[1]), np.float32) for w, _ in net.hidden] for net in scorer.nets]
         heads = np.empty((len(scorer.nets), rows, 2), np.float32)
-        for _ in chunks[k::threads]:
-            np.matmul(x, first, out=h)
+        for lo in chunks[k::threads]:
+            r = min(rows, n - lo)  # (the last chunk is partial, as the scorer's)
+            np.matmul(x[:r], first, out=h[:r])
             for j, (net, cols) in enumerate(zip(scorer.nets, scorer.net_columns)):
-                a = h[:, cols]
+                a = h[:r, cols]
                 for (w, _), out in zip(net.hidden, buffers[j]):
-                    a = np.matmul(a, w, out=out)
-                np.matmul(a, net.head_weight, out=heads[j])
+                    a = np.matmul(a, w, out=out[:r])
+                np.matmul(a, net.head_weight, out=heads[j, :r])
 
     t0 = time.perf_counter()
     with scorer._blas_limit(), ThreadPoolExecutor(threads) as pool:

@@ -214,7 +214,7 @@ def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, ret
         except (TimeoutError, OSError) as exc:
             raise UserError(f"{stage}: no Dask worker took the data every task needs ({type(exc).__name__}); "
                             "check that the cluster has running workers.") from None
-        order = sorted(pending, key=lambda k: -(sizes or {}).get(k, 0))  # stable: partition order among equals
+        order = sorted(pending, key=lambda k: -((sizes or {}).get(k) or 0))  # stable: given order among equals
         futures = {dask_client.submit(function, pending[key], *shipped, key=f"stellardb-{stage}-{key}-{os.getpid()}-{attempt}",
                                       pure=False, retries=retries, priority=len(order) - rank): key
                    for rank, key in enumerate(order)}

@@ -16,6 +16,8 @@ inputs' range (both ranges are in ``card.json``).  No Keras, TensorFlow or rich 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +29,8 @@ from stellardb.ml.features import PARAMETERS
 # (2048 x 384 float32 = 3 MB for six networks), large enough to amortise Python
 # overhead.  Measured on the 2-core AMD EPYC VM, all feature sets of the 1 M-star
 # family: 2048 and 3072 rows 1.28 M stars/s, 4096 1.24, 6144 1.19, 8192 1.10
-# (medians of 5; docs/decisions.md).
+# (medians of 5; docs/decisions.md).  After the buffer rework the same day, 1,024,
+# 1,536 and 2,048 rows were within the VM's noise of one another.
 CHUNK_ROWS = 2048
 # Scorer threads at most (one per core by default).
 MAX_THREADS = 8
@@ -94,7 +97,6 @@ class NumpyScorer:
         from stellardb.ml.features import LOG_SIGMA_MAX, LOG_SIGMA_MIN
 
         self.threads = max(1, int(threads if threads is not None else min(usable_cores(), MAX_THREADS)))
-        self._blas = None
 
         self.parameters = tuple(folded)
         models = [folded[p] for p in self.parameters]
@@ -138,6 +140,8 @@ class NumpyScorer:
             raise ValueError(f"expected inputs of shape (n, {self.n_features}), got {x.shape}")
         n = x.shape[0]
         out = {p: (np.empty(n, np.float32), np.empty(n, np.float32)) for p in self.parameters}
+        if n == 0:  # (an empty Arrow batch)
+            return out
         starts = list(range(0, n, CHUNK_ROWS))
         workers = min(self.threads, len(starts))
         # built before the threads start, which then only read them
@@ -171,17 +175,8 @@ class NumpyScorer:
         return out
 
     def _blas_limit(self):
-        """Context: BLAS limited to one thread (a no-op without threadpoolctl)."""
-        import contextlib
-
-        if self._blas is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-
-                self._blas = ThreadpoolController()
-            except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-                self._blas = False
-        return self._blas.limit(limits=1, user_api="blas") if self._blas else contextlib.nullcontext()
+        """Context: BLAS on one thread (see :func:`blas_on_one_thread`)."""
+        return blas_on_one_thread()
 
     def _tiles(self, rows: int) -> list:
         """Each network's hidden-layer biases repeated on ``rows`` rows (contiguous; a full chunk's are kept)."""
@@ -304,6 +299,48 @@ class NumpyScorer:
             np.multiply(mu, model.target_scale, out=value[lo:hi])
             value[lo:hi] += model.target_mean
             error[lo:hi] *= model.target_scale * model.error_factor
+
+
+# BLAS thread limit, shared by every scorer of the process.  threadpoolctl's limit is
+# process-wide and restores what it found when it exits, so two overlapping predict calls
+# (two threads of one process) each taking their own would let the first to finish give
+# BLAS its threads back in the middle of the other.  And threadpoolctl (3.8) lets only the
+# thread that set OpenBLAS's pool change it back: a restore from another thread is
+# silently ignored.  So the first call in takes the limit, later calls share it, and the
+# first call restores it once the last of them is done, waiting for them if need be.  (A
+# threadpoolctl limit that another thread holds open wins: the scorer cannot change it.)
+_BLAS = threading.Condition()
+_BLAS_STATE = {"users": 0, "limiter": None}
+
+
+@contextlib.contextmanager
+def blas_on_one_thread():
+    """Context: BLAS limited to one thread while any scorer in the process is inside it
+    (a no-op without threadpoolctl)."""
+    with _BLAS:
+        owner = _BLAS_STATE["limiter"] is None
+        if owner:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                # a new controller each time (1 ms): it sees every BLAS loaded by now
+                limiter = ThreadpoolController().limit(limits=1, user_api="blas")
+            except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+                limiter = contextlib.nullcontext()
+            limiter.__enter__()  # this thread holds threadpoolctl's control until __exit__
+            _BLAS_STATE["limiter"] = limiter
+        _BLAS_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS:
+            _BLAS_STATE["users"] -= 1
+            if owner:
+                _BLAS.wait_for(lambda: _BLAS_STATE["users"] == 0)
+                limiter, _BLAS_STATE["limiter"] = _BLAS_STATE["limiter"], None
+                limiter.__exit__(None, None, None)
+            else:
+                _BLAS.notify_all()
 
 
 # ---------------------------------------------------------------- extrapolation flags

@@ -1,0 +1,162 @@
+"""The NumPy scorer on hand-made networks, without Keras: against a float64 forward pass written
+out here, on shapes the trained models never have (a hidden layer wider than every first layer
+together, a network with no hidden layer, members of different widths), empty inputs, and two
+threads of one process scoring at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from stellardb.ml.features import LOG_SIGMA_MAX, LOG_SIGMA_MIN
+from stellardb.ml.scorer import CHUNK_ROWS, FoldedMLP, FoldedNet, NumpyScorer
+
+N_FEATURES = 6
+LOG_MASK = [True, False, True, False, False, False]
+COLOURS = [(0, 1, 1.0), (2, 3, 0.5)]
+N_INPUTS = N_FEATURES + len(COLOURS)
+
+
+def _net(rng, first: int, hidden: list[int]) -> FoldedNet:
+    def f32(*shape):
+        return (rng.normal(size=shape) * 0.3).astype(np.float32)
+
+    layers, width = [], first
+    for units in hidden:
+        layers.append((f32(width, units), f32(units)))
+        width = units
+    return FoldedNet(first_weight=f32(2 * N_INPUTS, first), first_bias=f32(first), hidden=layers,
+                     head_weight=f32(width, 2), head_bias=f32(2))
+
+
+def _model(rng, nets) -> FoldedMLP:
+    return FoldedMLP(members=nets, target_mean=float(rng.normal()), target_scale=float(rng.uniform(0.5, 2.0)),
+                     error_factor=1.1, log_mask=LOG_MASK, colour_pairs=[list(c) for c in COLOURS])
+
+
+def _folded(seed=1) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        # a hidden layer of 300 units: wider than all first layers together (61)
+        "teff": _model(rng, [_net(rng, 16, [64, 8, 300])]),
+        # an ensemble of three different shapes, one without a hidden layer
+        "logg": _model(rng, [_net(rng, 8, []), _net(rng, 12, [4]), _net(rng, 20, [30, 3])]),
+        "feh": _model(rng, [_net(rng, 5, [])]),
+    }
+
+
+def _inputs(n: int, seed=2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, N_FEATURES)) + 1.0).astype(np.float32)
+    for value, fraction in ((np.nan, 0.1), (np.inf, 0.02), (-np.inf, 0.02), (0.0, 0.02)):
+        x[rng.random(x.shape) < fraction] = value
+    x[CHUNK_ROWS:2 * CHUNK_ROWS, 3] = np.nan  # missing in the whole second chunk only
+    x[2 * CHUNK_ROWS:3 * CHUNK_ROWS, 5] = 2.0  # present in the whole third chunk only
+    return x
+
+
+def _reference(folded: dict, x: np.ndarray) -> dict:
+    """The networks in float64, row by row in matrix form, as the Keras model defines them."""
+    x = x.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j, logged in enumerate(LOG_MASK):
+            if logged:
+                x[:, j] = np.where(x[:, j] > 0, np.log10(x[:, j]), np.nan)
+        colours = [x[:, i] - k * x[:, j] for i, j, k in COLOURS]
+    inputs = np.column_stack([x] + colours)
+    finite = np.isfinite(inputs)
+    inputs = np.concatenate([np.where(finite, inputs, 0.0), finite.astype(np.float64)], axis=1)
+    out = {}
+    for p, model in folded.items():
+        mus, log_sigmas = [], []
+        for net in model.members:
+            h = np.maximum(inputs @ net.first_weight.astype(np.float64) + net.first_bias, 0.0)
+            for w, b in net.hidden:
+                h = np.maximum(h @ w.astype(np.float64) + b, 0.0)
+            head = h @ net.head_weight.astype(np.float64) + net.head_bias
+            mus.append(head[:, 0])
+            log_sigmas.append(np.clip(head[:, 1], LOG_SIGMA_MIN, LOG_SIGMA_MAX))
+        mus, log_sigmas = np.array(mus), np.array(log_sigmas)
+        mu = mus.mean(axis=0)
+        sigma = np.sqrt(np.exp(2 * log_sigmas).mean(axis=0) + mus.var(axis=0))
+        out[p] = (mu * model.target_scale + model.target_mean, sigma * model.target_scale * model.error_factor)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 7, CHUNK_ROWS, CHUNK_ROWS + 1, 3 * CHUNK_ROWS + 17])
+def test_scorer_equals_a_float64_forward_pass(n):
+    """Every shape of network and every missing-value pattern, one chunk or several, partial last chunk:
+    float32 results within rounding of float64, and bit-identical on one thread and three."""
+    folded = _folded()
+    x = _inputs(max(n, 3 * CHUNK_ROWS + 17))[:n]
+    want = _reference(folded, x)
+    one, three = NumpyScorer(folded, threads=1).predict(x), NumpyScorer(folded, threads=3).predict(x)
+    for p in folded:
+        for k in range(2):
+            assert one[p][k].dtype == np.float32 and one[p][k].shape == (n,)
+            scale = folded[p].target_scale
+            np.testing.assert_allclose(one[p][k], want[p][k], rtol=1e-5, atol=1e-5 * scale)
+            np.testing.assert_array_equal(one[p][k], three[p][k])
+
+
+def test_no_rows_give_empty_predictions():
+    """An empty batch (an Arrow batch with no rows) gives empty arrays, not an error."""
+    got = NumpyScorer(_folded()).predict(np.empty((0, N_FEATURES), np.float32))
+    assert set(got) == {"teff", "logg", "feh"}
+    assert all(a.shape == (0,) and a.dtype == np.float32 for pair in got.values() for a in pair)
+
+
+def _blas_threads() -> int:
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("long_first", [True, False])
+def test_overlapping_calls_keep_blas_on_one_thread_and_restore_it_after(long_first):
+    """Two threads of one process score at once.  A short call that enters after a long one and leaves
+    before it must not give BLAS its threads back under the long one (a prediction must not depend on
+    BLAS's threads), nor a short call that entered first and leaves while the long one still runs; and
+    when both are done BLAS has the threads it had before, whichever thread finished last."""
+    before = _blas_threads()
+    if before < 2:
+        pytest.skip("LOUD SKIP: BLAS runs on one thread here, so a lost limit cannot be seen (needs 2+ cores)")
+    folded = _folded()
+    long_scorer, short_scorer = NumpyScorer(folded, threads=1), NumpyScorer(folded, threads=1)
+    seen, long_in, short_in = [], threading.Event(), threading.Event()
+    chunk = NumpyScorer._predict_chunk
+
+    def long_chunk(*args):
+        seen.append(_blas_threads())
+        long_in.set()
+        time.sleep(0.02)  # (so that the short call runs inside the long one)
+        return chunk(long_scorer, *args)
+
+    def short_chunk(*args):
+        short_in.set()
+        assert long_in.wait(60)  # the short call is still inside when the long one starts
+        return chunk(short_scorer, *args)
+
+    long_scorer._predict_chunk = long_chunk  # these objects only
+    short_scorer._predict_chunk = short_chunk
+    x = _inputs(12 * CHUNK_ROWS)
+    want = NumpyScorer(folded, threads=1).predict(x)
+    calls = [threading.Thread(target=lambda: got.update(long_scorer.predict(x))),
+             threading.Thread(target=short_scorer.predict, args=(x[:10],))]
+    got = {}
+    if long_first:
+        calls[0].start()
+        assert long_in.wait(60)
+        calls[1].start()
+    else:
+        calls[1].start()
+        assert short_in.wait(60)
+        calls[0].start()
+    for call in calls:
+        call.join(120)
+    assert set(seen) == {1} and len(seen) == 12
+    assert _blas_threads() == before
+    for p in folded:
+        np.testing.assert_array_equal(got[p][0], want[p][0])
