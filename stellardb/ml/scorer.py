@@ -81,8 +81,8 @@ class NumpyScorer:
     every element-wise pass runs on whole contiguous arrays, for three reasons
     measured on the 2-core AMD EPYC VM (docs/decisions.md, "Scoring"):
 
-    * a fresh multi-megabyte result per product is fresh pages for the kernel to
-      map, and in a VM those faults cost as much as the product;
+    * a fresh multi-megabyte result per product can be fresh pages for the kernel
+      to map: in a VM those faults doubled a chunk's time in one layout tried;
     * NumPy's ``maximum`` against the scalar 0 ran at 0.44 ns per element, against a
       same-shaped array of zeros at 0.12, and an added bias row broadcast over the
       rows at twice the cost of a contiguous array of the bias;
