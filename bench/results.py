@@ -50,7 +50,8 @@ BENCHES = {
                     "against every smaller set's on validation stars, and the scorer over all sets",
     "feature_sets_scorer": "step 4 of bench_feature_sets.py alone (`--scorer-only`, issue 15): the NumPy scorer over "
                            "every member's stars of the family an earlier run trained, each member's best of 3 calls "
-                           "(bench_score.py's method) and the first call beside it",
+                           "(bench_score.py's method) and the first call beside it; its peer, alternated with it: "
+                           "the bare matrix products it does on the same stars",
 }
 
 
