@@ -32,6 +32,9 @@ from stellardb.ml.features import PARAMETERS
 # (medians of 5; docs/decisions.md).  After the buffer rework the same day, 1,024,
 # 1,536 and 2,048 rows were within the VM's noise of one another.
 CHUNK_ROWS = 2048
+# Rows whose networks' outputs are combined at once (a multiple of CHUNK_ROWS): 6 MB
+# of outputs for six networks.
+BLOCK_ROWS = 64 * CHUNK_ROWS
 # Scorer threads at most (one per core by default).
 MAX_THREADS = 8
 
@@ -126,6 +129,7 @@ class NumpyScorer:
         self._widest_hidden = max([w.shape[1] for net in self.nets for w, _ in net.hidden] + [1])
         self._first_layers = {}  # missing-flag pattern of a chunk -> its first-layer weights (see _first_layer)
         self._bias_tiles = {}  # rows -> per network, per hidden layer, its bias repeated on every row
+        self._head_bias = np.stack([net.head_bias for net in self.nets])[:, None, :]  # (networks, 1, 2)
 
     def predict(self, x: np.ndarray) -> dict:
         """Predictions for raw inputs ``x`` (n, n_features); NaN or inf means missing.
@@ -146,15 +150,20 @@ class NumpyScorer:
         workers = min(self.threads, len(starts))
         # built before the threads start, which then only read them
         tiles = {rows: self._tiles(rows) for rows in {min(n - lo, CHUNK_ROWS) for lo in starts[:1] + starts[-1:]}}
+        spaces = [{} for _ in range(workers)]  # per worker: rows -> its buffers (a full chunk, and the last one)
+        # every network's two outputs for a block of rows: the chunks write them, then the
+        # members are combined for the whole block at once (per chunk, those few dozen
+        # small operations took a fifth of the time with two threads, mostly waiting on the GIL)
+        heads = np.empty((len(self.nets), min(n, BLOCK_ROWS), 2), np.float32)
 
-        def work(k):
-            spaces = {}  # rows -> this thread's buffers (a full chunk, and the last one)
-            for lo in starts[k::workers]:
+        def work(k, first, last):
+            for lo in starts[first + k:last:workers]:
                 hi = min(n, lo + CHUNK_ROWS)
-                space = spaces.get(hi - lo)
+                space = spaces[k].get(hi - lo)
                 if space is None:
-                    space = spaces[hi - lo] = self._workspace(hi - lo)
-                self._predict_chunk(x[lo:hi], space, tiles[hi - lo], out, lo, hi)
+                    space = spaces[k][hi - lo] = self._workspace(hi - lo)
+                block_lo = starts[first]
+                self._predict_chunk(x[lo:hi], space, tiles[hi - lo], heads[:, lo - block_lo:hi - block_lo])
 
         # BLAS is single-threaded on every path, one thread or many: a multi-threaded
         # OpenBLAS may split a product differently and change the last bit of a few
@@ -164,15 +173,45 @@ class NumpyScorer:
         # would.  With one chunk per thread at a time, NumPy releases the GIL in its
         # loops, so the element-wise work runs on every core too, and BLAS threads do
         # not fight the workers for the cores.
-        with self._blas_limit():
-            if workers <= 1:
-                work(0)
-                return out
-            from concurrent.futures import ThreadPoolExecutor
+        per_block = BLOCK_ROWS // CHUNK_ROWS
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._blas_limit())
+            pool = None
+            if workers > 1:
+                from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(work, range(workers)))
+                pool = stack.enter_context(ThreadPoolExecutor(workers))
+            for first in range(0, len(starts), per_block):
+                last = min(len(starts), first + per_block)
+                if pool is None:
+                    work(0, first, last)
+                else:
+                    list(pool.map(lambda k: work(k, first, last), range(workers)))
+                lo, hi = starts[first], min(n, starts[last - 1] + CHUNK_ROWS)
+                self._combine(heads[:, :hi - lo], out, lo, hi)
         return out
+
+    def _combine(self, heads, out, lo, hi):
+        """Each parameter's value and error for rows ``lo:hi`` from its networks' outputs ``heads``
+        (networks, rows, 2), in physical units, into ``out``."""
+        heads += self._head_bias
+        mus = heads[:, :, 0]
+        log_sigmas = np.clip(heads[:, :, 1], *self.log_sigma_range)
+        for p, model, members in self.plan:
+            value, error = out[p]
+            if len(members) == 1:
+                mu = mus[members[0]]
+                np.exp(log_sigmas[members[0]], out=error[lo:hi])
+            else:
+                # the mixture of the members' Gaussians (stellardb.ml.mlp.TargetScaling)
+                m = mus[members.start:members.stop]
+                mu = m.mean(axis=0)
+                variance = np.exp(2.0 * log_sigmas[members.start:members.stop]).mean(axis=0)
+                variance += np.square(m - mu).mean(axis=0)
+                np.sqrt(variance, out=error[lo:hi])
+            np.multiply(mu, model.target_scale, out=value[lo:hi])
+            value[lo:hi] += model.target_mean
+            error[lo:hi] *= model.target_scale * model.error_factor
 
     def _blas_limit(self):
         """Context: BLAS on one thread (see :func:`blas_on_one_thread`)."""
@@ -201,7 +240,6 @@ class NumpyScorer:
             # per network two flat buffers its hidden layers alternate between
             "hidden": [(np.empty(rows * self._widest_hidden, np.float32), np.empty(rows * self._widest_hidden, np.float32))
                        for _ in self.nets],
-            "heads": np.empty((len(self.nets), rows, 2), np.float32),
             "zeros": np.zeros(rows * widest, np.float32),
         }
 
@@ -245,9 +283,10 @@ class NumpyScorer:
                 self._first_layers[key] = cached
         return cached
 
-    def _predict_chunk(self, x, space, tiles, out, lo, hi):
+    def _predict_chunk(self, x, space, tiles, heads):
+        """The networks' outputs for the rows ``x`` into ``heads`` (networks, rows, 2), head biases not yet added."""
         nf, ni = self.n_features, self.n_inputs
-        rows = hi - lo
+        rows = x.shape[0]
         inp = space["inputs"]
         xin = inp[:, :ni]
         xin[:, :nf] = x
@@ -271,7 +310,6 @@ class NumpyScorer:
         zeros = space["zeros"]
         first = np.matmul(inp[:, :width], weight, out=space["first"])
         np.maximum(first, zeros[:first.size].reshape(first.shape), out=first)
-        heads = space["heads"]
         for k, (net, cols) in enumerate(zip(self.nets, self.net_columns)):
             a = first[:, cols]
             for (w, _), bias, buf in zip(net.hidden, tiles[k], space["hidden"][k] * len(net.hidden)):
@@ -281,24 +319,6 @@ class NumpyScorer:
                 np.maximum(h, zeros[:h.size].reshape(h.shape), out=h)
                 a = h
             np.matmul(a, net.head_weight, out=heads[k])
-            heads[k] += net.head_bias
-        mus = heads[:, :, 0]
-        log_sigmas = np.clip(heads[:, :, 1], *self.log_sigma_range)
-        for p, model, members in self.plan:
-            value, error = out[p]
-            if len(members) == 1:
-                mu = mus[members[0]]
-                np.exp(log_sigmas[members[0]], out=error[lo:hi])
-            else:
-                # the mixture of the members' Gaussians (stellardb.ml.mlp.TargetScaling)
-                m = mus[members.start:members.stop]
-                mu = m.mean(axis=0)
-                variance = np.exp(2.0 * log_sigmas[members.start:members.stop]).mean(axis=0)
-                variance += np.square(m - mu).mean(axis=0)
-                np.sqrt(variance, out=error[lo:hi])
-            np.multiply(mu, model.target_scale, out=value[lo:hi])
-            value[lo:hi] += model.target_mean
-            error[lo:hi] *= model.target_scale * model.error_factor
 
 
 # BLAS thread limit, shared by every scorer of the process.  threadpoolctl's limit is
