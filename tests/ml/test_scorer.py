@@ -160,3 +160,21 @@ def test_overlapping_calls_keep_blas_on_one_thread_and_restore_it_after(long_fir
     assert _blas_threads() == before
     for p in folded:
         np.testing.assert_array_equal(got[p][0], want[p][0])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_blocks_of_rows_give_the_one_block_result(monkeypatch, threads):
+    """The members are combined per block of rows: with blocks of two chunks, 3 chunks + 17 rows run as
+    two blocks (the second partial) and give bit for bit what one block gives, and the float64 answer."""
+    from stellardb.ml import scorer as scorer_module
+
+    folded = _folded()
+    x = _inputs(3 * CHUNK_ROWS + 17)
+    one_block = NumpyScorer(folded, threads=threads).predict(x)
+    monkeypatch.setattr(scorer_module, "BLOCK_ROWS", 2 * CHUNK_ROWS)
+    blocks = NumpyScorer(folded, threads=threads).predict(x)
+    want = _reference(folded, x)
+    for p in folded:
+        for k in range(2):
+            np.testing.assert_array_equal(blocks[p][k], one_block[p][k])
+            np.testing.assert_allclose(blocks[p][k], want[p][k], rtol=1e-5, atol=1e-5 * folded[p].target_scale)
