@@ -173,7 +173,7 @@ class NumpyScorer:
         # would.  With one chunk per thread at a time, NumPy releases the GIL in its
         # loops, so the element-wise work runs on every core too, and BLAS threads do
         # not fight the workers for the cores.
-        per_block = BLOCK_ROWS // CHUNK_ROWS
+        per_block = max(1, BLOCK_ROWS // CHUNK_ROWS)  # whole chunks, at least one
         with contextlib.ExitStack() as stack:
             stack.enter_context(self._blas_limit())
             pool = None
