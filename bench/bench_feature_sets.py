@@ -42,7 +42,7 @@ from stellardb.catalog.db import connect  # noqa: E402
 from stellardb.ml import feature_sets, selection, train  # noqa: E402
 from stellardb.ml.features import PARAMETERS  # noqa: E402
 from stellardb.ml.model_store import load_scorer  # noqa: E402
-from stellardb.ml.scorer import NumpyScorer  # noqa: E402
+from stellardb.ml.scorer import NumpyScorer, blas_on_one_thread  # noqa: E402
 
 FILES = {"gaia": "gaia_source.csv.gz", "skymapper": "skymapper_master.csv", "tmass": "tmass_psc.csv",
          "allwise": "allwise_source.csv", "ps1": "ps1_dr2_mean.csv", "sdss": "sdss_dr17_photoobj.csv",
@@ -268,7 +268,7 @@ def products_only_seconds(scorer: NumpyScorer, n: int) -> float:
                 np.matmul(a, net.head_weight, out=heads[j, :r])
 
     t0 = time.perf_counter()
-    with scorer._blas_limit(), ThreadPoolExecutor(threads) as pool:
+    with blas_on_one_thread(), ThreadPoolExecutor(threads) as pool:
         list(pool.map(work, range(threads)))
     return time.perf_counter() - t0
 

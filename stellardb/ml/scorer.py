@@ -157,12 +157,12 @@ class NumpyScorer:
         heads = np.empty((len(self.nets), min(n, BLOCK_ROWS), 2), np.float32)
 
         def work(k, first, last):
+            block_lo = starts[first]  # heads holds the block's rows from 0
             for lo in starts[first + k:last:workers]:
                 hi = min(n, lo + CHUNK_ROWS)
                 space = spaces[k].get(hi - lo)
                 if space is None:
                     space = spaces[k][hi - lo] = self._workspace(hi - lo)
-                block_lo = starts[first]
                 self._predict_chunk(x[lo:hi], space, tiles[hi - lo], heads[:, lo - block_lo:hi - block_lo])
 
         # BLAS is single-threaded on every path, one thread or many: a multi-threaded
