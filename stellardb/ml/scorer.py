@@ -93,7 +93,8 @@ class NumpyScorer:
       array) made OpenBLAS zero that output in a separate pass, 10 % of the time.
 
     The first layer's bias is a row of its weights against a column of ones in the
-    input buffer, so it costs no pass at all.
+    input buffer, and the first hidden layer's a row of its weights against a column
+    of ones in the first layer's output, so neither costs a pass.
     """
 
     def __init__(self, folded: dict, threads: int | None = None):
@@ -112,11 +113,21 @@ class NumpyScorer:
         # One product for the first layers of every network (ensemble members
         # included): the input matrix is read once.
         self.nets = [net for m in models for net in m.members]
-        self.first_weight = np.ascontiguousarray(np.concatenate([f.first_weight for f in self.nets], axis=1))
-        self.first_bias = np.concatenate([f.first_bias for f in self.nets])
-        edges = np.cumsum([0] + [f.first_bias.size for f in self.nets])
-        # each network's columns of the first-layer output
+        # A network with a hidden layer gets one more first-layer column, with weights 0 and
+        # bias 1: after the ReLU it is exactly 1 on every row, and the first hidden layer takes
+        # its bias as one more weight row against it.  Its bias then costs no pass over the
+        # rows (added after the product, it took 6-9 % of a chunk's time; docs/decisions.md).
+        ones = [np.zeros((f.first_weight.shape[0], 1 if f.hidden else 0), np.float32) for f in self.nets]
+        self.first_weight = np.ascontiguousarray(
+            np.concatenate([w for f, o in zip(self.nets, ones) for w in (f.first_weight, o)], axis=1))
+        self.first_bias = np.concatenate([b for f, o in zip(self.nets, ones) for b in (f.first_bias, np.ones(o.shape[1], np.float32))])
+        edges = np.cumsum([0] + [f.first_bias.size + o.shape[1] for f, o in zip(self.nets, ones)])
+        # each network's columns of the first-layer output (its column of ones last)
         self.net_columns = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        # each network's hidden-layer weights as the products use them: the first with its
+        # bias as a last row; a deeper layer's bias is added after its product (_tiles)
+        self.hidden_weights = [[np.ascontiguousarray(np.vstack([w, b[None, :]])) if i == 0 else w
+                                for i, (w, b) in enumerate(net.hidden)] for net in self.nets]
         # per parameter: its FoldedMLP and the indices of its networks in self.nets
         first = np.cumsum([0] + [len(m.members) for m in models])
         self.plan = [(p, m, range(int(a), int(b))) for p, m, a, b in zip(self.parameters, models, first[:-1], first[1:])]
@@ -218,10 +229,11 @@ class NumpyScorer:
         return blas_on_one_thread()
 
     def _tiles(self, rows: int) -> list:
-        """Each network's hidden-layer biases repeated on ``rows`` rows (contiguous; a full chunk's are kept)."""
+        """Each network's biases of its hidden layers after the first, repeated on ``rows`` rows
+        (contiguous; a full chunk's are kept)."""
         tiles = self._bias_tiles.get(rows)
         if tiles is None:
-            tiles = [[np.ascontiguousarray(np.broadcast_to(b, (rows, b.size))) for _, b in net.hidden] for net in self.nets]
+            tiles = [[np.ascontiguousarray(np.broadcast_to(b, (rows, b.size))) for _, b in net.hidden[1:]] for net in self.nets]
             if rows == CHUNK_ROWS:
                 self._bias_tiles[rows] = tiles
         return tiles
@@ -312,10 +324,12 @@ class NumpyScorer:
         np.maximum(first, zeros[:first.size].reshape(first.shape), out=first)
         for k, (net, cols) in enumerate(zip(self.nets, self.net_columns)):
             a = first[:, cols]
-            for (w, _), bias, buf in zip(net.hidden, tiles[k], space["hidden"][k] * len(net.hidden)):
+            weights = self.hidden_weights[k]
+            for layer, (w, buf) in enumerate(zip(weights, space["hidden"][k] * len(weights))):
                 # a network's own buffer, contiguous (see the class notes); layers alternate the two
                 h = np.matmul(a, w, out=buf[:rows * w.shape[1]].reshape(rows, w.shape[1]))
-                h += bias
+                if layer:  # (the first hidden layer's bias came with the column of ones)
+                    h += tiles[k][layer - 1]
                 np.maximum(h, zeros[:h.size].reshape(h.shape), out=h)
                 a = h
             np.matmul(a, net.head_weight, out=heads[k])
