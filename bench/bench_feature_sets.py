@@ -256,14 +256,15 @@ def products_only_seconds(scorer: NumpyScorer, n: int) -> float:
 
     def work(k):
         h = np.empty((rows, first.shape[1]), np.float32)
-        buffers = [[np.empty((rows, w.shape[1]), np.float32) for w, _ in net.hidden] for net in scorer.nets]
+        # (the hidden layers' weights as the scorer uses them: the first with its bias row)
+        buffers = [[np.empty((rows, w.shape[1]), np.float32) for w in weights] for weights in scorer.hidden_weights]
         heads = np.empty((len(scorer.nets), rows, 2), np.float32)
         for lo in chunks[k::threads]:
             r = min(rows, n - lo)  # (the last chunk is partial, as the scorer's)
             np.matmul(x[:r], first, out=h[:r])
             for j, (net, cols) in enumerate(zip(scorer.nets, scorer.net_columns)):
                 a = h[:r, cols]
-                for (w, _), out in zip(net.hidden, buffers[j]):
+                for w, out in zip(scorer.hidden_weights[j], buffers[j]):
                     a = np.matmul(a, w, out=out[:r])
                 np.matmul(a, net.head_weight, out=heads[j, :r])
 
