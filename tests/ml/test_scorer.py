@@ -178,3 +178,21 @@ def test_blocks_of_rows_give_the_one_block_result(monkeypatch, threads):
         for k in range(2):
             np.testing.assert_array_equal(blocks[p][k], one_block[p][k])
             np.testing.assert_allclose(blocks[p][k], want[p][k], rtol=1e-5, atol=1e-5 * folded[p].target_scale)
+
+
+def test_benchmark_peer_runs_the_scorers_products():
+    """bench/bench_feature_sets.py's peer (the scorer's bare matrix products) multiplies the scorer's own
+    weights: it runs on odd shapes (a network without a hidden layer, three hidden layers, a partial
+    last chunk).  It broke once when the scorer's weights changed shape and no test ran it."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        module = importlib.import_module("bench_feature_sets")
+    finally:
+        sys.path.remove(str(bench))
+    seconds = module.products_only_seconds(NumpyScorer(_folded(), threads=2), 3 * CHUNK_ROWS + 17)
+    assert 0.0 < seconds < 60.0
