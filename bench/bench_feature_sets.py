@@ -241,7 +241,7 @@ def scorer_speed(db: Path, models: Path, card: dict) -> dict:
 
 def products_only_seconds(scorer: NumpyScorer, n: int) -> float:
     """Seconds for the matrix products ``scorer`` does on ``n`` rows, alone: its own weights (the
-    first layer with the bias row, no flag rows: they vary by chunk), random inputs, the same
+    first layer's rows for the inputs and one more, the bias row's place; no flag rows: they vary by chunk), random inputs, the same
     chunks of rows on the same threads with BLAS on one thread each, into buffers allocated once,
     with no element-wise work."""
     from concurrent.futures import ThreadPoolExecutor

@@ -165,7 +165,8 @@ class NumpyScorer:
         # every network's two outputs for a block of rows: the chunks write them, then the
         # members are combined for the whole block at once (per chunk, those few dozen
         # small operations took a fifth of the time with two threads, mostly waiting on the GIL)
-        heads = np.empty((len(self.nets), min(n, BLOCK_ROWS), 2), np.float32)
+        per_block = max(1, BLOCK_ROWS // CHUNK_ROWS)  # whole chunks, at least one
+        heads = np.empty((len(self.nets), min(n, per_block * CHUNK_ROWS), 2), np.float32)
 
         def work(k, first, last):
             block_lo = starts[first]  # heads holds the block's rows from 0
@@ -184,7 +185,6 @@ class NumpyScorer:
         # would.  With one chunk per thread at a time, NumPy releases the GIL in its
         # loops, so the element-wise work runs on every core too, and BLAS threads do
         # not fight the workers for the cores.
-        per_block = max(1, BLOCK_ROWS // CHUNK_ROWS)  # whole chunks, at least one
         with contextlib.ExitStack() as stack:
             stack.enter_context(self._blas_limit())
             pool = None
@@ -222,9 +222,9 @@ class NumpyScorer:
             else:
                 # the mixture of the members' Gaussians (stellardb.ml.mlp.TargetScaling)
                 m = mus[members.start:members.stop]
-                mu = m.mean(axis=0)
-                variance = np.exp(2.0 * log_sigmas[members.start:members.stop]).mean(axis=0)
-                variance += np.square(m - mu).mean(axis=0)
+                mu = _mean_of_members(m)
+                variance = _mean_of_members(np.exp(2.0 * log_sigmas[members.start:members.stop]))
+                variance += _mean_of_members(np.square(m - mu))
                 np.sqrt(variance, out=error[lo:hi])
             np.multiply(mu, model.target_scale, out=value[lo:hi])
             value[lo:hi] += model.target_mean
@@ -339,6 +339,18 @@ class NumpyScorer:
                 np.maximum(h, zeros[:h.size].reshape(h.shape), out=h)
                 a = h
             np.matmul(a, net.head_weight, out=heads[k])
+
+
+def _mean_of_members(a: np.ndarray) -> np.ndarray:
+    """The mean over the members (axis 0 of ``a``), adding them in their order.  NumPy's
+    ``mean(axis=0)`` adds 8 or more members of a one-row slice in another order than
+    of a longer one, so a star's value would depend on how the rows were split between
+    the threads (found in review, 2026-12-07)."""
+    total = a[0].copy()
+    for member in a[1:]:
+        total += member
+    total /= np.float32(a.shape[0])
+    return total
 
 
 # BLAS thread limit, shared by every scorer of the process.  threadpoolctl's limit is

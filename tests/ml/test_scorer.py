@@ -189,10 +189,48 @@ def test_benchmark_peer_runs_the_scorers_products():
     from pathlib import Path
 
     bench = Path(__file__).resolve().parents[2] / "bench"
+    # the benchmark puts bench/ on sys.path and imports its neighbours as top-level modules: undone after
+    saved_path, saved_modules = list(sys.path), set(sys.modules)
     sys.path.insert(0, str(bench))
     try:
         module = importlib.import_module("bench_feature_sets")
+        seconds = module.products_only_seconds(NumpyScorer(_folded(), threads=2), 3 * CHUNK_ROWS + 17)
     finally:
-        sys.path.remove(str(bench))
-    seconds = module.products_only_seconds(NumpyScorer(_folded(), threads=2), 3 * CHUNK_ROWS + 17)
+        sys.path[:] = saved_path
+        for name in set(sys.modules) - saved_modules:
+            if getattr(sys.modules[name], "__file__", None) and Path(sys.modules[name].__file__).parent == bench:
+                del sys.modules[name]
     assert 0.0 < seconds < 60.0
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_large_ensemble_does_not_depend_on_the_thread_count(monkeypatch, threads):
+    """A parameter of 9 members, the last block 3 rows long, so that some threads combine a single row:
+    the same bits as one thread.  NumPy's mean over 8 or more members of one row adds them in another
+    order than over many rows, and the scorer once used it (found in review)."""
+    from stellardb.ml import scorer as scorer_module
+
+    rng = np.random.default_rng(7)
+    folded = {"logg": _model(rng, [_net(rng, 6, [5]) for _ in range(9)])}
+    x = _inputs(2 * CHUNK_ROWS + 3)
+    monkeypatch.setattr(scorer_module, "BLOCK_ROWS", CHUNK_ROWS)
+    one = NumpyScorer(folded, threads=1).predict(x)
+    many = NumpyScorer(folded, threads=threads).predict(x)
+    want = _reference(folded, x)
+    for k in range(2):
+        np.testing.assert_array_equal(many["logg"][k], one["logg"][k])
+        np.testing.assert_allclose(one["logg"][k], want["logg"][k], rtol=1e-5, atol=1e-5 * folded["logg"].target_scale)
+
+
+def test_block_smaller_than_a_chunk_is_one_chunk(monkeypatch):
+    """BLOCK_ROWS below CHUNK_ROWS means blocks of one chunk (it crashed on the first full chunk)."""
+    from stellardb.ml import scorer as scorer_module
+
+    folded = _folded()
+    x = _inputs(2 * CHUNK_ROWS + 5)
+    want = NumpyScorer(folded, threads=2).predict(x)
+    monkeypatch.setattr(scorer_module, "BLOCK_ROWS", CHUNK_ROWS // 3)
+    got = NumpyScorer(folded, threads=2).predict(x)
+    for p in folded:
+        for k in range(2):
+            np.testing.assert_array_equal(got[p][k], want[p][k])
