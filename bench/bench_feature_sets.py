@@ -241,9 +241,9 @@ def scorer_speed(db: Path, models: Path, card: dict) -> dict:
 
 def products_only_seconds(scorer: NumpyScorer, n: int) -> float:
     """Seconds for the matrix products ``scorer`` does on ``n`` rows, alone: its own weights (the
-    first layer's rows for the inputs and one more, the bias row's place; no flag rows: they vary by chunk), random inputs, the same
-    chunks of rows on the same threads with BLAS on one thread each, into buffers allocated once,
-    with no element-wise work."""
+    first layer's rows for the inputs and one more in the bias row's place; no flag rows: they vary
+    by chunk), random inputs, the same chunks of rows on the same threads with BLAS on one thread
+    each, into buffers allocated once, with no element-wise work."""
     from concurrent.futures import ThreadPoolExecutor
 
     from stellardb.ml import scorer as scorer_module

@@ -117,11 +117,11 @@ class NumpyScorer:
         # bias 1: after the ReLU it is exactly 1 on every row, and the first hidden layer takes
         # its bias as one more weight row against it.  Its bias then costs no pass over the
         # rows (added after the product, it took 6-9 % of a chunk's time; docs/decisions.md).
-        ones = [np.zeros((f.first_weight.shape[0], 1 if f.hidden else 0), np.float32) for f in self.nets]
+        ones = [1 if f.hidden else 0 for f in self.nets]  # the extra column, or none
         self.first_weight = np.ascontiguousarray(
-            np.concatenate([w for f, o in zip(self.nets, ones) for w in (f.first_weight, o)], axis=1))
-        self.first_bias = np.concatenate([b for f, o in zip(self.nets, ones) for b in (f.first_bias, np.ones(o.shape[1], np.float32))])
-        edges = np.cumsum([0] + [f.first_bias.size + o.shape[1] for f, o in zip(self.nets, ones)])
+            np.concatenate([np.pad(f.first_weight, ((0, 0), (0, e))) for f, e in zip(self.nets, ones)], axis=1))
+        self.first_bias = np.concatenate([np.append(f.first_bias, np.ones(e, np.float32)) for f, e in zip(self.nets, ones)])
+        edges = np.cumsum([0] + [f.first_bias.size + e for f, e in zip(self.nets, ones)])
         # each network's columns of the first-layer output (its column of ones last)
         self.net_columns = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
         # each network's hidden-layer weights as the products use them: the first with its
@@ -204,8 +204,12 @@ class NumpyScorer:
                     # rows (row by row, so the same values however it is split).  In the
                     # calling thread alone it took 7-10 % of the time with the other core idle.
                     cuts = [lo + (hi - lo) * k // workers for k in range(workers + 1)]
-                    list(pool.map(lambda k: self._combine(heads[:, cuts[k] - lo:cuts[k + 1] - lo], out, cuts[k], cuts[k + 1]),
-                                  range(workers)))
+
+                    def combine(k, cuts=cuts, lo=lo):
+                        a, b = cuts[k], cuts[k + 1]
+                        self._combine(heads[:, a - lo:b - lo], out, a, b)
+
+                    list(pool.map(combine, range(workers)))
         return out
 
     def _combine(self, heads, out, lo, hi):
@@ -239,7 +243,8 @@ class NumpyScorer:
         (contiguous; a full chunk's are kept)."""
         tiles = self._bias_tiles.get(rows)
         if tiles is None:
-            tiles = [[np.ascontiguousarray(np.broadcast_to(b, (rows, b.size))) for _, b in net.hidden[1:]] for net in self.nets]
+            tiles = [[np.ascontiguousarray(np.broadcast_to(b, (rows, b.size))) for _, b in net.hidden[1:]]
+                     for net in self.nets]
             if rows == CHUNK_ROWS:
                 self._bias_tiles[rows] = tiles
         return tiles
