@@ -313,3 +313,16 @@ class InterruptAfterCommit:
 
     def __getattr__(self, name):
         return getattr(self._con, name)
+
+
+def dictionary_encoded(folder: Path) -> dict:
+    """Column -> whether any row group of any partition file under ``folder`` is dictionary-encoded."""
+    seen = {}
+    for file in sorted(folder.rglob("Npix=*.parquet")):
+        meta = pq.ParquetFile(file).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                column = meta.row_group(g).column(c)
+                used = any("DICTIONARY" in e for e in column.encodings)
+                seen[column.path_in_schema] = seen.get(column.path_in_schema, False) or used
+    return seen

@@ -251,6 +251,17 @@ def run_tasks(dask_client, function, tasks: dict, stage: str, progress=None, ret
                     "workers more memory (--memory-per-worker) or check the cluster's machines.")
 
 
+def dictionary_columns(schema) -> list[str]:
+    """The columns of ``schema`` worth Parquet's dictionary encoding: the strings (a model's name,
+    a feature set: a few values in a partition).  pyarrow tries a dictionary on every column by
+    default; on ids, positions and separations (nearly every value distinct) it fills one per
+    column chunk and falls back to plain, which took 2.3x the time of plain encoding to write
+    913 k pairs, and made the file larger (2026-12-07, bench notes in docs/cluster.md)."""
+    import pyarrow as pa
+
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
 def task_connection(budget_limit: str, threads: int, spill: str):
     """The in-process DuckDB of one task: in memory, ``threads`` threads, at most ``budget_limit``
     of memory, spilling to ``spill``."""

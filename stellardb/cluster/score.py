@@ -138,10 +138,10 @@ def score_task(task: dict, model: dict) -> dict:
             # the members' rows of a batch, back in the batch's order (by _healpix_29, source_id)
             table = pa.concat_tables(pieces).sort_by([(SPATIAL_INDEX_COLUMN, "ascending"), ("source_id", "ascending")])
             if writer is None:  # one schema for every file (DuckDB's types of table predictions)
-                writer = pq.ParquetWriter(tmp, schema, compression="snappy")
+                writer = pq.ParquetWriter(tmp, schema, compression="snappy", use_dictionary=engine.dictionary_columns(schema))
             writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         if writer is None:  # no star of this partition can be scored: an empty partition file
-            writer = pq.ParquetWriter(tmp, schema, compression="snappy")
+            writer = pq.ParquetWriter(tmp, schema, compression="snappy", use_dictionary=engine.dictionary_columns(schema))
             writer.write_table(schema.empty_table())
         writer.close()
         writer = None

@@ -334,7 +334,8 @@ def nearest_task(task: dict) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{task['key']}.parquet"
         tmp = folder / f".{task['key']}.parquet.tmp-{os.getpid()}"
-        pq.write_table(table.filter(pa.array(index == i)), tmp)
+        # scratch read back once by the keep-nearest task: neither compressed nor dictionary-encoded
+        pq.write_table(table.filter(pa.array(index == i)), tmp, compression="none", use_dictionary=False)
         os.replace(tmp, final)
         written[label] = int(np.count_nonzero(index == i))
     return {"pairs": written, "peak_rss": engine.peak_rss_bytes(), "rss": engine.current_rss_bytes(),
@@ -378,7 +379,8 @@ def write_partition(table, final: Path, metadata: dict) -> int:
     schema = pa.schema([f.with_nullable(True) for f in table.schema], metadata=metadata)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    pq.write_table(table.cast(schema), tmp, row_group_size=ROW_GROUP_ROWS, compression="snappy")
+    pq.write_table(table.cast(schema), tmp, row_group_size=ROW_GROUP_ROWS, compression="snappy",
+                   use_dictionary=engine.dictionary_columns(schema))
     os.replace(tmp, final)
     return table.num_rows
 

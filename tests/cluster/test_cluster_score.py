@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 from stellardb.cli.main import cli
 
+from ..helpers import dictionary_encoded
+
 pytest.importorskip("keras")
 
 FILES = {"gaia": "gaia_source.csv.gz", "skymapper": "skymapper_master.csv", "distances": "bailer_jones_distances.csv",
@@ -90,6 +92,14 @@ def test_dask_predictions_equal_embedded_star_by_star(scored, tmp_path):
     gaia_pixels = sorted(p.name for p in (release / "gaia" / "gaia" / "dataset").rglob("Npix=*.parquet"))
     assert sorted(p.name for p in (tmp_path / "out" / "predictions" / "predictions" / "dataset").rglob(
         "Npix=*.parquet")) == gaia_pixels
+
+
+def test_prediction_files_are_dictionary_encoded_only_in_their_strings(scored, tmp_path):
+    root, path, models, release = scored
+    assert run_cli(root, path, models, release, tmp_path / "out").exit_code == 0
+    seen = dictionary_encoded(tmp_path / "out" / "predictions")
+    assert seen["model"] and seen["feature_set"], seen
+    assert not any(v for k, v in seen.items() if k not in ("model", "feature_set")), seen
 
 
 def test_a_worker_killed_mid_run_still_scores_every_star_once(scored, tmp_path):
