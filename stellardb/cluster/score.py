@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 
 from stellardb.catalog import db
 from stellardb.cluster import engine, sky
@@ -92,7 +93,12 @@ def _check_surveys(payload: dict, have: set) -> None:
 
 
 def score_task(task: dict, model: dict) -> dict:
-    """Predictions for one Gaia partition, written as its file; returns counts per feature set."""
+    """Predictions for one Gaia partition, written as its file; returns counts per feature set.
+
+    The features stream from DuckDB unsorted; the partition's predictions (about 100 bytes a star,
+    against 250 for the features) are sorted once at the end by (_healpix_29, source_id), the
+    order of a release's files.  An ORDER BY on the features sorted every input column: 0.25 to
+    0.45 s of a 2.7 s task of 588 k stars (2026-12-07)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -103,23 +109,24 @@ def score_task(task: dict, model: dict) -> dict:
     _maybe_die(task["key"])
     Path(task["spill"]).mkdir(parents=True, exist_ok=True)
     con = None
-    scorers = {fs: (features, NumpyScorer(folded), RangeFlags.from_card(card))
+    # the worker's threads, as its DuckDB: a scorer of one thread per core would oversubscribe the
+    # machine's cores with one worker per core
+    scorers = {fs: (features, NumpyScorer(folded, threads=task["threads"]), RangeFlags.from_card(card))
                for fs, (features, folded, card) in model["members"].items()}
     counts = {fs: 0 for fs in scorers}
     final = Path(task["out"])
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    writer = None
+    schema = pa.schema(task["schema"], metadata=task["metadata"])
+    pieces = []
     try:
         con = open_partition(task, {"distances_src": task["distances"], "xmatch_src": task["xmatch"]})
         stream = con.sql(
             f"select s.*, g.{SPATIAL_INDEX_COLUMN}, g.ra as _ra, g.dec as _dec from ({model['source']}) as s "
-            f"join gaia_part as g using (source_id) order by g.{SPATIAL_INDEX_COLUMN}, s.source_id"
+            f"join gaia_part as g using (source_id)"
         ).to_arrow_reader(BATCH_ROWS)
-        schema = pa.schema(task["schema"], metadata=task["metadata"])
         for batch in stream:
             chosen = batch.column("_feature_set")
-            pieces = []
             for name, (features, scorer, flags) in scorers.items():
                 part = batch.filter(pc.equal(chosen, name))
                 if part.num_rows == 0:
@@ -128,30 +135,26 @@ def score_task(task: dict, model: dict) -> dict:
                 n = part.num_rows
                 pieces.append(_columns_in_release_order(pa.table({
                     SPATIAL_INDEX_COLUMN: part.column(SPATIAL_INDEX_COLUMN), **arrays,
-                    "model": pa.array([model["name"]] * n, pa.string()),
-                    "scored_at": pa.array([task["scored_at"]] * n, pa.timestamp("us")),
-                    "feature_set": pa.array([name] * n, pa.string()),
+                    # one value repeated: pa.repeat (a Python list of n strings took 0.25 s per 588 k stars)
+                    "model": pa.repeat(pa.scalar(model["name"], pa.string()), n),
+                    "scored_at": pa.repeat(pa.scalar(task["scored_at"], pa.timestamp("us")), n),
+                    "feature_set": pa.repeat(pa.scalar(name, pa.string()), n),
                     "ra": part.column("_ra"), "dec": part.column("_dec")})).cast(schema))
                 counts[name] += n
-            if not pieces:
-                continue
-            # the members' rows of a batch, back in the batch's order (by _healpix_29, source_id)
-            table = pa.concat_tables(pieces).sort_by([(SPATIAL_INDEX_COLUMN, "ascending"), ("source_id", "ascending")])
-            if writer is None:  # one schema for every file (DuckDB's types of table predictions)
-                writer = pq.ParquetWriter(tmp, schema, compression="snappy", use_dictionary=engine.dictionary_columns(schema))
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-        if writer is None:  # no star of this partition can be scored: an empty partition file
-            writer = pq.ParquetWriter(tmp, schema, compression="snappy", use_dictionary=engine.dictionary_columns(schema))
-            writer.write_table(schema.empty_table())
-        writer.close()
-        writer = None
-        os.replace(tmp, final)
     finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
         if con is not None:
             con.close()
+    table = pa.concat_tables(pieces).combine_chunks() if pieces else schema.empty_table()
+    if table.num_rows:
+        order = np.lexsort((table.column("source_id").to_numpy(), table.column(SPATIAL_INDEX_COLUMN).to_numpy()))
+        table = table.take(pa.array(order))
+    try:
+        # an empty table too: a partition none of whose stars can be scored gets an empty file
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="snappy",
+                       use_dictionary=engine.dictionary_columns(schema))
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {"by_feature_set": counts, "peak_rss": engine.peak_rss_bytes()}
 
 

@@ -48,19 +48,25 @@ def merge(ranges) -> list[tuple[int, int]]:
 
 
 def overlapping(pixels: list[Pixel], ranges) -> list[Pixel]:
-    """The ``pixels`` (non-overlapping partitions) that intersect any of ``ranges``."""
+    """The ``pixels`` (non-overlapping partitions) that intersect any of ``ranges``.
+
+    Vectorised: a coarse partition's border at a deep order is tens of thousands of ranges
+    (580 k over a 10 M-star release's 27 partitions took 1.4 s one by one on the driver)."""
     if not pixels:
         return []
     ordered = sorted(pixels, key=lambda p: p.lo)
     los = np.array([p.lo for p in ordered], dtype=np.int64)
     his = np.array([p.hi for p in ordered], dtype=np.int64)
-    found = set()
-    for lo, hi in ranges:
-        # partitions starting before hi, and ending after lo
-        last = int(np.searchsorted(los, hi, side="left"))
-        first = int(np.searchsorted(his, lo, side="right"))
-        found.update(range(first, last))
-    return [ordered[i] for i in sorted(found)]
+    bounds = np.asarray(list(ranges), dtype=np.int64).reshape(-1, 2)
+    # per range: the partitions starting before its hi and ending after its lo, [first, last)
+    last = np.searchsorted(los, bounds[:, 1], side="left")
+    first = np.searchsorted(his, bounds[:, 0], side="right")
+    hit = first < last
+    # the union of those index runs: +1 where a run starts, -1 where it ends
+    marks = np.zeros(len(ordered) + 1, np.int64)
+    np.add.at(marks, first[hit], 1)
+    np.add.at(marks, last[hit], -1)
+    return [ordered[i] for i in np.flatnonzero(np.cumsum(marks[:-1]) > 0)]
 
 
 def uncovered(pixel: Pixel, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -37,6 +37,9 @@ CHUNK_ROWS = 2048
 BLOCK_ROWS = 64 * CHUNK_ROWS
 # Scorer threads at most (one per core by default).
 MAX_THREADS = 8
+# Rows per block of RangeFlags.inputs_outside: 27 inputs x 8192 rows of float32 is 0.9 MB.
+# 8192, 16384 and 65536 rows measured 0.045, 0.050 and 0.055 s on 588 k stars (2026-12-07).
+FLAG_BLOCK_ROWS = 8192
 
 
 @dataclass
@@ -456,24 +459,32 @@ class RangeFlags:
         """Per row of raw inputs ``x``: how many network inputs lie outside the training range (int16).
 
         Computed in float32 column by column, as training computed the ranges
-        (log10, then colours), so a training star at a bound is inside.
+        (log10, then colours), so a training star at a bound is inside.  Rows go in
+        blocks of FLAG_BLOCK_ROWS, each transposed once: every input is then a short
+        contiguous row that stays in cache through its few operations (a column of the
+        whole matrix is strided, and each operation on it a pass through memory: 5x the
+        time on 588 k stars of 27 inputs).
         """
         x = np.asarray(x, dtype=np.float32)
-        count = np.zeros(x.shape[0], np.int16)
+        n, n_raw = x.shape
+        count = np.empty(n, np.int16)
         lo, hi = self.input_min.astype(np.float32), self.input_max.astype(np.float32)
-        columns = []
         with np.errstate(divide="ignore", invalid="ignore"):
-            for j in range(x.shape[1]):
-                column = x[:, j]
-                if self.log_mask[j]:
-                    column = np.log10(np.where(column > 0, column, np.nan))
-                # +-inf is missing for the network, as NaN is; NaN compares False
-                column = np.where(np.isinf(column), np.nan, column)
-                columns.append(column)
-                count += (column < lo[j]) | (column > hi[j])
-            for c, (i, j, k) in enumerate(self.colour_pairs):
-                colour = columns[i] - columns[j] if k == 1.0 else columns[i] - k * columns[j]
-                count += (colour < lo[len(columns) + c]) | (colour > hi[len(columns) + c])
+            for start in range(0, n, FLAG_BLOCK_ROWS):
+                # inputs x rows, always a copy (ascontiguousarray returns a one-row block itself)
+                block = x[start:start + FLAG_BLOCK_ROWS].T.copy(order="C")
+                counted = np.zeros(block.shape[1], np.int16)
+                for j in range(n_raw):
+                    column = block[j]  # a view: the network-unit value is written back for the colours
+                    if self.log_mask[j]:
+                        np.log10(np.where(column > 0, column, np.nan), out=column)
+                    # +-inf is missing for the network, as NaN is; NaN compares False
+                    column[np.isinf(column)] = np.nan
+                    counted += (column < lo[j]) | (column > hi[j])
+                for c, (i, j, k) in enumerate(self.colour_pairs):
+                    colour = block[i] - block[j] if k == 1.0 else block[i] - k * block[j]
+                    counted += (colour < lo[n_raw + c]) | (colour > hi[n_raw + c])
+                count[start:start + FLAG_BLOCK_ROWS] = counted
         return count
 
     def outside_label_range(self, parameter: str, value: np.ndarray) -> np.ndarray:

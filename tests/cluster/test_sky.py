@@ -66,3 +66,28 @@ def test_uncovered_and_coarsen_against_brute_force():
         coarse = sky.coarsen(covered, 2)
         assert len(coarse) <= 2
         assert all(any(a <= v < b for a, b in coarse) for v in probe[in_covered])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_overlapping_against_brute_force(seed):
+    """The partitions any of many ranges touch: the vectorised union against a check of every pair."""
+    rng = np.random.default_rng(seed)
+    # a tiling of mixed orders: split random pixels of order 1 a few times
+    pixels = [Pixel(1, p) for p in range(48)]
+    for _ in range(12):
+        p = pixels.pop(int(rng.integers(len(pixels))))
+        if p.order < 6:
+            pixels += [Pixel(p.order + 1, c) for c in range(4 * p.pixel, 4 * p.pixel + 4)]
+        else:
+            pixels.append(p)
+    pixels = [p for p in pixels if rng.random() < 0.8]  # gaps: ranges may fall between partitions
+    top = max(p.hi for p in pixels)
+    starts = rng.integers(0, top, 300)
+    ranges = [(int(a), int(a + w)) for a, w in zip(starts, rng.integers(1, 2 ** 54, 300))]
+    ranges += [(p.lo, p.hi) for p in pixels[:3]] + [(p.hi, p.hi + 1) for p in pixels[3:5]]  # exact edges
+    want = sorted((p for p in pixels if any(lo < p.hi and hi > p.lo for lo, hi in ranges)), key=lambda p: p.lo)
+    assert sky.overlapping(pixels, ranges) == want
+    assert 0 < len(want) < len(pixels)
+    assert sky.overlapping(pixels, []) == [] and sky.overlapping([], ranges) == []
+    assert sky.overlapping(pixels, ranges[:1]) == [p for p in sorted(pixels, key=lambda p: p.lo)
+                                                   if p.lo < ranges[0][1] and p.hi > ranges[0][0]]

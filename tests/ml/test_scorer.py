@@ -249,3 +249,52 @@ def test_block_smaller_than_a_chunk_is_one_chunk(monkeypatch):
     for p in folded:
         for k in range(2):
             np.testing.assert_array_equal(got[p][k], want[p][k])
+
+
+def _inputs_outside_by_columns(flags, x):
+    """The flag count the direct way: each input column of the whole matrix in turn (log10
+    where the model takes logs, +-inf missing, then the colours of the processed columns)."""
+    x = np.asarray(x, dtype=np.float32)
+    lo, hi = flags.input_min.astype(np.float32), flags.input_max.astype(np.float32)
+    count, columns = np.zeros(len(x), np.int16), []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(x.shape[1]):
+            column = x[:, j].copy()
+            if flags.log_mask[j]:
+                column = np.log10(np.where(column > 0, column, np.nan))
+            column[np.isinf(column)] = np.nan
+            columns.append(column)
+            count += (column < lo[j]) | (column > hi[j])
+        for c, (i, j, k) in enumerate(flags.colour_pairs):
+            colour = columns[i] - k * columns[j] if k != 1.0 else columns[i] - columns[j]
+            count += (colour < lo[x.shape[1] + c]) | (colour > hi[x.shape[1] + c])
+    return count
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 6, 7, 13, 100])
+def test_inputs_outside_in_blocks_equals_the_column_count(monkeypatch, n):
+    """Blocks of rows (a block of one row included) give the whole matrix's count, NaN, +-inf, zero
+    and negative inputs of log features included, and leave the caller's matrix as it was."""
+    from stellardb.ml import scorer as scorer_module
+    from stellardb.ml.features import colour_pairs_for, input_names, log_mask_for
+    from stellardb.ml.scorer import RangeFlags
+
+    monkeypatch.setattr(scorer_module, "FLAG_BLOCK_ROWS", 6)
+    features = ["r_med_geo", "phot_bp_mean_mag", "phot_rp_mean_mag", "gabs", "rabs", "e_g_psf", "teff_gspphot"]
+    names = input_names(features)
+    rng = np.random.default_rng(n)
+    assert any(log_mask_for(features)) and colour_pairs_for(features)
+    ranges = {"labels": {"teff": [4000, 7000], "logg": [1, 5], "feh": [-2, 0.5]},
+              "inputs": {name: sorted(rng.normal(size=2).tolist()) for name in names}}
+    ranges["inputs"][names[-1]] = None  # an input never finite in training: any finite value is outside
+    flags = RangeFlags(ranges, features)
+    x = rng.normal(size=(n, len(features))).astype(np.float32)
+    for value in (np.nan, np.inf, -np.inf, 0.0, -1.0):
+        x[rng.random(x.shape) < 0.05] = value
+    before = x.copy()
+    got = flags.inputs_outside(x)
+    np.testing.assert_array_equal(x, before)
+    assert got.dtype == np.int16
+    np.testing.assert_array_equal(got, _inputs_outside_by_columns(flags, x))
+    if n >= 13:
+        assert 0 < got.max() <= len(names)
