@@ -117,7 +117,10 @@ def dask_score(release: Path, model: str, db: Path, workers: int, scheduler: str
         r = score.run(catalogues.release_catalogue(release, "gaia"), catalogues.release_catalogue(release, "distances"),
                       catalogues.release_catalogue(release, "xmatch"), catalogues.release_catalogue(release, "skymapper"),
                       model, out, db_path=db, workers=None if scheduler else workers, scheduler=scheduler)
-        return time.perf_counter() - t0, r.rows
+        wall = time.perf_counter() - t0
+        print(f"  score: {r.partitions} tasks, in-task seconds {r.task_seconds:.1f}, peak worker RSS "
+              f"{r.peak_task_bytes / 2**20:.0f} MiB, wall {wall:.1f} s", flush=True)
+        return wall, r.rows
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -44,6 +44,8 @@ class ClusterScoreResult:
     seconds: float
     by_feature_set: dict
     peak_task_bytes: int
+    #: seconds spent inside the tasks, summed (the work, without Dask's overhead)
+    task_seconds: float = 0.0
 
 
 def load_model(model: str, models_dir, db_path) -> dict:
@@ -107,6 +109,7 @@ def score_task(task: dict, model: dict) -> dict:
     from stellardb.ml.scorer import NumpyScorer, RangeFlags
 
     _maybe_die(task["key"])
+    started = time.perf_counter()
     Path(task["spill"]).mkdir(parents=True, exist_ok=True)
     con = None
     # the worker's threads, as its DuckDB: a scorer of one thread per core would oversubscribe the
@@ -144,18 +147,22 @@ def score_task(task: dict, model: dict) -> dict:
     finally:
         if con is not None:
             con.close()
+    # one copy of the predictions (about 120 bytes a star; the pieces are freed), then the sorted
+    # file a row group at a time: a take from chunks is 7x slower (30 row groups of 588 k stars)
     table = pa.concat_tables(pieces).combine_chunks() if pieces else schema.empty_table()
-    if table.num_rows:
-        order = np.lexsort((table.column("source_id").to_numpy(), table.column(SPATIAL_INDEX_COLUMN).to_numpy()))
-        table = table.take(pa.array(order))
+    pieces.clear()
+    order = np.lexsort((table.column("source_id").to_numpy(), table.column(SPATIAL_INDEX_COLUMN).to_numpy()))
     try:
-        # an empty table too: a partition none of whose stars can be scored gets an empty file
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, compression="snappy",
-                       use_dictionary=engine.dictionary_columns(schema))
+        with pq.ParquetWriter(tmp, schema, compression="snappy",
+                              use_dictionary=engine.dictionary_columns(schema)) as writer:
+            if not table.num_rows:  # no star of this partition can be scored: an empty partition file
+                writer.write_table(table)
+            for start in range(0, table.num_rows, ROW_GROUP_ROWS):
+                writer.write_table(table.take(pa.array(order[start:start + ROW_GROUP_ROWS])))
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"by_feature_set": counts, "peak_rss": engine.peak_rss_bytes()}
+    return {"by_feature_set": counts, "peak_rss": engine.peak_rss_bytes(), "seconds": time.perf_counter() - started}
 
 
 def _columns_in_release_order(table):
@@ -245,7 +252,8 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
             shutil.rmtree(work, ignore_errors=True)
     return ClusterScoreResult(path=final, model=model, rows=rows, partitions=len(gaia.pixels),
                               seconds=time.perf_counter() - t0, by_feature_set=by_set,
-                              peak_task_bytes=max([r["peak_rss"] for r in done.values()] or [0]))
+                              peak_task_bytes=max([r["peak_rss"] for r in done.values()] or [0]),
+                              task_seconds=sum(r["seconds"] for r in done.values()))
 
 
 def _survey_border(gaia: HatsCatalogue, xmatch: HatsCatalogue, skymapper: HatsCatalogue, budget) -> int:
