@@ -24,6 +24,8 @@ DEFAULT_BUDGET = "2GB"
 RETRIES = 3
 #: share of the worker's budget DuckDB may use inside a task (the rest: Arrow buffers, Python)
 DUCKDB_SHARE = 0.5
+#: what a worker holds before any data: Python, DuckDB, Arrow and Dask
+WORKER_BASE_BYTES = 400 * 2**20
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*$", re.IGNORECASE)
 _UNITS = {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -255,8 +257,8 @@ def dictionary_columns(schema) -> list[str]:
     """The columns of ``schema`` worth Parquet's dictionary encoding: the strings (a model's name,
     a feature set: a few values in a partition).  pyarrow tries a dictionary on every column by
     default; on ids, positions and separations (nearly every value distinct) it fills one per
-    column chunk and falls back to plain, which took 2.3x the time of plain encoding to write
-    913 k pairs, and made the file larger (2026-12-07, bench notes in docs/cluster.md)."""
+    column chunk and falls back to plain, which took about 3x the time of plain encoding to write
+    913 k pairs, and made the file 24 % larger (2026-12-07, docs/cluster.md)."""
     import pyarrow as pa
 
     return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]

@@ -33,6 +33,9 @@ from stellardb.errors import UserError
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN
 
 BATCH_ROWS = 65_536
+#: bytes a score task holds outside DuckDB per Gaia row of its partition: the predictions (113 a
+#: scored star measured in the files, about 120 in Arrow), twice while they are gathered
+PREDICTION_BYTES_PER_ROW = 240
 
 
 @dataclass
@@ -214,6 +217,7 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
     # Gaia rows per partition (row-group statistics): the largest partitions are scored first
     gaia_rows = RowGroupIndex.of(gaia.path, [p.file for p in gaia.partitions])
     sizes = {f"{p.pixel.order}_{p.pixel.pixel}": gaia_rows.rows_in(p.pixel.lo, p.pixel.hi) for p in gaia.partitions}
+    _check_memory(sizes, budget)
     for part in gaia.partitions:
         g = part.pixel
         near = [(g.lo, g.hi)] + (sky.border_ranges(g, border) if border else [])
@@ -254,6 +258,22 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
                               seconds=time.perf_counter() - t0, by_feature_set=by_set,
                               peak_task_bytes=max([r["peak_rss"] for r in done.values()] or [0]),
                               task_seconds=sum(r["seconds"] for r in done.values()))
+
+
+def _check_memory(sizes: dict, budget) -> None:
+    """Refuse, before any work, a partition whose predictions would not fit beside DuckDB's share of
+    the worker's budget: a task holds them all to write them sorted, where DuckDB would spill."""
+    if not sizes:
+        return
+    key = max(sizes, key=sizes.get)
+    need = engine.WORKER_BASE_BYTES + budget.duckdb_bytes + PREDICTION_BYTES_PER_ROW * sizes[key]
+    if need > budget.worker_bytes:
+        enough = engine.WORKER_BASE_BYTES + PREDICTION_BYTES_PER_ROW * sizes[key]
+        raise UserError(f"Gaia partition {key} has {sizes[key]:,} rows: its predictions take about "
+                        f"{PREDICTION_BYTES_PER_ROW * sizes[key] / 1e9:.1f} GB beside DuckDB's half of the "
+                        f"{budget.worker_bytes / 1e9:.1f} GB worker budget; give --memory-per-worker "
+                        f"{int(-(-2 * enough // 10**9))}GB, or make the release with smaller partitions "
+                        "(`stellardb release NAME --max-rows-per-partition 1000000`).")
 
 
 def _survey_border(gaia: HatsCatalogue, xmatch: HatsCatalogue, skymapper: HatsCatalogue, budget) -> int:

@@ -160,6 +160,24 @@ def test_score_with_the_cluster_crossmatch_and_bad_input(scored, tmp_path):
     assert not (tmp_path / "bad" / "predictions").exists()
 
 
+def test_a_partition_whose_predictions_would_not_fit_the_budget_is_refused(scored, tmp_path, monkeypatch):
+    """A task holds its partition's predictions: a partition too large for the worker's budget is a
+    one-line error before any work, naming a budget that fits, which the check then accepts."""
+    from stellardb.cluster import engine, score as cluster_score
+    from stellardb.errors import UserError
+
+    root, path, models, release = scored
+    monkeypatch.setattr(cluster_score, "PREDICTION_BYTES_PER_ROW", 10**6)  # a 1,500-row partition: 1.5 GB
+    result = run_cli(root, path, models, release, tmp_path / "out")
+    assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "--memory-per-worker 4GB" in result.output and "--max-rows-per-partition" in result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    largest = {"0_1": 1_500}
+    cluster_score._check_memory(largest, engine.Budget(engine.parse_bytes("4GB")))
+    with pytest.raises(UserError, match="1,500 rows"):
+        cluster_score._check_memory(largest, engine.Budget(engine.parse_bytes("3GB")))
+
+
 def test_a_release_from_the_cluster_outputs_equals_the_embedded_release(scored, tmp_path):
     """xmatch and score on Dask, then `release --from-release`: the catalogue the service and lsdb
     read equals the one the embedded release wrote (predictions to float32 rounding)."""

@@ -152,7 +152,7 @@ def test_output_is_a_hats_catalogue_co_partitioned_with_gaia_that_lsdb_reads(har
 
 def test_output_files_are_dictionary_encoded_only_in_their_strings(dask_result):
     """Ids, positions and separations are written plain: a dictionary of nearly distinct values
-    cost 2.3x the write time (docs/cluster.md)."""
+    cost about 3x the write time (docs/cluster.md)."""
     result, out = dask_result
     seen = dictionary_encoded(out / "xmatch")
     assert set(seen) >= {"_healpix_29", "skymapper_object_id", "gaia_source_id", "sep_arcsec", "ra", "dec"}

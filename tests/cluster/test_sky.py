@@ -91,3 +91,17 @@ def test_overlapping_against_brute_force(seed):
     assert sky.overlapping(pixels, []) == [] and sky.overlapping([], ranges) == []
     assert sky.overlapping(pixels, ranges[:1]) == [p for p in sorted(pixels, key=lambda p: p.lo)
                                                    if p.lo < ranges[0][1] and p.hi > ranges[0][0]]
+
+
+def test_overlapping_at_the_edges_of_touching_partitions():
+    """Ranges ending where a partition starts, or starting where one ends, do not touch it."""
+    a, b, c = Pixel(2, 5), Pixel(2, 6), Pixel(2, 7)  # consecutive: a.hi == b.lo, b.hi == c.lo
+    pixels = [c, a, b]
+    assert sky.overlapping(pixels, [(a.lo, a.hi)]) == [a]
+    assert sky.overlapping(pixels, [(b.lo, b.hi)]) == [b]
+    assert sky.overlapping(pixels, [(b.hi, b.hi + 1)]) == [c]
+    assert sky.overlapping(pixels, [(a.hi - 1, a.hi)]) == [a]
+    assert sky.overlapping(pixels, [(a.hi - 1, a.hi + 1)]) == [a, b]
+    assert sky.overlapping(pixels, [(b.lo, b.lo)]) == []  # an empty range
+    assert sky.overlapping(pixels, [(c.hi, c.hi + 10), (0, a.lo)]) == []
+    assert sky.overlapping(pixels, iter([(c.lo, c.lo + 1), (a.lo, a.lo + 1)])) == [a, c]
