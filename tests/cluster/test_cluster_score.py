@@ -162,20 +162,41 @@ def test_score_with_the_cluster_crossmatch_and_bad_input(scored, tmp_path):
 
 def test_a_partition_whose_predictions_would_not_fit_the_budget_is_refused(scored, tmp_path, monkeypatch):
     """A task holds its partition's predictions: a partition too large for the worker's budget is a
-    one-line error before any work, naming a budget that fits, which the check then accepts."""
-    from stellardb.cluster import engine, score as cluster_score
+    one-line error before any work (no folder, no cluster), naming the smallest budget that fits."""
+    import re
+
+    from stellardb.cluster import catalogues, engine, score as cluster_score
+    from stellardb.cluster.stats import RowGroupIndex
     from stellardb.errors import UserError
 
     root, path, models, release = scored
-    monkeypatch.setattr(cluster_score, "PREDICTION_BYTES_PER_ROW", 10**6)  # a 1,500-row partition: 1.5 GB
+    monkeypatch.setattr(cluster_score, "PREDICTION_BYTES_PER_ROW", 10**6)  # a 1,000-row partition: 1 GB
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the memory check")
+
+    monkeypatch.setattr(engine, "client", no_work)
+    monkeypatch.setattr(engine, "output_folder", no_work)
     result = run_cli(root, path, models, release, tmp_path / "out")
     assert result.exit_code != 0 and len(result.output.strip().splitlines()) == 1, result.output
-    assert "--memory-per-worker 4GB" in result.output and "--max-rows-per-partition" in result.output
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    largest = {"0_1": 1_500}
-    cluster_score._check_memory(largest, engine.Budget(engine.parse_bytes("4GB")))
-    with pytest.raises(UserError, match="1,500 rows"):
-        cluster_score._check_memory(largest, engine.Budget(engine.parse_bytes("3GB")))
+    assert "work started" not in result.output
+    suggested = int(re.search(r"--memory-per-worker (\d+)GB", result.output)[1])
+    assert not (tmp_path / "out").exists()
+    gaia = catalogues.release_catalogue(release, "gaia")
+    rows = RowGroupIndex.of(gaia.path, [p.file for p in gaia.partitions])
+    sizes = {str(p.pixel): rows.rows_in(p.pixel.lo, p.pixel.hi) for p in gaia.partitions}
+    assert f"{max(sizes.values()):,} rows" in result.output
+    cluster_score._check_memory(sizes, engine.Budget(engine.parse_bytes(f"{suggested}GB")))  # it fits
+    with pytest.raises(UserError):
+        cluster_score._check_memory(sizes, engine.Budget(engine.parse_bytes(f"{suggested - 1}GB")))
+    # the partition size it names fits the budget given
+    monkeypatch.setattr(cluster_score, "PREDICTION_BYTES_PER_ROW", 240)
+    two_gb = engine.Budget(engine.parse_bytes("2GB"))
+    with pytest.raises(UserError, match=r"--max-rows-per-partition (\d+)") as refused:
+        cluster_score._check_memory({"1_44": 5_000_000}, two_gb)
+    fits = int(re.search(r"--max-rows-per-partition (\d+)", str(refused.value))[1])
+    cluster_score._check_memory({"1_44": fits}, two_gb)
+    assert 1_000_000 <= fits < 5_000_000
 
 
 def test_a_release_from_the_cluster_outputs_equals_the_embedded_release(scored, tmp_path):
