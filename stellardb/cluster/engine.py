@@ -37,7 +37,7 @@ def parse_bytes(text: str, option: str = "--memory-per-worker") -> int:
         raise UserError(f"{option} {text!r} is not a memory size; use a value like 2GB or 500MB.")
     size = int(float(match[1]) * _UNITS[match[2].lower()])
     if size < 10**9:
-        # a worker holds about 400 MB before any data (Python, DuckDB, Arrow, Dask), and Dask pauses
+        # a worker holds WORKER_BASE_BYTES (about 400 MB) before any data, and Dask pauses
         # a worker at 80 % of its limit
         raise UserError(f"{option} {text} is too small: a worker needs at least 1GB (Python, DuckDB, Arrow and "
                         "Dask take about 400 MB before any data).")
