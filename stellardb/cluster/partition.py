@@ -4,6 +4,10 @@ embedded SQL (``all_features``, ``catalogue_of_model``, ...) runs on it unchange
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
+
 from stellardb.catalog import db
 from stellardb.cluster.xmatch import _create_source
 from stellardb.release.partition import SPATIAL_INDEX_COLUMN
@@ -18,23 +22,81 @@ def open_partition(task: dict, views: dict):
     for one condition)."""
     con = db.connect(":memory:")
     try:
-        con.execute(f"set threads = {int(task['threads'])}")
-        con.execute("set memory_limit = $m", {"m": task["limit"]})
-        con.execute("set temp_directory = $t", {"t": task["spill"]})
-        _create_source(con, "gaia_part", [task["gaia"]])
-        con.execute(f"create or replace view gaia_src as select * exclude ({SPATIAL_INDEX_COLUMN}) from gaia_part")
-        for view, file in views.items():
-            if file:
-                # the co-partitioned catalogues carry their Gaia source's ra, dec besides the table's columns
-                _create_source(con, f"{view}_part", [file])
-                con.execute(f"create or replace view {view} as select * exclude ({SPATIAL_INDEX_COLUMN}, ra, dec) "
-                            f"from {view}_part")
-        if task["survey_files"] and views.get("xmatch_src"):
-            _create_source(con, "skymapper_part", task["survey_files"],
-                           "object_id in (select skymapper_object_id from xmatch_src_part)")
-            con.execute(f"create or replace view skymapper_src as select * exclude ({SPATIAL_INDEX_COLUMN}) "
-                        "from skymapper_part")
+        _point_at(con, task, views)
     except BaseException:
         con.close()
         raise
     return con
+
+
+#: the calling thread's partition database between tasks, and the spill folder it was opened with
+_kept = threading.local()
+
+
+@contextlib.contextmanager
+def kept_partition(task: dict, views: dict):
+    """:func:`open_partition`'s database, kept for the calling thread's next task (a Dask worker
+    runs one task per thread at a time) with its views pointed at the new task's files.
+
+    Applying the schema (78 files of sql/) takes 0.12 s, 5-7 % of a score task of 947 k Gaia rows
+    (2026-12-08).  Only for tasks that read: one that creates or replaces views of its own
+    would leave them to the next.  A task that fails closes the database, so the next starts
+    clean; so does another spill folder (DuckDB cannot move its temporary files once used)."""
+    con = getattr(_kept, "con", None)
+    if con is not None and _kept.spill != task["spill"]:
+        _forget()
+        con = None
+    _kept.con = None  # held by this task until it ends well
+    try:
+        if con is None:
+            con = db.connect(":memory:")
+        _point_at(con, task, views)
+        yield con
+    except BaseException:
+        if con is not None:
+            con.close()
+        raise
+    _kept.con, _kept.spill = con, task["spill"]
+
+
+def _forget() -> None:
+    con = getattr(_kept, "con", None)
+    _kept.con = None
+    if con is not None:
+        con.close()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_views() -> dict:
+    """The schema's own definition of each view a partition database may point elsewhere."""
+    from stellardb.catalog.schema import object_name, sql_files
+
+    names = {"gaia_src", "distances_src", "xmatch_src", "predictions_src", "labels", "skymapper_src"}
+    return {object_name(p): p.read_text() for p in sql_files() if object_name(p) in names}
+
+
+def _point_at(con, task: dict, views: dict) -> None:
+    """Set the task's limits and point ``gaia_src``, the ``views`` and ``skymapper_src`` at its files;
+    a view given no file (and ``skymapper_src`` without survey files) gets the schema's own
+    definition back (its empty table), whatever an earlier task of a kept database set."""
+    con.execute(f"set threads = {int(task['threads'])}")
+    con.execute("set memory_limit = $m", {"m": task["limit"]})
+    con.execute("set temp_directory = $t", {"t": task["spill"]})
+    defaults = _default_views()
+    _create_source(con, "gaia_part", [task["gaia"]])
+    con.execute(f"create or replace view gaia_src as select * exclude ({SPATIAL_INDEX_COLUMN}) from gaia_part")
+    for view, file in views.items():
+        if file:
+            # the co-partitioned catalogues carry their Gaia source's ra, dec besides the table's columns
+            _create_source(con, f"{view}_part", [file])
+            con.execute(f"create or replace view {view} as select * exclude ({SPATIAL_INDEX_COLUMN}, ra, dec) "
+                        f"from {view}_part")
+        else:
+            con.execute(defaults[view])
+    if task["survey_files"] and views.get("xmatch_src"):
+        _create_source(con, "skymapper_part", task["survey_files"],
+                       "object_id in (select skymapper_object_id from xmatch_src_part)")
+        con.execute(f"create or replace view skymapper_src as select * exclude ({SPATIAL_INDEX_COLUMN}) "
+                    "from skymapper_part")
+    else:
+        con.execute(defaults["skymapper_src"])

@@ -302,3 +302,90 @@ def test_a_member_needing_a_survey_the_release_lacks_is_refused():
     with pytest.raises(UserError, match="no skymapper crossmatch"):
         _check_surveys({"name": "f", "members": {"gaia-skymapper": None}}, set())
     _check_surveys({"name": "f", "members": {"gaia": None, "gaia-skymapper": None}}, {"skymapper"})
+
+
+def _partition_files(release, catalogue):
+    return {p.name: str(p) for p in (release / catalogue / catalogue / "dataset").rglob("Npix=*.parquet")}
+
+
+def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scored, tmp_path):
+    """A worker thread keeps its partition database from task to task (stellardb.cluster.partition):
+    each task must see its own files and nothing of the one before, as a database opened afresh does."""
+    import duckdb as plain
+
+    from stellardb.cluster.partition import kept_partition, open_partition
+
+    root, path, models, release = scored
+    gaia, xmatch, distances = (_partition_files(release, c) for c in ("gaia", "xmatch", "distances"))
+    survey = sorted(_partition_files(release, "skymapper").values())
+    both = sorted(set(gaia) & set(xmatch) & set(distances),
+                  key=lambda n: -pq.ParquetFile(xmatch[n]).metadata.num_rows)[:2]
+    assert len(both) == 2, "the test needs two partitions with pairs"
+
+    def task(name, spill="spill"):
+        return {"gaia": gaia[name], "threads": 1, "limit": "500MB", "spill": str(tmp_path / spill), "survey_files": survey}
+
+    def counts(con):
+        return con.execute("select (select count(*) from gaia_src), (select count(*) from xmatch_src), "
+                           "(select count(*) from distances_src), (select count(*) from skymapper_src), "
+                           "(select count(*) from scoring_set)").fetchall()[0]
+
+    def fresh(t, views):
+        con = open_partition(t, views)
+        try:
+            return counts(con)
+        finally:
+            con.close()
+
+    with_files = lambda n: {"distances_src": distances[n], "xmatch_src": xmatch[n]}  # noqa: E731
+    without = {"distances_src": None, "xmatch_src": None}
+    first, second = both
+    with kept_partition(task(first), with_files(first)) as con:
+        kept = con
+        assert counts(con) == fresh(task(first), with_files(first))
+        assert counts(con)[1] == plain.sql(f"select count(*) from '{xmatch[first]}'").fetchall()[0][0] > 0
+    # the next task on this thread: the same database, pointed at the other partition's files
+    with kept_partition(task(second), with_files(second)) as con:
+        assert con is kept
+        assert counts(con) == fresh(task(second), with_files(second))
+        assert counts(con)[0] == pq.ParquetFile(gaia[second]).metadata.num_rows
+    # a task without a crossmatch or distances: the schema's empty tables again, not the last files
+    with kept_partition(task(first), without) as con:
+        assert con is kept
+        got = counts(con)
+        assert got == fresh(task(first), without) and got[1:] == (0, 0, 0, 0) and got[0] > 0
+    # a failed task closes the database; the next opens a new one
+    with pytest.raises(ZeroDivisionError):
+        with kept_partition(task(first), with_files(first)) as con:
+            1 / 0
+    with pytest.raises(plain.ConnectionException):
+        kept.execute("select 1")
+    with kept_partition(task(first), with_files(first)) as con:
+        assert con is not kept and counts(con) == fresh(task(first), with_files(first))
+        again = con
+    # another spill folder (another run on a worker that stays): DuckDB cannot move its temporary files
+    with kept_partition(task(first, spill="spill2"), with_files(first)) as con:
+        assert con is not again
+        assert con.execute("select current_setting('temp_directory')").fetchall()[0][0] == str(tmp_path / "spill2")
+
+
+def test_the_gaia_rows_of_the_predictions_are_found_by_source_id(tmp_path):
+    import pyarrow as pa
+
+    from stellardb.cluster.score import _GaiaRows
+
+    rng = np.random.default_rng(5)
+    ids = rng.choice(10**15, size=5_000, replace=False).astype(np.int64)
+    table = pa.table({"_healpix_29": rng.integers(0, 10**17, 5_000), "source_id": ids,
+                      "ra": rng.uniform(0, 360, 5_000), "dec": rng.uniform(-90, 90, 5_000)})
+    pq.write_table(table, tmp_path / "g.parquet", row_group_size=700)
+    rows = _GaiaRows(str(tmp_path / "g.parquet"))
+    wanted = rng.permutation(ids)[:3_000]
+    where = {int(s): i for i, s in enumerate(ids)}  # brute force: the row of each id
+    got = rows.rows_of(pa.array(wanted)).to_numpy()
+    assert got.tolist() == [where[int(s)] for s in wanted]
+    assert rows.ra.take(pa.array(got)).to_numpy().tolist() == table.column("ra").to_numpy()[got].tolist()
+    with pytest.raises(RuntimeError, match="not in its Gaia partition"):
+        rows.rows_of(pa.array([ids[0], 10**15 + 1]))
+    with pytest.raises(RuntimeError, match="not in its Gaia partition"):
+        rows.rows_of(pa.array([np.sort(ids)[0] - 1]))
