@@ -29,8 +29,10 @@ def open_partition(task: dict, views: dict):
     return con
 
 
-#: the calling thread's partition database between tasks, and the spill folder it was opened with
-_kept = threading.local()
+#: each thread's idle partition database between tasks (thread ident -> (connection, spill folder));
+#: a database in a task is not here, so close_kept never closes one in use
+_kept: dict = {}
+_kept_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -38,15 +40,18 @@ def kept_partition(task: dict, views: dict):
     """:func:`open_partition`'s database, kept for the calling thread's next task (a Dask worker
     runs one task per thread at a time) with its views pointed at the new task's files.
 
-    Applying the schema (78 files of sql/) takes 0.12 s, 5-7 % of a score task of 947 k Gaia rows
-    (2026-12-08).  Only for tasks that read: one that creates or replaces views of its own
-    would leave them to the next.  A task that fails closes the database, so the next starts
-    clean; so does another spill folder (DuckDB cannot move its temporary files once used)."""
-    con = getattr(_kept, "con", None)
-    if con is not None and _kept.spill != task["spill"]:
-        _forget()
+    Applying the schema (77 files of sql/) takes 0.12 s, 5-7 % of a score task of 947 k Gaia rows
+    (2026-12-08).  Only for tasks that read: one that creates or replaces views of its own would
+    leave them to the next.  An exception inside the block closes the database, so the next task
+    starts clean; so does another spill folder (DuckDB cannot move its temporary files once used).
+    An idle database keeps what DuckDB's allocator holds (up to its query's peak, within DuckDB's
+    share of the budget) until :func:`close_kept`, which a run calls on every worker at its end."""
+    ident = threading.get_ident()
+    with _kept_lock:
+        con, spill = _kept.pop(ident, (None, None))
+    if con is not None and spill != task["spill"]:
+        con.close()
         con = None
-    _kept.con = None  # held by this task until it ends well
     try:
         if con is None:
             con = db.connect(":memory:")
@@ -56,14 +61,22 @@ def kept_partition(task: dict, views: dict):
         if con is not None:
             con.close()
         raise
-    _kept.con, _kept.spill = con, task["spill"]
+    with _kept_lock:
+        older = _kept.pop(ident, (None, None))[0]  # a nested use's: one database a thread
+        _kept[ident] = (con, task["spill"])
+    if older is not None:
+        older.close()
 
 
-def _forget() -> None:
-    con = getattr(_kept, "con", None)
-    _kept.con = None
-    if con is not None:
+def close_kept() -> int:
+    """Close this process's idle partition databases, returning their memory and letting go of
+    their spill folders (a run's end; workers of a ``--scheduler`` cluster outlive the run)."""
+    with _kept_lock:
+        idle = list(_kept.values())
+        _kept.clear()
+    for con, _ in idle:
         con.close()
+    return len(idle)
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,27 +89,35 @@ def _default_views() -> dict:
 
 
 def _point_at(con, task: dict, views: dict) -> None:
-    """Set the task's limits and point ``gaia_src``, the ``views`` and ``skymapper_src`` at its files;
-    a view given no file (and ``skymapper_src`` without survey files) gets the schema's own
-    definition back (its empty table), whatever an earlier task of a kept database set."""
+    """Set the task's limits and point ``gaia_src``, the ``views`` given a file and ``skymapper_src``
+    at its files.  Every other view a partition database may point elsewhere gets the schema's own
+    definition back (its empty table), and the ``*_part`` views the task does not make are dropped,
+    whatever an earlier task of a kept database set."""
     con.execute(f"set threads = {int(task['threads'])}")
     con.execute("set memory_limit = $m", {"m": task["limit"]})
     con.execute("set temp_directory = $t", {"t": task["spill"]})
     defaults = _default_views()
+    pointed = {"gaia_src": "gaia_part"}  # view -> the view of the task's files it reads
     _create_source(con, "gaia_part", [task["gaia"]])
     con.execute(f"create or replace view gaia_src as select * exclude ({SPATIAL_INDEX_COLUMN}) from gaia_part")
     for view, file in views.items():
+        if view not in defaults:
+            raise ValueError(f"a partition database cannot point view {view} at a file")
         if file:
             # the co-partitioned catalogues carry their Gaia source's ra, dec besides the table's columns
             _create_source(con, f"{view}_part", [file])
             con.execute(f"create or replace view {view} as select * exclude ({SPATIAL_INDEX_COLUMN}, ra, dec) "
                         f"from {view}_part")
-        else:
-            con.execute(defaults[view])
+            pointed[view] = f"{view}_part"
     if task["survey_files"] and views.get("xmatch_src"):
         _create_source(con, "skymapper_part", task["survey_files"],
                        "object_id in (select skymapper_object_id from xmatch_src_part)")
         con.execute(f"create or replace view skymapper_src as select * exclude ({SPATIAL_INDEX_COLUMN}) "
                     "from skymapper_part")
-    else:
-        con.execute(defaults["skymapper_src"])
+        pointed["skymapper_src"] = "skymapper_part"
+    for view, definition in defaults.items():
+        if view not in pointed:
+            con.execute(definition)
+    made = set(pointed.values())
+    for part in sorted(({"skymapper_part"} | {f"{v}_part" for v in defaults}) - made):
+        con.execute(f"drop view if exists {part}")

@@ -1,9 +1,9 @@
 """``stellardb score --engine dask``: the NumPy scorer mapped over a release's Gaia partitions.
 
-Each task opens an in-memory DuckDB with the project's whole schema (empty tables, every
-view of sql/), points the ``*_src`` views at its partition (``gaia``, ``distances`` and
-``xmatch`` are co-partitioned with gaia; the SkyMapper rows are read from the survey's
-partitions around it), and reads the same SQL the embedded ``score`` reads
+Each task reads an in-memory DuckDB with the project's whole schema (empty tables, every
+view of sql/; a worker thread keeps one from task to task), points the ``*_src`` views at its
+partition (``gaia``, ``distances`` and ``xmatch`` are co-partitioned with gaia; the SkyMapper rows
+are read from the survey's partitions around it), and reads the same SQL the embedded ``score`` reads
 (``all_features`` with the family's choice per star, or ``scoring_set``), in Arrow batches.
 The model (its folded networks) is sent to each worker once (``Client.scatter``), and the
 predictions are computed by :func:`stellardb.ml.score.predict_batch`, the embedded scorer's
@@ -26,7 +26,7 @@ import numpy as np
 from stellardb.catalog import db
 from stellardb.cluster import engine, sky
 from stellardb.cluster.catalogues import HatsCatalogue
-from stellardb.cluster.partition import kept_partition
+from stellardb.cluster.partition import close_kept, kept_partition
 from stellardb.cluster.stats import RowGroupIndex
 from stellardb.cluster.xmatch import ROW_GROUP_ROWS, _files_sql, _maybe_die
 from stellardb.errors import UserError
@@ -143,7 +143,7 @@ def score_task(task: dict, model: dict) -> dict:
                     "feature_set": pa.repeat(pa.scalar(name, pa.string()), n),
                     "ra": gaia.ra.take(rows), "dec": gaia.dec.take(rows)})).cast(schema))
                 counts[name] += n
-    del gaia
+    del gaia  # 48 bytes a Gaia row, freed before the predictions are copied (_check_memory counts on it)
     # one copy of the predictions (about 120 bytes a star; the pieces are freed), then the sorted
     # file a row group at a time: a take from chunks is 7x slower (30 row groups of 588 k stars)
     table = pa.concat_tables(pieces).combine_chunks() if pieces else schema.empty_table()
@@ -165,9 +165,9 @@ def score_task(task: dict, model: dict) -> dict:
 class _GaiaRows:
     """The partition's ``_healpix_29``, ``ra`` and ``dec`` found by source_id, for the predictions.
 
-    Joining them in the feature query built DuckDB's hash table on the features (its estimate of
-    their number is a fifth of the truth): 0.2 s of a 2.3 s task of 588 k stars, where reading the
-    four columns and a binary search take 0.06-0.1 s (2026-12-08).  A release's files are sorted by
+    Joining them in the feature query built DuckDB's hash table on the features (it estimated
+    189 k of 588 k rows): 0.17 s of a 2.3 s task, where reading the four columns and a binary
+    search take 0.06-0.1 s (2026-12-08).  A release's files are sorted by
     (_healpix_29, source_id), and a Gaia source_id begins with its HEALPix level-12 pixel, so the
     argsort runs over nearly sorted ids."""
 
@@ -261,9 +261,14 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
         engine.scratch_folder(partial), engine.scratch_folder(work)
         try:
             with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
-                # the model goes to each worker once, not with every task
-                done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(payload,),
-                                        sizes=sizes)
+                try:
+                    # the model goes to each worker once, not with every task
+                    done = engine.run_tasks(dask_client, score_task, tasks, "score", progress, shared=(payload,),
+                                            sizes=sizes)
+                finally:
+                    # the workers' idle partition databases hold memory and this run's spill folder;
+                    # a --scheduler cluster's workers outlive the run (a dead worker has none to close)
+                    dask_client.run(close_kept, on_error="ignore")
             by_set: dict = {}
             for r in done.values():
                 for k, v in r["by_feature_set"].items():
@@ -292,8 +297,11 @@ def _check_memory(sizes: dict, budget) -> None:
     """Refuse, before any task or file (only the model and the ``_metadata`` statistics are read), a
     partition whose predictions would not fit beside DuckDB's share of the worker's budget and the
     worker itself: a task holds them all to write them sorted, where DuckDB would spill.
-    Conservative: DuckDB's whole share is counted, though the predictions' copy is made after DuckDB
-    has closed (measured peaks: 640-675 MiB on 947 k-row partitions, 2 GB budget)."""
+    DuckDB's whole share is counted: its query has ended when the predictions are copied, but the
+    worker's idle database keeps what DuckDB's allocator holds until the next task (measured peaks:
+    599-629 MiB on 947 k-row partitions, 2 GB budget, 2026-12-08).  The partition's source_id,
+    _healpix_29, ra, dec and their search index (48 bytes a Gaia row) are held only while the
+    predictions are still at most half the count."""
     if not sizes:
         return
     key = max(sizes, key=sizes.get)

@@ -98,6 +98,12 @@ def test_dask_predictions_equal_embedded_star_by_star(scored, tmp_path):
         rows = pq.read_table(file, columns=["_healpix_29", "source_id"]).to_pandas()
         assert rows.equals(rows.sort_values(["_healpix_29", "source_id"], ignore_index=True)), file
     assert sum(pq.ParquetFile(f).metadata.num_rows > 0 for f in files) > 3
+    # each star's position and spatial index are its Gaia source's, from the release's gaia files
+    where = duckdb.sql(
+        f"select count(*), count(g.source_id) from read_parquet('{tmp_path}/out/predictions/predictions/dataset/"
+        f"Norder=*/*/*.parquet') as p left join read_parquet('{release}/gaia/gaia/dataset/Norder=*/*/*.parquet') as g "
+        "on g.source_id = p.source_id and g._healpix_29 = p._healpix_29 and g.ra = p.ra and g.dec = p.dec").fetchall()
+    assert where == [(len(want), len(want))], where
     # dictionaries only for the strings: ids and values written plain (docs/cluster.md)
     seen = dictionary_encoded(tmp_path / "out" / "predictions")
     assert seen["model"] and seen["feature_set"], seen
@@ -313,7 +319,7 @@ def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scor
     each task must see its own files and nothing of the one before, as a database opened afresh does."""
     import duckdb as plain
 
-    from stellardb.cluster.partition import kept_partition, open_partition
+    from stellardb.cluster.partition import close_kept, kept_partition, open_partition
 
     root, path, models, release = scored
     gaia, xmatch, distances = (_partition_files(release, c) for c in ("gaia", "xmatch", "distances"))
@@ -354,6 +360,16 @@ def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scor
         assert con is kept
         got = counts(con)
         assert got == fresh(task(first), without) and got[1:] == (0, 0, 0, 0) and got[0] > 0
+    # a task naming one view only: every other gets its schema definition back, its files' view goes
+    with kept_partition(task(second), with_files(second)) as con:
+        pass
+    only = {"distances_src": distances[first]}
+    with kept_partition(task(first), only) as con:
+        assert con is kept
+        got = counts(con)
+        assert got == fresh(task(first), only) and got[1] == got[3] == 0 and got[2] > 0
+        left = {r[0] for r in con.execute("select view_name from duckdb_views() where view_name like '%_part'").fetchall()}
+        assert left == {"gaia_part", "distances_src_part"}, left
     # a failed task closes the database; the next opens a new one
     with pytest.raises(ZeroDivisionError):
         with kept_partition(task(first), with_files(first)) as con:
@@ -367,6 +383,32 @@ def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scor
     with kept_partition(task(first, spill="spill2"), with_files(first)) as con:
         assert con is not again
         assert con.execute("select current_setting('temp_directory')").fetchall()[0][0] == str(tmp_path / "spill2")
+        last = con
+    with pytest.raises(plain.ConnectionException):
+        again.execute("select 1")
+    # the end of a run closes the idle databases: their memory and spill folder are let go
+    assert close_kept() == 1
+    with pytest.raises(plain.ConnectionException):
+        last.execute("select 1")
+    assert close_kept() == 0
+
+
+def test_a_run_on_a_cluster_that_stays_leaves_no_partition_database_behind(scored, tmp_path):
+    """Workers of a --scheduler cluster outlive the run: score closes their kept partition databases
+    (here the workers are threads of this process, so their databases are visible to the test)."""
+    from distributed import LocalCluster
+
+    from stellardb.cluster import catalogues, partition
+    from stellardb.cluster import score as cluster_score
+
+    root, path, models, release = scored
+    cat = {c: catalogues.release_catalogue(release, c) for c in ("gaia", "distances", "xmatch", "skymapper")}
+    partition.close_kept()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        result = cluster_score.run(cat["gaia"], cat["distances"], cat["xmatch"], cat["skymapper"], "fam",
+                                   tmp_path / "out", models_dir=models, db_path=path, scheduler=cluster.scheduler_address)
+        assert result.rows == len(embedded(path))
+        assert partition._kept == {}, "a worker thread still holds a partition database after the run"
 
 
 def test_the_gaia_rows_of_the_predictions_are_found_by_source_id(tmp_path):
