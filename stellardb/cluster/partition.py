@@ -29,9 +29,12 @@ def open_partition(task: dict, views: dict):
     return con
 
 
-#: each thread's idle partition database between tasks (thread ident -> (connection, spill folder));
-#: a database in a task is not here, so close_kept never closes one in use
+#: each thread's idle partition database between tasks (thread ident -> (connection, spill folder,
+#: run)); a database in a task is not here, so close_kept never closes one in use
 _kept: dict = {}
+#: runs that have ended: a task of one still running (cancelled when another task failed; Dask
+#: cannot stop a running task) closes its database instead of keeping it
+_ended: set = set()
 _kept_lock = threading.Lock()
 
 
@@ -45,10 +48,11 @@ def kept_partition(task: dict, views: dict):
     leave them to the next.  An exception inside the block closes the database, so the next task
     starts clean; so does another spill folder (DuckDB cannot move its temporary files once used).
     An idle database keeps what DuckDB's allocator holds (up to its query's peak, within DuckDB's
-    share of the budget) until :func:`close_kept`, which a run calls on every worker at its end."""
+    share of the budget) until :func:`close_kept`, which a run (``task["run"]``) calls on every
+    worker at its end, failed or not."""
     ident = threading.get_ident()
     with _kept_lock:
-        con, spill = _kept.pop(ident, (None, None))
+        con, spill, _ = _kept.pop(ident, (None, None, None))
     if con is not None and spill != task["spill"]:
         con.close()
         con = None
@@ -62,21 +66,26 @@ def kept_partition(task: dict, views: dict):
             con.close()
         raise
     with _kept_lock:
-        older = _kept.pop(ident, (None, None))[0]  # a nested use's: one database a thread
-        _kept[ident] = (con, task["spill"])
-    if older is not None:
-        older.close()
+        older = _kept.pop(ident, (None, None, None))[0]  # a nested use's: one database a thread
+        ended = task["run"] in _ended
+        if not ended:
+            _kept[ident] = (con, task["spill"], task["run"])
+    for done in (older, con if ended else None):
+        if done is not None:
+            done.close()
 
 
-def close_kept() -> int:
-    """Close this process's idle partition databases, returning their memory and letting go of
-    their spill folders (a run's end; workers of a ``--scheduler`` cluster outlive the run)."""
+def close_kept(run: str) -> int:
+    """At the end of ``run``, close this process's idle partition databases of it, returning their
+    memory and letting go of its spill folder (the workers of a ``--scheduler`` cluster outlive
+    the run); a task of it that ends later closes its own.  Returns how many were closed."""
     with _kept_lock:
-        idle = list(_kept.values())
-        _kept.clear()
-    for con, _ in idle:
+        _ended.add(run)
+        idle = [ident for ident, (_, _, of) in _kept.items() if of == run]
+        closing = [_kept.pop(ident)[0] for ident in idle]
+    for con in closing:
         con.close()
-    return len(idle)
+    return len(closing)
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ co-partitioned with gaia (columns as a release's ``predictions``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -245,6 +246,7 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     distances_files = {p.pixel: p.file for p in distances.partitions} if distances else {}
     xmatch_files = {p.pixel: p.file for p in xmatch.partitions} if xmatch else {}
+    run_id = uuid.uuid4().hex  # the workers' partition databases of this run (partition.close_kept)
     tasks = {}
     for part in gaia.partitions:
         g = part.pixel
@@ -256,7 +258,7 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
                       "survey_files": survey_files,
                       "out": str(partial / "predictions" / "dataset" / g.path()), "metadata": metadata,
                       "schema": schema, "scored_at": scored_at, "limit": budget.duckdb_limit,
-                      "threads": threads, "spill": str(work / "spill")}
+                      "threads": threads, "spill": str(work / "spill"), "run": run_id}
     with engine.output_folder(out):  # after every refusal above
         engine.scratch_folder(partial), engine.scratch_folder(work)
         try:
@@ -267,8 +269,10 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
                                             sizes=sizes)
                 finally:
                     # the workers' idle partition databases hold memory and this run's spill folder;
-                    # a --scheduler cluster's workers outlive the run (a dead worker has none to close)
-                    dask_client.run(close_kept, on_error="ignore")
+                    # a --scheduler cluster's workers outlive the run (a dead worker has none to close,
+                    # and a scheduler that is gone must not hide the run's own error)
+                    with contextlib.suppress(Exception):
+                        dask_client.run(close_kept, run_id, on_error="ignore")
             by_set: dict = {}
             for r in done.values():
                 for k, v in r["by_feature_set"].items():
@@ -279,7 +283,7 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
             writer.finish_collection(partial, "predictions", [])
             (partial / engine.MARKER).unlink()
             (partial / "cluster_run.json").write_text(json.dumps({
-                "run_id": uuid.uuid4().hex, "release": provenance, "xmatch": xmatch_provenance,
+                "run_id": run_id, "release": provenance, "xmatch": xmatch_provenance,
                 "card_sha256": card_sha256, "model": model, "members": sorted(payload["members"]), "scored_at_utc": scored_at.isoformat(),
                 "gaia": gaia.path.name, "memory_per_worker_bytes": budget.worker_bytes,
                 "by_feature_set": by_set}, indent=2) + "\n")

@@ -3,6 +3,9 @@ predictions the embedded ``score`` wrote into the database, star by star."""
 
 from __future__ import annotations
 
+import json
+import threading
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -328,8 +331,9 @@ def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scor
                   key=lambda n: -pq.ParquetFile(xmatch[n]).metadata.num_rows)[:2]
     assert len(both) == 2, "the test needs two partitions with pairs"
 
-    def task(name, spill="spill"):
-        return {"gaia": gaia[name], "threads": 1, "limit": "500MB", "spill": str(tmp_path / spill), "survey_files": survey}
+    def task(name, spill="spill", run="run1"):
+        return {"gaia": gaia[name], "threads": 1, "limit": "500MB", "spill": str(tmp_path / spill), "survey_files": survey,
+                "run": run}
 
     def counts(con):
         return con.execute("select (select count(*) from gaia_src), (select count(*) from xmatch_src), "
@@ -386,11 +390,30 @@ def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scor
         last = con
     with pytest.raises(plain.ConnectionException):
         again.execute("select 1")
-    # the end of a run closes the idle databases: their memory and spill folder are let go
-    assert close_kept() == 1
+    # another run's database, idle on another thread
+    other = {}
+
+    def on_another_thread():
+        with kept_partition(task(second, spill="spill3", run="run2"), with_files(second)) as con:
+            other["con"] = con
+
+    worker = threading.Thread(target=on_another_thread)
+    worker.start()
+    worker.join()
+    # the end of a run closes its idle databases (their memory and spill folder are let go), not another's
+    assert close_kept("run1") == 1
     with pytest.raises(plain.ConnectionException):
         last.execute("select 1")
-    assert close_kept() == 0
+    assert close_kept("run1") == 0
+    assert other["con"].execute("select count(*) from gaia_src").fetchall()[0][0] > 0
+    # a task of the ended run that ends now (it was running when the run ended) keeps nothing
+    with kept_partition(task(first), with_files(first)) as con:
+        late = con
+    with pytest.raises(plain.ConnectionException):
+        late.execute("select 1")
+    assert close_kept("run2") == 1
+    with pytest.raises(plain.ConnectionException):
+        other["con"].execute("select 1")
 
 
 def test_a_run_on_a_cluster_that_stays_leaves_no_partition_database_behind(scored, tmp_path):
@@ -403,12 +426,65 @@ def test_a_run_on_a_cluster_that_stays_leaves_no_partition_database_behind(score
 
     root, path, models, release = scored
     cat = {c: catalogues.release_catalogue(release, c) for c in ("gaia", "distances", "xmatch", "skymapper")}
-    partition.close_kept()
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         result = cluster_score.run(cat["gaia"], cat["distances"], cat["xmatch"], cat["skymapper"], "fam",
                                    tmp_path / "out", models_dir=models, db_path=path, scheduler=cluster.scheduler_address)
         assert result.rows == len(embedded(path))
-        assert partition._kept == {}, "a worker thread still holds a partition database after the run"
+        run = json.loads((tmp_path / "out" / "predictions" / "cluster_run.json").read_text())["run_id"]
+        assert run in partition._ended
+        held = [v for v in partition._kept.values() if v[2] == run]
+        assert not held, "a worker thread still holds a partition database after the run"
+
+
+#: the state of _task_of_a_failing_run (module level: Dask pickles a task's function by reference)
+_failing = {}
+
+
+def _task_of_a_failing_run(task, model):
+    """The first task to start waits until the run has failed and ended, then opens its partition
+    database as score_task does; every other task fails."""
+    from stellardb.cluster.partition import kept_partition
+    from stellardb.errors import UserError
+
+    with _failing["lock"]:
+        first = not _failing["started"]
+        _failing["started"].append(task["key"])
+    if not first:
+        raise UserError("a partition of this test fails")
+    try:
+        assert _failing["release"].wait(300), "the run did not end"
+        with kept_partition(task, {"distances_src": task["distances"], "xmatch_src": task["xmatch"]}) as con:
+            _failing["con"], _failing["run"] = con, task["run"]
+            con.execute("select count(*) from scoring_set").fetchall()
+    finally:
+        _failing["done"].set()
+    return {}
+
+
+def test_a_task_still_running_when_its_run_fails_keeps_no_partition_database(scored, tmp_path, monkeypatch):
+    """A task fails and the run ends, while another task runs on (Dask cancels it, but cannot stop
+    it): that one closes its partition database when it ends, instead of keeping it for a run that
+    is over."""
+    from distributed import LocalCluster
+
+    from stellardb.cluster import catalogues, partition
+    from stellardb.cluster import score as cluster_score
+    from stellardb.errors import UserError
+
+    root, path, models, release = scored
+    cat = {c: catalogues.release_catalogue(release, c) for c in ("gaia", "distances", "xmatch", "skymapper")}
+    _failing.update(lock=threading.Lock(), started=[], release=threading.Event(), done=threading.Event())
+    monkeypatch.setattr(cluster_score, "score_task", _task_of_a_failing_run)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(UserError, match="a partition of this test fails"):
+            cluster_score.run(cat["gaia"], cat["distances"], cat["xmatch"], cat["skymapper"], "fam", tmp_path / "out",
+                              models_dir=models, db_path=path, scheduler=cluster.scheduler_address)
+        _failing["release"].set()
+        assert _failing["done"].wait(300), "the held task did not end"
+    assert _failing["run"] in partition._ended
+    assert not [v for v in partition._kept.values() if v[2] == _failing["run"]]
+    with pytest.raises(duckdb.ConnectionException):
+        _failing["con"].execute("select 1")
 
 
 def test_the_gaia_rows_of_the_predictions_are_found_by_source_id(tmp_path):
@@ -431,3 +507,34 @@ def test_the_gaia_rows_of_the_predictions_are_found_by_source_id(tmp_path):
         rows.rows_of(pa.array([ids[0], 10**15 + 1]))
     with pytest.raises(RuntimeError, match="not in its Gaia partition"):
         rows.rows_of(pa.array([np.sort(ids)[0] - 1]))
+
+
+def test_a_failing_end_of_run_call_does_not_hide_the_runs_own_error(scored, tmp_path, monkeypatch):
+    """With the scheduler gone, closing the workers' databases fails too: the user must still see
+    why the run failed, not the cleanup's connection error."""
+    from distributed import Client, LocalCluster
+    from distributed.comm.core import CommClosedError
+
+    from stellardb.cluster import catalogues
+    from stellardb.cluster import engine
+    from stellardb.cluster import score as cluster_score
+    from stellardb.errors import UserError
+
+    root, path, models, release = scored
+    cat = {c: catalogues.release_catalogue(release, c) for c in ("gaia", "distances", "xmatch", "skymapper")}
+    calls = []
+
+    def gone(self, *args, **kwargs):
+        calls.append(args)
+        raise CommClosedError("ConnectionPool closing.")
+
+    def run_tasks(*args, **kwargs):
+        raise UserError("score: no Dask worker took the data every task needs (OSError)")
+
+    monkeypatch.setattr(Client, "run", gone)
+    monkeypatch.setattr(engine, "run_tasks", run_tasks)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(UserError, match="no Dask worker took the data"):
+            cluster_score.run(cat["gaia"], cat["distances"], cat["xmatch"], cat["skymapper"], "fam", tmp_path / "out",
+                              models_dir=models, db_path=path, scheduler=cluster.scheduler_address)
+    assert calls, "the end-of-run call was not made: the test proves nothing"
