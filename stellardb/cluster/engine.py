@@ -148,6 +148,21 @@ def scratch_folder(path):
     return path
 
 
+def task_folder(path, spill):
+    """Make a task's folder ``path`` (and its parents), only while the run the task belongs to lives:
+    its scratch folder, the parent of the task's ``spill`` folder, is there.  When a task fails, Dask
+    cancels the others but cannot stop those already running; once the run has ended and removed its
+    folders, such a task must not make them again (they would lack the marker, and nothing would
+    ever sweep them): it fails instead, and nobody waits for its result."""
+    from pathlib import Path
+
+    if not Path(spill).parent.is_dir():
+        raise RuntimeError("this task's run has ended and removed its folders")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def output_folder(folder):
     """Create ``folder`` for a run's result (and sweep what killed runs left there); if the run fails

@@ -77,7 +77,7 @@ def _model_of(predictions: HatsCatalogue) -> str:
 def catalogue_task(task: dict) -> dict:
     """One partition of ``catalogue``: catalogue_of_model over the partition's files."""
     _maybe_die(task["key"])
-    Path(task["spill"]).mkdir(parents=True, exist_ok=True)
+    engine.task_folder(task["spill"], task["spill"])
     con = open_partition(task, {"distances_src": task["distances"], "xmatch_src": task["xmatch"],
                                 "predictions_src": task["predictions"], "labels": task["labels"]})
     try:
@@ -91,7 +91,8 @@ def catalogue_task(task: dict) -> dict:
     import pyarrow as pa
 
     table = table.cast(pa.schema(task["schema"]))
-    return {"rows": write_partition(table, Path(task["out"]), task["metadata"]), "peak_rss": engine.peak_rss_bytes()}
+    return {"rows": write_partition(table, Path(task["out"]), task["metadata"], task["spill"]),
+            "peak_rss": engine.peak_rss_bytes()}
 
 
 def margin_task(task: dict) -> dict:
@@ -108,7 +109,7 @@ def margin_task(task: dict) -> dict:
     finally:
         con.close()
     table = table.cast(pa.schema(task["schema"]))
-    return {"rows": write_partition(table, Path(task["out"]), task["metadata"])}
+    return {"rows": write_partition(table, Path(task["out"]), task["metadata"], task["spill"])}
 
 
 def from_cluster(base: Path, name: str, root: Path, xmatch_dir=None, predictions_dir=None, models_dir=None,
@@ -208,6 +209,7 @@ def from_cluster(base: Path, name: str, root: Path, xmatch_dir=None, predictions
                                      "out": str(margin_dir / "dataset" / p.path()), "schema": schema,
                                      "metadata": metadata, "limit": budget.duckdb_limit, "threads": 1,
                                      "spill": str(work / "spill")}
+        work.mkdir(exist_ok=True)  # the tasks make their folders only while it is there (engine.task_folder)
         with engine.client(scheduler, workers, budget, str(work / "dask")) as dask_client:
             done = engine.run_tasks(dask_client, catalogue_task, tasks, "catalogue", progress)
             margins = engine.run_tasks(dask_client, margin_task, margin_tasks, "catalogue margin", progress) \

@@ -114,14 +114,14 @@ def score_task(task: dict, model: dict) -> dict:
 
     _maybe_die(task["key"])
     started = time.perf_counter()
-    Path(task["spill"]).mkdir(parents=True, exist_ok=True)
+    engine.task_folder(task["spill"], task["spill"])
     # the worker's threads, as its DuckDB: a scorer of one thread per core would oversubscribe the
     # machine's cores with one worker per core
     scorers = {fs: (features, NumpyScorer(folded, threads=task["threads"]), RangeFlags.from_card(card))
                for fs, (features, folded, card) in model["members"].items()}
     counts = {fs: 0 for fs in scorers}
     final = Path(task["out"])
-    final.parent.mkdir(parents=True, exist_ok=True)
+    engine.task_folder(final.parent, task["spill"])
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     schema = pa.schema(task["schema"], metadata=task["metadata"])
     gaia = _GaiaRows(task["gaia"], threads=task["threads"])

@@ -302,7 +302,7 @@ def nearest_task(task: dict) -> dict:
 
     _maybe_die(task["key"])
     started = time.perf_counter()
-    Path(task["spill"]).mkdir(parents=True, exist_ok=True)
+    engine.task_folder(task["spill"], task["spill"])
     con = engine.task_connection(task["limit"], task["threads"], task["spill"])
     try:
         _create_macros(con)
@@ -330,8 +330,7 @@ def nearest_task(task: dict) -> dict:
     written = {}
     for i in np.unique(index):
         label = task["gaia_label"][int(i)]
-        folder = Path(task["pieces"]) / label
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = engine.task_folder(Path(task["pieces"]) / label, task["spill"])
         final = folder / f"{task['key']}.parquet"
         tmp = folder / f".{task['key']}.parquet.tmp-{os.getpid()}"
         # scratch read back once by the keep-nearest task: neither compressed nor dictionary-encoded
@@ -346,7 +345,7 @@ def keep_nearest_task(task: dict) -> dict:
     """A Gaia partition's pairs: every piece written for it, each Gaia source keeping its nearest."""
     _maybe_die(task["key"])
     started = time.perf_counter()
-    Path(task["spill"]).mkdir(parents=True, exist_ok=True)
+    engine.task_folder(task["spill"], task["spill"])
     con = engine.task_connection(task["limit"], task["threads"], task["spill"])
     try:
         pieces = sorted(str(p) for p in Path(task["pieces"]).glob("*.parquet")) if Path(task["pieces"]).is_dir() else []
@@ -363,12 +362,13 @@ def keep_nearest_task(task: dict) -> dict:
             f"order by {SPATIAL_INDEX_COLUMN}, gaia_source_id").to_arrow_table()
     finally:
         con.close()
-    rows = write_partition(table, Path(task["out"]), task["metadata"])
+    rows = write_partition(table, Path(task["out"]), task["metadata"], task["spill"])
     return {"rows": int(rows), "peak_rss": engine.peak_rss_bytes(), "seconds": time.perf_counter() - started}
 
 
-def write_partition(table, final: Path, metadata: dict) -> int:
-    """One partition file of an output catalogue, written under a temporary name and renamed.
+def write_partition(table, final: Path, metadata: dict, spill: str) -> int:
+    """One partition file of an output catalogue, written under a temporary name and renamed, by a
+    task whose spill folder is ``spill`` (:func:`engine.task_folder`).
 
     pyarrow writes it, every column nullable: DuckDB marks a column REQUIRED where the
     statistics it read say it has no NULL, which differs between partitions (an empty one has
@@ -377,7 +377,7 @@ def write_partition(table, final: Path, metadata: dict) -> int:
     import pyarrow.parquet as pq
 
     schema = pa.schema([f.with_nullable(True) for f in table.schema], metadata=metadata)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    engine.task_folder(final.parent, spill)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     pq.write_table(table.cast(schema), tmp, row_group_size=ROW_GROUP_ROWS, compression="snappy",
                    use_dictionary=engine.dictionary_columns(schema))

@@ -442,7 +442,7 @@ _failing = {}
 
 def _task_of_a_failing_run(task, model):
     """The first task to start waits until the run has failed and ended, then opens its partition
-    database as score_task does; every other task fails."""
+    database as score_task does, then runs score_task itself; every other task fails."""
     from stellardb.cluster.partition import kept_partition
     from stellardb.errors import UserError
 
@@ -456,6 +456,10 @@ def _task_of_a_failing_run(task, model):
         with kept_partition(task, {"distances_src": task["distances"], "xmatch_src": task["xmatch"]}) as con:
             _failing["con"], _failing["run"] = con, task["run"]
             con.execute("select count(*) from scoring_set").fetchall()
+        try:
+            _failing["real"](task, model)
+        except RuntimeError as exc:
+            _failing["late"] = str(exc)
     finally:
         _failing["done"].set()
     return {}
@@ -473,7 +477,8 @@ def test_a_task_still_running_when_its_run_fails_keeps_no_partition_database(sco
 
     root, path, models, release = scored
     cat = {c: catalogues.release_catalogue(release, c) for c in ("gaia", "distances", "xmatch", "skymapper")}
-    _failing.update(lock=threading.Lock(), started=[], release=threading.Event(), done=threading.Event())
+    _failing.update(lock=threading.Lock(), started=[], release=threading.Event(), done=threading.Event(),
+                    real=cluster_score.score_task, late=None)
     monkeypatch.setattr(cluster_score, "score_task", _task_of_a_failing_run)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         with pytest.raises(UserError, match="a partition of this test fails"):
@@ -485,6 +490,9 @@ def test_a_task_still_running_when_its_run_fails_keeps_no_partition_database(sco
     assert not [v for v in partition._kept.values() if v[2] == _failing["run"]]
     with pytest.raises(duckdb.ConnectionException):
         _failing["con"].execute("select 1")
+    # nor does it make the run's folders again after the run removed them: nothing would sweep them
+    assert _failing["late"] == "this task's run has ended and removed its folders"
+    assert not list((tmp_path / "out").glob(".predictions.*")), list((tmp_path / "out").iterdir())
 
 
 def test_the_gaia_rows_of_the_predictions_are_found_by_source_id(tmp_path):

@@ -37,3 +37,20 @@ def test_the_largest_tasks_run_first():
         STARTED.clear()
         engine.run_tasks(client, work, tasks, "test-unsized")
         assert STARTED == list(sizes)
+
+
+def test_a_task_makes_its_folders_only_while_its_run_lives(tmp_path):
+    """A task still running when its run ended (Dask cancels, but cannot stop, a running task) must
+    not make the run's folders again: they would lack the marker, and no run would sweep them."""
+    work = engine.scratch_folder(tmp_path / ".x.work-1")
+    spill = work / "spill"
+    made = engine.task_folder(tmp_path / ".x.partial-1" / "x" / "dataset" / "Norder=1", spill)
+    assert made.is_dir() and engine.task_folder(spill, spill).is_dir()
+    import shutil
+
+    shutil.rmtree(work)
+    with pytest.raises(RuntimeError, match="run has ended"):
+        engine.task_folder(spill, spill)
+    with pytest.raises(RuntimeError, match="run has ended"):
+        engine.task_folder(tmp_path / ".x.partial-2" / "dataset", spill)
+    assert not work.exists() and not (tmp_path / ".x.partial-2").exists()
