@@ -47,7 +47,8 @@ def _release_and_out(db_path, release_name: str | None, out: str | None) -> tupl
         raise UserError("--engine dask reads a release: give --release NAME (`stellardb releases` lists them; "
                         "`stellardb release NAME` makes one).")
     folder = layout.resolve(layout.default_root(db_path), release_name)
-    target = Path(out) if out else Path(db_path).absolute().parent / "cluster" / folder.name
+    # absolute: the workers of a --scheduler cluster may have another working directory
+    target = Path(out).absolute() if out else Path(db_path).absolute().parent / "cluster" / folder.name
     if layout.release_holding(target.absolute()) is not None:
         raise UserError(f"--out {target} lies inside a release; releases are immutable: choose a folder outside it.")
     return folder, target
@@ -104,7 +105,7 @@ def xmatch(db_path, survey: str, radius_arcsec, release_name, out, scheduler, wo
         catalogues.require_columns(survey_cat, SURVEYS[survey].signature, "--survey-catalogue",
                                    f"give a {survey} catalogue with stellardb's column names (`stellardb surveys`), "
                                    "or name the survey it is with --survey.")
-        target = Path(out) if out else Path(db_path).absolute().parent / "cluster" / gaia.path.name
+        target = Path(out).absolute() if out else Path(db_path).absolute().parent / "cluster" / gaia.path.name
         from stellardb.release import layout
 
         if layout.release_holding(target.absolute()) is not None:

@@ -151,9 +151,11 @@ def scratch_folder(path):
 def task_folder(path, spill):
     """Make a task's folder ``path`` (and its parents), only while the run the task belongs to lives:
     its scratch folder, the parent of the task's ``spill`` folder, is there.  When a task fails, Dask
-    cancels the others but cannot stop those already running; once the run has ended and removed its
-    folders, such a task must not make them again (they would lack the marker, and nothing would
-    ever sweep them): it fails instead, and nobody waits for its result."""
+    cancels the others but cannot stop those already running; once the run has ended, such a task
+    must not make the run's folders again (they would lack the marker, and no run of this machine
+    would sweep them): it fails instead, and nobody waits for its result.  The run takes its
+    scratch folder away first, in one rename (:func:`remove_run_folders`); what remains is the
+    moment between this check and the mkdir."""
     from pathlib import Path
 
     if not Path(spill).parent.is_dir():
@@ -161,6 +163,29 @@ def task_folder(path, spill):
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_run_folders(work, *others) -> None:
+    """Remove a run's scratch folder ``work`` and its other folders (``others``, e.g. the half-written
+    result), ``work`` first and at once: renamed (the name still one :func:`sweep_leftovers` knows,
+    the marker inside), so that a task still running sees its run has ended (:func:`task_folder`)
+    before anything is deleted; a folder inside ``work`` goes with it."""
+    import shutil
+    from pathlib import Path
+
+    work = Path(work)
+    ended = work.with_name(work.name.replace(".work-", ".ended.work-", 1)) if ".work-" in work.name \
+        else work.with_name(work.name + ".ended")
+    try:
+        os.rename(work, ended)
+    except FileNotFoundError:
+        ended = None
+    except OSError:
+        ended = work  # not renamed (another file system?): removed where it is
+    for folder in others:
+        shutil.rmtree(folder, ignore_errors=True)
+    if ended is not None:
+        shutil.rmtree(ended, ignore_errors=True)
 
 
 @contextlib.contextmanager

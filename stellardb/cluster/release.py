@@ -225,16 +225,14 @@ def from_cluster(base: Path, name: str, root: Path, xmatch_dir=None, predictions
                                     margin_order=margin_order)
             margin_names.append(margin_dir.name)
         writer.finish_collection(partial / "catalogue", "catalogue", margin_names)
-        shutil.rmtree(work, ignore_errors=True)
+        engine.remove_run_folders(work)
         _write_manifest(partial, base, base_manifest, name, model, models_dir, db_path, replaced, rows, margin_rows,
                         {"xmatch": xmatch, "predictions": predictions})
         layout.publish(partial, final)
         partial = None
         layout.point_latest(root, name)
     finally:
-        if partial is not None:
-            shutil.rmtree(partial, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+        engine.remove_run_folders(work, *([partial] if partial is not None else []))
     return ClusterRelease(name=name, path=final, model=model, rows=rows, margin_rows=margin_rows,
                           seconds=time.perf_counter() - t0)
 

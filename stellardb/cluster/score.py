@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,8 +270,9 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
                     # the workers' idle partition databases hold memory and this run's spill folder;
                     # a --scheduler cluster's workers outlive the run (a dead worker has none to close,
                     # and a scheduler that is gone must not hide the run's own error)
-                    with contextlib.suppress(Exception):
-                        dask_client.run(close_kept, run_id, on_error="ignore")
+                    if dask_client.status == "running":  # not a 30 s wait for a scheduler that is gone
+                        with contextlib.suppress(Exception):
+                            dask_client.run(close_kept, run_id, on_error="ignore")
             by_set: dict = {}
             for r in done.values():
                 for k, v in r["by_feature_set"].items():
@@ -289,8 +289,7 @@ def run(gaia: HatsCatalogue, distances: HatsCatalogue | None, xmatch: HatsCatalo
                 "by_feature_set": by_set}, indent=2) + "\n")
             os.rename(partial, final)
         finally:
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
+            engine.remove_run_folders(work, partial)
     return ClusterScoreResult(path=final, model=model, rows=rows, partitions=len(gaia.pixels),
                               seconds=time.perf_counter() - t0, by_feature_set=by_set,
                               peak_task_bytes=max([r["peak_rss"] for r in done.values()] or [0]),

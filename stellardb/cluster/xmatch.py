@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -477,8 +476,7 @@ def run(gaia: HatsCatalogue, survey_cat: HatsCatalogue, survey_name: str, out: P
                 "memory_per_worker_bytes": budget.worker_bytes}, indent=2) + "\n")
             os.rename(partial, final)
         finally:
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
+            engine.remove_run_folders(work, partial)
     peak = max([r["peak_rss"] for r in list(near.values()) + list(kept.values())] or [0])
     return XmatchResult(path=final, survey=survey.name, pairs=rows, partitions=len(gaia.pixels),
                         nearest_tasks=len(the_plan.nearest), seconds=time.perf_counter() - t0,

@@ -452,7 +452,7 @@ def _task_of_a_failing_run(task, model):
     if not first:
         raise UserError("a partition of this test fails")
     try:
-        assert _failing["release"].wait(300), "the run did not end"
+        assert _failing["release"].wait(120), "the run did not end"
         with kept_partition(task, {"distances_src": task["distances"], "xmatch_src": task["xmatch"]}) as con:
             _failing["con"], _failing["run"] = con, task["run"]
             con.execute("select count(*) from scoring_set").fetchall()
@@ -481,11 +481,14 @@ def test_a_task_still_running_when_its_run_fails_keeps_no_partition_database(sco
                     real=cluster_score.score_task, late=None)
     monkeypatch.setattr(cluster_score, "score_task", _task_of_a_failing_run)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        with pytest.raises(UserError, match="a partition of this test fails"):
-            cluster_score.run(cat["gaia"], cat["distances"], cat["xmatch"], cat["skymapper"], "fam", tmp_path / "out",
-                              models_dir=models, db_path=path, scheduler=cluster.scheduler_address)
-        _failing["release"].set()
-        assert _failing["done"].wait(300), "the held task did not end"
+        try:
+            with pytest.raises(UserError, match="a partition of this test fails"):
+                cluster_score.run(cat["gaia"], cat["distances"], cat["xmatch"], cat["skymapper"], "fam",
+                                  tmp_path / "out", models_dir=models, db_path=path,
+                                  scheduler=cluster.scheduler_address)
+        finally:
+            _failing["release"].set()  # whatever happened: the held task must not outlive the test
+        assert _failing["done"].wait(120), "the held task did not end"
     assert _failing["run"] in partition._ended
     assert not [v for v in partition._kept.values() if v[2] == _failing["run"]]
     with pytest.raises(duckdb.ConnectionException):

@@ -54,3 +54,38 @@ def test_a_task_makes_its_folders_only_while_its_run_lives(tmp_path):
     with pytest.raises(RuntimeError, match="run has ended"):
         engine.task_folder(tmp_path / ".x.partial-2" / "dataset", spill)
     assert not work.exists() and not (tmp_path / ".x.partial-2").exists()
+
+
+def test_a_run_takes_its_scratch_folder_away_before_deleting_anything(tmp_path, monkeypatch):
+    """The run's cleanup renames its scratch folder first, so that a task still running fails
+    (engine.task_folder) while the half-written result is being deleted, instead of making it again."""
+    import shutil
+    import socket
+
+    work = engine.scratch_folder(tmp_path / ".x.work-1")
+    partial = engine.scratch_folder(tmp_path / ".x.partial-1")
+    (work / "spill").mkdir()
+    (partial / "x" / "dataset").mkdir(parents=True)
+    seen = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        # a late task, at the moment the cleanup deletes the first folder
+        try:
+            engine.task_folder(partial / "x" / "dataset" / "Norder=2", work / "spill")
+            seen.append("made")
+        except RuntimeError:
+            seen.append("refused")
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    engine.remove_run_folders(work, partial)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    assert seen and set(seen) == {"refused"}, seen
+    assert list(tmp_path.iterdir()) == []
+    # a cleanup cut short (the process killed): the renamed folder keeps a name and marker the sweep knows
+    ended = tmp_path / ".x.ended.work-2"
+    ended.mkdir()
+    (ended / engine.MARKER).write_text(f"{socket.gethostname()} 999999999\n")
+    engine.sweep_leftovers(tmp_path)
+    assert not ended.exists()
