@@ -322,7 +322,7 @@ def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scor
     each task must see its own files and nothing of the one before, as a database opened afresh does."""
     import duckdb as plain
 
-    from stellardb.cluster.partition import close_kept, kept_partition, open_partition
+    from stellardb.cluster.partition import _kept, close_kept, kept_partition, open_partition
 
     root, path, models, release = scored
     gaia, xmatch, distances = (_partition_files(release, c) for c in ("gaia", "xmatch", "distances"))
@@ -414,6 +414,12 @@ def test_a_kept_partition_database_reads_only_the_files_of_its_current_task(scor
     assert close_kept("run2") == 1
     with pytest.raises(plain.ConnectionException):
         other["con"].execute("select 1")
+    # a view the partition database has no file-backed definition for is a programming error, and
+    # the database it was pointing is not kept
+    with pytest.raises(ValueError, match="cannot point view stars"):
+        with kept_partition(task(first, run="run3"), {"stars": xmatch[first]}):
+            pass
+    assert not [v for v in _kept.values() if v[2] == "run3"]
 
 
 def test_a_run_on_a_cluster_that_stays_leaves_no_partition_database_behind(scored, tmp_path):
